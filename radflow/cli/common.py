@@ -1,0 +1,16 @@
+"""Shared bits of the CLI: consoles and JSON output."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    """Machine output for ``--json``: plain JSON on stdout, nothing else."""
+    print(json.dumps(data, indent=2, default=str))  # noqa: T201 - CLI output

@@ -1,0 +1,51 @@
+"""Process settings (environment variables with the ``RADFLOW_`` prefix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RadflowSettings(BaseSettings):
+    """Settings read from the environment.
+
+    Example:
+        ``RADFLOW_HOME=/srv/radflow radflow site up --name lab`` keeps all of the site's state
+        (Orthanc storage, Prefect database, logs, credentials) under ``/srv/radflow/sites/lab``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RADFLOW_", extra="ignore")
+
+    home: Path = Field(
+        default=Path("~/.radflow"),
+        description="Where sites keep their state, configuration and credentials.",
+        examples=["~/.radflow", "/srv/radflow"],
+    )
+    orthanc_binary: Path = Field(
+        default=Path("/usr/sbin/Orthanc"),
+        description="The Orthanc executable (Debian's package installs /usr/sbin/Orthanc).",
+    )
+    orthanc_plugins: Path = Field(
+        default=Path("/usr/share/orthanc/plugins"),
+        description="Folder of Orthanc plugins to load (Debian's DICOMweb plugin lives here).",
+    )
+    dcmtk_bin: Path = Field(
+        default=Path("/usr/bin"),
+        description="Folder holding DCMTK's storescu/echoscu (Debian's dcmtk package).",
+    )
+    start_timeout: float = Field(
+        default=90.0,
+        description="Seconds to wait for each site component to become healthy.",
+    )
+
+    @property
+    def home_dir(self) -> Path:
+        """The expanded, absolute RADFLOW_HOME."""
+        return self.home.expanduser().resolve()
+
+
+def get_settings() -> RadflowSettings:
+    """Return the process settings, read from the environment now."""
+    return RadflowSettings()

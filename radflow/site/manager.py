@@ -1,0 +1,230 @@
+"""Bring a site up, report its health, bring it down.
+
+Example:
+    ```python
+    from radflow.site import SiteManager
+
+    manager = SiteManager()
+    status = manager.up("lab")          # Orthanc, Prefect server, worker; blocks registered
+    print(status.component("orthanc").urls["explorer"])
+    manager.down("lab")
+    ```
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from radflow.errors import ConfigurationError, RadflowError, SiteError
+from radflow.settings import RadflowSettings, get_settings
+from radflow.site.components import COMPONENTS, Component, ComponentStatus, SiteContext
+from radflow.site.config import (
+    SiteConfig,
+    SitePaths,
+    aet_for,
+    all_sites,
+    allocate_ports,
+    check_site_name,
+    home_lock,
+    load_config,
+    load_or_create_secrets,
+    port_is_free,
+    save_config,
+    save_secrets,
+)
+
+logger = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+_COMPONENT_PORTS = {
+    "orthanc": ("orthanc_http", "orthanc_dicom"),
+    "prefect-server": ("prefect",),
+    "worker": (),
+}
+_PORT_OPTION = {"orthanc_http": "--orthanc-http-port", "orthanc_dicom": "--orthanc-dicom-port",
+                "prefect": "--prefect-port"}
+
+
+@dataclass
+class SiteStatus:
+    """The health of a whole site."""
+
+    name: str
+    state: str  # "running", "degraded" or "stopped"
+    root: Path
+    components: list[ComponentStatus]
+
+    def component(self, name: str) -> ComponentStatus:
+        return next(c for c in self.components if c.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "state": self.state, "root": str(self.root),
+                "components": [asdict(c) for c in self.components]}
+
+
+def _overall(components: list[ComponentStatus]) -> str:
+    states = {c.state for c in components}
+    if states == {"running"}:
+        return "running"
+    if states == {"stopped"}:
+        return "stopped"
+    return "degraded"
+
+
+class SiteManager:
+    """Manage the sites under one RADFLOW_HOME."""
+
+    def __init__(self, settings: RadflowSettings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.home = self.settings.home_dir
+
+    def sites(self) -> list[str]:
+        """Names of all sites created under this RADFLOW_HOME."""
+        return all_sites(self.home)
+
+    def context(self, name: str) -> SiteContext:
+        """The context of an existing site.
+
+        Raises:
+            ConfigurationError: no site of that name was ever started here.
+        """
+        check_site_name(name)
+        paths = SitePaths(self.home, name)
+        config = load_config(paths)
+        if config is None:
+            known = ", ".join(self.sites()) or "none"
+            raise ConfigurationError(
+                f"there is no site {name!r} under {self.home} (sites: {known})",
+                fix=f"create it with `radflow site up --name {name}`, or set RADFLOW_HOME",
+            )
+        return SiteContext(self.settings, paths, config, load_or_create_secrets(paths))
+
+    def _create_or_update(self, name: str, ports: dict[str, int | None], database_url: str | None,
+                          stable_age: int | None, modalities: list[str] | None) -> SiteContext:
+        check_site_name(name)
+        paths = SitePaths(self.home, name)
+        with home_lock(self.home):
+            paths.make()
+            config = load_config(paths)
+            if config is None:
+                config = SiteConfig(name=name, aet=aet_for(name),
+                                    ports=allocate_ports(self.home, ports))
+            else:
+                updated = config.ports.model_copy(update={k: v for k, v in ports.items() if v})
+                config = config.model_copy(update={"ports": updated})
+            if stable_age is not None:
+                config.stable_age = stable_age
+            if modalities is not None:
+                config.modalities = list(modalities)
+            save_config(paths, config)
+            secrets_ = load_or_create_secrets(paths)
+            if database_url is not None:  # kept with the secrets: the URL holds a password
+                secrets_.database_url = SecretStr(database_url) if database_url else None
+                save_secrets(paths, secrets_)
+        return SiteContext(self.settings, paths, config, secrets_)
+
+    def up(
+        self,
+        name: str,
+        *,
+        ports: dict[str, int | None] | None = None,
+        database_url: str | None = None,
+        stable_age: int | None = None,
+        modalities: list[str] | None = None,
+        progress: Progress | None = None,
+    ) -> SiteStatus:
+        """Start every component of the site that is not running, and wait until all are healthy.
+
+        A site that fails half-way is stopped entirely, and the error names the component, its
+        log and the fix.
+
+        Args:
+            name: the site name (a new one is created with free ports).
+            ports: explicit ports (keys ``orthanc_http``, ``orthanc_dicom``, ``prefect``).
+            database_url: PostgreSQL URL for the site's Prefect server ("" for SQLite).
+            stable_age: seconds after the last instance before Orthanc calls a series stable.
+            modalities: DICOM peers allowed to C-STORE, as ``NAME=AET@HOST:PORT``.
+            progress: called with one line per step.
+
+        Raises:
+            SiteError: a component failed to start (everything was stopped again).
+        """
+        say = progress or (lambda _msg: None)
+        running = {c.name for c in self.status(name).components if c.state != "stopped"} \
+            if name in self.sites() else set()
+        if running and (any((ports or {}).values()) or database_url is not None):
+            raise ConfigurationError(
+                f"site {name!r} is running ({', '.join(sorted(running))}); its ports and database "
+                "cannot change while it runs",
+                fix=f"run `radflow site down --name {name}` first",
+            )
+        ctx = self._create_or_update(name, ports or {}, database_url, stable_age, modalities)
+        try:
+            for component in COMPONENTS:
+                self._start_one(ctx, component, say)
+            self._after_start(ctx, say)
+        except RadflowError as exc:
+            stopped = self._stop_all(ctx)
+            raise SiteError(
+                f"site {name!r} failed to start: {exc.message}\n"
+                f"Stopped again: {', '.join(stopped) or 'nothing was running'}.",
+                fix=exc.fix,
+            ) from exc
+        return self.status(name)
+
+    def _start_one(self, ctx: SiteContext, component: Component, say: Progress) -> None:
+        proc = component.process(ctx)
+        if proc.process() is not None:
+            healthy, _ = component.probe(ctx)
+            if healthy:
+                say(f"{component.name}: already running")
+                return
+            say(f"{component.name}: running, waiting until healthy")
+        else:
+            for key in _COMPONENT_PORTS[component.name]:
+                port = getattr(ctx.config.ports, key)
+                if not port_is_free(port):
+                    raise SiteError(
+                        f"port {port} for {component.name} ({key}) is already in use",
+                        fix=f"stop whatever listens on {port}, or choose another port with "
+                        f"`radflow site up --name {ctx.config.name} {_PORT_OPTION[key]} N`",
+                    )
+            say(f"{component.name}: starting")
+            component.start(ctx)
+        component.wait_healthy(ctx, self.settings.start_timeout)
+        say(f"{component.name}: healthy")
+
+    def _after_start(self, ctx: SiteContext, say: Progress) -> None:
+        from radflow.site.registration import register_site_blocks
+
+        register_site_blocks(ctx)
+        say("blocks: registered")
+
+    def _stop_all(self, ctx: SiteContext) -> list[str]:
+        """Stop the Prefect chain (worker, then server) and Orthanc side by side."""
+
+        def stop_chain(chain: list[Component]) -> list[str]:
+            return [c.name for c in chain if c.process(ctx).stop()]
+
+        prefect_chain = [c for c in reversed(COMPONENTS) if c.name != "orthanc"]
+        orthanc = [c for c in COMPONENTS if c.name == "orthanc"]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(stop_chain, [prefect_chain, orthanc]))
+        return [name for chain in results for name in chain]
+
+    def down(self, name: str) -> list[str]:
+        """Stop every component of the site; returns the names of those that were running."""
+        return self._stop_all(self.context(name))
+
+    def status(self, name: str) -> SiteStatus:
+        """Probe each component of the site."""
+        ctx = self.context(name)
+        components = [c.status(ctx) for c in COMPONENTS]
+        return SiteStatus(name, _overall(components), ctx.paths.root, components)

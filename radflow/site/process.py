@@ -1,0 +1,143 @@
+"""Start and stop the long-running processes of a site, tracked by PID files.
+
+Each process starts in a session of its own (its own process group), so stopping it also
+stops whatever it spawned (uvicorn under ``prefect server start``, flow-run processes under a
+worker). A PID file records the process's start time as well as its PID, so a PID reused by an
+unrelated process after a reboot is never signalled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ManagedProcess:
+    """One supervised process of a site.
+
+    Attributes:
+        name: component name (``orthanc``, ``prefect-server``, ``worker``...).
+        run_dir: folder for the PID file.
+        log_path: where the process's stdout and stderr go (appended).
+        stop_signal: the signal that makes it shut down cleanly (Prefect workers ignore SIGTERM
+            for a long time; SIGINT stops them at once).
+    """
+
+    name: str
+    run_dir: Path
+    log_path: Path
+    stop_signal: int = signal.SIGINT
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    def start(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> int:
+        """Start the process in the background; returns its PID."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n--- radflow: starting {self.name} at {time.ctime()} ---\n".encode())
+            log.flush()
+            proc = subprocess.Popen(  # noqa: S603 - argv is built by radflow, never a shell string
+                list(argv),
+                env=dict(env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        create_time = psutil.Process(proc.pid).create_time()
+        self.pidfile.write_text(json.dumps({"pid": proc.pid, "create_time": create_time,
+                                            "argv": list(argv)[:3]}))
+        # A Popen object reaps its child only when polled; keep none around: once started the
+        # process belongs to the site, not to this (possibly short-lived) CLI process.
+        proc.returncode = 0
+        return proc.pid
+
+    def process(self) -> psutil.Process | None:
+        """The running process, or None (stale PID files are removed)."""
+        try:
+            info = json.loads(self.pidfile.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            proc = psutil.Process(info["pid"])
+            if abs(proc.create_time() - info["create_time"]) > 0.05:
+                raise psutil.NoSuchProcess(info["pid"])
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                _reap(info["pid"])
+                raise psutil.NoSuchProcess(info["pid"])
+            return proc
+        except psutil.NoSuchProcess:
+            self.pidfile.unlink(missing_ok=True)
+            return None
+
+    @property
+    def pid(self) -> int | None:
+        proc = self.process()
+        return proc.pid if proc else None
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        """Stop the process and everything it spawned. Returns True if something was running."""
+        proc = self.process()
+        if proc is None:
+            return False
+        try:
+            family = [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = [proc]
+        for sig, wait in ((self.stop_signal, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            _signal_group(proc.pid, sig)
+            for member in family[1:]:  # children that left the group
+                _signal(member, sig)
+            _, alive = psutil.wait_procs(family, timeout=wait)
+            _reap(proc.pid)
+            if not alive:
+                break
+            logger.warning("%s did not stop on %s; escalating", self.name, signal.Signals(sig).name)
+        self.pidfile.unlink(missing_ok=True)
+        return True
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the process's log (for error messages)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _signal(proc: psutil.Process, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of a child of this process (avoids zombies in tests)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The demo (`make demo`): start the 'demo' site, synthesize 5 CT studies, push them over DICOM,
+# and say where to look. Re-running it is safe: a running site is left as it is, and pushing the
+# same studies again stores nothing twice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+radflow=${RADFLOW_VENV:-$PWD/.venv}/bin/radflow
+site=${RADFLOW_DEMO_SITE:-demo}
+home=${RADFLOW_HOME:-$HOME/.radflow}
+data=$home/demo-data
+
+"$radflow" site up --name "$site"
+if [ ! -f "$data/manifest.json" ]; then
+    "$radflow" data synth --cases 5 --seed 42 --out "$data"
+fi
+"$radflow" data push "$data" --site "$site"
+
+url() { "$radflow" site status --name "$site" --json | python3 -c \
+    "import json,sys; c={x['name']: x for x in json.load(sys.stdin)['components']}; print(c['$1']['urls']['$2'])"; }
+cat <<MSG
+
+The demo site '$site' is running. Where to look:
+  Orthanc Explorer  $(url orthanc explorer)
+                    5 synthetic abdominal CT studies; DICOMweb at $(url orthanc dicomweb)
+  Prefect UI        $(url prefect-server ui)
+                    work pool '$site-process' with one process worker; blocks '$site', '$site-orthanc'
+  Log-ins           radflow site credentials --name $site   (authentication is on everywhere)
+  Sample data       $data (DICOM + ground-truth labels)
+
+  radflow site status --name $site     health and URLs
+  make demo-down                       stop everything (radflow site down --name $site)
+MSG

@@ -1,0 +1,79 @@
+"""Session fixtures: a real site (Orthanc from Debian's package + a Prefect server + a worker)
+on free loopback ports under a temporary RADFLOW_HOME, and synthetic data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from radflow.settings import RadflowSettings
+from radflow.site import SiteManager
+from radflow.site.components import SiteContext
+
+RADFLOW = [str(Path(sys.executable).parent / "radflow")]
+
+
+@pytest.fixture(scope="session")
+def radflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private RADFLOW_HOME for the whole session (also for CLI subprocesses)."""
+    home = tmp_path_factory.mktemp("radflow-home")
+    old = os.environ.get("RADFLOW_HOME")
+    os.environ["RADFLOW_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("RADFLOW_HOME", None)
+    else:
+        os.environ["RADFLOW_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def manager(radflow_home: Path) -> SiteManager:
+    return SiteManager(RadflowSettings(home=radflow_home))
+
+
+@pytest.fixture(scope="session")
+def site(manager: SiteManager) -> Iterator[SiteContext]:
+    """The session's site 'alpha', fully up; stopped at the end of the session."""
+    manager.up("alpha", stable_age=2)
+    yield manager.context("alpha")
+    manager.down("alpha")
+
+
+@pytest.fixture()
+def orthanc(site: SiteContext):
+    """A client for the session site's Orthanc, emptied before the test."""
+    client = site.orthanc_client()
+    for patient in client.patients():
+        client.delete("patients", patient)
+    return client
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three small synthetic CT studies (64x64 slices), shared by the session."""
+    from radflow.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth")
+    synthesize(out, 3, seed=7, matrix=64)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """Run the `radflow` command in a subprocess: ``cli("site", "status", check=True)``."""
+    return run_cli
+
+
+def run_cli(*args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the `radflow` command in a subprocess (inherits RADFLOW_HOME)."""
+    proc = subprocess.run([*RADFLOW, *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"radflow {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -1,0 +1,108 @@
+"""`radflow site up/status/down` with real processes: side by side, no orphans, clean failure."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+def family(pids: list[int]) -> set[int]:
+    """The PIDs and all their descendants."""
+    found = set()
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            found |= {pid, *(c.pid for c in proc.children(recursive=True))}
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    living = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                living.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return living
+
+
+def ports_of(status: dict) -> set[str]:
+    return {url.rsplit(":", 1)[-1].split("/")[0] for c in status["components"]
+            for key, url in c["urls"].items() if key in ("rest", "dicom", "api")}
+
+
+def test_second_site_runs_beside_the_first_and_stops_without_orphans(site, manager, cli) -> None:
+    up = cli("site", "up", "--name", "beta", "--json", check=True)
+    beta = json.loads(up.stdout)
+    assert beta["state"] == "running"
+    assert [c["name"] for c in beta["components"]] == ["orthanc", "prefect-server", "worker"]
+
+    alpha = json.loads(cli("site", "status", "--name", "alpha", "--json", check=True).stdout)
+    assert alpha["state"] == "running"
+    assert ports_of(alpha).isdisjoint(ports_of(beta)) and len(ports_of(beta)) == 3
+    everything = json.loads(cli("site", "status", "--json", check=True).stdout)
+    assert {s["name"] for s in everything} >= {"alpha", "beta"}
+
+    again = json.loads(cli("site", "up", "--name", "beta", "--json", check=True).stdout)
+    assert [c["pid"] for c in again["components"]] == [c["pid"] for c in beta["components"]]
+
+    pids = family([c["pid"] for c in beta["components"]])
+    assert len(pids) >= 3
+    down = cli("site", "down", "--name", "beta", check=True)
+    assert "stopped worker, prefect-server, orthanc" in down.stdout
+    assert alive(pids) == set()
+
+    after = cli("site", "status", "--name", "beta", "--json")
+    assert after.returncode == 1
+    assert json.loads(after.stdout)["state"] == "stopped"
+    assert manager.status("alpha").state == "running"  # the other site is untouched
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_half_started_site_is_reported_and_cleaned_up(manager, cli) -> None:
+    """Prefect cannot reach its database: the error names the component and its cause, and
+    Orthanc (already started) is stopped again."""
+    url = f"postgresql+asyncpg://radflow:pw@127.0.0.1:{free_port()}/prefect"
+    out = cli("site", "up", "--name", "gamma", "--database-url", url)
+    assert out.returncode == 1
+    assert "prefect-server exited during start-up" in out.stderr
+    assert "Connect call failed" in out.stderr
+    assert "Stopped again: orthanc" in out.stderr
+    assert "pw@" not in out.stdout + out.stderr  # the database password is never shown
+    status = manager.status("gamma")
+    assert status.state == "stopped"
+    leftovers = [p for p in psutil.process_iter(["cmdline"])
+                 if any("sites/gamma" in part for part in (p.info["cmdline"] or []))]
+    assert leftovers == []
+
+
+def test_busy_port_is_named_with_the_option_to_change_it(manager, cli) -> None:
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = cli("site", "up", "--name", "delta", "--orthanc-http-port", str(port))
+    assert out.returncode == 1
+    assert f"port {port}" in out.stderr and "--orthanc-http-port" in out.stderr
+    assert manager.status("delta").state == "stopped"
+
+
+def test_status_of_an_unknown_site_says_how_to_create_it(radflow_home, cli) -> None:
+    out = cli("site", "status", "--name", "nosuch")
+    assert out.returncode == 1
+    assert "there is no site 'nosuch'" in out.stderr
+    assert "radflow site up --name nosuch" in out.stderr
+    assert "Traceback" not in out.stderr
