@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from radflow.blocks.orthanc_server import OrthancServer
 
@@ -36,3 +36,6 @@ class Site(Block):
     prefect_port: int = Field(description="Port of the site's Prefect server.", examples=[4200])
     work_pool: str = Field(description="The site's process work pool.", examples=["lab-process"])
     orthanc: OrthancServer = Field(description="The site's Orthanc.")
+    catalog_url: SecretStr = Field(
+        description="SQLAlchemy URL of the site catalog (SQLite file or PostgreSQL).",
+        examples=["sqlite:////home/me/.radflow/sites/lab/catalog.db"])

@@ -314,6 +314,46 @@ class OrthancClient:
             return [path.split("/")[2] for path in ordered]
         return self._get(f"series/{orthanc_id}", f"reading series {orthanc_id}")["Instances"]
 
+    def resource(self, level: str, orthanc_id: str) -> dict[str, Any]:
+        """The raw JSON of a patient, study, series or instance (``level`` is the collection)."""
+        return self._get(f"{level}/{orthanc_id}", f"reading {level}/{orthanc_id}")
+
+    def series_tags(self, orthanc_id: str) -> dict[str, dict[str, Any]]:
+        """The header of every instance of a series in one request (no pixel data):
+        instance id -> simplified tags."""
+        return self._get(f"series/{orthanc_id}/instances-tags?simplify",
+                         f"reading the headers of series {orthanc_id}")
+
+    def transfer_syntaxes(self, instance_ids: list[str], *, workers: int = 4) -> dict[str, str | None]:
+        """The transfer syntax each instance was stored with (Orthanc metadata)."""
+
+        def one(instance_id: str) -> str | None:
+            try:
+                with self._translated(f"reading the transfer syntax of {instance_id}"):
+                    return self._api.get(f"instances/{instance_id}/metadata/TransferSyntax",
+                                         timeout=self.timeout).text.strip() or None
+            except OrthancError as exc:
+                if exc.status == 404:  # older instances may lack the metadata
+                    return None
+                raise
+
+        return dict(zip(instance_ids, _map(one, instance_ids, workers), strict=True))
+
+    def series_states(self, page: int = 1000) -> dict[str, dict[str, Any]]:
+        """Every series with its ``LastUpdate``, ``IsStable`` and instance count
+        (paged ``/series?expand``)."""
+        states: dict[str, dict[str, Any]] = {}
+        since = 0
+        while True:
+            batch = self._get(f"series?expand&since={since}&limit={page}", "listing series")
+            for body in batch:
+                states[body["ID"]] = {"LastUpdate": body.get("LastUpdate"),
+                                      "IsStable": bool(body.get("IsStable")),
+                                      "Instances": len(body.get("Instances", []))}
+            if len(batch) < page:
+                return states
+            since += page
+
     def instance_file(self, instance_id: str) -> bytes:
         """The DICOM Part 10 bytes of one instance."""
         with self._translated(f"reading instance {instance_id}"):

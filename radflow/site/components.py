@@ -6,12 +6,14 @@ URLs a user should open. The order of ``COMPONENTS`` is the start order; stop go
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 import requests
@@ -47,6 +49,12 @@ class SiteContext:
     @property
     def prefect_api_url(self) -> str:
         return f"{self.prefect_url}/api"
+
+    @property
+    def catalog_url(self) -> str:
+        if self.secrets.catalog_url is not None:
+            return self.secrets.catalog_url.get_secret_value()
+        return f"sqlite:///{self.paths.root / 'catalog.db'}"
 
     def orthanc_client(self, timeout: float = 60.0) -> OrthancClient:
         """A client for the site's Orthanc, with the site's credentials."""
@@ -257,6 +265,16 @@ class PrefectServerComponent(Component):
         return {"ui": ctx.prefect_url, "api": ctx.prefect_api_url}
 
 
+def ensure_work_pool(ctx: SiteContext) -> None:
+    """Create the site's process work pool on its Prefect server (idempotent)."""
+    answer = requests.post(f"{ctx.prefect_api_url}/work_pools/", auth=ctx.prefect_auth(),
+                           json={"name": ctx.config.work_pool, "type": "process"}, timeout=10)
+    if answer.status_code not in (201, 409):  # 409: the pool exists already
+        raise SiteError(f"creating work pool {ctx.config.work_pool} failed: "
+                        f"HTTP {answer.status_code} {answer.text[:200]}",
+                        fix="check the Prefect server log")
+
+
 class WorkerComponent(Component):
     """A Prefect process worker serving the site's work pool."""
 
@@ -266,12 +284,7 @@ class WorkerComponent(Component):
         return f"{ctx.config.name}-worker"
 
     def prepare(self, ctx: SiteContext) -> None:
-        answer = requests.post(f"{ctx.prefect_api_url}/work_pools/", auth=ctx.prefect_auth(),
-                               json={"name": ctx.config.work_pool, "type": "process"}, timeout=10)
-        if answer.status_code not in (201, 409):  # 409: the pool exists already
-            raise SiteError(f"creating work pool {ctx.config.work_pool} failed: "
-                            f"HTTP {answer.status_code} {answer.text[:200]}",
-                            fix="check the Prefect server log")
+        ensure_work_pool(ctx)
 
     def command(self, ctx: SiteContext) -> tuple[list[str], dict[str, str]]:
         env = ctx.base_env()
@@ -305,4 +318,38 @@ class WorkerComponent(Component):
         return {"pool": f"{ctx.prefect_url}/work-pools/work-pool/{ctx.config.work_pool}"}
 
 
-COMPONENTS: list[Component] = [OrthancComponent(), PrefectServerComponent(), WorkerComponent()]
+class WatcherComponent(Component):
+    """The change watcher: Orthanc's /changes feed -> ingest flow runs -> catalog."""
+
+    name = "watcher"
+    stale_after = 30.0  # seconds without a heartbeat before the watcher counts as stuck
+
+    def heartbeat(self, ctx: SiteContext) -> Path:
+        return ctx.paths.run / "watcher.json"
+
+    def prepare(self, ctx: SiteContext) -> None:
+        self.heartbeat(ctx).unlink(missing_ok=True)
+
+    def command(self, ctx: SiteContext) -> tuple[list[str], dict[str, str]]:
+        env = ctx.base_env()
+        env.update(ctx.prefect_client_env())
+        return [sys.executable, "-m", "radflow.watcher", "--site", ctx.config.name], env
+
+    def probe(self, ctx: SiteContext) -> tuple[bool, str]:
+        try:
+            beat = json.loads(self.heartbeat(ctx).read_text())
+        except (FileNotFoundError, ValueError):
+            return False, "no heartbeat yet"
+        age = time.time() - beat["time"]
+        if age > self.stale_after:
+            return False, f"last heartbeat {age:.0f} s ago"
+        pending = beat["requests"].get("pending", 0) + beat["requests"].get("batched", 0)
+        detail = f"cursor {beat['cursor']}, {pending} series queued"
+        down = [k for k in ("orthanc", "prefect") if beat.get(k) == "down"]
+        if down:
+            detail += f", waiting for {' and '.join(down)}"
+        return True, detail
+
+
+COMPONENTS: list[Component] = [OrthancComponent(), PrefectServerComponent(), WorkerComponent(),
+                               WatcherComponent()]

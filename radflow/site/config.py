@@ -3,7 +3,8 @@
 Layout under ``$RADFLOW_HOME/sites/<name>/``::
 
     site.json           ports, AE title, database URL (no secrets)
-    secrets.json        Orthanc user/password, Prefect auth string, database URL (0600)
+    secrets.json        Orthanc user/password, Prefect auth string, database URLs (0600)
+    catalog.db          the site catalog (SQLite, unless a catalog URL is set)
     orthanc/config/     rendered Orthanc configuration (credentials.json is 0600)
     orthanc/storage/    DICOM files       orthanc/index/  Orthanc's SQLite index
     prefect/            PREFECT_HOME of the site's Prefect server and worker (SQLite database)
@@ -71,6 +72,7 @@ class SiteSecrets(BaseModel):
     orthanc_password: SecretStr
     prefect_auth_string: SecretStr  # "user:password" for the site's Prefect server
     database_url: SecretStr | None = None  # Prefect on PostgreSQL; None: SQLite in the site folder
+    catalog_url: SecretStr | None = None  # catalog on PostgreSQL; None: SQLite in the site folder
 
     @classmethod
     def generate(cls) -> SiteSecrets:

@@ -47,6 +47,7 @@ _COMPONENT_PORTS = {
     "orthanc": ("orthanc_http", "orthanc_dicom"),
     "prefect-server": ("prefect",),
     "worker": (),
+    "watcher": (),
 }
 _PORT_OPTION = {"orthanc_http": "--orthanc-http-port", "orthanc_dicom": "--orthanc-dicom-port",
                 "prefect": "--prefect-port"}
@@ -169,13 +170,17 @@ class SiteManager:
         try:
             for component in COMPONENTS:
                 self._start_one(ctx, component, say)
-            self._after_start(ctx, say)
-        except RadflowError as exc:
+                if component.name == "prefect-server":
+                    self._configure_prefect(ctx, say)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, leave nothing half-started
             stopped = self._stop_all(ctx)
+            message = exc.message if isinstance(exc, RadflowError) else f"{type(exc).__name__}: {exc}"
+            fix = exc.fix if isinstance(exc, RadflowError) else (
+                f"read the logs in {ctx.paths.logs} and run `radflow site up --name {name}` again")
             raise SiteError(
-                f"site {name!r} failed to start: {exc.message}\n"
+                f"site {name!r} failed to start: {message}\n"
                 f"Stopped again: {', '.join(stopped) or 'nothing was running'}.",
-                fix=exc.fix,
+                fix=fix,
             ) from exc
         return self.status(name)
 
@@ -201,11 +206,17 @@ class SiteManager:
         component.wait_healthy(ctx, self.settings.start_timeout)
         say(f"{component.name}: healthy")
 
-    def _after_start(self, ctx: SiteContext, say: Progress) -> None:
+    def _configure_prefect(self, ctx: SiteContext, say: Progress) -> None:
+        """Blocks and deployments, before the worker and the watcher need them."""
+        from radflow.deployments import apply_site_deployments
+        from radflow.site.components import ensure_work_pool
         from radflow.site.registration import register_site_blocks
 
+        ensure_work_pool(ctx)
         register_site_blocks(ctx)
         say("blocks: registered")
+        names = apply_site_deployments(ctx)
+        say(f"deployments: {', '.join(names)}")
 
     def _stop_all(self, ctx: SiteContext) -> list[str]:
         """Stop the Prefect chain (worker, then server) and Orthanc side by side."""
@@ -213,7 +224,7 @@ class SiteManager:
         def stop_chain(chain: list[Component]) -> list[str]:
             return [c.name for c in chain if c.process(ctx).stop()]
 
-        prefect_chain = [c for c in reversed(COMPONENTS) if c.name != "orthanc"]
+        prefect_chain = [c for c in reversed(COMPONENTS) if c.name != "orthanc"]  # watcher first
         orthanc = [c for c in COMPONENTS if c.name == "orthanc"]
         with ThreadPoolExecutor(max_workers=2) as pool:
             results = list(pool.map(stop_chain, [prefect_chain, orthanc]))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pydantic import SecretStr
+
 from radflow.site.components import SiteContext
 
 
@@ -49,4 +51,5 @@ def register_site_blocks(ctx: SiteContext) -> None:
             prefect_port=cfg.ports.prefect,
             work_pool=cfg.work_pool,
             orthanc=OrthancServer.load(orthanc_block_name(cfg.name)),
+            catalog_url=SecretStr(ctx.catalog_url),
         ).save(cfg.name, overwrite=True)

@@ -1,0 +1,150 @@
+"""The site catalog: what Orthanc holds, in the terms a researcher filters on.
+
+One row per patient, study, series and instance (keyed by Orthanc's identifiers and the DICOM
+UIDs), DICOM findings per series, and the watcher's bookkeeping (its cursor in Orthanc's
+``/changes`` feed and the ingest requests it hands to Prefect).
+
+The series table carries copies of the study- and patient-level fields that cohorts filter on
+(study date, sex, age at study): a cohort query touches one table, like a search index.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Patient(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    orthanc_id: str = Field(unique=True, index=True)
+    patient_id: str | None = Field(default=None, index=True)  # DICOM PatientID (may be absent)
+    sex: str | None = None
+    birth_date: date | None = None
+
+
+class Study(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    orthanc_id: str = Field(unique=True, index=True)
+    study_uid: str = Field(unique=True, index=True)
+    patient_pk: int = Field(foreign_key="patient.id", index=True)
+    study_date: date | None = None
+    study_description: str | None = None
+    age_years: float | None = None
+
+
+class Series(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_series_modality_date", "modality", "study_date"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    orthanc_id: str = Field(unique=True, index=True)
+    series_uid: str = Field(unique=True, index=True)
+    study_pk: int = Field(foreign_key="study.id", index=True)
+    study_uid: str = Field(index=True)
+    last_update: str | None = None  # Orthanc's LastUpdate of the series when it was ingested
+
+    modality: str | None = Field(default=None, index=True)
+    sop_class_uid: str | None = None
+    body_part: str | None = Field(default=None, index=True)
+    series_description: str | None = None
+    protocol_name: str | None = None
+    manufacturer: str | None = Field(default=None, index=True)
+    model: str | None = None
+    field_strength: float | None = None
+    kvp: float | None = None
+    slice_thickness: float | None = Field(default=None, index=True)
+    pixel_spacing: float | None = None  # row spacing, mm
+    rows: int | None = None
+    columns: int | None = None
+    num_instances: int = 0
+    contrast_agent: str | None = None
+    contrast: bool = False
+    transfer_syntax: str | None = None
+
+    # copies for one-table cohort queries
+    study_date: date | None = Field(default=None, index=True)
+    patient_sex: str | None = Field(default=None, index=True)
+    age_years: float | None = Field(default=None, index=True)
+
+    # derived checks
+    geometry_consistent: bool | None = None
+    uniform_spacing: bool | None = None
+    slice_spacing: float | None = None
+    missing_slices: int = 0
+    status: str = Field(default="ok", index=True)  # ok, warning, error (worst finding)
+
+    # results produced later (SEG, SR, RTSTRUCT...) point at the series they were made from
+    source_series_uid: str | None = Field(default=None, index=True)
+    ingested_at: datetime = Field(default_factory=utcnow)
+
+
+class Instance(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    orthanc_id: str = Field(unique=True)
+    sop_instance_uid: str = Field(index=True)
+    series_pk: int = Field(foreign_key="series.id", index=True)
+    instance_number: int | None = None
+    sop_class_uid: str | None = None
+    transfer_syntax: str | None = None
+    position_z: float | None = None  # along the slice normal, mm
+
+
+class Finding(SQLModel, table=True):
+    """Something odd about a series or one of its instances, with the reason."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    series_pk: int = Field(foreign_key="series.id", index=True)
+    instance_orthanc_id: str | None = None
+    code: str = Field(index=True)
+    severity: str  # info, warning, error
+    message: str = Field(sa_column=Column(Text))
+
+
+class WatcherState(SQLModel, table=True):
+    """The change watcher's durable cursor in Orthanc's /changes feed."""
+
+    name: str = Field(primary_key=True)
+    last_seq: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class IngestRequest(SQLModel, table=True):
+    """One stable state of one series to catalog (the watcher's outbox).
+
+    ``(series_orthanc_id, last_update)`` is unique: a series in a given state is requested once.
+    Requests are grouped into batches; each batch is one ingest flow run, submitted with the
+    idempotency key ``ingest-batch-<batch>`` so a retried submission never makes a second run.
+    """
+
+    __table_args__ = (UniqueConstraint("series_orthanc_id", "last_update"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    series_orthanc_id: str = Field(index=True)
+    last_update: str
+    reason: str = "stable"  # stable, reconcile, manual
+    status: str = Field(default="pending", index=True)  # pending, batched, done, failed
+    batch: int | None = Field(default=None, index=True)
+    flow_run_id: str | None = None
+    attempts: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class CohortRecord(SQLModel, table=True):
+    """A saved cohort: a portable JSON filter and its content hash."""
+
+    __tablename__ = "cohort"
+
+    name: str = Field(primary_key=True)
+    description: str | None = None
+    definition: str = Field(sa_column=Column(Text))  # canonical JSON
+    content_hash: str = Field(index=True)
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,138 @@
+"""Write parsed series into the catalog (idempotently) and read summaries back."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import delete, func, insert
+from sqlmodel import Session, col, select
+
+from radflow.catalog.headers import ParsedSeries
+from radflow.catalog.models import Finding, Instance, Patient, Series, Study, utcnow
+
+
+def _get_or_new(session: Session, model: type, orthanc_id: str) -> Any:
+    row = session.exec(select(model).where(model.orthanc_id == orthanc_id)).first()
+    return row if row is not None else model(orthanc_id=orthanc_id)
+
+
+def upsert_series(session: Session, parsed: ParsedSeries, *, patient_orthanc_id: str,
+                  study_orthanc_id: str) -> Series:
+    """Insert or replace one series, its instances and findings (and its study and patient).
+
+    Re-ingesting the same series replaces its rows: no duplicates, however often it runs.
+    """
+    patient = _get_or_new(session, Patient, patient_orthanc_id)
+    for key, value in parsed.patient.items():
+        setattr(patient, key, value)
+    session.add(patient)
+    session.flush()
+
+    study = _get_or_new(session, Study, study_orthanc_id)
+    for key, value in parsed.study.items():
+        setattr(study, key, value)
+    study.patient_pk = patient.id
+    session.add(study)
+    session.flush()
+
+    series = _get_or_new(session, Series, parsed.series["orthanc_id"])
+    for key, value in parsed.series.items():
+        setattr(series, key, value)
+    series.study_pk = study.id
+    series.status = parsed.status
+    series.ingested_at = utcnow()
+    session.add(series)
+    session.flush()
+
+    session.execute(delete(Instance).where(col(Instance.series_pk) == series.id))
+    session.execute(delete(Finding).where(col(Finding.series_pk) == series.id))
+    if parsed.instances:
+        session.execute(insert(Instance), [
+            {**vars(i), "series_pk": series.id} for i in parsed.instances])
+    if parsed.findings:
+        session.execute(insert(Finding), [
+            {**vars(f), "series_pk": series.id} for f in parsed.findings])
+    return series
+
+
+def delete_series(session: Session, series: Series) -> None:
+    """Remove a series with its instances and findings; then empty studies and patients."""
+    study_pk = series.study_pk
+    session.execute(delete(Instance).where(col(Instance.series_pk) == series.id))
+    session.execute(delete(Finding).where(col(Finding.series_pk) == series.id))
+    session.delete(series)
+    session.flush()
+    _prune(session, study_pk)
+
+
+def _prune(session: Session, study_pk: int) -> None:
+    if session.exec(select(Series.id).where(Series.study_pk == study_pk)).first() is not None:
+        return
+    study = session.get(Study, study_pk)
+    if study is None:
+        return
+    patient_pk = study.patient_pk
+    session.delete(study)
+    session.flush()
+    if session.exec(select(Study.id).where(Study.patient_pk == patient_pk)).first() is None:
+        patient = session.get(Patient, patient_pk)
+        if patient is not None:
+            session.delete(patient)
+
+
+def delete_resource(session: Session, level: str, orthanc_id: str) -> int | None:
+    """Apply an Orthanc deletion to the catalog.
+
+    Returns the catalog id of the series that lost an instance (it must be re-ingested), if any.
+    """
+    if level == "Series":
+        series = session.exec(select(Series).where(Series.orthanc_id == orthanc_id)).first()
+        if series:
+            delete_series(session, series)
+    elif level == "Instance":
+        inst = session.exec(select(Instance).where(Instance.orthanc_id == orthanc_id)).first()
+        if inst:
+            session.delete(inst)
+            return inst.series_pk
+    elif level in ("Study", "Patient"):
+        model = Study if level == "Study" else Patient
+        row = session.exec(select(model).where(model.orthanc_id == orthanc_id)).first()
+        if row is None:
+            return None
+        studies = [row] if level == "Study" else list(
+            session.exec(select(Study).where(Study.patient_pk == row.id)))
+        for study in studies:
+            for series in session.exec(select(Series).where(Series.study_pk == study.id)):
+                delete_series(session, series)
+    return None
+
+
+def catalog_stats(session: Session) -> dict[str, Any]:
+    """Counts for `radflow catalog stats` and the ingest artifact."""
+
+    def count(model: type) -> int:
+        return session.exec(select(func.count()).select_from(model)).one()
+
+    def by(column: Any) -> dict[str, int]:
+        rows = session.exec(select(column, func.count()).group_by(column)).all()
+        return dict(sorted(((k or "(none)"), n) for k, n in rows))
+
+    findings = session.exec(
+        select(Finding.code, func.count(func.distinct(Finding.series_pk))).group_by(Finding.code)
+    ).all()
+    return {
+        "patients": count(Patient),
+        "studies": count(Study),
+        "series": count(Series),
+        "instances": count(Instance),
+        "by_modality": by(Series.modality),
+        "by_body_part": by(Series.body_part),
+        "by_manufacturer": by(Series.manufacturer),
+        "series_status": by(Series.status),
+        "series_with_finding": dict(sorted(findings)),
+    }
+
+
+def finding_counts(findings: list[Any]) -> Counter[str]:
+    return Counter(f.code for f in findings)

@@ -1,0 +1,1 @@
+"""Cohorts: portable JSON filters over the site catalog."""
