@@ -115,6 +115,15 @@ class WatcherState(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class SettlingSeries(SQLModel, table=True):
+    """A series Orthanc reported new and not yet stable. Orthanc forgets such series when it
+    restarts (it never reports them stable then), so the watcher checks on any that stay here
+    longer than Orthanc's stable age."""
+
+    series_orthanc_id: str = Field(primary_key=True)
+    seen_at: datetime = Field(default_factory=utcnow)
+
+
 class IngestRequest(SQLModel, table=True):
     """One stable state of one series to catalog (the watcher's outbox).
 

@@ -11,6 +11,8 @@ import sys
 import typer
 
 from radflow import __version__
+from radflow.cli.catalog import app as catalog_app
+from radflow.cli.cohort import app as cohort_app
 from radflow.cli.common import err_console
 from radflow.cli.data import app as data_app
 from radflow.cli.site import app as site_app
@@ -25,6 +27,8 @@ app = typer.Typer(
 )
 app.add_typer(site_app, name="site")
 app.add_typer(data_app, name="data")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(cohort_app, name="cohort")
 
 
 def _version(value: bool) -> None:

@@ -7,10 +7,17 @@ from typing import Any
 
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
     """Machine output for ``--json``: plain JSON on stdout, nothing else."""
     print(json.dumps(data, indent=2, default=str))  # noqa: T201 - CLI output
+
+
+def site_catalog_url(site: str) -> str:
+    """The catalog URL of a site under RADFLOW_HOME."""
+    from radflow.site import SiteManager
+
+    return SiteManager().context(site).catalog_url

@@ -95,6 +95,17 @@ def down(
         console.print(f"site {site}: stopped {', '.join(stopped) if stopped else 'nothing (not running)'}")
 
 
+@app.command()
+def restart(
+    name: str = NAME,
+    component: str = typer.Option(..., "--component", "-c",
+                                  help="orthanc, prefect-server, worker or watcher."),
+) -> None:
+    """Restart one component of a running site."""
+    status = SiteManager().restart(name, component)
+    console.print(f"{status.name}: {status.state} (pid {status.pid}) {status.detail}")
+
+
 @app.command("list")
 def list_sites(json_out: bool = JSON) -> None:
     """List the sites under RADFLOW_HOME."""
@@ -126,7 +137,7 @@ def credentials(name: str = NAME, json_out: bool = JSON) -> None:
 def logs(
     name: str = NAME,
     component: str = typer.Option("orthanc", "--component", "-c",
-                                  help="orthanc, prefect-server or worker."),
+                                  help="orthanc, prefect-server, worker or watcher."),
     lines: int = typer.Option(40, "--lines", help="How many lines from the end."),
 ) -> None:
     """Show the end of a component's log."""

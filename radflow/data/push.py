@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ class PushResult:
 
     files: int = 0
     sent: int = 0
-    failed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "path: reason" for each file not stored
     skipped: list[str] = field(default_factory=list)  # not DICOM Part 10 files
     series: dict[str, int] = field(default_factory=dict)  # SeriesInstanceUID -> files sent
     studies: set[str] = field(default_factory=set)
@@ -70,17 +71,70 @@ def collect(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
     return dicom, other
 
 
-def _uids(files: list[Path]) -> tuple[Counter[str], set[str]]:
+def _headers(files: list[Path]) -> dict[Path, tuple[str, str, str, str]]:
+    """(transfer syntax, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID) of each file."""
     import pydicom
 
-    series: Counter[str] = Counter()
-    studies = set()
-    for path in files:
-        ds = pydicom.dcmread(path, stop_before_pixels=True,
-                             specific_tags=["SeriesInstanceUID", "StudyInstanceUID"])
-        series[str(ds.get("SeriesInstanceUID", ""))] += 1
-        studies.add(str(ds.get("StudyInstanceUID", "")))
-    return series, studies
+    found = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # odd files are storescu's and Orthanc's to judge
+        for path in files:
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                     specific_tags=["SeriesInstanceUID", "StudyInstanceUID",
+                                                    "SOPInstanceUID"])
+                ts = str(ds.file_meta.get("TransferSyntaxUID", ""))
+            except Exception:  # noqa: BLE001 - an unreadable file is reported by the send
+                ts = ""
+                ds = {}
+            found[path] = (ts, str(ds.get("StudyInstanceUID", "")),
+                           str(ds.get("SeriesInstanceUID", "")), str(ds.get("SOPInstanceUID", "")))
+    return found
+
+
+# storescu proposes one compressed transfer syntax per run (plus the uncompressed ones): files
+# are sent in groups, each with the option that proposes their own encoding, so nothing is
+# decompressed (storescu cannot) and Orthanc receives the bytes as they are.
+PROPOSE = {
+    "1.2.840.10008.1.2": "-xi", "1.2.840.10008.1.2.1": "-xe", "1.2.840.10008.1.2.2": "-xb",
+    "1.2.840.10008.1.2.1.99": "-xd", "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx", "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt", "1.2.840.10008.1.2.4.81": "-xu",
+    "1.2.840.10008.1.2.4.90": "-xv", "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.5": "-xr", "1.2.840.10008.1.2.4.100": "-xm",
+    "1.2.840.10008.1.2.4.101": "-xh", "1.2.840.10008.1.2.4.102": "-xn",
+    "1.2.840.10008.1.2.4.103": "-xl", "1.2.840.10008.1.2.4.104": "-x2",
+    "1.2.840.10008.1.2.4.105": "-x3", "1.2.840.10008.1.2.4.106": "-xo",
+    "1.2.840.10008.1.2.4.107": "-x4", "1.2.840.10008.1.2.4.108": "-x5",
+}
+
+
+_SENDING = re.compile(r"^I: Sending file: (?P<path>.+)$")
+_FAILED = re.compile(r"^E: Store Failed, file: (?P<path>.+):$")
+_IGNORED = re.compile(r"^W: (?P<reason>.+) in file: (?P<path>.+), ignoring file$")
+_REFUSED = ("Association Rejected", "Association Request Failed")
+
+
+def _outcomes(output: str) -> tuple[list[str], set[str], dict[str, str], dict[str, str]]:
+    """Parse ``storescu -v``: files attempted (in order), stored, failed and ignored."""
+    attempted, stored, failed, ignored = [], set(), {}, {}
+    current = None
+    lines = output.splitlines()
+    for k, line in enumerate(lines):
+        if m := _SENDING.match(line):
+            current = m.group("path")
+            attempted.append(current)
+        elif (m := _STATUS.search(line)) and current:
+            if m.group("status").startswith(("Success", "Warning")):
+                stored.add(current)
+            else:
+                failed[current] = f"Orthanc answered {m.group('status')}"
+        elif m := _FAILED.match(line):
+            reason = lines[k + 1][3:].strip() if k + 1 < len(lines) else "store failed"
+            failed.setdefault(m.group("path"), reason)
+        elif m := _IGNORED.match(line):
+            ignored[m.group("path")] = f"not sent: {m.group('reason')}"
+    return attempted, stored, failed, ignored
 
 
 def c_store(
@@ -91,23 +145,35 @@ def c_store(
     called_aet: str,
     calling_aet: str,
     dcmtk_bin: Path,
+    propose: str = "-x=",
     progress: Callable[[int], None] | None = None,
-) -> tuple[int, list[str]]:
-    """C-STORE ``files``; returns (number stored, failure lines)."""
+) -> tuple[set[Path], dict[Path, str]]:
+    """C-STORE ``files`` (all of one transfer syntax, proposed with storescu's ``propose``
+    option); returns (stored, {rejected file: reason}).
+
+    Orthanc aborts the association when it rejects a file, so the files after a rejection are
+    sent again on a new association: one bad file never costs the others.
+    """
     storescu = storescu_path(dcmtk_bin)
     env = {**os.environ, "TCP_NODELAY": "1"}
-    stored, failures = 0, []
-    for start in range(0, len(files), CHUNK):
-        chunk = files[start:start + CHUNK]
-        argv = [str(storescu), "-v", "-R", "-aet", calling_aet, "-aec", called_aet, host, str(port),
-                *map(str, chunk)]
+    remaining = [str(f) for f in files]
+    stored: set[str] = set()
+    rejected: dict[str, str] = {}
+    while remaining:
+        chunk = remaining[:CHUNK]
+        argv = [str(storescu), "-v", "-R", "-nh", propose, "-aet", calling_aet,
+                "-aec", called_aet, host, str(port), *chunk]
         run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)  # noqa: S603
         output = run.stdout + run.stderr
-        statuses = [m.group("status") for m in _STATUS.finditer(output)]
-        ok = sum(1 for s in statuses if s.startswith("Success") or s.startswith("Warning"))
-        stored += ok
-        refused = ("Association Rejected", "Association Request Failed", "Peer aborted Association")
-        if ok == 0 and any(marker in output for marker in refused):
+        attempted, ok, failed, ignored = _outcomes(output)
+        if "missing presentation contexts" in output:  # nothing in the chunk was sendable
+            rejected.update({f: ignored.get(f, "storescu found no DICOM object to send in it")
+                             for f in chunk})
+            remaining = remaining[len(chunk):]
+            continue
+        refused = any(marker in output for marker in _REFUSED) or \
+            (not ok and "Peer aborted Association" in output)
+        if refused and not stored and not ok:
             raise OrthancError(
                 f"Orthanc refused the DICOM association from {calling_aet} to {called_aet}: "
                 + " ".join(line for line in output.splitlines() if line.startswith(("E:", "F:")))[:400],
@@ -116,13 +182,21 @@ def c_store(
                 f"sender {calling_aet}@{host} is an allowed DICOM peer (`radflow site up "
                 "--allow-modality NAME=AET@HOST:PORT`)",
             )
-        if ok < len(chunk):
-            failures += [line for line in output.splitlines() if line.startswith(("E:", "F:"))]
-            if not failures:
-                failures.append(f"{len(chunk) - ok} file(s) not acknowledged (storescu exit {run.returncode})")
+        stored |= ok
+        rejected.update(ignored)
+        first_failure = next((f for f in attempted if f in failed), None)
+        if first_failure:  # later failures on the same association are collateral: resend them
+            rejected[first_failure] = failed[first_failure]
+        before = len(remaining)
+        remaining = [f for f in remaining if f not in stored and f not in rejected]
+        if len(remaining) == before:  # no progress: give up on this chunk with storescu's words
+            reason = next((line for line in output.splitlines() if line.startswith(("E:", "F:"))),
+                          f"not acknowledged (storescu exit {run.returncode})")
+            rejected.update({f: reason for f in chunk})
+            remaining = remaining[len(chunk):]
         if progress:
-            progress(stored)
-    return stored, failures
+            progress(len(stored))
+    return {Path(f) for f in stored}, {Path(f): r for f, r in rejected.items()}
 
 
 def push(
@@ -155,20 +229,46 @@ def push(
             f"({len(other)} other file(s) skipped)",
             fix="point at a folder of .dcm files, e.g. one written by `radflow data synth`",
         )
-    series, result.studies = _uids(files)
-    result.series = dict(series)
+    headers = _headers(files)
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        groups.setdefault(headers[path][0], []).append(path)
+    stored: set[Path] = set()
+    rejected: dict[Path, str] = {}
+    sent = 0
     began = time.perf_counter()
-    result.sent, result.failed = c_store(files, host=host, port=port, called_aet=called_aet,
-                                         calling_aet=calling_aet, dcmtk_bin=dcmtk_bin,
-                                         progress=progress)
+    for ts, members in sorted(groups.items()):
+        if ts in PROPOSE or not ts:
+            ok, bad = c_store(members, host=host, port=port, called_aet=called_aet,
+                              calling_aet=calling_aet, dcmtk_bin=dcmtk_bin,
+                              propose=PROPOSE.get(ts, "-x="),
+                              progress=progress and (lambda n: progress(sent + n)))
+        else:  # no storescu option proposes this encoding: Orthanc's REST API takes it as is
+            ok, bad = _rest_upload(client, members)
+        stored |= ok
+        rejected.update(bad)
+        sent += len(ok)
     result.seconds = time.perf_counter() - began
+    result.sent = len(stored)
+    result.failed = [f"{path}: {reason}" for path, reason in sorted(rejected.items())]
+    instances = {(headers[p][2], headers[p][3]) for p in stored}  # a repeated SOP UID is one
+    result.series = dict(Counter(series for series, _ in instances))
+    result.studies = {headers[p][1] for p in stored}
     result.verified = verify(client, result.series)
     return result
+
+
+def _rest_upload(client: OrthancClient, files: list[Path]) -> tuple[set[Path], dict[Path, str]]:
+    results = client.upload_files(files)
+    return ({r.path for r in results if r.ok},
+            {r.path: f"REST upload refused: {r.error}" for r in results if not r.ok})
 
 
 def verify(client: OrthancClient, series: dict[str, int]) -> bool:
     """True when Orthanc holds at least the sent number of instances for every series."""
     for uid, count in series.items():
+        if not uid:
+            continue
         found = client.find_series(SeriesInstanceUID=uid)
         held = sum(s.instance_count for s in found)
         if held < count:

@@ -230,6 +230,19 @@ class SiteManager:
             results = list(pool.map(stop_chain, [prefect_chain, orthanc]))
         return [name for chain in results for name in chain]
 
+    def restart(self, name: str, component: str) -> ComponentStatus:
+        """Stop and start one component of a running site, and wait until it is healthy."""
+        ctx = self.context(name)
+        match = [c for c in COMPONENTS if c.name == component]
+        if not match:
+            raise ConfigurationError(
+                f"unknown component {component!r}",
+                fix=f"use one of {', '.join(c.name for c in COMPONENTS)}")
+        match[0].process(ctx).stop()
+        match[0].start(ctx)
+        match[0].wait_healthy(ctx, self.settings.start_timeout)
+        return match[0].status(ctx)
+
     def down(self, name: str) -> list[str]:
         """Stop every component of the site; returns the names of those that were running."""
         return self._stop_all(self.context(name))

@@ -21,13 +21,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from radflow.deployments import SITE_DEPLOYMENTS, deployment_name
     from radflow.site import SiteManager
-    from radflow.watcher.core import Watcher
+    from radflow.watcher.core import Watcher, WatcherConfig
 
     try:
         ctx = SiteManager().context(args.site)
         watcher = Watcher(ctx.orthanc_client(timeout=30), ctx.catalog_url,
                           deployment_name(SITE_DEPLOYMENTS[0], args.site), args.site,
-                          heartbeat=ctx.paths.run / "watcher.json")
+                          heartbeat=ctx.paths.run / "watcher.json",
+                          config=WatcherConfig(stable_age_seconds=ctx.config.stable_age))
         watcher.run_forever()
     except KeyboardInterrupt:
         return 0

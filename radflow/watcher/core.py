@@ -4,9 +4,10 @@ Guarantees (each tested by restarting a component mid-stream):
 
 * Nothing is missed. The cursor in the feed is stored in the catalog in the same transaction as
   the requests made from the changes it covers. Orthanc forgets series that were still settling
-  when it stopped (it never reports them stable), so the watcher also reconciles Orthanc with
-  the catalog when it starts, whenever Orthanc comes back after being unreachable, and
-  periodically.
+  when it stopped (it never reports them stable after a restart), so the watcher keeps its own
+  list of series reported new and not yet stable, and asks Orthanc about any that stay there
+  past the stable age. It also reconciles Orthanc with the catalog when it starts, whenever
+  Orthanc comes back after being unreachable, and every few minutes.
 * Nothing is ingested twice. A series in a given state (its Orthanc ``LastUpdate``) is requested
   once (a unique constraint). Requests are grouped into numbered batches, and a batch is
   submitted with the idempotency key ``ingest-batch-<n>``: however often a submission is
@@ -27,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from radflow.catalog.db import get_engine, session_scope
-from radflow.catalog.models import IngestRequest, Series, WatcherState, utcnow
+from radflow.catalog.models import IngestRequest, Series, SettlingSeries, WatcherState, utcnow
 from radflow.catalog.store import delete_resource
 from radflow.errors import OrthancError
 from radflow.orthanc.client import OrthancClient
@@ -46,6 +47,7 @@ class WatcherConfig:
     check_seconds: float = 3.0
     reconcile_seconds: float = 300.0
     retry_after_seconds: float = 20.0
+    stable_age_seconds: float = 10.0  # Orthanc's StableAge at this site
 
 
 class Watcher:
@@ -71,6 +73,7 @@ class Watcher:
         self._orthanc_up = True
         self._prefect_up = True
         self._last_check = 0.0
+        self._last_settling_check = 0.0
         self._last_reconcile = 0.0
         self._needs_reconcile = True
         get_engine(catalog_url)  # creates the schema if needed
@@ -87,6 +90,9 @@ class Watcher:
         try:
             self.follow_changes()
             now = time.monotonic()
+            if now - self._last_settling_check > 2.0:
+                self._last_settling_check = now
+                self.check_settling()
             if self._needs_reconcile or now - self._last_reconcile > self.config.reconcile_seconds:
                 self.reconcile()
             self._set_orthanc(True)
@@ -142,7 +148,12 @@ class Watcher:
 
     def _apply(self, session: Session, change: dict[str, Any]) -> None:
         kind, level, oid = change["ChangeType"], change["ResourceType"], change["ID"]
-        if kind == "StableSeries":
+        if kind == "NewSeries":
+            session.merge(SettlingSeries(series_orthanc_id=oid))
+        elif kind == "StableSeries":
+            settling = session.get(SettlingSeries, oid)
+            if settling is not None:
+                session.delete(settling)
             self._request(session, oid, reason="stable")
         elif kind == "Deleted":
             touched = delete_resource(session, level, oid)
@@ -169,6 +180,29 @@ class Watcher:
         session.add(IngestRequest(series_orthanc_id=series_id, last_update=last_update, reason=reason))
         session.flush()
         return True
+
+    def check_settling(self) -> int:
+        """Request series that Orthanc now calls stable without having said so (it restarted
+        while they settled). Returns how many were requested."""
+        limit = utcnow() - timedelta(seconds=self.config.stable_age_seconds + 5)
+        requested = 0
+        with session_scope(self.catalog_url) as session:
+            overdue = session.exec(select(SettlingSeries).where(SettlingSeries.seen_at < limit)).all()
+            for row in overdue:
+                try:
+                    body = self.orthanc.resource("series", row.series_orthanc_id)
+                except OrthancError as exc:
+                    if exc.status != 404:
+                        raise
+                    session.delete(row)  # deleted meanwhile
+                    continue
+                if body.get("IsStable"):
+                    requested += self._request(session, row.series_orthanc_id, reason="settled",
+                                               last_update=body.get("LastUpdate") or "")
+                    session.delete(row)
+        if requested:
+            logger.info("%d series became stable without Orthanc reporting it (restart?)", requested)
+        return requested
 
     def reconcile(self) -> dict[str, int]:
         """Request every stable series whose state the catalog lacks; drop catalog series that

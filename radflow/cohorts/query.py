@@ -1,0 +1,74 @@
+"""Compile a cohort definition to SQL over the catalog's series table, and run it."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy import and_, exists, false, func, not_, or_, true
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session, col, select
+
+from radflow.catalog.models import Series
+from radflow.cohorts.definition import FIELDS, CohortDefinition
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _condition(field: str, op: str, value: Any) -> ColumnElement[bool]:
+    kind = FIELDS[field].kind
+    column = getattr(Series, field)
+    if op == "exists":
+        return column.is_not(None) if value else column.is_(None)
+    if kind == "text":
+        column = func.lower(column)
+    if kind == "date":
+        value = [date.fromisoformat(v) for v in value] if isinstance(value, list) \
+            else date.fromisoformat(value)
+    if op == "eq":
+        return column == value
+    if op == "ne":  # "not X" includes series where the field is unknown
+        return or_(column.is_(None), column != value)
+    if op == "in":
+        return column.in_(value)
+    if op == "not_in":
+        return or_(column.is_(None), column.not_in(value))
+    if op == "contains":
+        return column.like(f"%{_like_escape(value)}%", escape="\\")
+    if op == "between":
+        return column.between(value[0], value[1])
+    return {"lt": column < value, "lte": column <= value,
+            "gt": column > value, "gte": column >= value}[op]
+
+
+def to_sql(node: dict[str, Any]) -> ColumnElement[bool]:
+    """The WHERE clause (over ``Series``) of a canonical filter node."""
+    if "field" in node:
+        return _condition(node["field"], node["op"], node["value"])
+    key, value = next(iter(node.items()))
+    if key == "all":
+        return and_(true(), *[to_sql(v) for v in value])
+    if key == "any":
+        return or_(false(), *[to_sql(v) for v in value])
+    if key == "not":
+        return not_(to_sql(value))
+    derived = aliased(Series)
+    return exists().where(col(derived.source_series_uid) == col(Series.series_uid),
+                          col(derived.modality) == value)
+
+
+def count_series(session: Session, definition: CohortDefinition) -> int:
+    """How many series match."""
+    return session.exec(select(func.count()).select_from(Series).where(to_sql(definition.where))).one()
+
+
+def select_series(session: Session, definition: CohortDefinition, limit: int | None = None) -> list[Series]:
+    """The matching series, oldest study first."""
+    query = select(Series).where(to_sql(definition.where)).order_by(
+        col(Series.study_date), col(Series.id))
+    if limit:
+        query = query.limit(limit)
+    return list(session.exec(query))
