@@ -340,14 +340,14 @@ class OrthancClient:
         return dict(zip(instance_ids, _map(one, instance_ids, workers), strict=True))
 
     def series_states(self, page: int = 1000) -> dict[str, dict[str, Any]]:
-        """Every series with its ``LastUpdate``, ``IsStable`` and instance count
-        (paged ``/series?expand``)."""
+        """Every series with its ``State`` (see :func:`series_state`), ``IsStable`` and instance
+        count (paged ``/series?expand``)."""
         states: dict[str, dict[str, Any]] = {}
         since = 0
         while True:
             batch = self._get(f"series?expand&since={since}&limit={page}", "listing series")
             for body in batch:
-                states[body["ID"]] = {"LastUpdate": body.get("LastUpdate"),
+                states[body["ID"]] = {"State": series_state(body),
                                       "IsStable": bool(body.get("IsStable")),
                                       "Instances": len(body.get("Instances", []))}
             if len(batch) < page:
@@ -391,6 +391,12 @@ class OrthancClient:
     def changes(self, since: int = 0, limit: int = 100) -> dict[str, Any]:
         """One page of Orthanc's ``/changes`` feed (``Changes``, ``Last``, ``Done``)."""
         return self._get(f"changes?since={since}&limit={limit}", "reading /changes")
+
+
+def series_state(body: dict[str, Any]) -> str:
+    """One state of a series in Orthanc: its ``LastUpdate`` and instance count. Orthanc does not
+    update ``LastUpdate`` when an instance is deleted, hence the count."""
+    return f"{body.get('LastUpdate') or ''}#{len(body.get('Instances', []))}"
 
 
 def _map(fn: Callable[[str], T], items: list[str], workers: int) -> list[T]:

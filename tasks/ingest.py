@@ -12,6 +12,7 @@ from radflow.catalog.headers import parse_series
 from radflow.catalog.models import IngestRequest, utcnow
 from radflow.catalog.store import upsert_series
 from radflow.errors import OrthancError
+from radflow.orthanc.client import series_state
 from radflow.runtime import site_runtime
 
 
@@ -34,7 +35,7 @@ def catalog_series(series_id: str, site: str | None = None) -> dict[str, Any]:
     tags = orthanc.series_tags(series_id)
     syntaxes = orthanc.transfer_syntaxes(list(tags))
     study = orthanc.resource("studies", series["ParentStudy"])
-    parsed = parse_series(series_id, tags, syntaxes, series.get("LastUpdate"))
+    parsed = parse_series(series_id, tags, syntaxes, series_state(series))
     with session_scope(rt.catalog_url) as session:
         upsert_series(session, parsed, patient_orthanc_id=study["ParentPatient"],
                       study_orthanc_id=series["ParentStudy"])

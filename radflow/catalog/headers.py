@@ -125,7 +125,7 @@ def parse_series(
     series_orthanc_id: str,
     tags_by_instance: dict[str, Tags],
     transfer_syntaxes: dict[str, str | None],
-    last_update: str | None = None,
+    orthanc_state: str | None = None,
 ) -> ParsedSeries:
     """Build the catalog records of one series and its findings."""
     ids = sorted(tags_by_instance, key=lambda i: (number(tags_by_instance[i], "InstanceNumber") or 0, i))
@@ -163,7 +163,7 @@ def parse_series(
         "orthanc_id": series_orthanc_id,
         "series_uid": text(first, "SeriesInstanceUID") or "",
         "study_uid": text(first, "StudyInstanceUID") or "",
-        "last_update": last_update,
+        "orthanc_state": orthanc_state,
         "modality": modality,
         "sop_class_uid": sop_class,
         "body_part": (text(first, "BodyPartExamined") or "").upper() or None,

@@ -48,7 +48,7 @@ class Series(SQLModel, table=True):
     series_uid: str = Field(unique=True, index=True)
     study_pk: int = Field(foreign_key="study.id", index=True)
     study_uid: str = Field(index=True)
-    last_update: str | None = None  # Orthanc's LastUpdate of the series when it was ingested
+    orthanc_state: str | None = None  # the series' state in Orthanc when it was ingested
 
     modality: str | None = Field(default=None, index=True)
     sop_class_uid: str | None = None
@@ -127,16 +127,17 @@ class SettlingSeries(SQLModel, table=True):
 class IngestRequest(SQLModel, table=True):
     """One stable state of one series to catalog (the watcher's outbox).
 
-    ``(series_orthanc_id, last_update)`` is unique: a series in a given state is requested once.
+    ``(series_orthanc_id, orthanc_state)`` is unique: a series in a given state (Orthanc's
+    ``LastUpdate`` and its instance count) is requested once.
     Requests are grouped into batches; each batch is one ingest flow run, submitted with the
     idempotency key ``ingest-batch-<batch>`` so a retried submission never makes a second run.
     """
 
-    __table_args__ = (UniqueConstraint("series_orthanc_id", "last_update"),)
+    __table_args__ = (UniqueConstraint("series_orthanc_id", "orthanc_state"),)
 
     id: int | None = Field(default=None, primary_key=True)
     series_orthanc_id: str = Field(index=True)
-    last_update: str
+    orthanc_state: str
     reason: str = "stable"  # stable, reconcile, manual
     status: str = Field(default="pending", index=True)  # pending, batched, done, failed
     batch: int | None = Field(default=None, index=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from sqlalchemy import delete, func, insert
@@ -56,56 +55,25 @@ def upsert_series(session: Session, parsed: ParsedSeries, *, patient_orthanc_id:
     return series
 
 
-def delete_series(session: Session, series: Series) -> None:
-    """Remove a series with its instances and findings; then empty studies and patients."""
+def delete_series(session: Session, orthanc_id: str) -> bool:
+    """Remove a series (by Orthanc id) with its instances and findings, then its study and
+    patient if nothing else refers to them. Returns whether the series was cataloged."""
+    series = session.exec(select(Series).where(Series.orthanc_id == orthanc_id)).first()
+    if series is None:
+        return False
     study_pk = series.study_pk
     session.execute(delete(Instance).where(col(Instance.series_pk) == series.id))
     session.execute(delete(Finding).where(col(Finding.series_pk) == series.id))
     session.delete(series)
     session.flush()
-    _prune(session, study_pk)
-
-
-def _prune(session: Session, study_pk: int) -> None:
-    if session.exec(select(Series.id).where(Series.study_pk == study_pk)).first() is not None:
-        return
-    study = session.get(Study, study_pk)
-    if study is None:
-        return
-    patient_pk = study.patient_pk
-    session.delete(study)
-    session.flush()
-    if session.exec(select(Study.id).where(Study.patient_pk == patient_pk)).first() is None:
-        patient = session.get(Patient, patient_pk)
-        if patient is not None:
-            session.delete(patient)
-
-
-def delete_resource(session: Session, level: str, orthanc_id: str) -> int | None:
-    """Apply an Orthanc deletion to the catalog.
-
-    Returns the catalog id of the series that lost an instance (it must be re-ingested), if any.
-    """
-    if level == "Series":
-        series = session.exec(select(Series).where(Series.orthanc_id == orthanc_id)).first()
-        if series:
-            delete_series(session, series)
-    elif level == "Instance":
-        inst = session.exec(select(Instance).where(Instance.orthanc_id == orthanc_id)).first()
-        if inst:
-            session.delete(inst)
-            return inst.series_pk
-    elif level in ("Study", "Patient"):
-        model = Study if level == "Study" else Patient
-        row = session.exec(select(model).where(model.orthanc_id == orthanc_id)).first()
-        if row is None:
-            return None
-        studies = [row] if level == "Study" else list(
-            session.exec(select(Study).where(Study.patient_pk == row.id)))
-        for study in studies:
-            for series in session.exec(select(Series).where(Series.study_pk == study.id)):
-                delete_series(session, series)
-    return None
+    if session.exec(select(Series.id).where(Series.study_pk == study_pk)).first() is None:
+        study = session.get(Study, study_pk)
+        patient_pk = study.patient_pk
+        session.delete(study)
+        session.flush()
+        if session.exec(select(Study.id).where(Study.patient_pk == patient_pk)).first() is None:
+            session.delete(session.get(Patient, patient_pk))
+    return True
 
 
 def catalog_stats(session: Session) -> dict[str, Any]:
@@ -132,7 +100,3 @@ def catalog_stats(session: Session) -> dict[str, Any]:
         "series_status": by(Series.status),
         "series_with_finding": dict(sorted(findings)),
     }
-
-
-def finding_counts(findings: list[Any]) -> Counter[str]:
-    return Counter(f.code for f in findings)

@@ -2,14 +2,17 @@
 
 Guarantees (each tested by restarting a component mid-stream):
 
+* Deletions in Orthanc reach the catalog: Orthanc's change log does not record them, so the
+  watcher compares Orthanc's counts with the catalog's every few seconds and reconciles when
+  they differ while nothing is on its way.
 * Nothing is missed. The cursor in the feed is stored in the catalog in the same transaction as
   the requests made from the changes it covers. Orthanc forgets series that were still settling
   when it stopped (it never reports them stable after a restart), so the watcher keeps its own
   list of series reported new and not yet stable, and asks Orthanc about any that stay there
   past the stable age. It also reconciles Orthanc with the catalog when it starts, whenever
   Orthanc comes back after being unreachable, and every few minutes.
-* Nothing is ingested twice. A series in a given state (its Orthanc ``LastUpdate``) is requested
-  once (a unique constraint). Requests are grouped into numbered batches, and a batch is
+* Nothing is ingested twice. A series in a given state (Orthanc's ``LastUpdate`` and its
+  instance count) is requested once (a unique constraint). Requests are grouped into numbered batches, and a batch is
   submitted with the idempotency key ``ingest-batch-<n>``: however often a submission is
   retried (Prefect down, watcher killed before it recorded the run), Prefect creates one run.
 """
@@ -25,13 +28,13 @@ from typing import Any
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from radflow.catalog.db import get_engine, session_scope
 from radflow.catalog.models import IngestRequest, Series, SettlingSeries, WatcherState, utcnow
-from radflow.catalog.store import delete_resource
+from radflow.catalog.store import delete_series
 from radflow.errors import OrthancError
-from radflow.orthanc.client import OrthancClient
+from radflow.orthanc.client import OrthancClient, series_state
 
 logger = logging.getLogger("radflow.watcher")
 CURSOR = "orthanc-changes"
@@ -48,6 +51,7 @@ class WatcherConfig:
     reconcile_seconds: float = 300.0
     retry_after_seconds: float = 20.0
     stable_age_seconds: float = 10.0  # Orthanc's StableAge at this site
+    recount_seconds: float = 5.0  # how often to compare counts (to notice deletions)
 
 
 class Watcher:
@@ -93,7 +97,8 @@ class Watcher:
             if now - self._last_settling_check > 2.0:
                 self._last_settling_check = now
                 self.check_settling()
-            if self._needs_reconcile or now - self._last_reconcile > self.config.reconcile_seconds:
+            if self._needs_reconcile or now - self._last_reconcile > self.config.reconcile_seconds \
+                    or (now - self._last_reconcile > self.config.recount_seconds and self._counts_differ()):
                 self.reconcile()
             self._set_orthanc(True)
         except OrthancError as exc:
@@ -147,7 +152,7 @@ class Watcher:
                 return seen
 
     def _apply(self, session: Session, change: dict[str, Any]) -> None:
-        kind, level, oid = change["ChangeType"], change["ResourceType"], change["ID"]
+        kind, oid = change["ChangeType"], change["ID"]
         if kind == "NewSeries":
             session.merge(SettlingSeries(series_orthanc_id=oid))
         elif kind == "StableSeries":
@@ -155,31 +160,39 @@ class Watcher:
             if settling is not None:
                 session.delete(settling)
             self._request(session, oid, reason="stable")
-        elif kind == "Deleted":
-            touched = delete_resource(session, level, oid)
-            if touched is not None:  # an instance went: re-catalog what is left of its series
-                series = session.get(Series, touched)
-                if series is not None:
-                    self._request(session, series.orthanc_id, reason="instance-deleted")
 
     def _request(self, session: Session, series_id: str, *, reason: str,
-                 last_update: str | None = None) -> bool:
+                 state: str | None = None) -> bool:
         """Add a request for the series' current state unless it exists. True if added."""
-        if last_update is None:
+        if state is None:
             try:
-                last_update = self.orthanc.resource("series", series_id).get("LastUpdate") or ""
+                state = series_state(self.orthanc.resource("series", series_id))
             except OrthancError as exc:
                 if exc.status == 404:
                     return False  # deleted since: its Deleted change follows
                 raise
         exists = session.exec(select(IngestRequest.id).where(
             IngestRequest.series_orthanc_id == series_id,
-            IngestRequest.last_update == last_update)).first()
+            IngestRequest.orthanc_state == state)).first()
         if exists is not None:
             return False
-        session.add(IngestRequest(series_orthanc_id=series_id, last_update=last_update, reason=reason))
+        session.add(IngestRequest(series_orthanc_id=series_id, orthanc_state=state, reason=reason))
         session.flush()
         return True
+
+    def _counts_differ(self) -> bool:
+        """Orthanc and the catalog disagree on counts while nothing is on its way: something was
+        deleted in Orthanc (its change log does not record deletions)."""
+        with session_scope(self.catalog_url) as session:
+            busy = session.exec(select(func.count()).select_from(IngestRequest).where(
+                col(IngestRequest.status).in_(["pending", "batched"]))).one()
+            settling = session.exec(select(func.count()).select_from(SettlingSeries)).one()
+            if busy or settling:
+                return False
+            series = session.exec(select(func.count()).select_from(Series)).one()
+            instances = session.exec(select(func.coalesce(func.sum(Series.num_instances), 0))).one()
+        held = self.orthanc.statistics()
+        return (held["CountSeries"], held["CountInstances"]) != (series, instances)
 
     def check_settling(self) -> int:
         """Request series that Orthanc now calls stable without having said so (it restarted
@@ -198,7 +211,7 @@ class Watcher:
                     continue
                 if body.get("IsStable"):
                     requested += self._request(session, row.series_orthanc_id, reason="settled",
-                                               last_update=body.get("LastUpdate") or "")
+                                               state=series_state(body))
                     session.delete(row)
         if requested:
             logger.info("%d series became stable without Orthanc reporting it (restart?)", requested)
@@ -210,17 +223,17 @@ class Watcher:
         states = self.orthanc.series_states()
         added = removed = 0
         with session_scope(self.catalog_url) as session:
-            cataloged = dict(session.exec(select(Series.orthanc_id, Series.last_update)).all())
+            cataloged = dict(session.exec(select(Series.orthanc_id, Series.orthanc_state)).all())
             for sid, state in states.items():
-                if state["IsStable"] and cataloged.get(sid) != state["LastUpdate"]:
+                if state["IsStable"] and cataloged.get(sid) != state["State"]:
                     try:
                         with session.begin_nested():
                             added += self._request(session, sid, reason="reconcile",
-                                                   last_update=state["LastUpdate"] or "")
+                                                   state=state["State"])
                     except IntegrityError:
                         pass
             for sid in set(cataloged) - set(states):
-                delete_resource(session, "Series", sid)
+                delete_series(session, sid)
                 removed += 1
         self._needs_reconcile = False
         self._last_reconcile = time.monotonic()
