@@ -47,8 +47,10 @@ class DeploymentSpec:
 SITE_DEPLOYMENTS: list[DeploymentSpec] = [
     DeploymentSpec(
         flow="radflow.flows.ingest.ingest",
-        description="Catalog series that Orthanc reported stable (started by the change watcher).",
-        concurrency_limit=2,
+        description="Catalog series that Orthanc reported stable (started by the change "
+        "watcher; works through the site's ingest queue until idle).",
+        # no Prefect concurrency limit: runs over a limit are re-scheduled ~30 s later; the
+        # watcher itself keeps one queue-mode run live at a time
         tags=("radflow", "ingest"),
     ),
 ]

@@ -388,6 +388,10 @@ class OrthancClient:
         with self._translated(f"deleting {level}/{orthanc_id}"):
             self._api.delete(f"{level}/{orthanc_id}", timeout=self.timeout)
 
+    def last_change(self) -> int:
+        """The sequence number of Orthanc's latest change."""
+        return int(self._get("changes?last", "reading /changes")["Last"])
+
     def changes(self, since: int = 0, limit: int = 100) -> dict[str, Any]:
         """One page of Orthanc's ``/changes`` feed (``Changes``, ``Last``, ``Done``)."""
         return self._get(f"changes?since={since}&limit={limit}", "reading /changes")

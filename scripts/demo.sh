@@ -14,6 +14,11 @@ if [ ! -f "$data/manifest.json" ]; then
     "$radflow" data synth --cases 5 --seed 42 --out "$data"
 fi
 "$radflow" data push "$data" --site "$site"
+"$radflow" catalog wait --site "$site"
+echo
+"$radflow" catalog stats --site "$site"
+"$radflow" cohort create contrast-ct --site "$site" --replace \
+    --description "contrast-enhanced CT" -f modality=CT -f contrast=true
 
 url() { "$radflow" site status --name "$site" --json | python3 -c \
     "import json,sys; c={x['name']: x for x in json.load(sys.stdin)['components']}; print(c['$1']['urls']['$2'])"; }
@@ -26,6 +31,7 @@ The demo site '$site' is running. Where to look:
                     work pool '$site-process' with one process worker; blocks '$site', '$site-orthanc'
   Log-ins           radflow site credentials --name $site   (authentication is on everywhere)
   Sample data       $data (DICOM + ground-truth labels)
+  Catalog           radflow catalog stats --site $site; radflow cohort list --site $site
 
   radflow site status --name $site     health and URLs
   make demo-down                       stop everything (radflow site down --name $site)

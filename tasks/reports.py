@@ -9,7 +9,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_image_artifact, create_table_artifact
 
-from radflow.catalog.db import session_scope
+from radflow.catalog.db import optimize, session_scope
 from radflow.catalog.store import catalog_stats
 from radflow.runtime import site_runtime
 
@@ -42,6 +42,7 @@ def stats_chart(stats: dict[str, Any]) -> bytes:
 def ingest_report(rows: list[dict[str, Any]], site: str | None = None) -> dict[str, Any]:
     """Publish a table of the run's series and a PNG chart of the whole catalog."""
     rt = site_runtime(site)
+    optimize(rt.catalog_url)  # keep cohort queries on good plans as the catalog grows
     with session_scope(rt.catalog_url) as session:
         stats = catalog_stats(session)
     table = [{**row, "findings": ", ".join(row.get("findings", [])) or "-"} for row in rows]

@@ -79,39 +79,8 @@ def run_cli(*args: str, check: bool = False, timeout: float = 300) -> subprocess
     return proc
 
 
-def catalog_vs_orthanc(site: SiteContext) -> tuple[bool, dict]:
-    """Whether the catalog holds exactly what Orthanc holds (series and instance counts) and no
-    ingest request is still open."""
-    from sqlmodel import col, func, select
-
-    from radflow.catalog.db import session_scope
-    from radflow.catalog.models import IngestRequest, Series
-
-    states = site.orthanc_client().series_states()
-    with session_scope(site.catalog_url) as session:
-        rows = dict(session.exec(select(Series.orthanc_id, Series.num_instances)).all())
-        open_requests = session.exec(select(func.count()).select_from(IngestRequest).where(
-            col(IngestRequest.status).in_(["pending", "batched"]))).one()
-    orthanc = {k: v["Instances"] for k, v in states.items()}
-    info = {"orthanc_series": len(orthanc), "catalog_series": len(rows),
-            "open_requests": open_requests,
-            "differ": sorted(k for k in set(orthanc) | set(rows) if orthanc.get(k) != rows.get(k))[:5]}
-    return open_requests == 0 and orthanc == rows, info
-
-
 def wait_settled(site: SiteContext, timeout: float = 180) -> dict:
     """Wait until the watcher and ingest runs have brought the catalog in step with Orthanc."""
-    import time
+    from radflow.catalog.sync import wait_in_step
 
-    deadline = time.monotonic() + timeout
-    stable_since = None
-    while time.monotonic() < deadline:
-        ok, info = catalog_vs_orthanc(site)
-        if ok:  # and still so a moment later (a change may be on its way)
-            stable_since = stable_since or time.monotonic()
-            if time.monotonic() - stable_since > 3:
-                return info
-        else:
-            stable_since = None
-        time.sleep(0.5)
-    raise AssertionError(f"catalog did not catch up with Orthanc within {timeout} s: {info}")
+    return wait_in_step(site.orthanc_client(), site.catalog_url, timeout=timeout)

@@ -115,3 +115,12 @@ def test_dates_are_read_tolerantly() -> None:
     assert parse_date("20240131") == date(2024, 1, 31)
     assert parse_date("2024.01.31") == date(2024, 1, 31)
     assert parse_date("20240231") is None and parse_date("") is None and parse_date("abc") is None
+
+
+def test_unreadable_instances_are_reported_and_the_rest_cataloged() -> None:
+    tags = ct_series(6)
+    tags["i003"] = {"SOPInstanceUID": "1.2.3.4.3", "InstanceNumber": "4"}  # index tags only
+    parsed = parse_series("s", tags, {}, unreadable={"i003": "Bad file format"})
+    assert "unreadable_file" in codes(parsed) and parsed.status == "error"
+    assert parsed.series["num_instances"] == 6 and parsed.series["modality"] == "CT"
+    assert parsed.series["missing_slices"] == 1  # the unreadable slice is a gap in the volume

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pydicom
@@ -137,10 +138,48 @@ def test_each_ingest_run_publishes_a_table_and_a_chart(site) -> None:
     with session_scope(site.catalog_url) as session:
         run_ids = {r.flow_run_id for r in session.exec(select(IngestRequest)) if r.flow_run_id}
     assert run_ids
-    answer = requests.post(f"{site.prefect_api_url}/artifacts/filter", auth=site.prefect_auth(),
-                           json={"artifacts": {"flow_run_id": {"any_": sorted(run_ids)}}}, timeout=10)
-    answer.raise_for_status()
-    kinds = {(a["key"], a["type"]) for a in answer.json()}
+    deadline = time.monotonic() + 60  # a run reports a few seconds after its burst of work
+    while True:
+        answer = requests.post(f"{site.prefect_api_url}/artifacts/filter", auth=site.prefect_auth(),
+                               json={"artifacts": {"flow_run_id": {"any_": sorted(run_ids)}}},
+                               timeout=10)
+        answer.raise_for_status()
+        kinds = {(a["key"], a["type"]) for a in answer.json()}
+        if len(kinds) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert ("ingest-series", "table") in kinds and ("catalog-chart", "image") in kinds
     chart = next(a for a in answer.json() if a["key"] == "catalog-chart")
     assert chart["data"].startswith("data:image/png;base64,")
+
+
+def test_a_corrupt_file_in_storage_is_a_finding_not_a_failure(orthanc, site, manager,
+                                                              synth_dir: Path) -> None:
+    """Orthanc cannot read one of the series' files any more: that instance gets a finding with
+    the reason, the others are cataloged."""
+    from prefect.deployments import run_deployment
+
+    from radflow.site.registration import site_prefect
+
+    wait_settled(site)
+    send(site, synth_dir / "case_001")
+    wait_settled(site)
+    uid = pydicom.dcmread(next((synth_dir / "case_001" / "dicom").glob("*.dcm"))).SeriesInstanceUID
+    series = orthanc.series_by_uid(uid)
+    victim = orthanc.series_instances(series.orthanc_id)[3]
+    uuid = requests.get(f"{site.orthanc_url}/instances/{victim}/attachments/dicom/info",
+                        auth=site.orthanc_auth(), timeout=10).json()["Uuid"]
+    stored = site.paths.orthanc_storage / uuid[:2] / uuid[2:4] / uuid
+    stored.write_bytes(stored.read_bytes()[:600])  # truncated on disk behind Orthanc's back
+    manager.restart("alpha", "orthanc")  # drop Orthanc's in-memory cache of the parsed file
+    with site_prefect(site):
+        run = run_deployment("ingest/alpha", parameters={"series_ids": [series.orthanc_id]},
+                             timeout=120)
+    assert run.state.is_completed()
+    with session_scope(site.catalog_url) as session:
+        row = session.exec(select(Series).where(Series.series_uid == uid)).one()
+        found = session.exec(select(Finding).where(Finding.series_pk == row.id)).all()
+    assert row.num_instances == series.instance_count and row.status == "error"
+    unreadable = [f for f in found if f.code == "unreadable_file"]
+    assert unreadable and unreadable[0].instance_orthanc_id == victim
+    orthanc.delete("instances", victim)  # leave no broken file for the next test

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -22,6 +23,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - SQLAlc
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: a 100,000-series catalog stays in memory
+    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
 
@@ -35,6 +38,25 @@ def get_engine(url: str) -> Engine:
         engine = create_engine(url, pool_pre_ping=True)
     SQLModel.metadata.create_all(engine)
     return engine
+
+
+def optimize(url: str) -> None:
+    """Refresh SQLite's query-planner statistics when the series table has grown or shrunk by
+    more than 10% since they were taken (``ANALYZE``; ~0.1 s per 100,000 series). Without them
+    SQLite picks poor indexes for cohort queries. Run after each ingest."""
+    if not url.startswith("sqlite"):
+        return
+    with get_engine(url).connect() as connection:
+        count = connection.exec_driver_sql("SELECT count(*) FROM series").scalar()
+        try:
+            stat = connection.exec_driver_sql(
+                "SELECT stat FROM sqlite_stat1 WHERE tbl = 'series' LIMIT 1").scalar()
+        except OperationalError:  # never analyzed: no sqlite_stat1 table yet
+            stat = None
+        analyzed = int(stat.split()[0]) if stat else 0
+        if abs(count - analyzed) > 0.1 * max(analyzed, 1):
+            connection.exec_driver_sql("ANALYZE")
+            connection.commit()
 
 
 @contextmanager

@@ -126,11 +126,26 @@ def parse_series(
     tags_by_instance: dict[str, Tags],
     transfer_syntaxes: dict[str, str | None],
     orthanc_state: str | None = None,
+    unreadable: dict[str, str] | None = None,
 ) -> ParsedSeries:
-    """Build the catalog records of one series and its findings."""
+    """Build the catalog records of one series and its findings.
+
+    ``unreadable`` maps instances whose file Orthanc could not read to the reason; their tags
+    are those of Orthanc's index (identifiers only), and they are left out of the geometry
+    checks.
+    """
+    unreadable = unreadable or {}
     ids = sorted(tags_by_instance, key=lambda i: (number(tags_by_instance[i], "InstanceNumber") or 0, i))
-    first = tags_by_instance[ids[0]] if ids else {}
+    readable = [i for i in ids if i not in unreadable]
+    first = tags_by_instance[readable[0]] if readable else {}
     findings: list[FindingRecord] = []
+    if unreadable:
+        reason = next(iter(unreadable.values()))
+        findings.append(FindingRecord(
+            "unreadable_file", "error",
+            f"{len(unreadable)} of {len(ids)} instance(s) could not be read from Orthanc's "
+            f"storage ({reason}); the others were cataloged",
+            next(iter(unreadable)) if len(unreadable) == 1 else None))
 
     birth = parse_date(text(first, "PatientBirthDate"))
     study_date = parse_date(text(first, "StudyDate"))
@@ -187,7 +202,7 @@ def parse_series(
         "source_series_uid": source_series_uid(first),
     }
     if is_image_storage(sop_class):
-        geometry = check_geometry(tags_by_instance, ids, modality)
+        geometry = check_geometry(tags_by_instance, readable, modality)
         series.update(geometry.columns())
         for inst in instances:
             inst.position_z = geometry.positions.get(inst.orthanc_id)

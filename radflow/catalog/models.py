@@ -6,6 +6,9 @@ UIDs), DICOM findings per series, and the watcher's bookkeeping (its cursor in O
 
 The series table carries copies of the study- and patient-level fields that cohorts filter on
 (study date, sex, age at study): a cohort query touches one table, like a search index.
+Indexes are few on purpose: on columns of low selectivity (age, slice thickness, vendor) an index
+makes SQLite's planner trade one fast scan for many random lookups (measured in
+bench/bench_cohort.py: 78 ms with an index on age, 25 ms without, over 100,000 series).
 """
 
 from __future__ import annotations
@@ -55,11 +58,11 @@ class Series(SQLModel, table=True):
     body_part: str | None = Field(default=None, index=True)
     series_description: str | None = None
     protocol_name: str | None = None
-    manufacturer: str | None = Field(default=None, index=True)
+    manufacturer: str | None = None
     model: str | None = None
     field_strength: float | None = None
     kvp: float | None = None
-    slice_thickness: float | None = Field(default=None, index=True)
+    slice_thickness: float | None = None
     pixel_spacing: float | None = None  # row spacing, mm
     rows: int | None = None
     columns: int | None = None
@@ -69,16 +72,16 @@ class Series(SQLModel, table=True):
     transfer_syntax: str | None = None
 
     # copies for one-table cohort queries
-    study_date: date | None = Field(default=None, index=True)
-    patient_sex: str | None = Field(default=None, index=True)
-    age_years: float | None = Field(default=None, index=True)
+    study_date: date | None = None  # indexed with modality (ix_series_modality_date)
+    patient_sex: str | None = None
+    age_years: float | None = None
 
     # derived checks
     geometry_consistent: bool | None = None
     uniform_spacing: bool | None = None
     slice_spacing: float | None = None
     missing_slices: int = 0
-    status: str = Field(default="ok", index=True)  # ok, warning, error (worst finding)
+    status: str = "ok"  # ok, warning, error (worst finding)
 
     # results produced later (SEG, SR, RTSTRUCT...) point at the series they were made from
     source_series_uid: str | None = Field(default=None, index=True)
@@ -112,6 +115,8 @@ class WatcherState(SQLModel, table=True):
 
     name: str = Field(primary_key=True)
     last_seq: int = 0
+    runs_started: int = 0  # numbers the ingest runs the watcher starts (their idempotency keys)
+    active_run: str | None = None  # the ingest run currently claiming requests
     updated_at: datetime = Field(default_factory=utcnow)
 
 
@@ -128,9 +133,9 @@ class IngestRequest(SQLModel, table=True):
     """One stable state of one series to catalog (the watcher's outbox).
 
     ``(series_orthanc_id, orthanc_state)`` is unique: a series in a given state (Orthanc's
-    ``LastUpdate`` and its instance count) is requested once.
-    Requests are grouped into batches; each batch is one ingest flow run, submitted with the
-    idempotency key ``ingest-batch-<batch>`` so a retried submission never makes a second run.
+    ``LastUpdate`` and its instance count) is requested once. Ingest runs claim pending requests
+    (status ``batched``, with their ``flow_run_id`` and a claim number in ``batch``) and close
+    them (``done`` or ``failed``); failed ones are retried up to three claims.
     """
 
     __table_args__ = (UniqueConstraint("series_orthanc_id", "orthanc_state"),)

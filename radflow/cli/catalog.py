@@ -55,6 +55,18 @@ def findings(site: str = SITE, code: str = typer.Option(None, help="Only this fi
 
 
 @app.command()
+def wait(site: str = SITE, timeout: float = typer.Option(180, help="Seconds to wait at most.")) -> None:
+    """Wait until the catalog holds exactly what Orthanc holds (exit 1 on timeout)."""
+    from radflow.catalog.sync import wait_in_step
+    from radflow.site import SiteManager
+
+    ctx = SiteManager().context(site)
+    with console.status("waiting for the catalog to catch up with Orthanc..."):
+        info = wait_in_step(ctx.orthanc_client(), ctx.catalog_url, timeout=timeout)
+    console.print(f"catalog in step with Orthanc: {info['catalog_series']} series")
+
+
+@app.command()
 def reconcile(site: str = SITE) -> None:
     """Request ingest of every stable series the catalog lacks (the watcher does this itself
     at start, after Orthanc comes back, and every 5 minutes)."""

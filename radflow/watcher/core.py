@@ -30,24 +30,22 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from radflow.catalog import outbox
 from radflow.catalog.db import get_engine, session_scope
 from radflow.catalog.models import IngestRequest, Series, SettlingSeries, WatcherState, utcnow
 from radflow.catalog.store import delete_series
 from radflow.errors import OrthancError
 from radflow.orthanc.client import OrthancClient, series_state
+from radflow.watcher.runs import RunKeeper
 
 logger = logging.getLogger("radflow.watcher")
 CURSOR = "orthanc-changes"
-MAX_ATTEMPTS = 3
-TERMINAL_FAILURES = {"FAILED", "CRASHED", "CANCELLED"}
 
 
 @dataclass
 class WatcherConfig:
     poll_seconds: float = 0.5
-    batch_window_seconds: float = 1.0
-    batch_max: int = 50
-    check_seconds: float = 3.0
+    check_seconds: float = 2.0
     reconcile_seconds: float = 300.0
     retry_after_seconds: float = 20.0
     stable_age_seconds: float = 10.0  # Orthanc's StableAge at this site
@@ -73,7 +71,7 @@ class Watcher:
         self.site = site
         self.heartbeat = heartbeat
         self.config = config or WatcherConfig()
-        self._deployment_id = None
+        self.runs = RunKeeper(catalog_url, deployment, site, self.config.retry_after_seconds)
         self._orthanc_up = True
         self._prefect_up = True
         self._last_check = 0.0
@@ -106,9 +104,10 @@ class Watcher:
                 raise
             self._set_orthanc(False)
         try:
-            self.dispatch()
+            self.runs.ensure_runner()
             if time.monotonic() - self._last_check > self.config.check_seconds:
-                self.check_batches()
+                self._last_check = time.monotonic()
+                self.runs.check()
             self._set_prefect(True)
         except Exception as exc:  # noqa: BLE001 - Prefect down: retried next pass, nothing lost
             self._set_prefect(False, exc)
@@ -241,87 +240,12 @@ class Watcher:
             logger.info("reconcile: %d series requested, %d removed from the catalog", added, removed)
         return {"requested": added, "removed": removed}
 
-    # -- requests -> flow runs -----------------------------------------------------------------
-    def dispatch(self) -> int:
-        """Group pending requests into a batch and submit every unsubmitted batch."""
-        with session_scope(self.catalog_url) as session:
-            pending = session.exec(select(IngestRequest).where(IngestRequest.status == "pending")
-                                   .order_by(IngestRequest.id).limit(self.config.batch_max)).all()
-            oldest = min((r.created_at for r in pending), default=None)
-            due = pending and (len(pending) >= self.config.batch_max or
-                               utcnow() - oldest > timedelta(seconds=self.config.batch_window_seconds))
-            if due:
-                batch = (session.exec(select(func.max(IngestRequest.batch))).one() or 0) + 1
-                for row in pending:
-                    row.status, row.batch, row.updated_at = "batched", batch, utcnow()
-                    row.attempts += 1
-                    session.add(row)
-        with session_scope(self.catalog_url) as session:
-            unsubmitted = sorted(set(session.exec(select(IngestRequest.batch).where(
-                IngestRequest.status == "batched", IngestRequest.flow_run_id.is_(None))).all()))
-        for batch in unsubmitted:
-            self._submit(batch)
-        return len(unsubmitted)
-
-    def _submit(self, batch: int) -> None:
-        from prefect.client.orchestration import get_client
-
-        with session_scope(self.catalog_url) as session:
-            rows = session.exec(select(IngestRequest).where(IngestRequest.batch == batch)).all()
-            series_ids = sorted({r.series_orthanc_id for r in rows})
-        with get_client(sync_client=True) as client:
-            if self._deployment_id is None:
-                self._deployment_id = client.read_deployment_by_name(self.deployment).id
-            run = client.create_flow_run_from_deployment(
-                self._deployment_id,
-                parameters={"series_ids": series_ids, "batch": batch, "site": self.site},
-                idempotency_key=f"ingest-batch-{batch}",
-                tags=["radflow", "ingest"],
-            )
-        with session_scope(self.catalog_url) as session:
-            for row in session.exec(select(IngestRequest).where(IngestRequest.batch == batch)):
-                row.flow_run_id = str(run.id)
-                session.add(row)
-        logger.info("batch %d: %d series -> flow run %s", batch, len(series_ids), run.name)
-
-    def check_batches(self) -> None:
-        """Re-queue requests whose run failed (or that failed inside a run), up to 3 attempts."""
-        from prefect.client.orchestration import get_client
-
-        self._last_check = time.monotonic()
-        with session_scope(self.catalog_url) as session:
-            open_runs = set(session.exec(select(IngestRequest.flow_run_id).where(
-                IngestRequest.status == "batched", IngestRequest.flow_run_id.is_not(None))).all())
-        failed_runs = {}
-        if open_runs:
-            with get_client(sync_client=True) as client:
-                for run_id in open_runs:
-                    state = client.read_flow_run(run_id).state
-                    if state and state.type.value in TERMINAL_FAILURES:
-                        failed_runs[run_id] = f"flow run {state.type.value.lower()}: {state.message}"
-                    elif state and state.type.value == "COMPLETED":
-                        failed_runs[run_id] = None  # completed without closing: close as done
-        retry_before = utcnow() - timedelta(seconds=self.config.retry_after_seconds)
-        with session_scope(self.catalog_url) as session:
-            for run_id, error in failed_runs.items():
-                for row in session.exec(select(IngestRequest).where(
-                        IngestRequest.flow_run_id == run_id, IngestRequest.status == "batched")):
-                    row.status, row.error = ("failed", error) if error else ("done", None)
-                    session.add(row)
-            for row in session.exec(select(IngestRequest).where(
-                    IngestRequest.status == "failed", IngestRequest.attempts < MAX_ATTEMPTS,
-                    IngestRequest.updated_at < retry_before)):
-                row.status, row.batch, row.flow_run_id = "pending", None, None
-                row.updated_at = utcnow()
-                session.add(row)
-
     # -- health --------------------------------------------------------------------------------
     def _beat(self) -> None:
         if self.heartbeat is None:
             return
         with session_scope(self.catalog_url) as session:
-            counts = dict(session.exec(select(IngestRequest.status, func.count())
-                                       .group_by(IngestRequest.status)).all())
+            counts = outbox.counts(session)
             state = session.get(WatcherState, CURSOR)
         body = {"time": time.time(), "cursor": state.last_seq if state else 0,
                 "orthanc": "up" if self._orthanc_up else "down",

@@ -1,0 +1,133 @@
+"""Ingest benchmark: DICOM C-STORE into Orthanc alone vs Orthanc + catalog, in the same run.
+
+    .venv/bin/python bench/bench_ingest.py [--cases 40] [--matrix 512] [--stable-age 1]
+
+A temporary site is started. The same synthetic CT studies (512x512 slices by default) are sent
+three times with DCMTK storescu (TCP_NODELAY on both sides):
+
+  (an untimed warm-up round, then)  A1 B1 A2 B2, where
+  A   Orthanc alone (watcher stopped)       B  Orthanc + catalog (watcher + ingest flow runs)
+  and each figure is the mean of its two rounds (the machine is shared and noisy).
+
+Printed: Orthanc's intake rate in each phase; in B also the end-to-end rate (from the first
+instance sent until the catalog holds every instance), and the same with the site's fixed
+settle time (Orthanc's StableAge + the watcher's poll interval) taken out; and the ratios to A.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import func
+from sqlmodel import select
+
+from radflow.catalog.db import session_scope
+from radflow.catalog.models import IngestRequest, Series, WatcherState
+from radflow.data.push import push
+from radflow.settings import RadflowSettings
+from radflow.site import SiteManager
+from radflow.site.components import COMPONENTS
+from radflow.synth import synthesize
+from radflow.watcher.core import CURSOR, WatcherConfig
+
+WATCHER = next(c for c in COMPONENTS if c.name == "watcher")
+
+
+def send(ctx, data: Path) -> tuple[int, float]:  # noqa: ANN001
+    result = push([data], client=ctx.orthanc_client(), host="127.0.0.1",
+                  port=ctx.config.ports.orthanc_dicom, called_aet=ctx.config.aet)
+    assert not result.failed and result.verified, result.failed[:3]
+    return result.sent, result.seconds
+
+
+def empty_orthanc(ctx) -> None:  # noqa: ANN001
+    client = ctx.orthanc_client()
+    for patient in client.patients():
+        client.delete("patients", patient)
+
+
+def cataloged_instances(ctx) -> int:  # noqa: ANN001
+    with session_scope(ctx.catalog_url) as session:
+        return session.exec(select(func.coalesce(func.sum(Series.num_instances), 0))).one()
+
+
+def phase_alone(manager: SiteManager, ctx, data: Path) -> float:  # noqa: ANN001
+    WATCHER.process(ctx).stop()
+    empty_orthanc(ctx)
+    n, seconds = send(ctx, data)
+    return n / seconds
+
+
+def phase_with_catalog(manager: SiteManager, ctx, data: Path, expected: int) -> dict:  # noqa: ANN001
+    empty_orthanc(ctx)
+    with session_scope(ctx.catalog_url) as session:  # the watcher starts at the feed's end
+        state = session.get(WatcherState, CURSOR) or WatcherState(name=CURSOR)
+        state.last_seq = ctx.orthanc_client().last_change()
+        session.add(state)
+    manager.restart(ctx.config.name, "watcher")
+    began = time.perf_counter()
+    n, seconds = send(ctx, data)
+    while cataloged_instances(ctx) < expected:
+        time.sleep(0.1)
+        if time.perf_counter() - began > 600:
+            raise TimeoutError("the catalog did not catch up within 10 minutes")
+    total = time.perf_counter() - began
+    with session_scope(ctx.catalog_url) as session:
+        runs = len({r.flow_run_id for r in session.exec(select(IngestRequest)) if r.flow_run_id})
+    return {"n": n, "intake": n / seconds, "push_s": seconds, "total_s": total, "runs": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cases", type=int, default=40)
+    parser.add_argument("--matrix", type=int, default=512)
+    parser.add_argument("--stable-age", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        os.environ["RADFLOW_HOME"] = str(home)
+        data = Path(tmp) / "data"
+        began = time.perf_counter()
+        cases = synthesize(data, args.cases, seed=5, matrix=args.matrix)
+        n = sum(c.slices for c in cases)
+        print(f"{args.cases} CT studies, {n} instances of {args.matrix}x{args.matrix} "
+              f"synthesized in {time.perf_counter() - began:.0f} s")
+        manager = SiteManager(RadflowSettings(home=home))
+        manager.up("bench", stable_age=args.stable_age)
+        ctx = manager.context("bench")
+        try:
+            phase_alone(manager, ctx, data)  # warm-up: caches, Orthanc's first writes
+            a1 = phase_alone(manager, ctx, data)
+            b1 = phase_with_catalog(manager, ctx, data, n)
+            a2 = phase_alone(manager, ctx, data)
+            b2 = phase_with_catalog(manager, ctx, data, n)
+        finally:
+            manager.down("bench")
+    a = statistics.mean([a1, a2])
+    b = {"intake": statistics.mean([b1["intake"], b2["intake"]]),
+         "total_s": statistics.mean([b1["total_s"], b2["total_s"]]),
+         "runs": f"{b1['runs']}+{b2['runs']}"}
+    settle = args.stable_age + WatcherConfig().poll_seconds
+    e2e = n / b["total_s"]
+    e2e_net = n / (b["total_s"] - settle)
+    print(f"Orthanc alone          A1 {a1:6.0f} inst/s   A2 {a2:6.0f} inst/s   mean {a:6.0f} inst/s")
+    print(f"Orthanc + catalog      B1 {b1['intake']:6.0f} inst/s   B2 {b2['intake']:6.0f} inst/s   "
+          f"mean {b['intake']:6.0f} inst/s   ratio {b['intake'] / a:.2f}  (Orthanc's intake while "
+          "cataloging runs)")
+    print(f"                       end to end {e2e:6.0f} inst/s   ratio {e2e / a:.2f}  "
+          f"(all {n} cataloged {b['total_s']:.1f} s after the first was sent; {b['runs']} ingest runs)")
+    print(f"                       without the {settle:.0f} s settle time: {e2e_net:6.0f} inst/s   "
+          f"ratio {e2e_net / a:.2f}")
+    intake = b["intake"] / a
+    print(f"target: with cataloging on, Orthanc keeps at least 80% of its own rate -> {intake:.0%} "
+          f"({'met' if intake >= 0.8 else 'MISSED'}); end to end {e2e / a:.0%} for this burst "
+          "(the fixed tail matters less as the stream grows)")
+
+
+if __name__ == "__main__":
+    main()
