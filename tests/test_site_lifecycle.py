@@ -43,7 +43,8 @@ def test_second_site_runs_beside_the_first_and_stops_without_orphans(site, manag
     up = cli("site", "up", "--name", "beta", "--json", check=True)
     beta = json.loads(up.stdout)
     assert beta["state"] == "running"
-    assert [c["name"] for c in beta["components"]] == ["orthanc", "prefect-server", "worker"]
+    assert [c["name"] for c in beta["components"]] == ["orthanc", "prefect-server", "worker",
+                                                       "watcher"]
 
     alpha = json.loads(cli("site", "status", "--name", "alpha", "--json", check=True).stdout)
     assert alpha["state"] == "running"
@@ -55,9 +56,9 @@ def test_second_site_runs_beside_the_first_and_stops_without_orphans(site, manag
     assert [c["pid"] for c in again["components"]] == [c["pid"] for c in beta["components"]]
 
     pids = family([c["pid"] for c in beta["components"]])
-    assert len(pids) >= 3
+    assert len(pids) >= 4
     down = cli("site", "down", "--name", "beta", check=True)
-    assert "stopped worker, prefect-server, orthanc" in down.stdout
+    assert "stopped watcher, worker, prefect-server, orthanc" in down.stdout
     assert alive(pids) == set()
 
     after = cli("site", "status", "--name", "beta", "--json")
