@@ -53,6 +53,12 @@ SITE_DEPLOYMENTS: list[DeploymentSpec] = [
         # watcher itself keeps one queue-mode run live at a time
         tags=("radflow", "ingest"),
     ),
+    DeploymentSpec(
+        flow="radflow.flows.segment_quantify.segment_and_quantify",
+        description="nnU-Net segmentation (DICOM SEG) and pyradiomics features (DICOM SR "
+        "TID 1500) over a cohort or a list of series.",
+        tags=("radflow", "segmentation", "radiomics"),
+    ),
 ]
 
 

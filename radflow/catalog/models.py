@@ -163,3 +163,38 @@ class CohortRecord(SQLModel, table=True):
     definition: str = Field(sa_column=Column(Text))  # canonical JSON
     content_hash: str = Field(index=True)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class DerivedResult(SQLModel, table=True):
+    """A result radflow made from a series and stored in Orthanc (a SEG, an SR). The unique key
+    is the cache key of the segment-and-quantify flow: the same source with the same algorithm
+    version is never computed twice."""
+
+    __tablename__ = "result"
+    __table_args__ = (UniqueConstraint("kind", "source_series_uid", "algorithm", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(index=True)  # SEG, SR
+    source_series_uid: str = Field(index=True)
+    algorithm: str
+    version: str  # model version, or the hash of the parameters
+    orthanc_id: str
+    sop_instance_uid: str
+    series_uid: str
+    detail: str = Field(default="{}", sa_column=Column(Text))  # JSON: segments, statistics
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class FeatureValue(SQLModel, table=True):
+    """One feature of one segment, as written into an SR (the catalog's feature table)."""
+
+    __tablename__ = "feature"
+
+    id: int | None = Field(default=None, primary_key=True)
+    result_pk: int = Field(foreign_key="result.id", index=True)
+    source_series_uid: str = Field(index=True)
+    segment_number: int
+    segment_label: str
+    feature: str = Field(index=True)
+    value: float
+    unit: str

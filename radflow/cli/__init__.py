@@ -15,6 +15,9 @@ from radflow.cli.catalog import app as catalog_app
 from radflow.cli.cohort import app as cohort_app
 from radflow.cli.common import err_console
 from radflow.cli.data import app as data_app
+from radflow.cli.model import app as model_app
+from radflow.cli.pipeline import app as pipeline_app
+from radflow.cli.plugins import app as plugins_app
 from radflow.cli.site import app as site_app
 from radflow.errors import RadflowError
 
@@ -29,6 +32,9 @@ app.add_typer(site_app, name="site")
 app.add_typer(data_app, name="data")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(cohort_app, name="cohort")
+app.add_typer(plugins_app, name="plugins")
+app.add_typer(model_app, name="model")
+app.add_typer(pipeline_app, name="pipeline")
 
 
 def _version(value: bool) -> None:

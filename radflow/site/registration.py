@@ -26,12 +26,14 @@ def orthanc_block_name(site: str) -> str:
 
 
 def register_site_blocks(ctx: SiteContext) -> None:
-    """Register the block types (idempotent) and save ``<site>-orthanc`` and ``<site>``."""
+    """Register the block types of radflow and its plugins (idempotent), save ``<site>-orthanc``
+    and ``<site>``, and run each plugin's ``setup_site`` hook."""
     from radflow.blocks import ALL_BLOCKS, OrthancServer, Site
+    from radflow.plugins import plugins
 
     cfg = ctx.config
     with site_prefect(ctx):
-        for block in ALL_BLOCKS:
+        for block in [*ALL_BLOCKS, *(b for p in plugins() for b in p.blocks)]:
             block.register_type_and_schema()
         orthanc = OrthancServer(
             url=ctx.orthanc_url,
@@ -53,3 +55,6 @@ def register_site_blocks(ctx: SiteContext) -> None:
             orthanc=OrthancServer.load(orthanc_block_name(cfg.name)),
             catalog_url=SecretStr(ctx.catalog_url),
         ).save(cfg.name, overwrite=True)
+        for plugin in plugins():
+            if plugin.setup_site is not None:
+                plugin.setup_site(ctx)

@@ -1,0 +1,1 @@
+"""A minimal radflow plugin (the plugin author's guide walks through it)."""

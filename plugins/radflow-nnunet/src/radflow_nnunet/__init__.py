@@ -1,0 +1,1 @@
+"""radflow plugin: nnU-Net v2 segmentation."""

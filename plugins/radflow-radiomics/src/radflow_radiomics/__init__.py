@@ -1,0 +1,1 @@
+"""radflow plugin: pyradiomics features as DICOM SR."""

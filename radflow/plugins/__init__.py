@@ -1,0 +1,6 @@
+"""The plugin mechanism: entry point group ``radflow.plugins``, typed task declarations."""
+
+from radflow.plugins.registry import discover, get_plugin, plugins
+from radflow.plugins.spec import Plugin, Resources, TaskSpec
+
+__all__ = ["Plugin", "Resources", "TaskSpec", "discover", "get_plugin", "plugins"]
