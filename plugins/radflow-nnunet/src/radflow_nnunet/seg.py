@@ -80,7 +80,7 @@ def write_seg(source: list[Any], labels: np.ndarray, label_specs: dict[str, dict
         instance_number=1,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=f"radflow-nnunet {model_name}",
-        software_versions=(f"radflow {__version__}", f"{model_name} {model_version}"),
+        software_versions=f"radflow {__version__} {model_name} {model_version}"[:64],
         device_serial_number="radflow",
         content_label="SEGMENTATION",
         content_description=f"{model_name} {model_version}"[:64],

@@ -131,38 +131,47 @@ def export(fold_folder: Path, work: Path, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     model_folder = fold_folder.parent
-    shutil.copy(model_folder / "plans.json", out / "plans.json")
-    shutil.copy(model_folder / "dataset.json", out / "dataset.json")
+    for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+        shutil.copy(model_folder / name, out / name)
     saved = torch.load(fold_folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     slim = {k: saved[k] for k in ("network_weights", "trainer_name", "inference_allowed_mirroring_axes",
                                   "init_args", "current_epoch") if k in saved}
     (out / "fold_all").mkdir(exist_ok=True)
     torch.save(slim, out / "fold_all" / "checkpoint_final.pth")
-
-
-def dice(a, b) -> float:  # noqa: ANN001
-    both = (a & b).sum()
-    total = a.sum() + b.sum()
-    return float(2 * both / total) if total else 1.0
+    for name in ("progress.png", "debug.json"):  # nnU-Net's exporter wants them
+        shutil.copy(fold_folder / name, out / "fold_all" / name)
+    for log in fold_folder.glob("training_log_*.txt"):
+        shutil.copy(log, out / "fold_all" / "training_log.txt")
 
 
 def evaluate(out: Path, work: Path, cases: int) -> dict[str, float]:
-    """Mean Dice per organ on held-out phantoms (another seed), through radflow's predictor."""
-    import numpy as np
+    """Mean Dice per organ on held-out phantoms (another seed), predicted through radflow's
+    predictor with the model's inference settings and scored by nnU-Net's own evaluation, whose
+    summary is kept as the model's ``fold_all/validation/summary.json``."""
     import SimpleITK as sitk
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
     from radflow.synth import synthesize
     from radflow_nnunet.predictor import load_model, predict
 
     model = load_model(out, use_mirroring=INFERENCE["use_mirroring"],
                        patch_size=INFERENCE["patch_size"], tile_step_size=INFERENCE["tile_step_size"])
-    scores: dict[str, list[float]] = {name: [] for name in model.labels.values()}
+    predicted, reference = work / "eval" / "predicted", work / "eval" / "reference"
+    for folder in (predicted, reference):
+        folder.mkdir(parents=True, exist_ok=True)
     for case in synthesize(work / "synth-test", cases, seed=TEST_SEED):
-        predicted = sitk.GetArrayFromImage(predict(model, read_series(case.dicom_dir)))
-        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(case.labels_path)))
-        for value, name in model.labels.items():
-            scores[name].append(dice(predicted == value, truth == value))
-    return {name: round(float(np.mean(v)), 4) for name, v in scores.items()}
+        image = read_series(case.dicom_dir)
+        sitk.WriteImage(predict(model, image), str(predicted / f"{case.name}.nii.gz"))
+        truth = sitk.ReadImage(str(case.labels_path))
+        truth.CopyInformation(image)
+        sitk.WriteImage(truth, str(reference / f"{case.name}.nii.gz"))
+    summary = out / "fold_all" / "validation" / "summary.json"
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    labels = sorted(model.labels)
+    result = compute_metrics_on_folder(str(reference), str(predicted), str(summary), SimpleITKIO(),
+                                       ".nii.gz", labels, None, 1)
+    return {model.labels[k]: round(float(result["mean"][k]["Dice"]), 4) for k in labels}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,7 +73,7 @@ def write_sr(source: list[Any], seg: Any, table: FeatureTable, params_version: s
         manufacturer="radflow",
         is_complete=True,
         series_description=f"SR radiomics {params_version}"[:64],
-        software_versions=(f"radflow {__version__}", f"pyradiomics {pyradiomics_version}"),
+        software_versions=f"radflow {__version__} pyradiomics {pyradiomics_version}"[:64],
     )
 
 
