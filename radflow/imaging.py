@@ -8,13 +8,13 @@ mixed orientations, missing slices, uneven spacing, a non-image object.
 from __future__ import annotations
 
 import tempfile
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydicom.multival import MultiValue
-from pydicom.uid import generate_uid
 
 from radflow.catalog.geometry import check_geometry
 from radflow.catalog.headers import is_image_storage, sop_class_name
@@ -32,10 +32,15 @@ class Volume:
     ref: SeriesRef
 
 
+RADFLOW_UUID_NAMESPACE = uuid.UUID("5b0c1e7e-3f1d-5a0e-9c3b-7261646c6f77")
+
+
 def derived_uid(*parts: str) -> str:
-    """A deterministic UID (``2.25.<hash>``) for an object derived from ``parts`` (source UIDs,
-    algorithm and version): re-running anything stores the same object again, not a new one."""
-    return generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts])
+    """A deterministic UID for an object derived from ``parts`` (source UIDs, algorithm and
+    version): ``2.25.`` and a name-based (version 5) UUID, so re-running anything stores the
+    same object again, never a new one. (pydicom's ``generate_uid(prefix=None)`` is random.)"""
+    name = "\x1f".join(str(p) for p in parts)
+    return f"2.25.{uuid.uuid5(RADFLOW_UUID_NAMESPACE, name).int}"
 
 
 def _as_tags(ds: Any) -> dict[str, str]:

@@ -17,6 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from pydicom.uid import generate_uid
 from conftest import wait_settled
 from sqlmodel import func, select
 
@@ -46,8 +47,9 @@ def ct_cases(tmp_path_factory: pytest.TempPathFactory):
     shutil.copytree(cases[2].dicom_dir, gap)
     for path in gap.glob("*.dcm"):  # the same study, but as another series with a hole
         ds = pydicom.dcmread(path)
-        ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".9"
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID + ".9"
+        ds.SeriesInstanceUID = generate_uid(entropy_srcs=[ds.SeriesInstanceUID, "gap"])
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = \
+            generate_uid(entropy_srcs=[ds.SOPInstanceUID, "gap"])
         ds.save_as(path)
     (gap / "IM0012.dcm").unlink()
     return cases, gap
