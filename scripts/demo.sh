@@ -19,6 +19,11 @@ echo
 "$radflow" catalog stats --site "$site"
 "$radflow" cohort create contrast-ct --site "$site" --replace \
     --description "contrast-enhanced CT" -f modality=CT -f contrast=true
+"$radflow" cohort create abdomen-ct --site "$site" --replace \
+    --description "all abdominal CT" -f modality=CT -f body_part=ABDOMEN
+echo
+echo "segment-and-quantify on the 5 studies (nnU-Net -> DICOM SEG, pyradiomics -> DICOM SR):"
+"$radflow" pipeline run --site "$site" --cohort abdomen-ct
 
 url() { "$radflow" site status --name "$site" --json | python3 -c \
     "import json,sys; c={x['name']: x for x in json.load(sys.stdin)['components']}; print(c['$1']['urls']['$2'])"; }
@@ -32,6 +37,9 @@ The demo site '$site' is running. Where to look:
   Log-ins           radflow site credentials --name $site   (authentication is on everywhere)
   Sample data       $data (DICOM + ground-truth labels)
   Catalog           radflow catalog stats --site $site; radflow cohort list --site $site
+  Results           a SEG and an SR per study in Orthanc; in the Prefect UI, the
+                    segment-and-quantify run with its table and SEG overlay artifacts;
+                    radflow pipeline features --site $site --out features.csv
 
   radflow site status --name $site     health and URLs
   make demo-down                       stop everything (radflow site down --name $site)
