@@ -84,7 +84,7 @@ def naive(url: str, definition: CohortDefinition) -> int:
         rows = connection.execute(select(Series.__table__)).all()
     seg_sources = {r.source_series_uid for r in rows if r.modality == "SEG"}
 
-    def ok(node, r) -> bool:  # noqa: ANN001
+    def ok(node, r) -> bool:
         if "field" in node:
             v, op, want = getattr(r, node["field"]), node["op"], node["value"]
             if isinstance(v, str) and node["field"] not in ("modality", "body_part", "patient_sex"):
@@ -110,7 +110,7 @@ def naive(url: str, definition: CohortDefinition) -> int:
     return sum(ok(definition.where, r) for r in rows)
 
 
-def timed(fn, repeat: int) -> float:  # noqa: ANN001
+def timed(fn, repeat: int) -> float:
     times = []
     for _ in range(repeat):
         began = time.perf_counter()

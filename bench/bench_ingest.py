@@ -38,32 +38,32 @@ from radflow.watcher.core import CURSOR, WatcherConfig
 WATCHER = next(c for c in COMPONENTS if c.name == "watcher")
 
 
-def send(ctx, data: Path) -> tuple[int, float]:  # noqa: ANN001
+def send(ctx, data: Path) -> tuple[int, float]:
     result = push([data], client=ctx.orthanc_client(), host="127.0.0.1",
                   port=ctx.config.ports.orthanc_dicom, called_aet=ctx.config.aet)
     assert not result.failed and result.verified, result.failed[:3]
     return result.sent, result.seconds
 
 
-def empty_orthanc(ctx) -> None:  # noqa: ANN001
+def empty_orthanc(ctx) -> None:
     client = ctx.orthanc_client()
     for patient in client.patients():
         client.delete("patients", patient)
 
 
-def cataloged_instances(ctx) -> int:  # noqa: ANN001
+def cataloged_instances(ctx) -> int:
     with session_scope(ctx.catalog_url) as session:
         return session.exec(select(func.coalesce(func.sum(Series.num_instances), 0))).one()
 
 
-def phase_alone(manager: SiteManager, ctx, data: Path) -> float:  # noqa: ANN001
+def phase_alone(manager: SiteManager, ctx, data: Path) -> float:
     WATCHER.process(ctx).stop()
     empty_orthanc(ctx)
     n, seconds = send(ctx, data)
     return n / seconds
 
 
-def phase_with_catalog(manager: SiteManager, ctx, data: Path, expected: int) -> dict:  # noqa: ANN001
+def phase_with_catalog(manager: SiteManager, ctx, data: Path, expected: int) -> dict:
     empty_orthanc(ctx)
     with session_scope(ctx.catalog_url) as session:  # the watcher starts at the feed's end
         state = session.get(WatcherState, CURSOR) or WatcherState(name=CURSOR)

@@ -27,17 +27,16 @@ from pathlib import Path
 import SimpleITK as sitk
 
 
-def direct(ctx, refs, model_name: str) -> float:  # noqa: ANN001
+def direct(ctx, refs, model_name: str) -> float:
     """The pipeline's functions called one after the other, no Prefect."""
-    from radflow_nnunet.models import get_model
-    from radflow_nnunet.block import NnUNetModel
-    from radflow_nnunet.tasks import segment
-    from radflow_radiomics.block import RadiomicsParams
-    from radflow_radiomics.tasks import quantify
-
     import io
 
     import pydicom
+    from radflow_nnunet.block import NnUNetModel
+    from radflow_nnunet.models import get_model
+    from radflow_nnunet.tasks import segment
+    from radflow_radiomics.block import RadiomicsParams
+    from radflow_radiomics.tasks import quantify
 
     from radflow.imaging import load_volume
 
@@ -54,8 +53,9 @@ def direct(ctx, refs, model_name: str) -> float:  # noqa: ANN001
     return time.perf_counter() - began
 
 
-def flow_run(ctx, uids: list[str], parallel: int) -> float:  # noqa: ANN001
+def flow_run(ctx, uids: list[str], parallel: int) -> float:
     from radflow.flows.segment_quantify import segment_and_quantify
+
     from radflow.site.registration import site_prefect
 
     with site_prefect(ctx):
@@ -67,7 +67,7 @@ def flow_run(ctx, uids: list[str], parallel: int) -> float:  # noqa: ANN001
     return elapsed
 
 
-def kept_loaded(volumes: list, model_name: str) -> float:  # noqa: ANN001
+def kept_loaded(volumes: list, model_name: str) -> float:
     from radflow_nnunet.models import get_model
     from radflow_nnunet.predictor import _CACHE, load_model, predict
 
@@ -86,7 +86,6 @@ def kept_loaded(volumes: list, model_name: str) -> float:  # noqa: ANN001
 def cli_per_case(volumes: list, model_name: str, work: Path) -> float:
     """`nnUNetv2_predict` once per case, from nnU-Net's own results layout."""
     import torch
-
     from radflow_nnunet.models import get_model
 
     info = get_model(model_name)
@@ -109,7 +108,7 @@ def cli_per_case(volumes: list, model_name: str, work: Path) -> float:
                 "-c", "3d_fullres", "-p", info.card["plans"], "-tr", "nnUNetTrainer", "-f", "all",
                 "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"]
         began = time.perf_counter()
-        subprocess.run(argv, env=env, check=True, capture_output=True)  # noqa: S603
+        subprocess.run(argv, env=env, check=True, capture_output=True)
         elapsed += time.perf_counter() - began
     return elapsed
 

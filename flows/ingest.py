@@ -18,10 +18,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
-
 from radflow.tasks.ingest import catalog_series, claim_requests, close_requests
 from radflow.tasks.reports import ingest_report
-
 
 REPORT_AFTER_IDLE = 3.0  # seconds without new work before the report is brought up to date
 

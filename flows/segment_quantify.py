@@ -15,11 +15,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
+from radflow.tasks.pipeline_report import case_row, pipeline_report
+from radflow.tasks.selection import series_refs
 
 from radflow.plugins import get_plugin
 from radflow.runtime import site_runtime
-from radflow.tasks.pipeline_report import case_row, pipeline_report
-from radflow.tasks.selection import series_refs
 
 
 def _reason(state: Any) -> str:

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
+from radflow.orthanc.client import series_state
+
 from radflow.catalog import outbox
 from radflow.catalog.db import session_scope
 from radflow.catalog.headers import parse_series
 from radflow.catalog.store import upsert_series
 from radflow.errors import OrthancError
-from radflow.orthanc.client import series_state
 from radflow.runtime import site_runtime
 
 

@@ -14,6 +14,6 @@ def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
         state.result(raise_on_failure=True)
     except (DicomInputError, PolicyViolation):
         return False
-    except Exception:  # noqa: BLE001 - anything else may be transient
+    except Exception:
         return True
     return False

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from radflow.orthanc.client import OrthancClient
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import Series
 from radflow.cohorts import load_cohort, select_series
 from radflow.errors import ConfigurationError
-from radflow.orthanc.client import OrthancClient
 from radflow.types import SeriesRef
 
 

@@ -6,7 +6,6 @@ import inspect
 
 import pytest
 from pydantic import SecretStr
-
 from radflow.blocks import ALL_BLOCKS, OrthancServer, Site
 
 

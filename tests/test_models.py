@@ -11,10 +11,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from radflow.errors import ConfigurationError
 from radflow_nnunet.block import NnUNetModel
 from radflow_nnunet.models import DEFAULT_MODEL, get_model, install_zip, list_models
+
+from radflow.errors import ConfigurationError
 
 
 @pytest.fixture()

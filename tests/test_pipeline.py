@@ -6,7 +6,6 @@ reported while the others finish."""
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import subprocess
 import sys
@@ -17,8 +16,8 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.uid import generate_uid
 from conftest import wait_settled
+from pydicom.uid import generate_uid
 from sqlmodel import func, select
 
 from radflow.catalog.db import session_scope

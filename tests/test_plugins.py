@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from prefect import Task
-
 from radflow.deployments import SITE_DEPLOYMENTS
+
 from radflow.errors import PluginNotFound
 from radflow.plugins import discover, get_plugin
 from radflow.types import SeriesRef

@@ -11,7 +11,7 @@ from conftest import wait_settled
 from sqlmodel import func, select
 
 from radflow.catalog.db import session_scope
-from radflow.catalog.models import Instance, IngestRequest, Series
+from radflow.catalog.models import IngestRequest, Instance, Series
 from radflow.data.push import push
 from radflow.synth import synthesize
 

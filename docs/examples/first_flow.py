@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 
 from prefect import flow, get_run_logger
+from radflow.tasks.selection import series_refs
 
 from radflow.plugins import get_plugin
 from radflow.runtime import site_runtime
-from radflow.tasks.selection import series_refs
 
 
 @flow(name="liver-volumes")
@@ -43,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     with site_prefect(SiteManager().context(args.site)):  # talk to the site's Prefect server
         for uid, ml in liver_volumes(args.cohort, args.site).items():
-            print(f"{uid}  liver {ml:.0f} mL")  # noqa: T201 - an example script
+            print(f"{uid}  liver {ml:.0f} mL")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from pydicom.uid import UID
 from radflow.catalog.geometry import check_geometry
 from radflow.catalog.tags import FindingRecord, Tags, number, text
 
-
 SUPPORTED_TRANSFER_SYNTAXES = {
     "1.2.840.10008.1.2",  # Implicit VR Little Endian
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from radflow.cli.common import console, print_json, site_catalog_url
+from radflow.cli.common import console, emit_rows, print_json, site_catalog_url
 
 app = typer.Typer(help="The site catalog: metadata of everything in Orthanc.", no_args_is_help=True)
 SITE = typer.Option(..., "--site", "-s", envvar="RADFLOW_SITE", help="Site name.")
@@ -46,12 +46,8 @@ def findings(site: str = SITE, code: str = typer.Option(None, help="Only this fi
         if code:
             query = query.where(Finding.code == code)
         rows = [dict(r._mapping) for r in session.exec(query)]
-    if json_out:
-        print_json(rows)
-        return
-    for r in rows:
-        console.print(f"{r['orthanc_id'][:17]}  {r['modality'] or '-':<7} {r['severity']:<8} "
-                      f"{r['code']}: {r['message']}", highlight=False)
+    emit_rows(rows, json_out, lambda r: f"{r['orthanc_id'][:17]}  {r['modality'] or '-':<7} "
+              f"{r['severity']:<8} {r['code']}: {r['message']}")
 
 
 @app.command()

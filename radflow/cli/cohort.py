@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from radflow.cli.common import console, print_json, site_catalog_url
+from radflow.cli.common import console, emit_rows, print_json, site_catalog_url
 
 app = typer.Typer(help="Cohorts: portable JSON filters over the catalog.", no_args_is_help=True)
 SITE = typer.Option(..., "--site", "-s", envvar="RADFLOW_SITE", help="Site name.")
@@ -21,7 +21,7 @@ JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
 
 def _definition(name: str | None, file: Path | None, where: str | None, filters: list[str] | None,
-                session):  # noqa: ANN001
+                session):
     from radflow.cohorts import CohortDefinition, load_cohort, parse_short
 
     given = [x for x in (name, file, where, filters) if x]
@@ -39,9 +39,9 @@ def _definition(name: str | None, file: Path | None, where: str | None, filters:
 @app.command()
 def create(
     name: str = typer.Argument(..., help="Cohort name."),
-    site: str = SITE, file: Optional[Path] = FILE, where: Optional[str] = WHERE,
-    filters: Optional[list[str]] = FILTER,
-    description: Optional[str] = typer.Option(None, help="What the cohort is for."),
+    site: str = SITE, file: Path | None = FILE, where: str | None = WHERE,
+    filters: list[str] | None = FILTER,
+    description: str | None = typer.Option(None, help="What the cohort is for."),
     replace: bool = typer.Option(False, help="Overwrite a cohort of this name."),
     json_out: bool = JSON,
 ) -> None:
@@ -70,12 +70,8 @@ def list_(site: str = SITE, json_out: bool = JSON) -> None:
         rows = [{"name": r.name, "hash": r.content_hash, "description": r.description,
                  "count": count_series(session, CohortDefinition.parse(r.definition))}
                 for r in list_cohorts(session)]
-    if json_out:
-        print_json(rows)
-        return
-    for r in rows:
-        console.print(f"{r['name']:<24} {r['count']:>7} series  {r['hash'][:23]}...  "
-                      f"{r['description'] or ''}", highlight=False)
+    emit_rows(rows, json_out, lambda r: f"{r['name']:<24} {r['count']:>7} series  "
+              f"{r['hash'][:23]}...  {r['description'] or ''}")
 
 
 @app.command()
@@ -96,9 +92,9 @@ def show(name: str, site: str = SITE, json_out: bool = JSON) -> None:
 
 
 @app.command()
-def count(name: Optional[str] = typer.Argument(None), site: str = SITE,
-          file: Optional[Path] = FILE, where: Optional[str] = WHERE,
-          filters: Optional[list[str]] = FILTER, json_out: bool = JSON) -> None:
+def count(name: str | None = typer.Argument(None), site: str = SITE,
+          file: Path | None = FILE, where: str | None = WHERE,
+          filters: list[str] | None = FILTER, json_out: bool = JSON) -> None:
     """How many series match a saved cohort or a definition."""
     from radflow.catalog.db import session_scope
     from radflow.cohorts import count_series
@@ -113,9 +109,9 @@ def count(name: Optional[str] = typer.Argument(None), site: str = SITE,
 
 
 @app.command()
-def series(name: Optional[str] = typer.Argument(None), site: str = SITE,
-           file: Optional[Path] = FILE, where: Optional[str] = WHERE,
-           filters: Optional[list[str]] = FILTER,
+def series(name: str | None = typer.Argument(None), site: str = SITE,
+           file: Path | None = FILE, where: str | None = WHERE,
+           filters: list[str] | None = FILTER,
            limit: int = typer.Option(0, help="At most this many (0: all)."), json_out: bool = JSON) -> None:
     """The series that match (Orthanc id, modality, date, description)."""
     from radflow.catalog.db import session_scope
@@ -127,13 +123,9 @@ def series(name: Optional[str] = typer.Argument(None), site: str = SITE,
                  "study_date": s.study_date, "manufacturer": s.manufacturer,
                  "description": s.series_description, "instances": s.num_instances,
                  "status": s.status} for s in select_series(session, definition, limit or None)]
-    if json_out:
-        print_json(rows)
-        return
-    for r in rows:
-        console.print(f"{r['orthanc_id']}  {r['modality'] or '-':<4} {r['study_date'] or '-'}  "
-                      f"{r['instances']:>4}  {r['manufacturer'] or '-':<20} {r['description'] or ''}",
-                      highlight=False)
+    emit_rows(rows, json_out, lambda r: f"{r['orthanc_id']}  {r['modality'] or '-':<4} "
+              f"{r['study_date'] or '-'}  {r['instances']:>4}  {r['manufacturer'] or '-':<20} "
+              f"{r['description'] or ''}")
 
 
 @app.command()

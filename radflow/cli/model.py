@@ -14,7 +14,7 @@ from radflow.errors import PluginNotFound
 app = typer.Typer(help="nnU-Net models: install, list, train the demo model.", no_args_is_help=True)
 
 
-def _models():  # noqa: ANN202
+def _models():
     try:
         from radflow_nnunet import models
     except ImportError as exc:
@@ -73,4 +73,4 @@ def train_demo(
     argv = [sys.executable, "-m", "radflow_nnunet.training", "--out", str(target),
             "--cases", str(cases), "--epochs", str(epochs)]
     _models()
-    raise typer.Exit(subprocess.call(argv))  # noqa: S603 - our own module
+    raise typer.Exit(subprocess.call(argv))

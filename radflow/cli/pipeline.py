@@ -16,8 +16,8 @@ SITE = typer.Option(..., "--site", "-s", envvar="RADFLOW_SITE", help="Site name.
 @app.command()
 def run(
     site: str = SITE,
-    cohort: Optional[str] = typer.Option(None, help="A saved cohort."),
-    series: Optional[list[str]] = typer.Option(None, "--series", help="SeriesInstanceUID (repeatable)."),
+    cohort: str | None = typer.Option(None, help="A saved cohort."),
+    series: list[str] | None = typer.Option(None, "--series", help="SeriesInstanceUID (repeatable)."),
     model: str = typer.Option("radflow-abdomen-demo", help="nnU-Net model."),
     params: str = typer.Option("default", help="Radiomics parameters block."),
     force: bool = typer.Option(False, help="Compute again even if done before."),
@@ -58,7 +58,7 @@ def run(
 def features(
     site: str = SITE,
     out: Path = typer.Option(..., "--out", help="CSV or Parquet file (by extension)."),
-    cohort: Optional[str] = typer.Option(None, help="Only the series of this cohort."),
+    cohort: str | None = typer.Option(None, help="Only the series of this cohort."),
 ) -> None:
     """Export the catalog's feature table (one row per series, segment and feature)."""
     from radflow.catalog.db import session_scope

@@ -33,14 +33,14 @@ def show(status: SiteStatus) -> None:
 @app.command()
 def up(
     name: str = NAME,
-    orthanc_http_port: Optional[int] = typer.Option(None, help="Orthanc HTTP port (default: first free from 8042)."),
-    orthanc_dicom_port: Optional[int] = typer.Option(None, help="Orthanc DICOM port (default: first free from 4242)."),
-    prefect_port: Optional[int] = typer.Option(None, help="Prefect server port (default: first free from 4200)."),
-    database_url: Optional[str] = typer.Option(
+    orthanc_http_port: int | None = typer.Option(None, help="Orthanc HTTP port (default: first free from 8042)."),
+    orthanc_dicom_port: int | None = typer.Option(None, help="Orthanc DICOM port (default: first free from 4242)."),
+    prefect_port: int | None = typer.Option(None, help="Prefect server port (default: first free from 4200)."),
+    database_url: str | None = typer.Option(
         None, help="Prefect database, e.g. postgresql+asyncpg://user:pw@host/db (default: SQLite)."),
-    stable_age: Optional[int] = typer.Option(
+    stable_age: int | None = typer.Option(
         None, help="Seconds without a new instance before Orthanc calls a series stable."),
-    allow_modality: Optional[list[str]] = typer.Option(
+    allow_modality: list[str] | None = typer.Option(
         None, help="DICOM peer allowed to send, NAME=AET@HOST:PORT (repeatable)."),
     json_out: bool = JSON,
 ) -> None:
@@ -63,7 +63,7 @@ def up(
 
 @app.command()
 def status(
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Site name (default: all sites)."),
+    name: str | None = typer.Option(None, "--name", "-n", help="Site name (default: all sites)."),
     json_out: bool = JSON,
 ) -> None:
     """Report each component's health and URLs. Exit status 1 if a site is not fully running."""
@@ -83,7 +83,7 @@ def status(
 
 @app.command()
 def down(
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Site name."),
+    name: str | None = typer.Option(None, "--name", "-n", help="Site name."),
     all_sites: bool = typer.Option(False, "--all", help="Stop every site under RADFLOW_HOME."),
 ) -> None:
     """Stop everything the site started (worker, Prefect server, Orthanc)."""

@@ -101,5 +101,15 @@ class Plugin:
         )
 
 
+def distribution_version(distribution: str) -> str:
+    """The installed version of a plugin's distribution ("0.0.0" when run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp)

@@ -14,8 +14,8 @@ Example:
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -172,7 +172,7 @@ class SiteManager:
                 self._start_one(ctx, component, say)
                 if component.name == "prefect-server":
                     self._configure_prefect(ctx, say)
-        except Exception as exc:  # noqa: BLE001 - whatever failed, leave nothing half-started
+        except Exception as exc:
             stopped = self._stop_all(ctx)
             message = exc.message if isinstance(exc, RadflowError) else f"{type(exc).__name__}: {exc}"
             fix = exc.fix if isinstance(exc, RadflowError) else (

@@ -51,7 +51,7 @@ class ManagedProcess:
         with open(self.log_path, "ab") as log:
             log.write(f"\n--- radflow: starting {self.name} at {time.ctime()} ---\n".encode())
             log.flush()
-            proc = subprocess.Popen(  # noqa: S603 - argv is built by radflow, never a shell string
+            proc = subprocess.Popen(
                 list(argv),
                 env=dict(env),
                 cwd=cwd,

@@ -109,7 +109,7 @@ class Watcher:
                 self._last_check = time.monotonic()
                 self.runs.check()
             self._set_prefect(True)
-        except Exception as exc:  # noqa: BLE001 - Prefect down: retried next pass, nothing lost
+        except Exception as exc:
             self._set_prefect(False, exc)
         self._beat()
 

@@ -32,7 +32,7 @@ class RunKeeper:
         self.retry_after = retry_after
         self._deployment_id = None
 
-    def _client(self):  # noqa: ANN202
+    def _client(self):
         from prefect.client.orchestration import get_client
 
         return get_client(sync_client=True)

@@ -14,14 +14,14 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 class RadflowTrainer(nnUNetTrainer):
     """Adam (lr 2e-3, poly decay), few validation batches, checkpoints only at the end."""
 
-    def __init__(self, plans: dict, configuration: str, fold, dataset_json: dict,  # noqa: ANN001
+    def __init__(self, plans: dict, configuration: str, fold, dataset_json: dict,
                  device: torch.device = torch.device("cpu")) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = 2e-3
         self.num_val_iterations_per_epoch = 5
         self.save_every = 10_000
 
-    def configure_optimizers(self):  # noqa: ANN201 - nnU-Net's signature
+    def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr,
                                      weight_decay=self.weight_decay)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)

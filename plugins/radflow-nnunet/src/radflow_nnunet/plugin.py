@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from radflow.plugins import Plugin, Resources, TaskSpec
+from radflow.plugins import Plugin, Resources, TaskSpec, distribution_version
 from radflow.types import SegmentationRef, SeriesRef
 from radflow_nnunet.block import NnUNetModel
 from radflow_nnunet.tasks import segment_series
-
-
-def _version() -> str:
-    try:
-        return version("radflow-nnunet")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 def setup_site(ctx: Any) -> None:
@@ -28,7 +20,7 @@ def setup_site(ctx: Any) -> None:
 
 plugin = Plugin(
     name="nnunet",
-    version=_version(),
+    version=distribution_version("radflow-nnunet"),
     description="nnU-Net v2 segmentation of a series, stored as DICOM SEG",
     tasks=(
         TaskSpec(

@@ -7,13 +7,13 @@ import time
 from typing import Any
 
 from prefect import task
+from radflow.tasks.retry import retry_unless_bad_input
 
 from radflow.catalog.db import session_scope
 from radflow.catalog.results import find_result, record_result
 from radflow.errors import RadflowError
 from radflow.imaging import load_volume
 from radflow.runtime import site_runtime
-from radflow.tasks.retry import retry_unless_bad_input
 from radflow.types import SegmentationRef, SeriesRef
 from radflow_nnunet.block import NnUNetModel
 from radflow_nnunet.models import DEFAULT_MODEL, get_model

@@ -54,7 +54,7 @@ def set_nnunet_env(work: Path) -> None:
     os.environ.setdefault("nnUNet_compile", "false")
 
 
-def read_series(folder: Path):  # noqa: ANN201 - SimpleITK image
+def read_series(folder: Path):
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()

@@ -77,4 +77,4 @@ class RadiomicsParams(Block):
                 fix="use the keys imageType, featureClass and setting (see pyradiomics' docs)")
         classes = {k: list(v or []) for k, v in (data.get("featureClass") or DEFAULT_CLASSES).items()}
         return cls(image_types=data.get("imageType") or {"Original": {}}, feature_classes=classes,
-                   settings={**{"label": 1}, **(data.get("setting") or {})})
+                   settings={"label": 1, **(data.get("setting") or {})})

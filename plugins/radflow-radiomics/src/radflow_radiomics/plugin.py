@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from radflow.plugins import Plugin, Resources, TaskSpec
+from radflow.plugins import Plugin, Resources, TaskSpec, distribution_version
 from radflow.types import FeatureTable, SegmentationRef
 from radflow_radiomics.block import RadiomicsParams
 from radflow_radiomics.tasks import quantify_segmentation
-
-
-def _version() -> str:
-    try:
-        return version("radflow-radiomics")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 def setup_site(ctx: Any) -> None:
@@ -28,7 +20,7 @@ def setup_site(ctx: Any) -> None:
 
 plugin = Plugin(
     name="radiomics",
-    version=_version(),
+    version=distribution_version("radflow-radiomics"),
     description="pyradiomics features per segment of a SEG, stored as DICOM SR TID 1500",
     tasks=(
         TaskSpec(

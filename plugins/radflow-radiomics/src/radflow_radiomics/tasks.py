@@ -8,13 +8,13 @@ import warnings
 from typing import Any
 
 from prefect import task
+from radflow.tasks.retry import retry_unless_bad_input
 
 from radflow.catalog.db import session_scope
 from radflow.catalog.results import feature_table, find_result, record_result, replace_features
 from radflow.errors import DicomInputError, RadflowError
 from radflow.imaging import Volume, load_volume
 from radflow.runtime import site_runtime
-from radflow.tasks.retry import retry_unless_bad_input
 from radflow.types import FeatureTable, ReportRef, SegmentationRef
 from radflow_radiomics.block import RadiomicsParams
 

@@ -6,11 +6,11 @@ Importing this module is cheap: numpy and SimpleITK are imported inside the task
 from __future__ import annotations
 
 from prefect import task
+from radflow.tasks.retry import retry_unless_bad_input
 
 from radflow.imaging import load_volume
 from radflow.plugins import Plugin, Resources, TaskSpec
 from radflow.runtime import site_runtime
-from radflow.tasks.retry import retry_unless_bad_input
 from radflow.types import SeriesRef
 
 
