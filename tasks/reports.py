@@ -23,7 +23,7 @@ def stats_chart(stats: dict[str, Any]) -> bytes:
 
     panels = [("series by modality", stats["by_modality"]),
               ("series by manufacturer", stats["by_manufacturer"]),
-              ("series with finding", stats["series_with_finding"])]
+              ("series with a warning or error", stats["series_with_finding"])]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, (title, counts) in zip(axes, panels, strict=True):
         labels = list(counts) or ["(none)"]

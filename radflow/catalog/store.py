@@ -86,8 +86,9 @@ def catalog_stats(session: Session) -> dict[str, Any]:
         rows = session.exec(select(column, func.count()).group_by(column)).all()
         return dict(sorted(((k or "(none)"), n) for k, n in rows))
 
-    findings = session.exec(
-        select(Finding.code, func.count(func.distinct(Finding.series_pk))).group_by(Finding.code)
+    findings = session.exec(  # warnings and errors; informational findings (a SEG is not an
+        select(Finding.code, func.count(func.distinct(Finding.series_pk)))  # image) stay listed
+        .where(Finding.severity != "info").group_by(Finding.code)  # by `catalog findings`
     ).all()
     return {
         "patients": count(Patient),

@@ -25,7 +25,7 @@ def stats(site: str = SITE, json_out: bool = typer.Option(False, "--json")) -> N
                   f"{data['series']} series, {data['instances']} instances", highlight=False)
     for title, key in (("modality", "by_modality"), ("body part", "by_body_part"),
                        ("manufacturer", "by_manufacturer"), ("series status", "series_status"),
-                       ("series with finding", "series_with_finding")):
+                       ("series with problem", "series_with_finding")):
         counts = data[key]
         line = ", ".join(f"{k} {v}" for k, v in counts.items()) or "-"
         console.print(f"  {title:<20} {line}", highlight=False)
