@@ -65,6 +65,8 @@ def test_catalog_matches_orthanc_exactly(orthanc, site, synth_dir: Path, odd_fil
     assert (stats["patients"], stats["studies"], stats["series"], stats["instances"]) == \
         (held["CountPatients"], held["CountStudies"], held["CountSeries"], held["CountInstances"])
     assert stats["by_modality"]["CT"] >= 4 and "SR" in stats["by_modality"]
+    assert "missing_slices" in stats["series_with_finding"]  # a warning: counted
+    assert "non_image" not in stats["series_with_finding"]  # information: listed, not counted
 
     gap_uid = pydicom.dcmread(next(odd_files["gap"].glob("*.dcm"))).SeriesInstanceUID
     assert "missing_slices" in findings_of(site, gap_uid)
