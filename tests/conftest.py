@@ -41,7 +41,8 @@ def site(manager: SiteManager) -> Iterator[SiteContext]:
     """The session's site 'alpha', fully up; stopped at the end of the session."""
     manager.up("alpha", stable_age=2)
     yield manager.context("alpha")
-    manager.down("alpha")
+    for name in manager.sites():  # also sites a failed test may have left running
+        manager.down(name)
 
 
 @pytest.fixture()
