@@ -1,50 +1,28 @@
 """The deployments every site gets, applied to the site's Prefect server by ``radflow site up``.
 
-Flows are referenced by module path (``radflow.flows.ingest.ingest``): the worker imports them
-from the installed radflow, so a deployment needs no source folder and no image. Scale-out work
-pools (docker, kubernetes) take the same definitions with an image in ``job_variables``.
+Which flows a site deploys is whatever the installed plugins declare (``Plugin.deployments``);
+radflow's own flows are declared by its ``core`` plugin (:data:`CORE_DEPLOYMENTS`), exactly as a
+third-party plugin declares its own. Flows are referenced by module path
+(``radflow.flows.ingest.ingest``): the worker imports them from the installed package, so a
+deployment needs no source folder and no image.
 
 Example:
     ```python
-    from radflow.deployments import SITE_DEPLOYMENTS
-    print([d.name for d in SITE_DEPLOYMENTS])
+    from radflow.plugins import site_deployments
+    print([d.flow_name for d in site_deployments()])
     ```
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-from radflow.site.components import SiteContext
+from radflow.plugins.spec import DeploymentSpec
 
+if TYPE_CHECKING:
+    from radflow.site.context import SiteContext
 
-@dataclass(frozen=True)
-class DeploymentSpec:
-    """One deployment of a radflow flow on a site.
-
-    Attributes:
-        flow: module path of the flow object.
-        description: shown in the Prefect UI.
-        parameters: default parameters (the site name is filled in at apply time).
-        concurrency_limit: how many runs of it at once on the site.
-        tags: Prefect tags.
-    """
-
-    flow: str
-    description: str
-    parameters: dict[str, Any] = field(default_factory=dict)
-    concurrency_limit: int | None = None
-    tags: tuple[str, ...] = ("radflow",)
-
-    @property
-    def flow_name(self) -> str:
-        from prefect.utilities.importtools import import_object
-
-        return import_object(self.flow).name
-
-
-SITE_DEPLOYMENTS: list[DeploymentSpec] = [
+CORE_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec(
         flow="radflow.flows.ingest.ingest",
         description="Catalog series that Orthanc reported stable (started by the change "
@@ -55,28 +33,30 @@ SITE_DEPLOYMENTS: list[DeploymentSpec] = [
     ),
     DeploymentSpec(
         flow="radflow.flows.segment_quantify.segment_and_quantify",
-        description="nnU-Net segmentation (DICOM SEG) and pyradiomics features (DICOM SR "
-        "TID 1500) over a cohort or a list of series.",
+        description="Segmentation (DICOM SEG) and radiomics (DICOM SR TID 1500) over a cohort: "
+        "pins the cohort, then one case flow per series under a concurrency limit.",
         tags=("radflow", "segmentation", "radiomics"),
     ),
-]
-
-
-def deployment_name(spec: DeploymentSpec, site: str) -> str:
-    """``<flow name>/<site>``, e.g. ``ingest/lab``."""
-    return f"{spec.flow_name}/{site}"
+    DeploymentSpec(
+        flow="radflow.flows.segment_quantify.segment_and_quantify_case",
+        description="Segmentation and radiomics of one series (the unit of work and of review).",
+        tags=("radflow", "segmentation", "radiomics", "case"),
+    ),
+)
 
 
 def apply_site_deployments(ctx: SiteContext) -> list[str]:
-    """Create or update the site's deployments (idempotent); returns their full names."""
+    """Create or update the deployments of every installed plugin on the site (idempotent);
+    returns their full names."""
     from prefect.types.entrypoint import EntrypointType
     from prefect.utilities.importtools import import_object
 
+    from radflow.plugins import deployment_name, site_deployments
     from radflow.site.registration import site_prefect
 
     names = []
     with site_prefect(ctx):
-        for spec in SITE_DEPLOYMENTS:
+        for spec in site_deployments():
             flow = import_object(spec.flow)
             deployment = flow.to_deployment(
                 name=ctx.config.name,
@@ -88,5 +68,5 @@ def apply_site_deployments(ctx: SiteContext) -> list[str]:
                 concurrency_limit=spec.concurrency_limit,
             )
             deployment.apply(work_pool_name=ctx.config.work_pool)
-            names.append(deployment_name(spec, ctx.config.name))
+            names.append(deployment_name(flow.name, ctx.config.name))
     return names

@@ -7,7 +7,9 @@ Two ways to run it:
   ``idle_seconds`` without new work. A burst of studies is one run, with one task per series.
 * by hand with ``series_ids`` (Orthanc series identifiers): catalogs exactly those.
 
-A series that fails (after its task's retries) is reported, and the others go on.
+A series that fails (after its task's retries of transient failures) is still cataloged, from
+Orthanc's index, with status ``error`` and a ``catalog_failed`` finding naming the reason; the
+others go on. Nothing Orthanc holds is ever only a line in a log.
 """
 
 from __future__ import annotations
@@ -18,8 +20,15 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
-from radflow.tasks.ingest import catalog_series, claim_requests, close_requests
+from radflow.tasks.ingest import (
+    catalog_series,
+    claim_requests,
+    close_requests,
+    record_failure,
+)
 from radflow.tasks.reports import ingest_report
+
+from radflow.errors import RadflowError
 
 REPORT_AFTER_IDLE = 3.0  # seconds without new work before the report is brought up to date
 
@@ -34,10 +43,15 @@ def _catalog(series_ids: list[str], site: str | None) -> tuple[list[dict[str, An
             rows.append(future.result())
             outcomes[sid] = None
         else:
-            message = future.state.message or "failed"
-            rows.append({"series_id": sid, "status": "failed", "findings": [], "error": message})
+            message = (future.state.message or "failed").split("\n")[0][:500]
+            rows.append({"series_id": sid, "status": "failed", "findings": ["catalog_failed"],
+                         "error": message})
             outcomes[sid] = message
             logger.warning("series %s could not be cataloged: %s", sid, message)
+            try:
+                record_failure(sid, message, site)
+            except RadflowError as exc:  # Orthanc unreachable: the request is retried later
+                logger.warning("series %s: recording the failure failed too: %s", sid, exc)
     return rows, outcomes
 
 

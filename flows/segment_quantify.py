@@ -1,11 +1,19 @@
-"""The ``segment-and-quantify`` flow: nnU-Net segmentation to DICOM SEG, then pyradiomics to
-DICOM SR (TID 1500), over a cohort or a list of series.
+"""``segment-and-quantify``: segmentation to DICOM SEG, then radiomics to DICOM SR, per case.
 
-The work lives in the plugins' tasks (looked up through the plugin registry, so another plugin
-offering the same tasks can stand in); this module only orchestrates: cases run in parallel
-(``max_parallel`` at a time), a series already done with the same model version and parameters
-is skipped (its cached result is reused), a failing case is reported with its reason and the
-others finish, and the run ends with a summary artifact.
+Two flows:
+
+* ``segment-and-quantify-case``: one series. It is the unit of work, of pausing (phase 5's
+  review suspends this run alone) and of deployment. Running it again does nothing twice: the
+  core result service returns what an earlier run made (same key, object still in Orthanc).
+* ``segment-and-quantify``: a thin fan-out. It pins the cohort's membership once (with the
+  cohort's hash), then runs one case flow per series, at most ``max_parallel`` at a time, each
+  started as soon as another finishes. ``isolation="inline"`` runs the cases as subflows in this
+  process (the model loaded once, shared); ``"runs"`` starts each as its own flow run of the case
+  deployment (each can suspend on its own; needed for review steps).
+
+The tasks are found by what they do (a ``segment`` task taking a SeriesRef and returning a
+SegmentationRef; a ``quantify`` task taking a SegmentationRef and returning a ReportRef), so any
+plugin offering them can stand in.
 """
 
 from __future__ import annotations
@@ -13,62 +21,96 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.runtime import flow_run
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
-from radflow.tasks.pipeline_report import case_row, pipeline_report
-from radflow.tasks.selection import series_refs
+from radflow.tasks.fanout import run_cases
+from radflow.tasks.pipeline_report import case_row, failed_row, pipeline_report
+from radflow.tasks.selection import pin_series
 
-from radflow.plugins import get_plugin
+from radflow.errors import RadflowError
+from radflow.plugins import find_task
 from radflow.runtime import site_runtime
+from radflow.types import ReportRef, SegmentationRef, SeriesRef
+
+DEFAULT_MODEL = "radflow-abdomen-demo"
 
 
-def _reason(state: Any) -> str:
-    message = state.message or state.type.value
-    return message.split("\n")[0][:300]
+def _call(spec: Any, first: Any, options: dict[str, Any], site: str | None, force: bool) -> Any:
+    """Call a task with the options it takes (a stand-in plugin may take fewer)."""
+    accepted = {k: v for k, v in options.items() if k in spec.inputs}
+    return spec.task(first, **accepted, site=site, force=force)
 
 
-@flow(name="segment-and-quantify", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
-def segment_and_quantify(cohort: str | None = None, series_uids: list[str] | None = None,
-                         model: str = "radflow-abdomen-demo", params: str = "default",
-                         site: str | None = None, max_parallel: int = 2,
-                         force: bool = False) -> dict[str, Any]:
-    """Segment and quantify every series of a cohort (or of a list of SeriesInstanceUIDs).
+@flow(name="segment-and-quantify-case", log_prints=False, persist_result=True)
+def segment_and_quantify_case(series: SeriesRef, model: str = DEFAULT_MODEL,
+                              params: str = "default", site: str | None = None,
+                              force: bool = False, segmenter: str | None = None,
+                              quantifier: str | None = None) -> dict[str, Any]:
+    """Segment one series and quantify its segments.
 
     Args:
-        cohort: a saved cohort of the site (`radflow cohort create`).
-        series_uids: or explicit SeriesInstanceUIDs.
-        model: nnU-Net model (an NnUNetModel block / installed model name).
+        series: the series (Orthanc id and SeriesInstanceUID).
+        model: the segmentation model (for nnU-Net: an installed model's name).
+        params: the radiomics parameters (a RadiomicsParams block name).
+        site: the site (default: RADFLOW_SITE of the worker).
+        force: compute again even when a result with the same key exists.
+        segmenter: the plugin whose ``segment`` task to use when several offer one.
+        quantifier: the plugin whose ``quantify`` task to use when several offer one.
+    """
+    segment = find_task("segment", (SeriesRef,), SegmentationRef, prefer=segmenter or "nnunet")
+    quantify = find_task("quantify", (SegmentationRef,), ReportRef,
+                         prefer=quantifier or "radiomics")
+    try:
+        seg = _call(segment, series, {"model": model}, site, force)
+        report = _call(quantify, seg, {"params": params}, site, force)
+    except RadflowError as exc:  # bad input, an empty result...: this case ends, with its reason
+        row = failed_row(series, exc.message)
+        get_run_logger().warning("case %s failed: %s", series.series_uid, exc.message)
+        return Failed(message=exc.message[:500], data=row)
+    return case_row(series, seg, report)
+
+
+@flow(name="segment-and-quantify", task_runner=ThreadPoolTaskRunner(max_workers=8),
+      log_prints=False)
+def segment_and_quantify(cohort: str | None = None, series_uids: list[str] | None = None,
+                         definition: dict[str, Any] | None = None, model: str = DEFAULT_MODEL,
+                         params: str = "default", site: str | None = None,
+                         max_parallel: int = 2, force: bool = False,
+                         isolation: str = "inline", expect_hash: str | None = None,
+                         segmenter: str | None = None,
+                         quantifier: str | None = None) -> dict[str, Any]:
+    """Segment and quantify every series of a cohort (pinned once), one case flow per series.
+
+    Args:
+        cohort: a saved cohort of the site (`radflow cohort create`); or
+        series_uids: explicit SeriesInstanceUIDs; or
+        definition: a cohort definition (JSON), e.g. from a federated study.
+        model: segmentation model.
         params: radiomics parameters (a RadiomicsParams block name).
         site: the site (default: RADFLOW_SITE of the worker).
-        max_parallel: cases in flight at once (model loaded once, shared).
-        force: compute again even when a result with the same versions exists.
+        max_parallel: cases in flight at once.
+        force: compute again even when results with the same keys exist.
+        isolation: ``inline`` (subflows in this process, the model shared) or ``runs`` (one
+            flow run of the case deployment per series).
+        expect_hash: refuse to run unless the cohort's content hash is this one.
+        segmenter: plugin whose segment task to use, when several offer one.
+        quantifier: plugin whose quantify task to use, when several offer one.
     """
     logger = get_run_logger()
     rt = site_runtime(site)
-    refs = series_refs(rt.catalog_url, rt.orthanc, cohort, series_uids)
-    segment = get_plugin("nnunet").task("segment").task
-    quantify = get_plugin("radiomics").task("quantify").task
-    logger.info("%d series to segment with %s and quantify with %s", len(refs), model, params)
-    progress = create_progress_artifact(progress=0.0, key="segment-and-quantify-progress",
-                                        description=f"{len(refs)} cases")
-    rows: list[dict[str, Any]] = []
-    for start in range(0, len(refs), max(1, max_parallel)):
-        chunk = refs[start:start + max(1, max_parallel)]
-        runs = [(ref, segment.submit(ref, model, site, force)) for ref in chunk]
-        runs = [(ref, s, quantify.submit(s, params, site, force)) for ref, s in runs]
-        for ref, seg_future, features_future in runs:
-            features_future.wait()
-            seg_future.wait()
-            if features_future.state.is_completed():
-                _, table = features_future.result()
-                rows.append(case_row(ref, "ok", None, table))
-            else:
-                failed = seg_future if not seg_future.state.is_completed() else features_future
-                rows.append(case_row(ref, "failed", _reason(failed.state), None))
-                logger.warning("case %s failed: %s", ref.series_uid, rows[-1]["reason"])
-        update_progress_artifact(progress, progress=100.0 * len(rows) / max(1, len(refs)))
+    content_hash, refs = pin_series(rt.catalog_url, rt.orthanc, str(flow_run.get_id()),
+                                    cohort=cohort, definition=definition,
+                                    series_uids=series_uids, expect_hash=expect_hash)
+    logger.info("%d series pinned (%s); %s, %d at a time", len(refs), content_hash, isolation,
+                max_parallel)
+    options = {"model": model, "params": params, "site": rt.name, "force": force,
+               "segmenter": segmenter, "quantifier": quantifier}
+    rows = run_cases(segment_and_quantify_case, refs, options, max_parallel=max_parallel,
+                     isolation=isolation, site=rt.name)
     if rows:
         pipeline_report(rows, model, site)
     ok = sum(r["status"] == "ok" for r in rows)
     logger.info("%d of %d cases done, %d failed", ok, len(rows), len(rows) - ok)
-    return {"cases": len(rows), "ok": ok, "failed": len(rows) - ok, "rows": rows}
+    return {"cases": len(rows), "ok": ok, "failed": len(rows) - ok, "cohort_hash": content_hash,
+            "rows": rows}

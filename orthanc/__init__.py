@@ -4,6 +4,7 @@ Installed as ``radflow.orthanc`` (never as a top-level ``orthanc``: that name be
 Orthanc's own Python plugin).
 """
 
-from radflow.orthanc.client import OrthancClient, SeriesInfo, UploadResult
+from radflow.orthanc.client import OrthancClient, UploadResult
+from radflow.orthanc.models import series_state
 
-__all__ = ["OrthancClient", "SeriesInfo", "UploadResult"]
+__all__ = ["OrthancClient", "UploadResult", "series_state"]

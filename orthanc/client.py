@@ -27,9 +27,9 @@ from typing import Any, TypeVar
 import requests
 from orthanc_api_client import OrthancApiClient
 from orthanc_api_client import exceptions as oac
-from radflow.orthanc.models import SeriesInfo, UploadResult, series_state
-
 from radflow.errors import DicomInputError, OrthancError
+from radflow.orthanc.models import UploadResult, series_state  # noqa: F401 (re-exported)
+from radflow.types import SeriesRef
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -235,20 +235,20 @@ class OrthancClient:
         return [item.ReferencedSOPInstanceUID for item in answer.get("ReferencedSOPSequence", [])]
 
     # -- find and read ---------------------------------------------------------------------------
-    def find_series(self, **query: str) -> list[SeriesInfo]:
+    def find_series(self, **query: str) -> list[SeriesRef]:
         """Find series by DICOM tags (Orthanc's ``/tools/find``; ``*`` wildcards allowed).
 
         Example: ``orthanc.find_series(Modality="CT", StudyInstanceUID="1.2.3")``.
         """
         body = {"Level": "Series", "Query": query, "Expand": True}
         found = self._post("tools/find", "finding series", json=body)
-        return [SeriesInfo.from_orthanc(item) for item in found]
+        return [SeriesRef.from_orthanc(item) for item in found]
 
-    def get_series(self, orthanc_id: str) -> SeriesInfo:
+    def get_series(self, orthanc_id: str) -> SeriesRef:
         """One series by its Orthanc identifier."""
-        return SeriesInfo.from_orthanc(self._get(f"series/{orthanc_id}", f"reading series {orthanc_id}"))
+        return SeriesRef.from_orthanc(self._get(f"series/{orthanc_id}", f"reading series {orthanc_id}"))
 
-    def series_by_uid(self, series_uid: str) -> SeriesInfo:
+    def series_by_uid(self, series_uid: str) -> SeriesRef:
         """One series by its SeriesInstanceUID.
 
         Raises:

@@ -58,3 +58,39 @@ class FederationError(RadflowError):
 
 class SiteError(RadflowError):
     """A site component failed to start, stop or answer."""
+
+
+class PrefectUnavailable(SiteError):
+    """The site's Prefect server did not answer (stopped, starting, or unreachable)."""
+
+
+class EmptyResult(RadflowError):
+    """A producer ran and found nothing to write (e.g. a model found none of its structures)."""
+
+
+class TransientError(RadflowError):
+    """A failure that may go away on its own (a service restarting, a lock held): retried."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure may succeed if tried again unchanged.
+
+    Transient: Orthanc or Prefect unreachable or answering 5xx, connection errors and timeouts,
+    :class:`TransientError`. Never transient: bad input, configuration, a missing plugin,
+    policy and federation refusals, an empty result, and programming errors.
+    """
+    if isinstance(exc, OrthancError):
+        return exc.status is None or exc.status >= 500
+    if isinstance(exc, PrefectUnavailable | TransientError):
+        return True
+    if isinstance(exc, RadflowError):
+        return False
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    name = type(exc).__name__
+    module = type(exc).__module__
+    if module.startswith(("httpx", "httpcore", "requests", "urllib3")):
+        return any(word in name for word in ("Connect", "Timeout", "RemoteProtocol", "ReadError"))
+    if module.startswith("sqlalchemy") and name == "OperationalError":
+        return "locked" in str(exc) or "could not connect" in str(exc)
+    return False

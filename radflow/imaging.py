@@ -8,7 +8,7 @@ mixed orientations, missing slices, uneven spacing, a non-image object.
 from __future__ import annotations
 
 import tempfile
-import uuid
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from radflow.catalog.headers import is_image_storage, sop_class_name
 from radflow.errors import DicomInputError
 from radflow.orthanc.client import OrthancClient
 from radflow.types import SeriesRef
+from radflow.uids import derived_uid  # noqa: F401  (re-exported for plugins)
 
 
 @dataclass
@@ -30,17 +31,6 @@ class Volume:
     image: Any  # SimpleITK.Image, HU for CT
     datasets: list[Any]  # pydicom Datasets, slice order = the volume's z order
     ref: SeriesRef
-
-
-RADFLOW_UUID_NAMESPACE = uuid.UUID("5b0c1e7e-3f1d-5a0e-9c3b-7261646c6f77")
-
-
-def derived_uid(*parts: str) -> str:
-    """A deterministic UID for an object derived from ``parts`` (source UIDs, algorithm and
-    version): ``2.25.`` and a name-based (version 5) UUID, so re-running anything stores the
-    same object again, never a new one. (pydicom's ``generate_uid(prefix=None)`` is random.)"""
-    name = "\x1f".join(str(p) for p in parts)
-    return f"2.25.{uuid.uuid5(RADFLOW_UUID_NAMESPACE, name).int}"
 
 
 def _as_tags(ds: Any) -> dict[str, str]:
@@ -89,16 +79,22 @@ def check_volume(datasets: list[Any], ref: SeriesRef, expected_modality: str | N
 
 
 def load_volume(orthanc: OrthancClient, ref: SeriesRef, expected_modality: str | None = None,
-                workdir: Path | None = None) -> Volume:
-    """Download a series from Orthanc, check it, and read it as a volume (HU for CT)."""
+                workdir: Path | None = None, timings: dict[str, float] | None = None) -> Volume:
+    """Download a series from Orthanc, check it, and read it as a volume (HU for CT).
+
+    ``timings`` (if given) gets the seconds spent reading the series (``read``: download and
+    parse) and building the volume (``volume``).
+    """
     import pydicom
     import SimpleITK as sitk
 
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         paths = orthanc.download_series(ref.orthanc_id, tmp)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             datasets = [pydicom.dcmread(p) for p in paths]
+        read = time.perf_counter()
         order = check_volume(datasets, ref, expected_modality)
         ordered = [datasets[k] for k in order]
         files = [str(paths[k]) for k in order]
@@ -111,4 +107,7 @@ def load_volume(orthanc: OrthancClient, ref: SeriesRef, expected_modality: str |
                                   fix="check its transfer syntax (`radflow catalog findings`)") from exc
         for ds in ordered:
             _ = ds.PixelData  # keep pixel data loaded after the files are gone
+    if timings is not None:
+        timings["read"] = timings.get("read", 0.0) + read - began
+        timings["volume"] = timings.get("volume", 0.0) + time.perf_counter() - read
     return Volume(image=image, datasets=ordered, ref=ref)

@@ -6,17 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from radflow.orthanc.client import series_state
+from radflow.tasks.retry import retry_transient
 
 from radflow.catalog import outbox
 from radflow.catalog.db import session_scope
 from radflow.catalog.headers import parse_series
-from radflow.catalog.store import upsert_series
+from radflow.catalog.store import record_failed_series, upsert_series
 from radflow.errors import OrthancError
 from radflow.runtime import site_runtime
 
 
 @task(name="catalog-series", retries=3, retry_delay_seconds=[2, 5, 15],
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
       task_run_name="catalog-series-{series_id}")
 def catalog_series(series_id: str, site: str | None = None) -> dict[str, Any]:
     """Read every header of one series (no pixel data) and write it into the catalog.
@@ -50,6 +53,23 @@ def catalog_series(series_id: str, site: str | None = None) -> dict[str, Any]:
         "instances": parsed.series["num_instances"],
         "findings": sorted({f.code for f in parsed.findings}),
     }
+
+
+def record_failure(series_id: str, reason: str, site: str | None = None) -> bool:
+    """Catalog a series that failed, as an ``error`` row with the reason (from Orthanc's index).
+    Returns False when Orthanc no longer holds it; raises OrthancError when Orthanc cannot be
+    asked (the request stays failed and is retried)."""
+    rt = site_runtime(site)
+    try:
+        series = rt.orthanc.resource("series", series_id)
+        study = rt.orthanc.resource("studies", series["ParentStudy"])
+    except OrthancError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    with session_scope(rt.catalog_url) as session:
+        record_failed_series(session, series, study, reason)
+    return True
 
 
 def read_headers(orthanc: Any, series: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:

@@ -14,19 +14,31 @@ from sqlmodel import col, select
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import DerivedResult
 from radflow.runtime import site_runtime
+from radflow.types import ReportRef, SegmentationRef, SeriesRef
 
 KEY_FEATURES = {"original_shape_VoxelVolume": ("ml", 1e-3), "original_firstorder_Mean": ("HU", 1.0)}
 
 
-def case_row(ref: Any, status: str, reason: str | None, table: Any) -> dict[str, Any]:
-    """One line of the summary: the case, its status, and key features per organ."""
-    row = {"series": ref.description or ref.series_uid[-12:], "series_uid": ref.series_uid,
-           "status": status, "reason": reason or ""}
-    for r in table.rows if table else []:
+def _base(ref: SeriesRef, status: str, reason: str) -> dict[str, Any]:
+    return {"series": ref.description or ref.series_uid[-12:], "series_uid": ref.series_uid,
+            "orthanc_id": ref.orthanc_id, "status": status, "reason": reason}
+
+
+def case_row(ref: SeriesRef, seg: SegmentationRef, report: ReportRef) -> dict[str, Any]:
+    """One line of the summary: the case, its results, and key features per organ."""
+    row = _base(ref, "ok", "")
+    row.update({"seg_result": seg.result_id, "sr_result": report.result_id,
+                "cached": seg.cached and report.cached})
+    for r in report.features.rows:
         if r["feature"] in KEY_FEATURES:
             unit, scale = KEY_FEATURES[r["feature"]]
             row[f"{r['segment_label']} {unit}"] = round(r["value"] * scale, 1)
     return row
+
+
+def failed_row(ref: SeriesRef, reason: str) -> dict[str, Any]:
+    """The summary line of a case that failed, with its reason."""
+    return _base(ref, "failed", reason)
 
 
 def contact_sheet(thumbnails: list[tuple[str, str]]) -> bytes:
@@ -51,20 +63,19 @@ def contact_sheet(thumbnails: list[tuple[str, str]]) -> bytes:
 @task(name="pipeline-report")
 def pipeline_report(rows: list[dict[str, Any]], model: str, site: str | None = None) -> int:
     """Publish the per-case table and the overlay sheet of the run; returns #thumbnails."""
-    create_table_artifact(table=rows, key="segment-and-quantify",
+    table = [{k: v for k, v in r.items() if k not in ("seg_result", "sr_result", "orthanc_id")}
+             for r in rows]
+    create_table_artifact(table=table, key="segment-and-quantify",
                           description=f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} "
                                       f"cases segmented and quantified ({model})")
-    rt = site_runtime(site)
-    captions = {r["series_uid"]: r["series"] for r in rows if r["status"] == "ok"}
+    captions = {r["seg_result"]: r["series"] for r in rows if r.get("seg_result")}
     thumbnails = []
-    with session_scope(rt.catalog_url) as session:
-        results = session.exec(select(DerivedResult).where(
-            DerivedResult.kind == "SEG", DerivedResult.algorithm == model,
-            col(DerivedResult.source_series_uid).in_(list(captions)))).all()
-        for result in results:
+    with session_scope(site_runtime(site).catalog_url) as session:
+        for result in session.exec(select(DerivedResult).where(
+                col(DerivedResult.id).in_(list(captions)))):
             thumbnail = json.loads(result.detail).get("thumbnail")
             if thumbnail:
-                thumbnails.append((captions[result.source_series_uid], thumbnail))
+                thumbnails.append((captions[result.id], thumbnail))
     if thumbnails:
         png = base64.b64encode(contact_sheet(thumbnails)).decode()
         create_image_artifact(image_url=f"data:image/png;base64,{png}", key="seg-overlays",

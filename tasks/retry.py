@@ -1,19 +1,19 @@
-"""Retry policies for radflow's tasks."""
+"""The retry policy of radflow's tasks: retry what may go away, never what will not."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from radflow.errors import DicomInputError, PolicyViolation
+from radflow.errors import is_transient
 
 
-def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry Orthanc and other transient failures; never retry bad input (the same series would
-    fail the same way) or a policy refusal."""
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """A Prefect ``retry_condition_fn``: retry only transient failures (Orthanc or Prefect
+    unreachable, 5xx answers, connection errors; see :func:`radflow.errors.is_transient`).
+    Bad input, configuration, a missing plugin or model, policy refusals and empty results fail
+    at once: the same call would fail the same way."""
     try:
         state.result(raise_on_failure=True)
-    except (DicomInputError, PolicyViolation):
-        return False
-    except Exception:
-        return True
+    except Exception as exc:
+        return is_transient(exc)
     return False

@@ -10,9 +10,10 @@ from functools import lru_cache
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
-from radflow.catalog import models
+from radflow.catalog import models  # noqa: F401  (the tables, for sessions and queries)
+from radflow.catalog.migrate import upgrade
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -30,13 +31,14 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
-    """One engine per catalog URL per process; the schema is created on first use."""
+    """One engine per catalog URL per process; the schema is created or upgraded (Alembic
+    migrations) on first use."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine)
+    upgrade(engine)
     return engine
 
 

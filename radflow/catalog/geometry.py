@@ -78,7 +78,14 @@ def check_geometry(tags_by_instance: dict[str, dict[str, Any]], ids: list[str],
 
     row, col = iop[0, :3], iop[0, 3:]
     normal = np.cross(row, col)
-    along = ipp @ normal
+    with np.errstate(all="ignore"):
+        along = ipp @ normal
+    if not np.isfinite(along).all() or np.abs(ipp).max() > 1e6:
+        report.consistent = False
+        report.findings.append(FindingRecord("bad_value", "error",
+                                             "ImagePositionPatient values are implausible "
+                                             "(beyond a kilometre): the geometry is unusable"))
+        return report
     report.positions = {i: float(z) for i, z in zip(ids, along, strict=True)}
     in_plane = np.stack([ipp @ row, ipp @ col], axis=1)
     if np.abs(in_plane - in_plane[0]).max() > 0.5:

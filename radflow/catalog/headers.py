@@ -16,7 +16,8 @@ from typing import Any
 from pydicom.uid import UID
 
 from radflow.catalog.geometry import check_geometry
-from radflow.catalog.tags import FindingRecord, Tags, number, text
+from radflow.catalog.tags import FindingRecord, Tags, integer, number, text
+from radflow.enums import SeriesStatus
 
 SUPPORTED_TRANSFER_SYNTAXES = {
     "1.2.840.10008.1.2",  # Implicit VR Little Endian
@@ -34,7 +35,6 @@ SUPPORTED_TRANSFER_SYNTAXES = {
     "1.2.840.10008.1.2.5",  # RLE Lossless
 }
 CROSS_SECTIONAL = {"CT", "MR", "PT", "NM"}
-SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2}
 
 
 @dataclass
@@ -58,9 +58,8 @@ class ParsedSeries:
     findings: list[FindingRecord] = field(default_factory=list)
 
     @property
-    def status(self) -> str:
-        worst = max((SEVERITY_RANK[f.severity] for f in self.findings), default=0)
-        return {0: "ok", 1: "warning", 2: "error"}[worst]
+    def status(self) -> SeriesStatus:
+        return SeriesStatus.worst(f.severity for f in self.findings)
 
 
 def parse_date(value: str | None) -> date | None:
@@ -134,7 +133,8 @@ def parse_series(
     checks.
     """
     unreadable = unreadable or {}
-    ids = sorted(tags_by_instance, key=lambda i: (number(tags_by_instance[i], "InstanceNumber") or 0, i))
+    ids = sorted(tags_by_instance,
+                 key=lambda i: (number(tags_by_instance[i], "InstanceNumber") or 0, i))
     readable = [i for i in ids if i not in unreadable]
     first = tags_by_instance[readable[0]] if readable else {}
     findings: list[FindingRecord] = []
@@ -166,7 +166,7 @@ def parse_series(
         InstanceRecord(
             orthanc_id=i,
             sop_instance_uid=text(tags_by_instance[i], "SOPInstanceUID") or "",
-            instance_number=int(n) if (n := number(tags_by_instance[i], "InstanceNumber")) is not None else None,
+            instance_number=integer(tags_by_instance[i], "InstanceNumber"),
             sop_class_uid=text(tags_by_instance[i], "SOPClassUID"),
             transfer_syntax=transfer_syntaxes.get(i),
         )
@@ -189,8 +189,8 @@ def parse_series(
         "kvp": number(first, "KVP"),
         "slice_thickness": number(first, "SliceThickness"),
         "pixel_spacing": number(first, "PixelSpacing"),
-        "rows": int(r) if (r := number(first, "Rows")) is not None else None,
-        "columns": int(c) if (c := number(first, "Columns")) is not None else None,
+        "rows": integer(first, "Rows"),
+        "columns": integer(first, "Columns"),
         "num_instances": len(ids),
         "contrast_agent": contrast_agent,
         "contrast": bool(contrast_agent) and contrast_agent.upper() not in ("NONE", "NO"),
@@ -200,6 +200,11 @@ def parse_series(
         "age_years": age,
         "source_series_uid": source_series_uid(first),
     }
+    for level, tag in (("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID")):
+        if readable and not text(first, tag):
+            findings.append(FindingRecord(
+                "missing_uid", "error", f"{tag} is empty: the {level} cannot be told apart from "
+                f"other {level} without one; Orthanc holds it under an empty UID"))
     if is_image_storage(sop_class):
         geometry = check_geometry(tags_by_instance, readable, modality)
         series.update(geometry.columns())

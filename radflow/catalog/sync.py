@@ -8,32 +8,50 @@ from typing import Any
 from sqlmodel import col, func, select
 
 from radflow.catalog.db import session_scope
-from radflow.catalog.models import IngestRequest, Series
+from radflow.catalog.models import Finding, IngestRequest, Series
+from radflow.enums import RequestStatus, SeriesStatus, Severity
 from radflow.errors import SiteError
 from radflow.orthanc.client import OrthancClient
+
+OPEN = [RequestStatus.PENDING, RequestStatus.BATCHED]
 
 
 def compare(orthanc: OrthancClient, catalog_url: str) -> tuple[bool, dict[str, Any]]:
     """Whether the catalog holds exactly Orthanc's series (with their instance counts) and no
-    ingest request is open; and the numbers behind the answer."""
+    ingest request is open; and the numbers behind the answer, with the series in error."""
     held = {k: v["Instances"] for k, v in orthanc.series_states().items()}
     with session_scope(catalog_url) as session:
         rows = dict(session.exec(select(Series.orthanc_id, Series.num_instances)).all())
         open_requests = session.exec(select(func.count()).select_from(IngestRequest).where(
-            col(IngestRequest.status).in_(["pending", "batched"]))).one()
+            col(IngestRequest.status).in_(OPEN))).one()
+        errors = [{"orthanc_id": oid, "series_uid": uid, "reason": f"{code}: {message}"}
+                  for oid, uid, code, message in session.exec(
+                      select(Series.orthanc_id, Series.series_uid, Finding.code, Finding.message)
+                      .join(Finding, Finding.series_pk == Series.id)
+                      .where(Series.status == SeriesStatus.ERROR,
+                             Finding.severity == Severity.ERROR))]
     differ = sorted(k for k in set(held) | set(rows) if held.get(k) != rows.get(k))
     info = {"orthanc_series": len(held), "catalog_series": len(rows),
-            "open_requests": open_requests, "differ": differ[:5]}
+            "open_requests": open_requests, "differ": differ[:5], "errors": errors}
     return open_requests == 0 and not differ, info
+
+
+def _failed_requests(catalog_url: str, series: list[str]) -> dict[str, str]:
+    with session_scope(catalog_url) as session:
+        found = session.exec(select(IngestRequest.series_orthanc_id, IngestRequest.error).where(
+            col(IngestRequest.series_orthanc_id).in_(series),
+            IngestRequest.status == RequestStatus.FAILED)).all()
+    return {oid: error or "failed" for oid, error in found}
 
 
 def wait_in_step(orthanc: OrthancClient, catalog_url: str, timeout: float = 180,
                  quiet_seconds: float = 3.0) -> dict[str, Any]:
     """Wait until the catalog is in step with Orthanc, and stays so for ``quiet_seconds``
-    (a change may be on its way).
+    (a change may be on its way). The answer names the series cataloged in error, with why.
 
     Raises:
-        SiteError: not in step within ``timeout`` seconds.
+        SiteError: not in step within ``timeout`` seconds (the message names the series that
+            differ and why their ingest failed, when it did).
     """
     deadline = time.monotonic() + timeout
     since = None
@@ -47,7 +65,12 @@ def wait_in_step(orthanc: OrthancClient, catalog_url: str, timeout: float = 180,
         else:
             since = None
         time.sleep(0.5)
+    failed = _failed_requests(catalog_url, info.get("differ", []))
+    why = "; ".join(f"{k}: {v}" for k, v in failed.items())
     raise SiteError(
-        f"the catalog did not catch up with Orthanc within {timeout:.0f} s: {info}",
+        f"the catalog did not catch up with Orthanc within {timeout:.0f} s: "
+        f"{info.get('catalog_series')} of {info.get('orthanc_series')} series, "
+        f"{info.get('open_requests')} request(s) open, differing: {info.get('differ')}"
+        + (f"; failed: {why}" if why else ""),
         fix="check the watcher and worker (`radflow site status`, `radflow site logs -c watcher`)",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +35,10 @@ def number(tags: Tags, name: str, index: int = 0) -> float | None:
         return None
     parts = value.split("\\")
     try:
-        return float(parts[index])
+        number_ = float(parts[index])
     except (ValueError, IndexError):
         return None
+    return number_ if math.isfinite(number_) else None
 
 
 def numbers(tags: Tags, name: str) -> list[float] | None:
@@ -44,6 +46,15 @@ def numbers(tags: Tags, name: str) -> list[float] | None:
     if value is None:
         return None
     try:
-        return [float(p) for p in value.split("\\")]
+        values = [float(p) for p in value.split("\\")]
     except ValueError:
         return None
+    return values if all(math.isfinite(v) for v in values) else None
+
+
+def integer(tags: Tags, name: str) -> int | None:
+    """An IS/US value as an int; None if absent, not a number, or beyond 64 bits."""
+    value = number(tags, name)
+    if value is None or abs(value) >= 2**63:
+        return None
+    return int(value)

@@ -1,13 +1,19 @@
-"""The ``radflow`` command: one command group per module.
+"""The ``radflow`` command: one command group per module, and the groups plugins contribute
+(entry point group ``radflow.cli``: ``name = "module:typer_app"``).
 
-Errors derived from :class:`radflow.errors.RadflowError` end the command with exit status 1
-and a short reason plus the fix, never a traceback.
+Every failure ends the command with exit status 1 and one line with the reason and one with the
+fix, never a traceback (``RADFLOW_DEBUG=1`` shows it): radflow's own errors, usage errors, and
+anything unexpected.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+from importlib.metadata import entry_points
 
+import click
 import typer
 
 from radflow import __version__
@@ -15,11 +21,14 @@ from radflow.cli.catalog import app as catalog_app
 from radflow.cli.cohort import app as cohort_app
 from radflow.cli.common import err_console
 from radflow.cli.data import app as data_app
-from radflow.cli.model import app as model_app
 from radflow.cli.pipeline import app as pipeline_app
 from radflow.cli.plugins import app as plugins_app
+from radflow.cli.results import app as results_app
 from radflow.cli.site import app as site_app
 from radflow.errors import RadflowError
+
+CLI_GROUP = "radflow.cli"
+logger = logging.getLogger(__name__)
 
 app = typer.Typer(
     name="radflow",
@@ -33,8 +42,23 @@ app.add_typer(data_app, name="data")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(cohort_app, name="cohort")
 app.add_typer(plugins_app, name="plugins")
-app.add_typer(model_app, name="model")
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(results_app, name="results")
+
+
+def _plugin_groups() -> None:
+    """Add the command groups plugins contribute; a broken one is skipped with a warning."""
+    for ep in sorted(entry_points(group=CLI_GROUP), key=lambda e: e.name):
+        try:
+            group = ep.load()
+            if not isinstance(group, typer.Typer):
+                raise TypeError(f"{ep.value} is a {type(group).__name__}, not a typer.Typer")
+            app.add_typer(group, name=ep.name)
+        except Exception as exc:
+            logger.warning("command group %s (%s) could not be loaded: %s", ep.name, ep.value, exc)
+
+
+_plugin_groups()
 
 
 def _version(value: bool) -> None:
@@ -51,12 +75,32 @@ def _root(
     """radflow: ship the algorithms to the data."""
 
 
+def fail(message: str, fix: str | None) -> None:
+    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True)
+    if fix:
+        err_console.print(f"[bold]fix:[/bold] {fix}", highlight=False)
+    sys.exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except RadflowError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False)
-        if exc.fix:
-            err_console.print(f"[bold]fix:[/bold] {exc.fix}", highlight=False)
-        sys.exit(1)
+        fail(exc.message.replace("[", "\\["), exc.fix)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "radflow"
+        fail(exc.format_message().replace("[", "\\["), f"see `{command} --help`")
+    except click.ClickException as exc:
+        fail(exc.format_message().replace("[", "\\["), "see `radflow --help`")
+    except click.Abort:
+        fail("aborted", None)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("RADFLOW_DEBUG"):
+            raise
+        first = str(exc).split("\n")[0][:300].replace("[", "\\[")
+        fail(f"unexpected {type(exc).__name__}: {first}",
+             "run again with RADFLOW_DEBUG=1 for the traceback, and report it")
+    sys.exit(code or 0)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from radflow.cli.common import console, emit_rows, print_json, site_catalog_url
+from radflow.cli.common import JSON, SITE, console, emit_rows, print_json, site_catalog_url, site_context
 
 app = typer.Typer(help="The site catalog: metadata of everything in Orthanc.", no_args_is_help=True)
-SITE = typer.Option(..., "--site", "-s", envvar="RADFLOW_SITE", help="Site name.")
 
 
 @app.command()
-def stats(site: str = SITE, json_out: bool = typer.Option(False, "--json")) -> None:
+def stats(site: str | None = SITE, json_out: bool = JSON) -> None:
     """Counts by modality, body part, vendor, and series-level findings."""
     from radflow.catalog.db import session_scope
     from radflow.catalog.store import catalog_stats
@@ -21,7 +20,7 @@ def stats(site: str = SITE, json_out: bool = typer.Option(False, "--json")) -> N
     if json_out:
         print_json(data)
         return
-    console.print(f"[bold]{site}[/bold]: {data['patients']} patients, {data['studies']} studies, "
+    console.print(f"[bold]{site_context(site).name}[/bold]: {data['patients']} patients, {data['studies']} studies, "
                   f"{data['series']} series, {data['instances']} instances", highlight=False)
     for title, key in (("modality", "by_modality"), ("body part", "by_body_part"),
                        ("manufacturer", "by_manufacturer"), ("series status", "series_status"),
@@ -32,8 +31,8 @@ def stats(site: str = SITE, json_out: bool = typer.Option(False, "--json")) -> N
 
 
 @app.command()
-def findings(site: str = SITE, code: str = typer.Option(None, help="Only this finding code."),
-             json_out: bool = typer.Option(False, "--json")) -> None:
+def findings(site: str | None = SITE, code: str = typer.Option(None, help="Only this finding code."),
+             json_out: bool = JSON) -> None:
     """List the findings, one line per series and code, with the reason."""
     from sqlmodel import select
 
@@ -51,28 +50,33 @@ def findings(site: str = SITE, code: str = typer.Option(None, help="Only this fi
 
 
 @app.command()
-def wait(site: str = SITE, timeout: float = typer.Option(180, help="Seconds to wait at most.")) -> None:
-    """Wait until the catalog holds exactly what Orthanc holds (exit 1 on timeout)."""
+def wait(site: str | None = SITE, timeout: float = typer.Option(180, help="Seconds to wait at most."),
+         json_out: bool = JSON) -> None:
+    """Wait until the catalog holds exactly what Orthanc holds (exit 1 on timeout); name the
+    series cataloged in error, with why."""
     from radflow.catalog.sync import wait_in_step
-    from radflow.site import SiteManager
 
-    ctx = SiteManager().context(site)
+    ctx = site_context(site)
+    if json_out:
+        print_json(wait_in_step(ctx.orthanc_client(), ctx.catalog_url, timeout=timeout))
+        return
     with console.status("waiting for the catalog to catch up with Orthanc..."):
         info = wait_in_step(ctx.orthanc_client(), ctx.catalog_url, timeout=timeout)
-    console.print(f"catalog in step with Orthanc: {info['catalog_series']} series")
+    console.print(f"catalog in step with Orthanc: {info['catalog_series']} series", highlight=False)
+    for error in info["errors"]:
+        console.print(f"  [red]error[/red] {error['orthanc_id']}  {error['reason']}",
+                      highlight=False)
 
 
 @app.command()
-def reconcile(site: str = SITE) -> None:
+def reconcile(site: str | None = SITE, json_out: bool = JSON) -> None:
     """Request ingest of every stable series the catalog lacks (the watcher does this itself
     at start, after Orthanc comes back, and every 5 minutes)."""
-    from radflow.deployments import SITE_DEPLOYMENTS, deployment_name
-    from radflow.site import SiteManager
-    from radflow.watcher.core import Watcher
+    from radflow.watcher.core import watcher_for
 
-    ctx = SiteManager().context(site)
-    watcher = Watcher(ctx.orthanc_client(), ctx.catalog_url,
-                      deployment_name(SITE_DEPLOYMENTS[0], site), site)
-    result = watcher.reconcile()
+    result = watcher_for(site_context(site)).reconcile()
+    if json_out:
+        print_json(result)
+        return
     console.print(f"requested {result['requested']} series; removed {result['removed']} that "
                   "Orthanc no longer holds. The site's watcher submits the requests.")

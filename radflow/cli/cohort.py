@@ -8,16 +8,14 @@ from typing import Optional
 
 import typer
 
-from radflow.cli.common import console, emit_rows, print_json, site_catalog_url
+from radflow.cli.common import JSON, SITE, console, emit_rows, print_json, report, site_catalog_url
 
 app = typer.Typer(help="Cohorts: portable JSON filters over the catalog.", no_args_is_help=True)
-SITE = typer.Option(..., "--site", "-s", envvar="RADFLOW_SITE", help="Site name.")
 FILE = typer.Option(None, "--file", help="Definition as a JSON file.")
 WHERE = typer.Option(None, "--where", help="Definition as JSON text.")
 FILTER = typer.Option(None, "--filter", "-f",
                       help="FIELD OP VALUE, e.g. 'modality=CT' 'slice_thickness<=5' "
                       "'manufacturer~siemens' (repeatable; all must hold).")
-JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
 
 def _definition(name: str | None, file: Path | None, where: str | None, filters: list[str] | None,
@@ -39,7 +37,7 @@ def _definition(name: str | None, file: Path | None, where: str | None, filters:
 @app.command()
 def create(
     name: str = typer.Argument(..., help="Cohort name."),
-    site: str = SITE, file: Path | None = FILE, where: str | None = WHERE,
+    site: str | None = SITE, file: Path | None = FILE, where: str | None = WHERE,
     filters: list[str] | None = FILTER,
     description: str | None = typer.Option(None, help="What the cohort is for."),
     replace: bool = typer.Option(False, help="Overwrite a cohort of this name."),
@@ -61,7 +59,7 @@ def create(
 
 
 @app.command("list")
-def list_(site: str = SITE, json_out: bool = JSON) -> None:
+def list_(site: str | None = SITE, json_out: bool = JSON) -> None:
     """The saved cohorts with their hashes and current counts."""
     from radflow.catalog.db import session_scope
     from radflow.cohorts import CohortDefinition, count_series, list_cohorts
@@ -75,7 +73,7 @@ def list_(site: str = SITE, json_out: bool = JSON) -> None:
 
 
 @app.command()
-def show(name: str, site: str = SITE, json_out: bool = JSON) -> None:
+def show(name: str, site: str | None = SITE, json_out: bool = JSON) -> None:
     """A cohort's canonical definition (portable to other sites) and hash."""
     from radflow.catalog.db import session_scope
     from radflow.cohorts import load_cohort
@@ -92,7 +90,7 @@ def show(name: str, site: str = SITE, json_out: bool = JSON) -> None:
 
 
 @app.command()
-def count(name: str | None = typer.Argument(None), site: str = SITE,
+def count(name: str | None = typer.Argument(None), site: str | None = SITE,
           file: Path | None = FILE, where: str | None = WHERE,
           filters: list[str] | None = FILTER, json_out: bool = JSON) -> None:
     """How many series match a saved cohort or a definition."""
@@ -109,7 +107,7 @@ def count(name: str | None = typer.Argument(None), site: str = SITE,
 
 
 @app.command()
-def series(name: str | None = typer.Argument(None), site: str = SITE,
+def series(name: str | None = typer.Argument(None), site: str | None = SITE,
            file: Path | None = FILE, where: str | None = WHERE,
            filters: list[str] | None = FILTER,
            limit: int = typer.Option(0, help="At most this many (0: all)."), json_out: bool = JSON) -> None:
@@ -129,10 +127,14 @@ def series(name: str | None = typer.Argument(None), site: str = SITE,
 
 
 @app.command()
-def fields() -> None:
+def fields(json_out: bool = JSON) -> None:
     """The fields a cohort can filter on, their operators and units."""
     from radflow.cohorts.definition import FIELDS, OPS
 
+    if json_out:
+        print_json({name: {"kind": spec.kind, "description": spec.description,
+                           "operators": sorted(OPS[spec.kind])} for name, spec in FIELDS.items()})
+        return
     for name, spec in FIELDS.items():
         console.print(f"{name:<20} {spec.kind:<7} {spec.description}  "
                       f"[dim]({', '.join(sorted(OPS[spec.kind]))})[/dim]", highlight=False)
@@ -141,11 +143,11 @@ def fields() -> None:
 
 
 @app.command()
-def delete(name: str, site: str = SITE) -> None:
+def delete(name: str, site: str | None = SITE, json_out: bool = JSON) -> None:
     """Delete a saved cohort."""
     from radflow.catalog.db import session_scope
     from radflow.cohorts import delete_cohort
 
     with session_scope(site_catalog_url(site)) as session:
         delete_cohort(session, name)
-    console.print(f"deleted cohort {name}")
+    report(json_out, {"deleted": name}, f"deleted cohort {name}")

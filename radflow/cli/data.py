@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from radflow.cli.common import console, print_json
+from radflow.cli.common import JSON, SITE, console, print_json, site_context
 
 app = typer.Typer(help="Sample data and DICOM transfer.", no_args_is_help=True)
 
@@ -24,7 +24,7 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Same seed, same data (pixels and UIDs)."),
     matrix: int = typer.Option(128, "--matrix", min=16, max=1024,
                                help="Rows/columns per slice (512 is clinical size)."),
-    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    json_out: bool = JSON,
 ) -> None:
     """Write synthetic abdominal CT studies with ground-truth organ labels."""
     from radflow.synth import synthesize
@@ -44,17 +44,15 @@ def synth(
 @app.command()
 def push(
     paths: list[Path] = typer.Argument(..., help="DICOM files or folders (walked recursively)."),
-    site: str = typer.Option(..., "--site", "-s", help="Site whose Orthanc receives the files."),
-    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    site: str | None = SITE,
+    json_out: bool = JSON,
 ) -> None:
     """Send DICOM files to a site's Orthanc over C-STORE (DCMTK storescu) and verify."""
     from radflow.data.push import push as do_push
-    from radflow.site import SiteManager
 
-    manager = SiteManager()
-    ctx = manager.context(site)
+    ctx = site_context(site)
     kwargs = dict(client=ctx.orthanc_client(), host="127.0.0.1", port=ctx.config.ports.orthanc_dicom,
-                  called_aet=ctx.config.aet, dcmtk_bin=manager.settings.dcmtk_bin)
+                  called_aet=ctx.config.aet, dcmtk_bin=ctx.settings.dcmtk_bin)
     if json_out:
         result = do_push(paths, **kwargs)
         print_json({**result.__dict__, "studies": sorted(result.studies), "rate": result.rate})

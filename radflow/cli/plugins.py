@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from radflow.cli.common import console, print_json
+from radflow.cli.common import JSON, console, print_json
 
 app = typer.Typer(help="Installed radflow plugins.", no_args_is_help=True)
 
 
 @app.command("list")
-def list_(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def list_(json_out: bool = JSON) -> None:
     """Name, version, tasks (typed inputs and outputs, resources) and blocks of every plugin;
     broken plugins with their error."""
     from radflow.plugins import discover
@@ -25,6 +25,8 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Machine-readable 
             "tasks": [{"name": t.name, "signature": t.signature(), "description": t.description,
                        "resources": vars(t.resources)} for t in plugin.tasks] if plugin else [],
             "blocks": [b.get_block_type_slug() for b in plugin.blocks] if plugin else [],
+            "deployments": [d.flow for d in plugin.deployments] if plugin else [],
+            "components": [c.name for c in plugin.components] if plugin else [],
             "image": plugin.image if plugin else None,
         })
     if json_out:
@@ -43,5 +45,6 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Machine-readable 
             r = t["resources"]
             console.print(f"    task {t['signature']}  [dim]cpus {r['cpus']}, memory "
                           f"{r['memory_gb']} GB, gpu {r['gpu']}[/dim]", highlight=False)
-        if row["blocks"]:
-            console.print(f"    blocks: {', '.join(row['blocks'])}", highlight=False)
+        for key in ("blocks", "deployments", "components"):
+            if row[key]:
+                console.print(f"    {key}: {', '.join(row[key])}", highlight=False)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
-from radflow.cli.common import console, print_json
+from radflow.cli.common import JSON, SITE, console, print_json, report
 from radflow.site import SiteManager, SiteStatus
 
-app = typer.Typer(help="Start, inspect and stop a site (Orthanc + Prefect server + worker).",
-                  no_args_is_help=True)
+app = typer.Typer(help="Start, inspect and stop a site (Orthanc + Prefect server + worker + "
+                       "watcher).", no_args_is_help=True)
 
-NAME = typer.Option(..., "--name", "-n", help="Site name, e.g. 'lab'.")
-JSON = typer.Option(False, "--json", help="Machine-readable output.")
+NEW_SITE = typer.Option(..., "--site", "-s", envvar="RADFLOW_SITE", help="Site name, e.g. 'lab'.")
 _STYLE = {"running": "green", "degraded": "yellow", "unhealthy": "yellow", "stopped": "red"}
 
 
@@ -32,7 +29,7 @@ def show(status: SiteStatus) -> None:
 
 @app.command()
 def up(
-    name: str = NAME,
+    site: str = NEW_SITE,
     orthanc_http_port: int | None = typer.Option(None, help="Orthanc HTTP port (default: first free from 8042)."),
     orthanc_dicom_port: int | None = typer.Option(None, help="Orthanc DICOM port (default: first free from 4242)."),
     prefect_port: int | None = typer.Option(None, help="Prefect server port (default: first free from 4200)."),
@@ -44,37 +41,39 @@ def up(
         None, help="DICOM peer allowed to send, NAME=AET@HOST:PORT (repeatable)."),
     json_out: bool = JSON,
 ) -> None:
-    """Start the site's Orthanc, Prefect server and worker (those not running yet)."""
+    """Start the site's components that are not running (creating the site if it is new)."""
     manager = SiteManager()
     ports = {"orthanc_http": orthanc_http_port, "orthanc_dicom": orthanc_dicom_port,
              "prefect": prefect_port}
-    say = (lambda _m: None) if json_out else (lambda m: console.print(f"  {m}"))
+    say = (lambda _m: None) if json_out else (lambda m: console.print(f"  {m}", highlight=False))
     if not json_out:
-        console.print(f"starting site [bold]{name}[/bold] under {manager.home}")
-    status = manager.up(name, ports=ports, database_url=database_url, stable_age=stable_age,
+        console.print(f"starting site [bold]{site}[/bold] under {manager.home}")
+    status = manager.up(site, ports=ports, database_url=database_url, stable_age=stable_age,
                         modalities=allow_modality, progress=say)
     if json_out:
         print_json(status.to_dict())
         return
     show(status)
-    console.print(f"credentials: `radflow site credentials --name {name}` "
+    console.print(f"credentials: `radflow site credentials --site {site}` "
                   f"(kept owner-only in {status.root / 'secrets.json'})")
 
 
 @app.command()
 def status(
-    name: str | None = typer.Option(None, "--name", "-n", help="Site name (default: all sites)."),
+    site: str | None = typer.Option(None, "--site", "-s", envvar="RADFLOW_SITE",
+                                    help="Site name (default: every site)."),
     json_out: bool = JSON,
 ) -> None:
     """Report each component's health and URLs. Exit status 1 if a site is not fully running."""
     manager = SiteManager()
-    names = [name] if name else manager.sites()
+    names = [manager.resolve(site)] if site else manager.sites()
     statuses = [manager.status(n) for n in names]
     if json_out:
-        print_json([s.to_dict() for s in statuses] if name is None else statuses[0].to_dict())
+        print_json([s.to_dict() for s in statuses] if site is None else statuses[0].to_dict())
     else:
         if not statuses:
-            console.print(f"no sites under {manager.home}; start one with `radflow site up --name NAME`")
+            console.print(f"no sites under {manager.home}; start one with "
+                          "`radflow site up --site NAME`")
         for s in statuses:
             show(s)
     if any(s.state != "running" for s in statuses):
@@ -83,27 +82,34 @@ def status(
 
 @app.command()
 def down(
-    name: str | None = typer.Option(None, "--name", "-n", help="Site name."),
+    site: str | None = SITE,
     all_sites: bool = typer.Option(False, "--all", help="Stop every site under RADFLOW_HOME."),
+    json_out: bool = JSON,
 ) -> None:
-    """Stop everything the site started (worker, Prefect server, Orthanc)."""
+    """Stop everything the site started (watcher, worker, Prefect server, Orthanc)."""
     manager = SiteManager()
-    if not name and not all_sites:
-        raise typer.BadParameter("give --name NAME or --all")
-    for site in manager.sites() if all_sites else [name]:
-        stopped = manager.down(site)
-        console.print(f"site {site}: stopped {', '.join(stopped) if stopped else 'nothing (not running)'}")
+    names = manager.sites() if all_sites else [manager.resolve(site)]
+    result = {name: manager.down(name) for name in names}
+    if json_out:
+        print_json({name: {"stopped": stopped} for name, stopped in result.items()})
+        return
+    for name, stopped in result.items():
+        console.print(f"site {name}: stopped "
+                      f"{', '.join(stopped) if stopped else 'nothing (not running)'}")
 
 
 @app.command()
 def restart(
-    name: str = NAME,
+    site: str | None = SITE,
     component: str = typer.Option(..., "--component", "-c",
                                   help="orthanc, prefect-server, worker or watcher."),
+    json_out: bool = JSON,
 ) -> None:
     """Restart one component of a running site."""
-    status = SiteManager().restart(name, component)
-    console.print(f"{status.name}: {status.state} (pid {status.pid}) {status.detail}")
+    manager = SiteManager()
+    status = manager.restart(manager.resolve(site), component)
+    report(json_out, vars(status), f"{status.name}: {status.state} (pid {status.pid}) "
+                                   f"{status.detail}")
 
 
 @app.command("list")
@@ -113,14 +119,16 @@ def list_sites(json_out: bool = JSON) -> None:
     if json_out:
         print_json(manager.sites())
         return
-    for site in manager.sites():
-        console.print(site)
+    for name in manager.sites():
+        console.print(name)
 
 
 @app.command()
-def credentials(name: str = NAME, json_out: bool = JSON) -> None:
+def credentials(site: str | None = SITE, json_out: bool = JSON) -> None:
     """Print the site's Orthanc and Prefect credentials (for the browser logins)."""
-    ctx = SiteManager().context(name)
+    from radflow.cli.common import site_context
+
+    ctx = site_context(site)
     user, password = ctx.orthanc_auth()
     data = {"orthanc": {"url": ctx.orthanc_url, "username": user, "password": password},
             "prefect": {"url": ctx.prefect_url,
@@ -135,17 +143,19 @@ def credentials(name: str = NAME, json_out: bool = JSON) -> None:
 
 @app.command()
 def logs(
-    name: str = NAME,
+    site: str | None = SITE,
     component: str = typer.Option("orthanc", "--component", "-c",
                                   help="orthanc, prefect-server, worker or watcher."),
     lines: int = typer.Option(40, "--lines", help="How many lines from the end."),
+    json_out: bool = JSON,
 ) -> None:
     """Show the end of a component's log."""
-    from radflow.site.components import COMPONENTS
+    from radflow.cli.common import site_context
+    from radflow.site.components import component as find_component
 
-    ctx = SiteManager().context(name)
-    match = [c for c in COMPONENTS if c.name == component]
-    if not match:
-        raise typer.BadParameter(f"unknown component {component!r}; one of "
-                                 + ", ".join(c.name for c in COMPONENTS))
-    console.print(match[0].process(ctx).log_tail(lines), highlight=False, markup=False)
+    ctx = site_context(site)
+    text = find_component(component).process(ctx).log_tail(lines)
+    if json_out:
+        print_json({"component": component, "lines": text.splitlines()})
+        return
+    console.print(text, highlight=False, markup=False)

@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from datetime import date
 from typing import Any
 
 from radflow.errors import ConfigurationError
+from radflow.hashing import canonical_json, digest
 
 VERSION = 1
 
@@ -188,12 +188,12 @@ class CohortDefinition:
         return {"level": "series", "version": self.version, "where": self.where}
 
     def canonical_json(self) -> str:
-        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return canonical_json(self.canonical())
 
     @property
     def content_hash(self) -> str:
         """``sha256:<hex>`` of the canonical JSON: the same at every site."""
-        return "sha256:" + hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        return digest(self.canonical())
 
 
 _SHORT = re.compile(r"^\s*([a-z_]+)\s*(<=|>=|!=|=|<|>|~)\s*(.+?)\s*$")

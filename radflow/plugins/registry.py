@@ -2,6 +2,8 @@
 
 Each entry point is loaded in its own try/except: a broken plugin is reported (by
 `radflow plugins list`, with its error), never allowed to break radflow. Results are cached.
+radflow's own flows are contributed the same way (entry point ``core``), so a site's
+deployments are whatever the installed plugins declare.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
+from typing import Any
 
 from radflow.errors import PluginNotFound
-from radflow.plugins.spec import Plugin
+from radflow.plugins.spec import DeploymentSpec, Plugin, TaskSpec
 
 GROUP = "radflow.plugins"
 logger = logging.getLogger(__name__)
-KNOWN_DISTRIBUTIONS = {"nnunet": "radflow-nnunet", "radiomics": "radflow-radiomics"}
+KNOWN_DISTRIBUTIONS = {"nnunet": "radflow-nnunet", "radiomics": "radflow-radiomics",
+                       "core": "radflow"}
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,53 @@ def get_plugin(name: str) -> Plugin:
         if status.name == name:
             if status.plugin is None:
                 raise PluginNotFound(f"plugin {name!r} is installed but broken: {status.error}",
-                                     fix=f"reinstall it (`pip install --force-reinstall {status.distribution}`)")
+                                     fix=f"reinstall it (`pip install --force-reinstall "
+                                         f"{status.distribution}`)")
             return status.plugin
     dist = KNOWN_DISTRIBUTIONS.get(name, f"radflow-{name}")
     raise PluginNotFound(f"no radflow plugin named {name!r} is installed",
                          fix=f"ensure that `{dist}` is installed (`pip install {dist}`)")
+
+
+def find_task(name: str, inputs: tuple[Any, ...] = (), output: Any = None,
+              prefer: str | None = None) -> TaskSpec:
+    """A task by what it does: its declared name, the types it takes first and what it returns.
+
+    Any installed plugin offering such a task can stand in for another. When several do, the
+    plugin named by ``prefer`` wins if it offers one; otherwise the choice must be made.
+
+    Raises:
+        PluginNotFound: no plugin offers it (or not the preferred one, when several do).
+    """
+    offers = [(p.name, t) for p in plugins() for t in p.tasks
+              if t.name == name and t.accepts(*inputs) and (output is None or t.returns(output))]
+    what = f"task {name!r}" + (f" taking {', '.join(_n(t) for t in inputs)}" if inputs else "") \
+        + (f" returning {_n(output)}" if output is not None else "")
+    if not offers:
+        raise PluginNotFound(f"no installed plugin offers a {what}",
+                             fix="install a plugin that does (`radflow plugins list` shows what "
+                                 "is installed)")
+    if prefer is not None:
+        chosen = [t for p, t in offers if p == prefer]
+        if chosen:
+            return chosen[0]
+    if len(offers) == 1:
+        return offers[0][1]
+    raise PluginNotFound(
+        f"{len(offers)} plugins offer a {what}: {', '.join(p for p, _ in offers)}",
+        fix="choose one (the flow's plugin parameter, e.g. segmenter='nnunet')")
+
+
+def site_deployments() -> list[DeploymentSpec]:
+    """Every deployment the installed plugins (core included) declare, core's first."""
+    ordered = sorted(plugins(), key=lambda p: (p.name != "core", p.name))
+    return [d for p in ordered for d in p.deployments]
+
+
+def deployment_name(flow_name: str, site: str) -> str:
+    """``<flow name>/<site>``, e.g. ``ingest/lab``."""
+    return f"{flow_name}/{site}"
+
+
+def _n(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))

@@ -1,4 +1,4 @@
-"""What a plugin declares: its tasks with typed inputs and outputs, resources, blocks, image.
+"""What a plugin declares: its tasks, deployments, blocks, site components and image.
 
 A plugin is a pip-installable distribution exposing an object of type :class:`Plugin` under the
 entry point group ``radflow.plugins``::
@@ -6,16 +6,21 @@ entry point group ``radflow.plugins``::
     [project.entry-points."radflow.plugins"]
     hello = "radflow_hello.plugin:plugin"
 
-Importing the module that defines it must stay light and free of side effects: heavy libraries
-(torch, nnunetv2, SimpleITK, radiomics) are imported inside the task functions.
+A task's declaration (its inputs and output) is read from the task function's annotations, never
+written by hand: what `radflow plugins list` shows is what the function takes and returns.
+Importing the module that defines a plugin must stay light and free of side effects: heavy
+libraries (torch, nnunetv2, SimpleITK, radiomics) are imported inside the task functions.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_type_hints
 
-from radflow.errors import PluginNotFound
+from radflow.errors import ConfigurationError, PluginNotFound
+
+RUNTIME_PARAMETERS = ("site", "force")  # every radflow task takes these; not part of its type
 
 
 @dataclass(frozen=True)
@@ -34,18 +39,20 @@ class Resources:
 
     def __post_init__(self) -> None:
         if self.gpu not in ("none", "optional", "required"):
-            raise ValueError(f"gpu must be none, optional or required, got {self.gpu!r}")
+            raise ConfigurationError(f"gpu must be none, optional or required, got {self.gpu!r}",
+                                     fix="use Resources(gpu='optional') for a GPU-capable task")
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task of a plugin.
+    """One task of a plugin, as read from the task function.
 
     Attributes:
-        name: the task's name within the plugin, e.g. ``segment``.
-        task: the Prefect task (a ``@task``-decorated function).
-        inputs: parameter name -> type (radflow types such as ``SeriesRef``, or builtins).
-        output: the type it returns.
+        name: the task's name (the Prefect task's name, e.g. ``segment``).
+        task: the Prefect task.
+        inputs: parameter name -> type, from the function's annotations (without ``site`` and
+            ``force``).
+        output: the return annotation.
         description: one line for `radflow plugins list`.
         resources: what one run needs.
     """
@@ -57,9 +64,69 @@ class TaskSpec:
     description: str
     resources: Resources = field(default_factory=Resources)
 
+    @classmethod
+    def from_task(cls, task: Any, *, description: str | None = None,
+                  resources: Resources | None = None) -> TaskSpec:
+        """Read a task's declaration from its function's signature and annotations.
+
+        Raises:
+            ConfigurationError: a parameter or the return value is not annotated.
+        """
+        fn = getattr(task, "fn", task)
+        hints = get_type_hints(fn)
+        inputs = {}
+        for name in inspect.signature(fn).parameters:
+            if name in RUNTIME_PARAMETERS:
+                continue
+            if name not in hints:
+                raise ConfigurationError(f"task {task.name!r}: parameter {name!r} has no type "
+                                         "annotation", fix="annotate every parameter of a task")
+            inputs[name] = hints[name]
+        if "return" not in hints:
+            raise ConfigurationError(f"task {task.name!r} has no return annotation",
+                                     fix="annotate what the task returns")
+        doc = (inspect.getdoc(fn) or "").split("\n")[0]
+        return cls(name=task.name, task=task, inputs=inputs, output=hints["return"],
+                   description=description or getattr(task, "radflow_description", None) or doc,
+                   resources=resources or getattr(task, "radflow_resources", None) or Resources())
+
     def signature(self) -> str:
         args = ", ".join(f"{k}: {_type_name(v)}" for k, v in self.inputs.items())
         return f"{self.name}({args}) -> {_type_name(self.output)}"
+
+    def accepts(self, *types: Any) -> bool:
+        """Whether its first inputs take these types (in order)."""
+        declared = list(self.inputs.values())
+        return len(declared) >= len(types) and all(
+            _is_sub(t, d) for t, d in zip(types, declared, strict=False))
+
+    def returns(self, tp: Any) -> bool:
+        return _is_sub(self.output, tp)
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """A flow deployed on every site (core's and plugins' alike).
+
+    Attributes:
+        flow: module path of the flow object, e.g. ``radflow.flows.ingest.ingest``.
+        description: shown in the Prefect UI.
+        parameters: default parameters (the site name is filled in at apply time).
+        concurrency_limit: how many runs of it at once on the site.
+        tags: Prefect tags.
+    """
+
+    flow: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    concurrency_limit: int | None = None
+    tags: tuple[str, ...] = ("radflow",)
+
+    @property
+    def flow_name(self) -> str:
+        from prefect.utilities.importtools import import_object
+
+        return import_object(self.flow).name
 
 
 @dataclass(frozen=True)
@@ -70,8 +137,10 @@ class Plugin:
         name: short name, e.g. ``nnunet``.
         version: the plugin's version (usually its distribution's).
         description: one line.
-        tasks: the tasks it contributes.
+        tasks: the Prefect tasks it contributes (their declarations are read from them).
+        deployments: flows it deploys on every site.
         blocks: Prefect block classes it contributes (registered on every site).
+        components: site components it adds to every site (long-running processes).
         image: container image with the plugin installed, for docker work pools.
         setup_site: optional hook ``(site_context) -> None`` run by `radflow site up` after the
             blocks are registered (e.g. to save default block documents).
@@ -80,10 +149,16 @@ class Plugin:
     name: str
     version: str
     description: str
-    tasks: tuple[TaskSpec, ...] = ()
+    tasks: tuple[Any, ...] = ()
+    deployments: tuple[DeploymentSpec, ...] = ()
     blocks: tuple[type, ...] = ()
+    components: tuple[Any, ...] = ()
     image: str | None = None
     setup_site: Any = None
+
+    def __post_init__(self) -> None:
+        specs = tuple(t if isinstance(t, TaskSpec) else TaskSpec.from_task(t) for t in self.tasks)
+        object.__setattr__(self, "tasks", specs)
 
     def task(self, name: str) -> TaskSpec:
         """A task by name.
@@ -111,5 +186,13 @@ def distribution_version(distribution: str) -> str:
         return "0.0.0"
 
 
+def _is_sub(tp: Any, base: Any) -> bool:
+    try:
+        return tp is base or (isinstance(tp, type) and isinstance(base, type)
+                              and issubclass(tp, base))
+    except TypeError:
+        return False
+
+
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp)
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")

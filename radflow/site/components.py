@@ -1,92 +1,33 @@
-"""The components of a site: Orthanc, the site's Prefect server, and a process worker.
+"""The components of a site: each one supervised process that declares what the manager needs.
 
-Each component knows how to start its process, how to tell whether it is healthy, and which
-URLs a user should open. The order of ``COMPONENTS`` is the start order; stop goes backwards.
+A component declares its ports (with the ``site up`` option that changes each), the components
+it depends on, how to start it, how to probe its health, the URLs a user opens, and a hook run
+once it is healthy. The manager starts them in dependency order and stops them in reverse; it has
+no special case for any component, so a plugin adds one (the worklist, an identity provider, the
+site agent) by declaring it in ``Plugin.components``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 import requests
 
-from radflow.errors import SiteError
-from radflow.orthanc.client import OrthancClient
+from radflow.errors import RadflowError, SiteError
 from radflow.orthanc.config import DicomModality, OrthancConfig, write_config_dir
-from radflow.settings import RadflowSettings
-from radflow.site.config import SiteConfig, SitePaths, SiteSecrets
+from radflow.site.context import SiteContext
 from radflow.site.process import ManagedProcess
 
 State = Literal["running", "starting", "unhealthy", "stopped"]
 PUSH_AET = "RADFLOW"  # the AE title `radflow data push` sends from
-
-
-@dataclass
-class SiteContext:
-    """Everything a component needs to know about its site."""
-
-    settings: RadflowSettings
-    paths: SitePaths
-    config: SiteConfig
-    secrets: SiteSecrets
-
-    @property
-    def orthanc_url(self) -> str:
-        return f"http://127.0.0.1:{self.config.ports.orthanc_http}"
-
-    @property
-    def prefect_url(self) -> str:
-        return f"http://127.0.0.1:{self.config.ports.prefect}"
-
-    @property
-    def prefect_api_url(self) -> str:
-        return f"{self.prefect_url}/api"
-
-    @property
-    def catalog_url(self) -> str:
-        if self.secrets.catalog_url is not None:
-            return self.secrets.catalog_url.get_secret_value()
-        return f"sqlite:///{self.paths.root / 'catalog.db'}"
-
-    def orthanc_client(self, timeout: float = 60.0) -> OrthancClient:
-        """A client for the site's Orthanc, with the site's credentials."""
-        return OrthancClient(self.orthanc_url, *self.orthanc_auth(), timeout=timeout)
-
-    def orthanc_auth(self) -> tuple[str, str]:
-        return (self.secrets.orthanc_username, self.secrets.orthanc_password.get_secret_value())
-
-    def prefect_auth(self) -> tuple[str, str]:
-        user, _, password = self.secrets.prefect_auth_string.get_secret_value().partition(":")
-        return (user, password)
-
-    def base_env(self) -> dict[str, str]:
-        """The environment of every site process: the caller's, minus any Prefect settings
-        (a user's own PREFECT_API_URL must never point a site process elsewhere)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env.update({
-            "RADFLOW_HOME": str(self.paths.home),
-            "RADFLOW_SITE": self.config.name,
-            "TCP_NODELAY": "1",  # DCMTK (Orthanc, storescu) disables Nagle only with this
-            "PREFECT_HOME": str(self.paths.prefect_home),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_LOGGING_COLORS": "false",
-        })
-        return env
-
-    def prefect_client_env(self) -> dict[str, str]:
-        """Settings for a Prefect client (worker, flow runs, CLI) of this site."""
-        return {
-            "PREFECT_API_URL": self.prefect_api_url,
-            "PREFECT_API_AUTH_STRING": self.secrets.prefect_auth_string.get_secret_value(),
-        }
+Say = Callable[[str], None]
 
 
 @dataclass
@@ -101,9 +42,17 @@ class ComponentStatus:
 
 
 class Component:
-    """Base class: one supervised process with a health check."""
+    """Base class: one supervised process with a health check.
+
+    Attributes:
+        name: the component's name (``orthanc``, ``worker``...).
+        ports: port key in ``site.json`` -> the ``radflow site up`` option that sets it.
+        depends_on: components that must be healthy before this one starts.
+    """
 
     name: str = ""
+    ports: dict[str, str] = {}
+    depends_on: tuple[str, ...] = ()
 
     def process(self, ctx: SiteContext) -> ManagedProcess:
         return ManagedProcess(self.name, ctx.paths.run, ctx.paths.logs / f"{self.name}.log")
@@ -120,6 +69,9 @@ class Component:
 
     def urls(self, ctx: SiteContext) -> dict[str, str]:
         return {}
+
+    def after_healthy(self, ctx: SiteContext, say: Say) -> None:
+        """Runs each time `site up` finds or makes this component healthy."""
 
     def start(self, ctx: SiteContext) -> None:
         self.prepare(ctx)
@@ -177,6 +129,7 @@ class OrthancComponent(Component):
     """Orthanc from Debian's package, configured from ``orthanc/templates``."""
 
     name = "orthanc"
+    ports = {"orthanc_http": "--orthanc-http-port", "orthanc_dicom": "--orthanc-dicom-port"}
 
     def prepare(self, ctx: SiteContext) -> None:
         cfg = ctx.config
@@ -228,9 +181,11 @@ class OrthancComponent(Component):
 
 
 class PrefectServerComponent(Component):
-    """The site's own Prefect server (API + UI), loopback only, basic auth on."""
+    """The site's own Prefect server (API + UI), loopback only, basic auth on. Once healthy it
+    gets the site's work pool, blocks and deployments."""
 
     name = "prefect-server"
+    ports = {"prefect": "--prefect-port"}
 
     def database_url(self, ctx: SiteContext) -> str:
         if ctx.secrets.database_url is not None:
@@ -253,38 +208,35 @@ class PrefectServerComponent(Component):
 
     def probe(self, ctx: SiteContext) -> tuple[bool, str]:
         try:
-            answer = requests.get(f"{ctx.prefect_api_url}/admin/version",
-                                  auth=ctx.prefect_auth(), timeout=3)
-            if answer.status_code != 200:
-                return False, f"/api/admin/version answered HTTP {answer.status_code}"
-            return True, f"Prefect {answer.json()}"
-        except (requests.RequestException, ValueError) as exc:
-            return False, type(exc).__name__
+            return True, f"Prefect {ctx.prefect(timeout=3).version()}"
+        except RadflowError as exc:
+            return False, exc.message[:120]
 
     def urls(self, ctx: SiteContext) -> dict[str, str]:
         return {"ui": ctx.prefect_url, "api": ctx.prefect_api_url}
 
+    def after_healthy(self, ctx: SiteContext, say: Say) -> None:
+        """The work pool, the blocks and the deployments, before the worker and the watcher."""
+        from radflow.deployments import apply_site_deployments
+        from radflow.site.registration import register_site_blocks
 
-def ensure_work_pool(ctx: SiteContext) -> None:
-    """Create the site's process work pool on its Prefect server (idempotent)."""
-    answer = requests.post(f"{ctx.prefect_api_url}/work_pools/", auth=ctx.prefect_auth(),
-                           json={"name": ctx.config.work_pool, "type": "process"}, timeout=10)
-    if answer.status_code not in (201, 409):  # 409: the pool exists already
-        raise SiteError(f"creating work pool {ctx.config.work_pool} failed: "
-                        f"HTTP {answer.status_code} {answer.text[:200]}",
-                        fix="check the Prefect server log")
+        ctx.prefect().ensure_work_pool(ctx.config.work_pool)
+        register_site_blocks(ctx)
+        say("blocks: registered")
+        say(f"deployments: {', '.join(apply_site_deployments(ctx))}")
 
 
 class WorkerComponent(Component):
     """A Prefect process worker serving the site's work pool."""
 
     name = "worker"
+    depends_on = ("prefect-server",)
 
     def worker_name(self, ctx: SiteContext) -> str:
         return f"{ctx.config.name}-worker"
 
     def prepare(self, ctx: SiteContext) -> None:
-        ensure_work_pool(ctx)
+        ctx.prefect().ensure_work_pool(ctx.config.work_pool)
 
     def command(self, ctx: SiteContext) -> tuple[list[str], dict[str, str]]:
         env = ctx.base_env()
@@ -297,20 +249,16 @@ class WorkerComponent(Component):
 
     def probe(self, ctx: SiteContext) -> tuple[bool, str]:
         try:
-            answer = requests.post(
-                f"{ctx.prefect_api_url}/work_pools/{ctx.config.work_pool}/workers/filter",
-                auth=ctx.prefect_auth(), json={}, timeout=3)
-            workers = {w["name"]: w for w in answer.json()} if answer.status_code == 200 else {}
-        except (requests.RequestException, ValueError) as exc:
-            return False, type(exc).__name__
-        me = workers.get(self.worker_name(ctx))
+            me = ctx.prefect(timeout=3).workers(ctx.config.work_pool).get(self.worker_name(ctx))
+        except RadflowError as exc:
+            return False, exc.message[:120]
         if me is None:
             return False, "not yet registered with the work pool"
-        if me.get("status") != "ONLINE":
-            return False, f"worker is {me.get('status')}"
+        if me.status != "ONLINE":
+            return False, f"worker is {me.status}"
         proc = self.process(ctx).process()
-        beat = me.get("last_heartbeat_time")
-        if proc is None or not beat or datetime.fromisoformat(beat).timestamp() < proc.create_time() - 1:
+        if proc is None or me.last_heartbeat is None or \
+                me.last_heartbeat.timestamp() < proc.create_time() - 1:
             return False, "waiting for the first heartbeat of this worker process"
         return True, f"online in pool {ctx.config.work_pool}"
 
@@ -318,14 +266,15 @@ class WorkerComponent(Component):
         return {"pool": f"{ctx.prefect_url}/work-pools/work-pool/{ctx.config.work_pool}"}
 
 
-class WatcherComponent(Component):
-    """The change watcher: Orthanc's /changes feed -> ingest flow runs -> catalog."""
+class ServiceComponent(Component):
+    """A radflow service loop (:mod:`radflow.service`) run as ``python -m MODULE --site NAME``;
+    healthy while it rewrites its heartbeat file."""
 
-    name = "watcher"
-    stale_after = 30.0  # seconds without a heartbeat before the watcher counts as stuck
+    module: str = ""
+    stale_after = 30.0  # seconds without a heartbeat before the service counts as stuck
 
     def heartbeat(self, ctx: SiteContext) -> Path:
-        return ctx.paths.run / "watcher.json"
+        return ctx.paths.run / f"{self.name}.json"
 
     def prepare(self, ctx: SiteContext) -> None:
         self.heartbeat(ctx).unlink(missing_ok=True)
@@ -333,7 +282,7 @@ class WatcherComponent(Component):
     def command(self, ctx: SiteContext) -> tuple[list[str], dict[str, str]]:
         env = ctx.base_env()
         env.update(ctx.prefect_client_env())
-        return [sys.executable, "-m", "radflow.watcher", "--site", ctx.config.name], env
+        return [sys.executable, "-m", self.module, "--site", ctx.config.name], env
 
     def probe(self, ctx: SiteContext) -> tuple[bool, str]:
         try:
@@ -343,13 +292,69 @@ class WatcherComponent(Component):
         age = time.time() - beat["time"]
         if age > self.stale_after:
             return False, f"last heartbeat {age:.0f} s ago"
-        pending = beat["requests"].get("pending", 0) + beat["requests"].get("batched", 0)
-        detail = f"cursor {beat['cursor']}, {pending} series queued"
-        down = [k for k in ("orthanc", "prefect") if beat.get(k) == "down"]
+        detail = beat.get("detail", "")
+        down = sorted(k for k, v in beat.get("dependencies", {}).items() if v == "down")
         if down:
-            detail += f", waiting for {' and '.join(down)}"
+            detail += f"{', ' if detail else ''}waiting for {' and '.join(down)}"
         return True, detail
 
 
-COMPONENTS: list[Component] = [OrthancComponent(), PrefectServerComponent(), WorkerComponent(),
-                               WatcherComponent()]
+class WatcherComponent(ServiceComponent):
+    """The change watcher: Orthanc's /changes feed -> ingest flow runs -> catalog."""
+
+    name = "watcher"
+    module = "radflow.watcher"
+    depends_on = ("orthanc", "prefect-server")
+
+
+CORE_COMPONENTS: tuple[Component, ...] = (OrthancComponent(), PrefectServerComponent(),
+                                          WorkerComponent(), WatcherComponent())
+
+
+def site_components() -> list[Component]:
+    """Every component of a site: core's, then those of the installed plugins, in an order
+    where each comes after what it depends on.
+
+    Raises:
+        SiteError: a dependency is unknown or the dependencies form a cycle.
+    """
+    from radflow.plugins import plugins
+
+    declared = list(CORE_COMPONENTS) + [c for p in plugins() for c in p.components]
+    by_name = {c.name: c for c in declared}
+    ordered: list[Component] = []
+    visiting: set[str] = set()
+
+    def visit(component: Component) -> None:
+        if component in ordered:
+            return
+        if component.name in visiting:
+            raise SiteError(f"site components depend on each other in a cycle at "
+                            f"{component.name!r}", fix="fix the plugin's depends_on")
+        visiting.add(component.name)
+        for dep in component.depends_on:
+            if dep not in by_name:
+                raise SiteError(f"component {component.name!r} depends on unknown {dep!r}",
+                                fix="install the plugin that provides it")
+            visit(by_name[dep])
+        visiting.discard(component.name)
+        ordered.append(component)
+
+    for component in declared:
+        visit(component)
+    return ordered
+
+
+def component(name: str) -> Component:
+    """A component by name.
+
+    Raises:
+        ConfigurationError: no such component (the message lists them).
+    """
+    from radflow.errors import ConfigurationError
+
+    for c in site_components():
+        if c.name == name:
+            return c
+    raise ConfigurationError(f"unknown component {name!r}",
+                             fix=f"use one of {', '.join(c.name for c in site_components())}")

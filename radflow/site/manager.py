@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from radflow.errors import ConfigurationError, RadflowError, SiteError
 from radflow.settings import RadflowSettings, get_settings
-from radflow.site.components import COMPONENTS, Component, ComponentStatus, SiteContext
+from radflow.site.components import Component, ComponentStatus, component, site_components
 from radflow.site.config import (
     SiteConfig,
     SitePaths,
@@ -39,19 +39,10 @@ from radflow.site.config import (
     save_config,
     save_secrets,
 )
+from radflow.site.context import SiteContext
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-
-_COMPONENT_PORTS = {
-    "orthanc": ("orthanc_http", "orthanc_dicom"),
-    "prefect-server": ("prefect",),
-    "worker": (),
-    "watcher": (),
-}
-_PORT_OPTION = {"orthanc_http": "--orthanc-http-port", "orthanc_dicom": "--orthanc-dicom-port",
-                "prefect": "--prefect-port"}
-
 
 @dataclass
 class SiteStatus:
@@ -90,6 +81,24 @@ class SiteManager:
         """Names of all sites created under this RADFLOW_HOME."""
         return all_sites(self.home)
 
+    def resolve(self, name: str | None) -> str:
+        """The site a command is for: ``name``, else the only site under RADFLOW_HOME.
+
+        Raises:
+            ConfigurationError: no name and no site, or several (the message lists them).
+        """
+        if name:
+            return check_site_name(name)
+        known = self.sites()
+        if len(known) == 1:
+            return known[0]
+        if not known:
+            raise ConfigurationError(f"there is no site under {self.home}",
+                                     fix="create one with `radflow site up --site NAME`, or set "
+                                         "RADFLOW_HOME")
+        raise ConfigurationError(f"{len(known)} sites under {self.home} ({', '.join(known)}): "
+                                 "which one?", fix=f"pass --site, e.g. --site {known[0]}")
+
     def context(self, name: str) -> SiteContext:
         """The context of an existing site.
 
@@ -103,7 +112,7 @@ class SiteManager:
             known = ", ".join(self.sites()) or "none"
             raise ConfigurationError(
                 f"there is no site {name!r} under {self.home} (sites: {known})",
-                fix=f"create it with `radflow site up --name {name}`, or set RADFLOW_HOME",
+                fix=f"create it with `radflow site up --site {name}`, or set RADFLOW_HOME",
             )
         return SiteContext(self.settings, paths, config, load_or_create_secrets(paths))
 
@@ -164,19 +173,21 @@ class SiteManager:
             raise ConfigurationError(
                 f"site {name!r} is running ({', '.join(sorted(running))}); its ports and database "
                 "cannot change while it runs",
-                fix=f"run `radflow site down --name {name}` first",
+                fix=f"run `radflow site down --site {name}` first",
             )
         ctx = self._create_or_update(name, ports or {}, database_url, stable_age, modalities)
         try:
-            for component in COMPONENTS:
-                self._start_one(ctx, component, say)
-                if component.name == "prefect-server":
-                    self._configure_prefect(ctx, say)
+            from radflow.catalog.migrate import upgrade
+
+            say(f"catalog: schema revision {upgrade(ctx.catalog_url)}")
+            for part in site_components():
+                self._start_one(ctx, part, say)
+                part.after_healthy(ctx, say)
         except Exception as exc:
             stopped = self._stop_all(ctx)
             message = exc.message if isinstance(exc, RadflowError) else f"{type(exc).__name__}: {exc}"
             fix = exc.fix if isinstance(exc, RadflowError) else (
-                f"read the logs in {ctx.paths.logs} and run `radflow site up --name {name}` again")
+                f"read the logs in {ctx.paths.logs} and run `radflow site up --site {name}` again")
             raise SiteError(
                 f"site {name!r} failed to start: {message}\n"
                 f"Stopped again: {', '.join(stopped) or 'nothing was running'}.",
@@ -184,64 +195,53 @@ class SiteManager:
             ) from exc
         return self.status(name)
 
-    def _start_one(self, ctx: SiteContext, component: Component, say: Progress) -> None:
-        proc = component.process(ctx)
+    def _start_one(self, ctx: SiteContext, part: Component, say: Progress) -> None:
+        proc = part.process(ctx)
         if proc.process() is not None:
-            healthy, _ = component.probe(ctx)
+            healthy, _ = part.probe(ctx)
             if healthy:
-                say(f"{component.name}: already running")
+                say(f"{part.name}: already running")
                 return
-            say(f"{component.name}: running, waiting until healthy")
+            say(f"{part.name}: running, waiting until healthy")
         else:
-            for key in _COMPONENT_PORTS[component.name]:
+            for key, option in part.ports.items():
                 port = getattr(ctx.config.ports, key)
                 if not port_is_free(port):
                     raise SiteError(
-                        f"port {port} for {component.name} ({key}) is already in use",
+                        f"port {port} for {part.name} ({key}) is already in use",
                         fix=f"stop whatever listens on {port}, or choose another port with "
-                        f"`radflow site up --name {ctx.config.name} {_PORT_OPTION[key]} N`",
+                        f"`radflow site up --site {ctx.config.name} {option} N`",
                     )
-            say(f"{component.name}: starting")
-            component.start(ctx)
-        component.wait_healthy(ctx, self.settings.start_timeout)
-        say(f"{component.name}: healthy")
-
-    def _configure_prefect(self, ctx: SiteContext, say: Progress) -> None:
-        """Blocks and deployments, before the worker and the watcher need them."""
-        from radflow.deployments import apply_site_deployments
-        from radflow.site.components import ensure_work_pool
-        from radflow.site.registration import register_site_blocks
-
-        ensure_work_pool(ctx)
-        register_site_blocks(ctx)
-        say("blocks: registered")
-        names = apply_site_deployments(ctx)
-        say(f"deployments: {', '.join(names)}")
+            say(f"{part.name}: starting")
+            part.start(ctx)
+        part.wait_healthy(ctx, self.settings.start_timeout)
+        say(f"{part.name}: healthy")
 
     def _stop_all(self, ctx: SiteContext) -> list[str]:
-        """Stop the Prefect chain (worker, then server) and Orthanc side by side."""
+        """Stop every component, dependents before what they depend on; components that no
+        running component depends on stop side by side."""
+        parts = site_components()
+        remaining = {p.name: p for p in parts}
+        stopped: list[str] = []
+        while remaining:
+            needed = {d for p in remaining.values() for d in p.depends_on}
+            wave = [p for name, p in remaining.items() if name not in needed] or \
+                list(remaining.values())
+            with ThreadPoolExecutor(max_workers=len(wave)) as pool:
+                results = list(pool.map(lambda p: p.process(ctx).stop(), wave))
+            stopped += [p.name for p, was in zip(wave, results, strict=True) if was]
+            for p in wave:
+                remaining.pop(p.name)
+        return stopped
 
-        def stop_chain(chain: list[Component]) -> list[str]:
-            return [c.name for c in chain if c.process(ctx).stop()]
-
-        prefect_chain = [c for c in reversed(COMPONENTS) if c.name != "orthanc"]  # watcher first
-        orthanc = [c for c in COMPONENTS if c.name == "orthanc"]
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            results = list(pool.map(stop_chain, [prefect_chain, orthanc]))
-        return [name for chain in results for name in chain]
-
-    def restart(self, name: str, component: str) -> ComponentStatus:
+    def restart(self, name: str, part_name: str) -> ComponentStatus:
         """Stop and start one component of a running site, and wait until it is healthy."""
         ctx = self.context(name)
-        match = [c for c in COMPONENTS if c.name == component]
-        if not match:
-            raise ConfigurationError(
-                f"unknown component {component!r}",
-                fix=f"use one of {', '.join(c.name for c in COMPONENTS)}")
-        match[0].process(ctx).stop()
-        match[0].start(ctx)
-        match[0].wait_healthy(ctx, self.settings.start_timeout)
-        return match[0].status(ctx)
+        part = component(part_name)
+        part.process(ctx).stop()
+        part.start(ctx)
+        part.wait_healthy(ctx, self.settings.start_timeout)
+        return part.status(ctx)
 
     def down(self, name: str) -> list[str]:
         """Stop every component of the site; returns the names of those that were running."""
@@ -250,5 +250,5 @@ class SiteManager:
     def status(self, name: str) -> SiteStatus:
         """Probe each component of the site."""
         ctx = self.context(name)
-        components = [c.status(ctx) for c in COMPONENTS]
+        components = [c.status(ctx) for c in site_components()]
         return SiteStatus(name, _overall(components), ctx.paths.root, components)

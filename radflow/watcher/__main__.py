@@ -19,17 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call is noise
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
-    from radflow.deployments import SITE_DEPLOYMENTS, deployment_name
     from radflow.site import SiteManager
-    from radflow.watcher.core import Watcher, WatcherConfig
+    from radflow.watcher.core import watcher_for
 
     try:
         ctx = SiteManager().context(args.site)
-        watcher = Watcher(ctx.orthanc_client(timeout=30), ctx.catalog_url,
-                          deployment_name(SITE_DEPLOYMENTS[0], args.site), args.site,
-                          heartbeat=ctx.paths.run / "watcher.json",
-                          config=WatcherConfig(stable_age_seconds=ctx.config.stable_age))
-        watcher.run_forever()
+        watcher_for(ctx, heartbeat=True).run_forever()
     except KeyboardInterrupt:
         return 0
     except RadflowError as exc:

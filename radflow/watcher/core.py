@@ -12,14 +12,17 @@ Guarantees (each tested by restarting a component mid-stream):
   past the stable age. It also reconciles Orthanc with the catalog when it starts, whenever
   Orthanc comes back after being unreachable, and every few minutes.
 * Nothing is ingested twice. A series in a given state (Orthanc's ``LastUpdate`` and its
-  instance count) is requested once (a unique constraint). Requests are grouped into numbered batches, and a batch is
-  submitted with the idempotency key ``ingest-batch-<n>``: however often a submission is
-  retried (Prefect down, watcher killed before it recorded the run), Prefect creates one run.
+  instance count) is requested once (a unique constraint). Ingest runs are started with the
+  idempotency key ``ingest-run-<n>``, ``n`` counted in the catalog: however often a start is
+  retried (Prefect down, watcher killed before it recorded the run), Prefect creates one run;
+  each run claims requests in numbered batches until it is idle.
+
+The loop itself (heartbeat, Orthanc and Prefect up/down, the failure policy) is
+:class:`radflow.service.ServiceLoop`, which the site agent reuses.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -34,8 +37,11 @@ from radflow.catalog import outbox
 from radflow.catalog.db import get_engine, session_scope
 from radflow.catalog.models import IngestRequest, Series, SettlingSeries, WatcherState, utcnow
 from radflow.catalog.store import delete_series
+from radflow.enums import RequestStatus
 from radflow.errors import OrthancError
 from radflow.orthanc.client import OrthancClient, series_state
+from radflow.prefect_api import PrefectApi
+from radflow.service import ServiceLoop
 from radflow.watcher.runs import RunKeeper
 
 logger = logging.getLogger("radflow.watcher")
@@ -52,81 +58,71 @@ class WatcherConfig:
     recount_seconds: float = 5.0  # how often to compare counts (to notice deletions)
 
 
-class Watcher:
+class Watcher(ServiceLoop):
     """Follow one site's Orthanc and keep its catalog current through ingest flow runs.
 
     Args:
         orthanc: client of the site's Orthanc.
         catalog_url: the site catalog.
+        prefect: typed client of the site's Prefect server.
         deployment: full name of the ingest deployment, e.g. ``ingest/lab``.
         site: the site name (passed to the flow runs).
         heartbeat: file the watcher rewrites every loop (read by `radflow site status`).
     """
 
-    def __init__(self, orthanc: OrthancClient, catalog_url: str, deployment: str, site: str,
-                 heartbeat: Any = None, config: WatcherConfig | None = None) -> None:
+    def __init__(self, orthanc: OrthancClient, catalog_url: str, prefect: PrefectApi,
+                 deployment: str, site: str, heartbeat: Any = None,
+                 config: WatcherConfig | None = None) -> None:
+        self.config = config or WatcherConfig()
+        super().__init__("watcher", heartbeat, self.config.poll_seconds,
+                         dependencies=("orthanc", "prefect"))
         self.orthanc = orthanc
         self.catalog_url = catalog_url
-        self.deployment = deployment
         self.site = site
-        self.heartbeat = heartbeat
-        self.config = config or WatcherConfig()
-        self.runs = RunKeeper(catalog_url, deployment, site, self.config.retry_after_seconds)
-        self._orthanc_up = True
-        self._prefect_up = True
+        self.runs = RunKeeper(catalog_url, prefect, deployment, site,
+                              self.config.retry_after_seconds)
         self._last_check = 0.0
         self._last_settling_check = 0.0
         self._last_reconcile = 0.0
         self._needs_reconcile = True
-        get_engine(catalog_url)  # creates the schema if needed
+        self.on_up("orthanc", self._orthanc_back)
+        get_engine(catalog_url)  # creates or upgrades the schema if needed
 
     # -- the loop ------------------------------------------------------------------------------
-    def run_forever(self) -> None:
-        logger.info("watching %s for site %s", self.orthanc.url, self.site)
-        while True:
-            self.step()
-            time.sleep(self.config.poll_seconds)
+    def tick(self) -> None:
+        """One pass: follow changes, reconcile if due, start ingest runs, check them."""
+        self.guard("orthanc", self._follow)
+        self.guard("prefect", self._runs)
 
-    def step(self) -> None:
-        """One pass: follow changes, reconcile if due, submit batches, check runs."""
-        try:
-            self.follow_changes()
-            now = time.monotonic()
-            if now - self._last_settling_check > 2.0:
-                self._last_settling_check = now
-                self.check_settling()
-            if self._needs_reconcile or now - self._last_reconcile > self.config.reconcile_seconds \
-                    or (now - self._last_reconcile > self.config.recount_seconds and self._counts_differ()):
-                self.reconcile()
-            self._set_orthanc(True)
-        except OrthancError as exc:
-            if exc.status is not None:
-                raise
-            self._set_orthanc(False)
-        try:
-            self.runs.ensure_runner()
-            if time.monotonic() - self._last_check > self.config.check_seconds:
-                self._last_check = time.monotonic()
-                self.runs.check()
-            self._set_prefect(True)
-        except Exception as exc:
-            self._set_prefect(False, exc)
-        self._beat()
+    def _follow(self) -> None:
+        self.follow_changes()
+        now = time.monotonic()
+        if now - self._last_settling_check > 2.0:
+            self._last_settling_check = now
+            self.check_settling()
+        if self._needs_reconcile or now - self._last_reconcile > self.config.reconcile_seconds \
+                or (now - self._last_reconcile > self.config.recount_seconds
+                    and self._counts_differ()):
+            self.reconcile()
 
-    def _set_orthanc(self, up: bool) -> None:
-        if up and not self._orthanc_up:
-            logger.info("Orthanc is reachable again: reconciling")
-            self._needs_reconcile = True
-        elif not up and self._orthanc_up:
-            logger.warning("Orthanc is unreachable; retrying")
-        self._orthanc_up = up
+    def _runs(self) -> None:
+        self.runs.ensure_runner()
+        if time.monotonic() - self._last_check > self.config.check_seconds:
+            self._last_check = time.monotonic()
+            self.runs.check()
 
-    def _set_prefect(self, up: bool, exc: Exception | None = None) -> None:
-        if not up and self._prefect_up:
-            logger.warning("cannot submit ingest runs (%s); retrying", type(exc).__name__)
-        elif up and not self._prefect_up:
-            logger.info("Prefect is reachable again")
-        self._prefect_up = up
+    def _orthanc_back(self) -> None:
+        self.logger.info("Orthanc is back: reconciling")
+        self._needs_reconcile = True
+
+    def detail(self) -> dict[str, Any]:
+        with session_scope(self.catalog_url) as session:
+            counts = outbox.counts(session)
+            state = session.get(WatcherState, CURSOR)
+        queued = counts.get(RequestStatus.PENDING, 0) + counts.get(RequestStatus.BATCHED, 0)
+        cursor = state.last_seq if state else 0
+        return {"cursor": cursor, "requests": counts,
+                "detail": f"cursor {cursor}, {queued} series queued"}
 
     # -- Orthanc -> requests -------------------------------------------------------------------
     def follow_changes(self) -> int:
@@ -184,7 +180,7 @@ class Watcher:
         deleted in Orthanc (its change log does not record deletions)."""
         with session_scope(self.catalog_url) as session:
             busy = session.exec(select(func.count()).select_from(IngestRequest).where(
-                col(IngestRequest.status).in_(["pending", "batched"]))).one()
+                col(IngestRequest.status).in_([RequestStatus.PENDING, RequestStatus.BATCHED]))).one()
             settling = session.exec(select(func.count()).select_from(SettlingSeries)).one()
             if busy or settling:
                 return False
@@ -240,16 +236,12 @@ class Watcher:
             logger.info("reconcile: %d series requested, %d removed from the catalog", added, removed)
         return {"requested": added, "removed": removed}
 
-    # -- health --------------------------------------------------------------------------------
-    def _beat(self) -> None:
-        if self.heartbeat is None:
-            return
-        with session_scope(self.catalog_url) as session:
-            counts = outbox.counts(session)
-            state = session.get(WatcherState, CURSOR)
-        body = {"time": time.time(), "cursor": state.last_seq if state else 0,
-                "orthanc": "up" if self._orthanc_up else "down",
-                "prefect": "up" if self._prefect_up else "down", "requests": counts}
-        tmp = self.heartbeat.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body))
-        tmp.replace(self.heartbeat)
+
+def watcher_for(ctx: Any, heartbeat: bool = False) -> Watcher:
+    """The watcher of a site (its Orthanc, catalog, Prefect server and ingest deployment)."""
+    from radflow.plugins import deployment_name
+
+    return Watcher(ctx.orthanc_client(timeout=30), ctx.catalog_url, ctx.prefect(),
+                   deployment_name("ingest", ctx.name), ctx.name,
+                   heartbeat=ctx.paths.run / "watcher.json" if heartbeat else None,
+                   config=WatcherConfig(stable_age_seconds=ctx.config.stable_age))

@@ -15,61 +15,52 @@ from datetime import timedelta
 from radflow.catalog import outbox
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import WatcherState, utcnow
+from radflow.enums import RequestStatus
+from radflow.prefect_api import LIVE, PrefectApi
 
 logger = logging.getLogger("radflow.watcher")
 RUNS = "ingest-runs"
-LIVE = {"SCHEDULED", "PENDING", "RUNNING", "PAUSED"}
-FAILED = {"FAILED", "CRASHED", "CANCELLED", "CANCELLING"}
 
 
 class RunKeeper:
     """Start ingest runs when needed; release what finished runs left claimed."""
 
-    def __init__(self, catalog_url: str, deployment: str, site: str, retry_after: float) -> None:
+    def __init__(self, catalog_url: str, prefect: PrefectApi, deployment: str, site: str,
+                 retry_after: float) -> None:
         self.catalog_url = catalog_url
+        self.prefect = prefect
         self.deployment = deployment
         self.site = site
         self.retry_after = retry_after
-        self._deployment_id = None
-
-    def _client(self):
-        from prefect.client.orchestration import get_client
-
-        return get_client(sync_client=True)
 
     def ensure_runner(self) -> str | None:
         """Start an ingest run if requests are pending and none is live; returns its id."""
         with session_scope(self.catalog_url) as session:
-            if not outbox.counts(session).get("pending"):
+            if not outbox.counts(session).get(RequestStatus.PENDING):
                 return None
             state = session.get(WatcherState, RUNS) or WatcherState(name=RUNS)
             active, number = state.active_run, state.runs_started + 1
-        with self._client() as client:
-            if active and client.read_flow_run(active).state.type.value in LIVE:
-                return active
-            if self._deployment_id is None:
-                self._deployment_id = client.read_deployment_by_name(self.deployment).id
-            run = client.create_flow_run_from_deployment(
-                self._deployment_id, parameters={"site": self.site},
-                idempotency_key=f"ingest-run-{number}", tags=["radflow", "ingest"])
+        if active and self.prefect.flow_run(active).state in LIVE:
+            return active
+        run = self.prefect.create_flow_run(self.deployment, {"site": self.site},
+                                           idempotency_key=f"ingest-run-{number}",
+                                           tags=("radflow", "ingest"))
         with session_scope(self.catalog_url) as session:
             state = session.get(WatcherState, RUNS) or WatcherState(name=RUNS)
-            state.runs_started, state.active_run, state.updated_at = number, str(run.id), utcnow()
+            state.runs_started, state.active_run, state.updated_at = number, run.id, utcnow()
             session.add(state)
         logger.info("started ingest run %s (%s)", run.name, run.id)
-        return str(run.id)
+        return run.id
 
     def check(self) -> None:
         """Release requests held by runs that ended; re-queue failed requests after a delay."""
         with session_scope(self.catalog_url) as session:
             holding = outbox.open_runs(session)
         ended = {}
-        if holding:
-            with self._client() as client:
-                for run_id in holding:
-                    state = client.read_flow_run(run_id).state
-                    if state is not None and state.type.value not in LIVE:
-                        ended[run_id] = f"ingest run ended {state.type.value.lower()}: {state.message}"
+        for run_id in holding:
+            run = self.prefect.flow_run(run_id)
+            if run.state not in LIVE:
+                ended[run_id] = f"ingest run ended {run.state.lower()}: {run.message}"
         with session_scope(self.catalog_url) as session:
             for run_id, error in ended.items():
                 if outbox.release(session, run_id, error):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from radflow.plugins import Plugin, Resources, TaskSpec, distribution_version
-from radflow.types import SegmentationRef, SeriesRef
+from radflow.sdk import Plugin
 from radflow_nnunet.block import NnUNetModel
 from radflow_nnunet.tasks import segment_series
 
@@ -18,20 +17,17 @@ def setup_site(ctx: Any) -> None:
         NnUNetModel(**model.block_fields()).save(model.name, overwrite=True)
 
 
+def _version() -> str:
+    from radflow.plugins import distribution_version
+
+    return distribution_version("radflow-nnunet")
+
+
 plugin = Plugin(
     name="nnunet",
-    version=distribution_version("radflow-nnunet"),
+    version=_version(),
     description="nnU-Net v2 segmentation of a series, stored as DICOM SEG",
-    tasks=(
-        TaskSpec(
-            name="segment",
-            task=segment_series,
-            inputs={"series": SeriesRef, "model": str},
-            output=SegmentationRef,
-            description="series -> nnU-Net -> DICOM SEG (coded anatomy, deterministic UIDs) -> Orthanc",
-            resources=Resources(cpus=2, memory_gb=4, gpu="optional"),
-        ),
-    ),
+    tasks=(segment_series,),
     blocks=(NnUNetModel,),
     setup_site=setup_site,
 )

@@ -1,27 +1,23 @@
 """A label volume as a DICOM Segmentation (highdicom): coded anatomy per segment, the model as
-algorithm identification, references to every source image, deterministic UIDs."""
+algorithm identification, references to every source image, the display colour of each segment
+(the colour of radflow's overlays), UIDs given by the result key."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from radflow.anatomy import ANATOMICAL_STRUCTURE
-from radflow.imaging import derived_uid
+from radflow.sdk import ANATOMICAL_STRUCTURE, ConfigurationError, EmptyResult
 
 SEG_SERIES_NUMBER = 9001
 MANUFACTURER = "radflow"
 
 
-def seg_uids(source_series_uid: str, model_name: str, model_version: str) -> tuple[str, str]:
-    """(series UID, SOP instance UID) of the SEG made from a series by a model version."""
-    base = ("seg", source_series_uid, model_name, model_version)
-    return derived_uid(*base, "series"), derived_uid(*base, "instance")
-
-
 def write_seg(source: list[Any], labels: np.ndarray, label_specs: dict[str, dict[str, str]],
-              model_name: str, model_version: str) -> tuple[Any, dict[int, str]]:
+              model_name: str, model_version: str, *, series_uid: str, instance_uid: str,
+              uid: Callable[..., str]) -> Any:
     """Build the SEG dataset.
 
     Args:
@@ -30,31 +26,46 @@ def write_seg(source: list[Any], labels: np.ndarray, label_specs: dict[str, dict
         label_specs: label value (as text) -> ``{"name", "code", "scheme", "meaning"}``.
         model_name: algorithm name (the model).
         model_version: algorithm version.
+        series_uid: the SEG's SeriesInstanceUID (from the result key).
+        instance_uid: its SOPInstanceUID (from the result key).
+        uid: makes more deterministic UIDs (segment tracking UIDs).
 
     Returns:
-        (the Segmentation dataset, segment number -> label name). Labels absent from the
-        volume get no segment; segment numbers are consecutive from 1.
+        The Segmentation dataset. Labels absent from the volume get no segment; segment numbers
+        are consecutive from 1.
+
+    Raises:
+        EmptyResult: the model found none of its structures in the series.
+        ConfigurationError: a label value has no description in the model.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
 
     from radflow import __version__
+    from radflow_nnunet.thumbnail import segment_colour
 
     if labels.shape[0] != len(source):
-        raise ValueError(f"{labels.shape[0]} label slices for {len(source)} source images")
+        raise ConfigurationError(f"{labels.shape[0]} label slices for {len(source)} source images",
+                                 fix="the model must return a label volume on the image's grid")
     present = [int(v) for v in np.unique(labels) if v != 0]
     unknown = [v for v in present if str(v) not in label_specs]
     if unknown:
-        raise ValueError(f"label values {unknown} have no description in the model")
+        raise ConfigurationError(f"label values {unknown} have no description in the model",
+                                 fix="describe every label in the model's radflow-model.json")
+    if not present:
+        raise EmptyResult(
+            f"the model {model_name} found none of its structures "
+            f"({', '.join(s['name'] for s in label_specs.values())}) in series "
+            f"{source[0].SeriesInstanceUID}",
+            fix="check that the series shows the anatomy the model segments")
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model_name, version=model_version, family=codes.cid7162.ArtificialIntelligence)
     remapped = np.zeros(labels.shape, dtype=np.uint8)
-    descriptions, segments = [], {}
+    descriptions = []
     for number, value in enumerate(present, start=1):
         spec = label_specs[str(value)]
         remapped[labels == value] = number
-        segments[number] = spec["name"]
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=spec["name"],
@@ -62,14 +73,11 @@ def write_seg(source: list[Any], labels: np.ndarray, label_specs: dict[str, dict
             segmented_property_type=Code(spec["code"], spec["scheme"], spec["meaning"]),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
-            tracking_uid=derived_uid("segment", source[0].SeriesInstanceUID, model_name,
-                                     model_version, str(value)),
+            tracking_uid=uid("segment", str(value)),
             tracking_id=f"{spec['name']} ({model_name})",
+            display_color=hd.color.CIELabColor.from_rgb(*segment_colour(value)),
         ))
-    if not descriptions:
-        raise ValueError("the model found none of its structures in this series")
-    series_uid, instance_uid = seg_uids(source[0].SeriesInstanceUID, model_name, model_version)
-    seg = hd.seg.Segmentation(
+    return hd.seg.Segmentation(
         source_images=source,
         pixel_array=remapped,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -88,4 +96,3 @@ def write_seg(source: list[Any], labels: np.ndarray, label_specs: dict[str, dict
         series_description=f"SEG {model_name} {model_version}"[:64],
         omit_empty_frames=True,
     )
-    return seg, segments

@@ -10,6 +10,12 @@ import numpy as np
 COLOURS = [(230, 80, 60), (60, 180, 75), (70, 130, 230), (240, 200, 40), (170, 90, 200)]
 
 
+def segment_colour(label_value: int) -> tuple[int, int, int]:
+    """The RGB colour of a label in radflow's overlays (also the SEG's recommended display
+    colour, so 3D Slicer and OHIF show the same colours)."""
+    return COLOURS[(int(label_value) - 1) % len(COLOURS)]
+
+
 def overlay_png(volume: np.ndarray, labels: np.ndarray, size: int = 160) -> str:
     """Base64 PNG of the axial slice with the most labelled voxels, CT window 40/400."""
     from PIL import Image
@@ -22,7 +28,7 @@ def overlay_png(volume: np.ndarray, labels: np.ndarray, size: int = 160) -> str:
         if value == 0:
             continue
         mask = labels[k] == value
-        rgb[mask] = 0.55 * rgb[mask] + 0.45 * np.array(COLOURS[(int(value) - 1) % len(COLOURS)])
+        rgb[mask] = 0.55 * rgb[mask] + 0.45 * np.array(segment_colour(value))
     image = Image.fromarray(rgb.astype(np.uint8)).resize((size, size))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

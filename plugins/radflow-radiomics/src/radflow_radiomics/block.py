@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from radflow.errors import ConfigurationError
+from radflow.hashing import short_hash
+from radflow.sdk import ConfigurationError
 
 DEFAULT_CLASSES = {"shape": [], "firstorder": [], "glcm": []}
 
@@ -57,8 +56,7 @@ class RadiomicsParams(Block):
 
     def version_hash(self) -> str:
         """``params-<12 hex>``: part of the SR's cache key (other settings, other results)."""
-        canonical = json.dumps(self.to_pyradiomics(), sort_keys=True, separators=(",", ":"))
-        return "params-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        return "params-" + short_hash(self.to_pyradiomics())
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RadiomicsParams:

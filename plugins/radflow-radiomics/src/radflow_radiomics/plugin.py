@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from radflow.plugins import Plugin, Resources, TaskSpec, distribution_version
-from radflow.types import FeatureTable, SegmentationRef
+from radflow.sdk import Plugin
 from radflow_radiomics.block import RadiomicsParams
 from radflow_radiomics.tasks import quantify_segmentation
 
@@ -18,20 +17,17 @@ def setup_site(ctx: Any) -> None:
         RadiomicsParams().save("default")
 
 
+def _version() -> str:
+    from radflow.plugins import distribution_version
+
+    return distribution_version("radflow-radiomics")
+
+
 plugin = Plugin(
     name="radiomics",
-    version=distribution_version("radflow-radiomics"),
+    version=_version(),
     description="pyradiomics features per segment of a SEG, stored as DICOM SR TID 1500",
-    tasks=(
-        TaskSpec(
-            name="quantify",
-            task=quantify_segmentation,
-            inputs={"seg": SegmentationRef, "params": str},
-            output=FeatureTable,
-            description="SEG -> pyradiomics per segment -> DICOM SR (TID 1500) -> Orthanc + catalog",
-            resources=Resources(cpus=1, memory_gb=2),
-        ),
-    ),
+    tasks=(quantify_segmentation,),
     blocks=(RadiomicsParams,),
     setup_site=setup_site,
 )

@@ -1,32 +1,46 @@
-"""The radiomics plugin's task: a SEG -> pyradiomics per segment -> DICOM SR -> Orthanc + catalog."""
+"""The radiomics plugin's producer: a SEG -> pyradiomics per segment -> a DICOM SR with its
+feature table. Core caches, stores, records and versions both (``radflow.sdk.producer``)."""
 
 from __future__ import annotations
 
-import io
-import json
-import warnings
 from typing import Any
 
-from prefect import task
-from radflow.tasks.retry import retry_unless_bad_input
-
-from radflow.catalog.db import session_scope
-from radflow.catalog.results import feature_table, find_result, record_result, replace_features
-from radflow.errors import DicomInputError, RadflowError
-from radflow.imaging import Volume, load_volume
-from radflow.runtime import site_runtime
-from radflow.types import FeatureTable, ReportRef, SegmentationRef
+from radflow.sdk import (
+    Algorithm,
+    DicomInputError,
+    ProducerContext,
+    Resources,
+    SegmentationRef,
+    Volume,
+    producer,
+)
 from radflow_radiomics.block import RadiomicsParams
 
 
 def resolve_params(name: str) -> RadiomicsParams:
-    """The params block from the site's Prefect server; ``default`` also works without one."""
+    """The params block from the site's Prefect server; ``default`` also works without one.
+
+    Raises:
+        ConfigurationError: no such parameters block.
+    """
+    from radflow.sdk import ConfigurationError
+
     try:
         return RadiomicsParams.load(name)
-    except (ValueError, RuntimeError):
+    except (ValueError, RuntimeError) as exc:
         if name == "default":
             return RadiomicsParams()
-        raise
+        raise ConfigurationError(f"no radiomics parameters named {name!r} on this site",
+                                 fix="save them as a RadiomicsParams block (see "
+                                     "RadiomicsParams.from_yaml), or use 'default'") from exc
+
+
+def identify(params: str = "default") -> Algorithm:
+    """pyradiomics (its version) and the hash of the extraction parameters."""
+    from importlib.metadata import version
+
+    spec = resolve_params(params)
+    return Algorithm("pyradiomics", version("pyradiomics"), spec.to_pyradiomics(), resolved=spec)
 
 
 def segment_masks(seg: Any, volume: Volume) -> dict[int, tuple[str, Any]]:
@@ -57,53 +71,24 @@ def segment_masks(seg: Any, volume: Volume) -> dict[int, tuple[str, Any]]:
     return masks
 
 
-def quantify(volume: Volume, seg: Any, params: RadiomicsParams) -> tuple[FeatureTable, Any]:
-    """Features of every segment and the SR that carries them (no storing)."""
+@producer("SR", name="quantify", identify=identify, resources=Resources(cpus=1, memory_gb=2))
+def quantify_segmentation(ctx: ProducerContext, seg: SegmentationRef,
+                          params: str = "default") -> Any:
+    """SEG -> pyradiomics per segment -> DICOM SR (TID 1500, IBSI codes) + feature table"""
     import radiomics
 
+    from radflow.sdk import Derived
     from radflow_radiomics.features import extract
     from radflow_radiomics.sr import write_sr
 
-    masks = segment_masks(seg, volume)
-    table = extract(volume.image, masks, params.to_pyradiomics(), volume.ref.series_uid)
-    sr = write_sr(volume.datasets, seg, table, params.version_hash(), radiomics.__version__)
-    return table, sr
-
-
-@task(name="quantify", retries=2, retry_delay_seconds=[5, 20],
-      retry_condition_fn=retry_unless_bad_input, task_run_name="quantify-{seg.source.orthanc_id}")
-def quantify_segmentation(seg: SegmentationRef, params: str = "default", site: str | None = None,
-                          force: bool = False) -> tuple[ReportRef, FeatureTable]:
-    """pyradiomics features per segment of a SEG, stored as DICOM SR (TID 1500) in Orthanc and
-    as rows of the catalog's feature table. Deterministic UIDs: a re-run stores nothing new."""
-    import pydicom
-
-    rt = site_runtime(site)
-    spec = resolve_params(params)
-    version = spec.version_hash()
-    with session_scope(rt.catalog_url) as session:
-        done = find_result(session, "SR", seg.source.series_uid, "pyradiomics", version)
-        if done is not None and not force and json.loads(done.detail).get("seg") == seg.sop_instance_uid:
-            try:
-                rt.orthanc.resource("instances", done.orthanc_id)
-                return _ref(done, seg), feature_table(session, [seg.source.series_uid])
-            except RadflowError:
-                pass  # deleted from Orthanc since: compute again
-    volume = load_volume(rt.orthanc, seg.source)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        seg_ds = pydicom.dcmread(io.BytesIO(rt.orthanc.instance_file(seg.orthanc_id)))
-    table, sr = quantify(volume, seg_ds, spec)
-    stored = rt.orthanc.store_dataset(sr)
-    with session_scope(rt.catalog_url) as session:
-        row = record_result(session, kind="SR", source_series_uid=seg.source.series_uid,
-                            algorithm="pyradiomics", version=version, orthanc_id=stored.instance_id,
-                            sop_instance_uid=sr.SOPInstanceUID, series_uid=sr.SeriesInstanceUID,
-                            detail={"seg": seg.sop_instance_uid, "features": len(table.rows)})
-        replace_features(session, row, table)
-        return _ref(row, seg), table
-
-
-def _ref(row: Any, seg: SegmentationRef) -> ReportRef:
-    return ReportRef(orthanc_id=row.orthanc_id, sop_instance_uid=row.sop_instance_uid,
-                     series_uid=row.series_uid, segmentation=seg)
+    spec: RadiomicsParams = ctx.algorithm.resolved
+    volume = ctx.volume(seg.source)
+    with ctx.timer("read_seg"):
+        seg_ds = ctx.dicom(seg)
+    with ctx.timer("features"):
+        masks = segment_masks(seg_ds, volume)
+        table = extract(volume.image, masks, spec.to_pyradiomics(), seg.source.series_uid)
+    with ctx.timer("encode"):
+        sr = write_sr(volume.datasets, seg_ds, table, spec.version_hash(), radiomics.__version__,
+                      series_uid=ctx.series_uid, instance_uid=ctx.instance_uid, uid=ctx.uid)
+    return Derived(dataset=sr, features=table)

@@ -1,4 +1,5 @@
-"""``radflow model``: nnU-Net models (needs the radflow-nnunet plugin)."""
+"""``radflow model``: nnU-Net models. The nnU-Net plugin contributes this command group to the
+``radflow`` command (entry point group ``radflow.cli``)."""
 
 from __future__ import annotations
 
@@ -8,24 +9,19 @@ from pathlib import Path
 
 import typer
 
-from radflow.cli.common import console, print_json
-from radflow.errors import PluginNotFound
+from radflow.cli.common import JSON, console, print_json, report
 
 app = typer.Typer(help="nnU-Net models: install, list, train the demo model.", no_args_is_help=True)
 
 
 def _models():
-    try:
-        from radflow_nnunet import models
-    except ImportError as exc:
-        raise PluginNotFound("the nnU-Net plugin is not installed",
-                             fix="ensure that `radflow-nnunet` is installed "
-                                 "(`pip install -e plugins/radflow-nnunet`)") from exc
+    from radflow_nnunet import models
+
     return models
 
 
 @app.command("list")
-def list_(json_out: bool = typer.Option(False, "--json")) -> None:
+def list_(json_out: bool = JSON) -> None:
     """Installed models (the built-in demo model and those from `radflow model install`)."""
     rows = [{"name": m.name, "version": m.version, "path": str(m.path), "builtin": m.builtin,
              "labels": {k: (v["value"] if isinstance(v, dict) else v)
@@ -43,19 +39,22 @@ def list_(json_out: bool = typer.Option(False, "--json")) -> None:
 
 @app.command()
 def install(zip_file: Path = typer.Argument(..., exists=True, help="nnU-Net model zip."),
-            name: str = typer.Option(None, help="Name to install it under.")) -> None:
+            name: str = typer.Option(None, help="Name to install it under."),
+            json_out: bool = JSON) -> None:
     """Install a model exported with `nnUNetv2_export_model_to_zip` (or `radflow model export`).
     Running sites get its block on their next `radflow site up`."""
     info = _models().install_zip(zip_file, name)
-    console.print(f"installed {info.name} {info.version} in {info.path}", highlight=False)
+    report(json_out, {"name": info.name, "version": info.version, "path": str(info.path)},
+           f"installed {info.name} {info.version} in {info.path}")
 
 
 @app.command()
-def export(name: str, out: Path = typer.Option(..., "--out", help="Zip file to write.")) -> None:
+def export(name: str, out: Path = typer.Option(..., "--out", help="Zip file to write."),
+           json_out: bool = JSON) -> None:
     """Write a model as an nnU-Net model zip."""
     models = _models()
     models.export_zip(models.get_model(name), out)
-    console.print(f"wrote {out}")
+    report(json_out, {"name": name, "zip": str(out)}, f"wrote {out}")
 
 
 @app.command("train-demo")
@@ -64,6 +63,7 @@ def train_demo(
                              "radflow-abdomen-demo)."),
     cases: int = typer.Option(20, help="Training phantoms."),
     epochs: int = typer.Option(40, help="Epochs of 30 iterations."),
+    json_out: bool = JSON,
 ) -> None:
     """Train radflow's small nnU-Net demo model on synthetic phantoms (about 15 minutes on two
     CPU cores), with nnU-Net's own planning, preprocessing and training."""
@@ -73,4 +73,8 @@ def train_demo(
     argv = [sys.executable, "-m", "radflow_nnunet.training", "--out", str(target),
             "--cases", str(cases), "--epochs", str(epochs)]
     _models()
+    if json_out:  # the trainer's progress goes to stderr; stdout holds only the JSON
+        code = subprocess.call(argv, stdout=sys.stderr)
+        print_json({"model_dir": str(target), "exit_code": code})
+        raise typer.Exit(code)
     raise typer.Exit(subprocess.call(argv))

@@ -1,0 +1,112 @@
+"""Create or upgrade a catalog database to radflow's schema (Alembic migrations).
+
+A new database gets every migration. A database made before migrations existed (radflow 0.1 up
+to commit 4f7e6ca: tables but no ``alembic_version``) is stamped as revision ``0001`` (its
+schema exactly) and upgraded in place, rows and all. `radflow site up` runs this for the site's
+catalog, and every process that opens a catalog runs it once.
+
+Example:
+    ```python
+    from radflow.catalog.migrate import upgrade, current_revision
+
+    upgrade("sqlite:////srv/radflow/sites/lab/catalog.db")
+    print(current_revision("sqlite:////srv/radflow/sites/lab/catalog.db"))  # '0002'
+    ```
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection, Engine
+
+from radflow.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+SCRIPTS = Path(__file__).parent / "migrations"
+BASELINE = "0001"
+
+
+def _config(connection: Connection):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPTS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head() -> str:
+    """The newest revision this radflow knows."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(SCRIPTS)).get_current_head()
+
+
+def current_revision(engine_or_url: Engine | str) -> str | None:
+    """The revision a database is at (None: empty or made before migrations)."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = _engine(engine_or_url)
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def _engine(engine_or_url: Engine | str) -> Engine:
+    if isinstance(engine_or_url, Engine):
+        return engine_or_url
+    from sqlalchemy import create_engine
+
+    return create_engine(engine_or_url)
+
+
+def upgrade(engine_or_url: Engine | str) -> str:
+    """Bring a catalog to the newest schema; returns the revision it is at.
+
+    Raises:
+        ConfigurationError: the database is newer than this radflow (downgrade radflow's data or
+            upgrade radflow), or a migration failed (nothing is changed: each runs in a
+            transaction).
+    """
+    from alembic import command
+
+    engine = _engine(engine_or_url)
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if sqlite:  # table rebuilds must not trip foreign keys half-way
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            tables = set(inspect(connection).get_table_names())
+            config = _config(connection)
+            known = current_revision_of(connection)
+            if known is None and "series" in tables:
+                logger.info("catalog made before migrations: stamping revision %s", BASELINE)
+                command.stamp(config, BASELINE)
+                connection.commit()
+            elif known is not None and known not in _revisions():
+                raise ConfigurationError(
+                    f"the catalog {engine.url.render_as_string(hide_password=True)} is at schema "
+                    f"revision {known}, which this radflow does not know (newest: {head()})",
+                    fix="upgrade radflow to the version that wrote this catalog")
+            command.upgrade(config, "head")
+            connection.commit()
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
+    return head()
+
+
+def current_revision_of(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {s.revision for s in ScriptDirectory(str(SCRIPTS)).walk_revisions()}

@@ -1,0 +1,23 @@
+"""The site catalog's tables, by domain:
+
+* :mod:`~radflow.catalog.models.mirror`: what Orthanc holds (patients, studies, series,
+  instances) and the findings about it. Identities follow Orthanc's: a row is keyed by its
+  Orthanc identifier, and DICOM UIDs are indexed, not unique (Orthanc keeps one StudyInstanceUID
+  under two patients as two studies, and so does the catalog; the conflict is a finding).
+* :mod:`~radflow.catalog.models.ingest`: the change watcher's cursor and its ingest queue.
+* :mod:`~radflow.catalog.models.results`: derived results (SEG, SR, feature tables) with their
+  keys, statuses and lineage, and the feature values.
+* :mod:`~radflow.catalog.models.cohorts`: saved cohorts and the membership pinned by runs.
+
+The schema is created and upgraded by Alembic migrations (:mod:`radflow.catalog.migrate`).
+"""
+
+from radflow.catalog.models.base import utcnow
+from radflow.catalog.models.cohorts import CohortPin, CohortRecord
+from radflow.catalog.models.ingest import IngestRequest, SettlingSeries, WatcherState
+from radflow.catalog.models.mirror import Finding, Instance, Patient, Series, Study
+from radflow.catalog.models.results import DerivedResult, FeatureValue
+
+__all__ = ["CohortPin", "CohortRecord", "DerivedResult", "FeatureValue", "Finding",
+           "IngestRequest", "Instance", "Patient", "Series", "SettlingSeries", "Study",
+           "WatcherState", "utcnow"]

@@ -1,0 +1,20 @@
+"""Helpers shared by the catalog's tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column
+
+from radflow.enums import StrEnumType
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def enum_column(enum: Any, *, default: Any = None, index: bool = False,
+                nullable: bool = False) -> Column:
+    """A VARCHAR column that stores a str-Enum's value and loads it back as the Enum."""
+    return Column(StrEnumType(enum), default=default, index=index, nullable=nullable)

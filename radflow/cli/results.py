@@ -1,0 +1,89 @@
+"""``radflow results``: the derived results of the site (SEG, SR...), their statuses and lineage."""
+
+from __future__ import annotations
+
+import getpass
+import json
+
+import typer
+
+from radflow.cli.common import JSON, SITE, console, emit_rows, print_json, site_catalog_url
+
+app = typer.Typer(help="Derived results: list them, see their lineage, change their status.",
+                  no_args_is_help=True)
+
+
+def _row(r) -> dict:
+    return {"id": r.id, "kind": r.kind.value, "status": r.status.value,
+            "source_series_uid": r.source_series_uid, "algorithm": r.algorithm,
+            "version": r.version, "params_hash": r.params_hash, "series_uid": r.series_uid,
+            "orthanc_id": r.orthanc_id, "parent_id": r.parent_id,
+            "derived_from_id": r.derived_from_id, "status_by": r.status_by,
+            "status_reason": r.status_reason, "key": r.key, "updated_at": r.updated_at}
+
+
+@app.command("list")
+def list_(site: str | None = SITE,
+          series: str | None = typer.Option(None, help="Only those made from this "
+                                                       "SeriesInstanceUID."),
+          kind: str | None = typer.Option(None, help="SEG, SR..."),
+          status: str | None = typer.Option(None, help="draft, accepted, rejected, corrected, "
+                                                       "superseded."),
+          json_out: bool = JSON) -> None:
+    """The derived results, newest first."""
+    from sqlmodel import col, select
+
+    from radflow.catalog.db import session_scope
+    from radflow.catalog.models import DerivedResult
+    from radflow.enums import ResultKind, ResultStatus
+
+    query = select(DerivedResult).order_by(col(DerivedResult.id).desc())
+    if series:
+        query = query.where(DerivedResult.source_series_uid == series)
+    if kind:
+        query = query.where(DerivedResult.kind == ResultKind(kind.upper()))
+    if status:
+        query = query.where(DerivedResult.status == ResultStatus(status.lower()))
+    with session_scope(site_catalog_url(site)) as session:
+        rows = [_row(r) for r in session.exec(query)]
+    emit_rows(rows, json_out, lambda r: f"{r['id']:>5} {r['kind']:<4} {r['status']:<10} "
+              f"{r['algorithm']} {r['version']}  from {r['source_series_uid']}")
+
+
+@app.command()
+def show(result_id: int, site: str | None = SITE, json_out: bool = JSON) -> None:
+    """One result, with its lineage (the versions it corrects) and detail."""
+    from radflow.catalog.db import session_scope
+    from radflow.results import store
+
+    with session_scope(site_catalog_url(site)) as session:
+        row = store.get(session, result_id)
+        data = {**_row(row), "inputs": json.loads(row.inputs),
+                "detail": {k: v for k, v in json.loads(row.detail).items() if k != "thumbnail"},
+                "lineage": [_row(r) for r in store.lineage(session, result_id)]}
+    if json_out:
+        print_json(data)
+        return
+    console.print_json(json.dumps(data, default=str))
+
+
+@app.command("set-status")
+def set_status(result_id: int, status: str = typer.Argument(..., help="accepted, rejected, "
+                                                                      "corrected or superseded"),
+               reason: str | None = typer.Option(None, help="Why (kept with the result)."),
+               correction: int | None = typer.Option(None, help="For corrected: the result id "
+                                                                "of the corrected version."),
+               site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Change a result's status by hand (an admin's decision; clinicians decide on the
+    worklist). The user running the command is recorded."""
+    from radflow.catalog.db import session_scope
+    from radflow.results import store
+
+    with session_scope(site_catalog_url(site)) as session:
+        row = store.set_status(session, result_id, status, by=f"cli:{getpass.getuser()}",
+                               reason=reason, correction_id=correction)
+        data = _row(row)
+    if json_out:
+        print_json(data)
+    else:
+        console.print(f"result {result_id} is now {data['status']}", highlight=False)

@@ -1,0 +1,202 @@
+"""The one typed way radflow reaches a Prefect server from outside a flow run: health, work
+pools and workers, deployments, flow runs and their artifacts.
+
+Every failure becomes a :class:`~radflow.errors.RadflowError` with the fix: a server that does
+not answer is :class:`~radflow.errors.PrefectUnavailable` (transient), an error answer is a
+:class:`~radflow.errors.SiteError`. (Inside flow runs, flows use Prefect's own API.)
+
+Example:
+    ```python
+    from radflow.site import SiteManager
+
+    api = SiteManager().context("lab").prefect()
+    run = api.create_flow_run("segment-and-quantify/lab", {"cohort": "abdomen-ct"})
+    print(api.wait(run.id, timeout=600).state)
+    ```
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import requests
+
+from radflow.errors import ConfigurationError, PrefectUnavailable, SiteError
+
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+LIVE = {"SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"}
+
+
+@dataclass(frozen=True)
+class FlowRunInfo:
+    """A flow run as the server reports it."""
+
+    id: str
+    name: str
+    state: str  # COMPLETED, FAILED, RUNNING...
+    message: str | None = None
+    deployment_id: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "COMPLETED"
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any]) -> FlowRunInfo:
+        state = body.get("state") or {}
+        return cls(str(body["id"]), body.get("name", ""), state.get("type", "PENDING"),
+                   state.get("message"), body.get("deployment_id"))
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    name: str
+    status: str
+    last_heartbeat: datetime | None
+
+
+class PrefectApi:
+    """A typed client of one Prefect server's REST API.
+
+    Args:
+        api_url: e.g. ``http://127.0.0.1:4200/api``.
+        auth: the server's basic-auth user and password.
+        timeout: seconds per request.
+        site: the site name, for messages.
+    """
+
+    def __init__(self, api_url: str, auth: tuple[str, str], *, timeout: float = 30.0,
+                 site: str | None = None) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.timeout = timeout
+        self.site = site
+        self._session = requests.Session()
+        self._session.auth = auth
+
+    def __repr__(self) -> str:  # never shows the password
+        return f"PrefectApi({self.api_url!r})"
+
+    def _request(self, method: str, path: str, what: str, *, ok: tuple[int, ...] = (200, 201),
+                 **kwargs: Any) -> requests.Response:
+        url = f"{self.api_url}/{path.lstrip('/')}"
+        try:
+            answer = self._session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            where = f" of site {self.site!r}" if self.site else ""
+            up = f"radflow site up --site {self.site}" if self.site else "radflow site up"
+            raise PrefectUnavailable(
+                f"the Prefect server{where} at {self.api_url} did not answer ({what}: "
+                f"{type(exc).__name__})", fix=f"start the site (`{up}`) and try again") from exc
+        if answer.status_code in (401, 403):
+            raise SiteError(f"the Prefect server at {self.api_url} refused the credentials "
+                            f"({what})", fix="use the site's auth string "
+                                             "(`radflow site credentials`)")
+        if answer.status_code not in ok:
+            raise SiteError(f"{what} failed: HTTP {answer.status_code} {answer.text[:200]}",
+                            fix="read the Prefect server's log (`radflow site logs -c "
+                                "prefect-server`)")
+        return answer
+
+    # -- server ------------------------------------------------------------------------------
+    def version(self) -> str:
+        """The server's version (raises PrefectUnavailable when it does not answer)."""
+        return str(self._request("GET", "admin/version", "reading the version").json())
+
+    # -- work pools and workers --------------------------------------------------------------
+    def ensure_work_pool(self, name: str, pool_type: str = "process") -> bool:
+        """Create a work pool unless it exists; returns True if created."""
+        answer = self._request("POST", "work_pools/", f"creating work pool {name}",
+                               ok=(201, 409), json={"name": name, "type": pool_type})
+        return answer.status_code == 201
+
+    def workers(self, pool: str) -> dict[str, WorkerInfo]:
+        """The workers that polled a pool, by name."""
+        answer = self._request("POST", f"work_pools/{pool}/workers/filter",
+                               f"listing the workers of {pool}", ok=(200, 404), json={})
+        if answer.status_code == 404:
+            return {}
+        found = {}
+        for w in answer.json():
+            beat = w.get("last_heartbeat_time")
+            found[w["name"]] = WorkerInfo(w["name"], w.get("status", "?"),
+                                          datetime.fromisoformat(beat) if beat else None)
+        return found
+
+    # -- deployments and runs ----------------------------------------------------------------
+    def deployment_id(self, name: str) -> str:
+        """The id of a deployment ``flow-name/deployment-name``.
+
+        Raises:
+            ConfigurationError: no such deployment (the message names the fix).
+        """
+        flow, _, deployment = name.partition("/")
+        answer = self._request("GET", f"deployments/name/{flow}/{deployment}",
+                               f"reading deployment {name}", ok=(200, 404))
+        if answer.status_code == 404:
+            raise ConfigurationError(f"there is no deployment {name!r} on {self.api_url}",
+                                     fix="run `radflow site up` (it applies the site's "
+                                         "deployments), or check the flow's name")
+        return str(answer.json()["id"])
+
+    def create_flow_run(self, deployment: str, parameters: dict[str, Any] | None = None, *,
+                        idempotency_key: str | None = None,
+                        tags: tuple[str, ...] = ()) -> FlowRunInfo:
+        """Start a run of a deployment (``flow-name/deployment-name``)."""
+        body: dict[str, Any] = {"parameters": json.loads(json.dumps(parameters or {},
+                                                                    default=_plain)),
+                                "tags": list(tags)}
+        if idempotency_key:
+            body["idempotency_key"] = idempotency_key
+        answer = self._request("POST", f"deployments/{self.deployment_id(deployment)}/"
+                               "create_flow_run", f"starting a run of {deployment}", json=body)
+        return FlowRunInfo.from_api(answer.json())
+
+    def flow_run(self, run_id: str) -> FlowRunInfo:
+        return FlowRunInfo.from_api(self._request("GET", f"flow_runs/{run_id}",
+                                                  f"reading flow run {run_id}").json())
+
+    def wait(self, run_id: str, timeout: float, poll: float = 1.0) -> FlowRunInfo:
+        """Wait until a flow run ends (or the timeout passes; then it is returned as it is)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.flow_run(run_id)
+            if run.is_final or time.monotonic() > deadline:
+                return run
+            time.sleep(poll)
+
+    def artifacts(self, flow_run_id: str, key: str | None = None) -> list[dict[str, Any]]:
+        """The artifacts of a flow run (newest first), optionally only those with ``key``."""
+        filters: dict[str, Any] = {"flow_run_id": {"any_": [str(flow_run_id)]}}
+        if key:
+            filters["key"] = {"any_": [key]}
+        answer = self._request("POST", "artifacts/filter",
+                               f"reading the artifacts of flow run {flow_run_id}",
+                               json={"artifacts": filters, "sort": "CREATED_DESC"})
+        return answer.json()
+
+    def table_artifact(self, flow_run_id: str, key: str) -> list[dict[str, Any]]:
+        """The rows of the latest table artifact ``key`` of a flow run ([] if none)."""
+        found = self.artifacts(flow_run_id, key)
+        if not found:
+            return []
+        data = found[0]["data"]
+        return json.loads(data) if isinstance(data, str) else data
+
+    def flow_run_ui(self, run_id: str) -> str:
+        return f"{self.api_url.removesuffix('/api')}/runs/flow-run/{run_id}"
+
+
+def _plain(value: Any) -> Any:
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(value):
+        return asdict(value)
+    raise TypeError(f"cannot send a {type(value).__name__} as a flow parameter")

@@ -1,0 +1,122 @@
+"""The loop of a long-running site service (the change watcher; phase 6's site agent).
+
+A service repeats one ``tick`` forever. Around it the loop keeps what every service needs:
+
+* a heartbeat file, rewritten every tick, that `radflow site status` reads (its age says whether
+  the service is alive, its ``dependencies`` say what it waits for, ``detail`` what it does);
+* up/down tracking of what it depends on (Orthanc, Prefect, the hub), logged once per change;
+* one typed policy for failures (:meth:`ServiceLoop.guard`): a transient failure marks its
+  dependency down and the service carries on; a :class:`~radflow.errors.RadflowError` is logged
+  with its fix and kept in the heartbeat; anything else is logged with its traceback, and after
+  ``max_unexpected`` in a row the service exits (status 1) rather than spin.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from radflow.errors import RadflowError, is_transient
+
+T = TypeVar("T")
+
+
+class ServiceLoop:
+    """Base class of a site service.
+
+    Args:
+        name: the service's name (its logger is ``radflow.<name>``).
+        heartbeat: the file to rewrite every tick (None: no heartbeat).
+        interval: seconds to sleep between ticks.
+        dependencies: names of what it depends on, e.g. ``("orthanc", "prefect")``.
+    """
+
+    max_unexpected = 50
+
+    def __init__(self, name: str, heartbeat: Path | None = None, interval: float = 0.5,
+                 dependencies: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.heartbeat = heartbeat
+        self.interval = interval
+        self.logger = logging.getLogger(f"radflow.{name}")
+        self.up: dict[str, bool] = {d: True for d in dependencies}
+        self.last_error: str | None = None
+        self._unexpected = 0
+        self._on_up: dict[str, Callable[[], None]] = {}
+
+    # -- to override ---------------------------------------------------------------------------
+    def tick(self) -> None:
+        """One pass of the service's work."""
+        raise NotImplementedError
+
+    def detail(self) -> dict[str, Any]:
+        """What the heartbeat tells besides liveness (``detail``: one line for status)."""
+        return {}
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run_forever(self) -> None:
+        self.logger.info("%s started", self.name)
+        while True:
+            self.step()
+            time.sleep(self.interval)
+
+    def step(self) -> None:
+        """One tick, then the heartbeat. Unexpected errors are counted (see the module doc)."""
+        try:
+            self.tick()
+            self._unexpected = 0
+        except Exception as exc:  # a bug, not a dependency: logged; too many in a row, exit
+            self._unexpected += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.logger.exception("%s: unexpected error (%d in a row)", self.name,
+                                  self._unexpected)
+            if self._unexpected >= self.max_unexpected:
+                raise SystemExit(1) from exc
+        self.beat()
+
+    def on_up(self, dependency: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever ``dependency`` comes back after being down."""
+        self._on_up[dependency] = callback
+
+    def guard(self, dependency: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """Run ``fn`` against a dependency under the failure policy; None when it failed."""
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            if is_transient(exc):
+                self.mark(dependency, False, exc)
+                return None
+            if isinstance(exc, RadflowError):
+                if self.last_error != exc.message:
+                    self.logger.error("%s", exc)
+                self.last_error = exc.message
+                return None
+            raise
+        self.mark(dependency, True)
+        return result
+
+    def mark(self, dependency: str, up: bool, exc: BaseException | None = None) -> None:
+        """Record a dependency up or down (logged when it changes)."""
+        was = self.up.get(dependency, True)
+        self.up[dependency] = up
+        if was and not up:
+            reason = getattr(exc, "message", None) or type(exc).__name__
+            self.logger.warning("%s is unreachable (%s); retrying", dependency, reason)
+        elif up and not was:
+            self.logger.info("%s is reachable again", dependency)
+            if dependency in self._on_up:
+                self._on_up[dependency]()
+
+    def beat(self) -> None:
+        if self.heartbeat is None:
+            return
+        body = {"time": time.time(), "service": self.name, "last_error": self.last_error,
+                "dependencies": {k: "up" if v else "down" for k, v in self.up.items()},
+                **self.detail()}
+        tmp = self.heartbeat.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, default=str))
+        tmp.replace(self.heartbeat)

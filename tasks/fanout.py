@@ -1,0 +1,106 @@
+"""Run one case flow per series under a concurrency limit: a sliding window, each next case
+started as soon as one finishes (never waiting for a whole chunk).
+
+* ``inline``: each case is a subflow run inside a task of this flow run (threads of this
+  process): the model is loaded once and shared.
+* ``runs``: each case is its own flow run of the ``segment-and-quantify-case`` deployment, on
+  the site's work pool: it can suspend on its own (review steps), and survives this process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from radflow.tasks.pipeline_report import failed_row
+
+from radflow.errors import ConfigurationError
+from radflow.plugins import deployment_name
+from radflow.types import SeriesRef
+
+ISOLATIONS = ("inline", "runs")
+POLL_SECONDS = 0.5
+
+
+@task(name="case", task_run_name="case-{series.orthanc_id}", cache_policy=NO_CACHE)
+def inline_case(case_flow: Any, series: SeriesRef, options: dict[str, Any]) -> dict[str, Any]:
+    """One case as a subflow of this run."""
+    state = case_flow(series=series, **options, return_state=True)
+    return _row(state, series)
+
+
+def _row(state: Any, series: SeriesRef) -> dict[str, Any]:
+    try:
+        row = state.result(raise_on_failure=False)
+    except Exception as exc:  # the result could not be read back (e.g. not persisted)
+        row = exc
+    if isinstance(row, dict):
+        return row
+    reason = state.message or state.type.value
+    return failed_row(series, reason.split("\n")[0][:300])
+
+
+def run_cases(case_flow: Any, refs: list[SeriesRef], options: dict[str, Any], *,
+              max_parallel: int, isolation: str, site: str) -> list[dict[str, Any]]:
+    """Run the case flow for every series, at most ``max_parallel`` at a time; returns one row
+    per case, in the order of ``refs``.
+
+    Raises:
+        ConfigurationError: an unknown isolation, or ``max_parallel`` below 1.
+    """
+    if isolation not in ISOLATIONS:
+        raise ConfigurationError(f"isolation {isolation!r} is not one of {', '.join(ISOLATIONS)}",
+                                 fix="use 'inline' (fast, shared model) or 'runs' (review steps)")
+    if max_parallel < 1:
+        raise ConfigurationError(f"max_parallel must be at least 1, got {max_parallel}",
+                                 fix="e.g. max_parallel=2 on a two-core machine")
+    if isolation == "inline":
+        submit = lambda ref: inline_case.submit(case_flow, ref, options)  # noqa: E731
+        done = lambda f: f.state.is_final()  # noqa: E731
+        collect = lambda f, ref: f.result() if f.state.is_completed() else failed_row(  # noqa: E731
+            ref, f.state.message or "failed")
+        return _window(refs, max_parallel, submit, done, collect)
+    return _runs(case_flow, refs, options, max_parallel, site)
+
+
+def _window(refs: list[SeriesRef], limit: int, submit: Callable, done: Callable,
+            collect: Callable, on_progress: Callable[[int], None] | None = None) -> list[dict]:
+    rows: dict[int, dict[str, Any]] = {}
+    waiting = list(enumerate(refs))
+    running: dict[int, Any] = {}
+    while waiting or running:
+        while waiting and len(running) < limit:
+            index, ref = waiting.pop(0)
+            running[index] = submit(ref)
+        finished = [i for i, handle in running.items() if done(handle)]
+        for index in finished:
+            rows[index] = collect(running.pop(index), refs[index])
+        if not finished:
+            time.sleep(POLL_SECONDS)
+    return [rows[i] for i in range(len(refs))]
+
+
+def _runs(case_flow: Any, refs: list[SeriesRef], options: dict[str, Any], limit: int,
+          site: str) -> list[dict[str, Any]]:
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    name = deployment_name(case_flow.name, site)
+    logger = get_run_logger()
+    with get_client(sync_client=True) as client:
+        def submit(ref: SeriesRef) -> Any:
+            run = run_deployment(name, parameters={"series": ref, **options}, timeout=0,
+                                 as_subflow=True)
+            logger.info("case %s: flow run %s", ref.series_uid, run.name)
+            return run.id
+
+        def done(run_id: Any) -> bool:
+            return client.read_flow_run(run_id).state.is_final()
+
+        def collect(run_id: Any, ref: SeriesRef) -> dict[str, Any]:
+            return _row(client.read_flow_run(run_id).state, ref)
+
+        return _window(refs, limit, submit, done, collect)
