@@ -32,13 +32,13 @@ def direct(ctx, refs, model_name: str) -> float:
     import io
 
     import pydicom
+
+    from radflow.imaging import load_volume
     from radflow_nnunet.block import NnUNetModel
     from radflow_nnunet.models import get_model
     from radflow_nnunet.tasks import segment
     from radflow_radiomics.block import RadiomicsParams
     from radflow_radiomics.tasks import quantify
-
-    from radflow.imaging import load_volume
 
     model = NnUNetModel(**get_model(model_name).block_fields())
     orthanc = ctx.orthanc_client()
@@ -55,7 +55,6 @@ def direct(ctx, refs, model_name: str) -> float:
 
 def flow_run(ctx, uids: list[str], parallel: int) -> float:
     from radflow.flows.segment_quantify import segment_and_quantify
-
     from radflow.site.registration import site_prefect
 
     with site_prefect(ctx):
@@ -86,6 +85,7 @@ def kept_loaded(volumes: list, model_name: str) -> float:
 def cli_per_case(volumes: list, model_name: str, work: Path) -> float:
     """`nnUNetv2_predict` once per case, from nnU-Net's own results layout."""
     import torch
+
     from radflow_nnunet.models import get_model
 
     info = get_model(model_name)

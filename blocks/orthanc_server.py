@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
+
 from radflow.orthanc.client import OrthancClient
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
+
 from radflow.blocks.orthanc_server import OrthancServer
 
 

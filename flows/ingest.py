@@ -20,6 +20,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+
+from radflow.errors import RadflowError
 from radflow.tasks.ingest import (
     catalog_series,
     claim_requests,
@@ -27,8 +29,6 @@ from radflow.tasks.ingest import (
     record_failure,
 )
 from radflow.tasks.reports import ingest_report
-
-from radflow.errors import RadflowError
 
 REPORT_AFTER_IDLE = 3.0  # seconds without new work before the report is brought up to date
 

@@ -24,13 +24,13 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
-from radflow.tasks.fanout import run_cases
-from radflow.tasks.pipeline_report import case_row, failed_row, pipeline_report
-from radflow.tasks.selection import pin_series
 
 from radflow.errors import RadflowError
 from radflow.plugins import find_task
 from radflow.runtime import site_runtime
+from radflow.tasks.fanout import run_cases
+from radflow.tasks.pipeline_report import case_row, failed_row, pipeline_report
+from radflow.tasks.selection import pin_series
 from radflow.types import ReportRef, SegmentationRef, SeriesRef
 
 DEFAULT_MODEL = "radflow-abdomen-demo"

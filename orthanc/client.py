@@ -27,8 +27,9 @@ from typing import Any, TypeVar
 import requests
 from orthanc_api_client import OrthancApiClient
 from orthanc_api_client import exceptions as oac
+
 from radflow.errors import DicomInputError, OrthancError
-from radflow.orthanc.models import UploadResult, series_state  # noqa: F401 (re-exported)
+from radflow.orthanc.models import UploadResult, series_state
 from radflow.types import SeriesRef
 
 logger = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from radflow.tasks.pipeline_report import failed_row
 
 from radflow.errors import ConfigurationError
 from radflow.plugins import deployment_name
+from radflow.tasks.pipeline_report import failed_row
 from radflow.types import SeriesRef
 
 ISOLATIONS = ("inline", "runs")

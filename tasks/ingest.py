@@ -7,15 +7,15 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from radflow.orthanc.client import series_state
-from radflow.tasks.retry import retry_transient
 
 from radflow.catalog import outbox
 from radflow.catalog.db import session_scope
 from radflow.catalog.headers import parse_series
 from radflow.catalog.store import record_failed_series, upsert_series
 from radflow.errors import OrthancError
+from radflow.orthanc.client import series_state
 from radflow.runtime import site_runtime
+from radflow.tasks.retry import retry_transient
 
 
 @task(name="catalog-series", retries=3, retry_delay_seconds=[2, 5, 15],

@@ -85,3 +85,22 @@ def wait_settled(site: SiteContext, timeout: float = 180) -> dict:
     from radflow.catalog.sync import wait_in_step
 
     return wait_in_step(site.orthanc_client(), site.catalog_url, timeout=timeout)
+
+
+DCIODVFY = Path(sys.executable).parent / "dciodvfy"
+
+
+def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
+    """The errors and warnings dciodvfy (dicom3tools) reports for a DICOM file."""
+    out = subprocess.run([str(DCIODVFY), str(path)], capture_output=True, text=True)
+    lines = (out.stdout + out.stderr).splitlines()
+    return ([line for line in lines if line.startswith("Error")],
+            [line for line in lines if line.startswith("Warning")])
+
+
+def send(site: SiteContext, *paths: Path):
+    """C-STORE files or folders to the session site (the way a PACS would)."""
+    from radflow.data.push import push
+
+    return push(list(paths), client=site.orthanc_client(), host="127.0.0.1",
+                port=site.config.ports.orthanc_dicom, called_aet=site.config.aet)

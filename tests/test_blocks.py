@@ -6,6 +6,7 @@ import inspect
 
 import pytest
 from pydantic import SecretStr
+
 from radflow.blocks import ALL_BLOCKS, OrthancServer, Site
 
 
@@ -34,7 +35,11 @@ def test_site_up_saved_loadable_blocks(site) -> None:
         loaded = Site.load("alpha")
         assert loaded.work_pool == "alpha-process"
         assert loaded.orthanc.dicom_port == site.config.ports.orthanc_dicom
-        assert loaded.orthanc.client().statistics()["CountPatients"] >= 0
+        assert loaded.orthanc.client().statistics() == site.orthanc_client().statistics()
+        projected = site.block()  # the block is a projection of the site handle
+        assert all(getattr(loaded, k) == getattr(projected, k) for k in Site.model_fields
+                   if k != "orthanc")
+        assert loaded.orthanc.url == projected.orthanc.url
 
         register_site_blocks(site)  # idempotent: registering again changes nothing
         assert OrthancServer.load("alpha-orthanc").url == orthanc.url

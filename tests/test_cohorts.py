@@ -6,6 +6,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import Patient, Series, Study
@@ -118,3 +119,27 @@ def test_saving_is_idempotent_and_guards_names(catalog: str) -> None:
             save_cohort(session, "ct", parse_short(["modality=MR"]))
         replaced = save_cohort(session, "ct", parse_short(["modality=MR"]), replace=True)
         assert replaced.content_hash == parse_short(["modality=MR"]).content_hash
+
+
+def test_a_run_pins_its_series_once(catalog: str) -> None:
+    """The first ask selects and pins; later asks (a retry, a resumed run) get the same series
+    even after the catalog changed; a federated study can insist on the cohort's hash."""
+    from radflow.errors import PolicyViolation
+    from radflow.tasks.selection import pin_series
+
+    definition = {"where": {"field": "modality", "op": "eq", "value": "CT"}}
+    content_hash, first = pin_series(catalog, None, "run-1", definition=definition)
+    assert {r.orthanc_id for r in first} == {"s0", "s1", "s2"}
+    assert content_hash == CohortDefinition.parse(definition).content_hash
+    with session_scope(catalog) as session:
+        study = session.exec(select(Study)).first()
+        session.add(Series(orthanc_id="s9", series_uid="1.9", study_pk=study.id, study_uid="1",
+                           modality="CT"))
+    again_hash, again = pin_series(catalog, None, "run-1", definition=definition)
+    assert (again_hash, again) == (content_hash, first)  # the new CT series is not in this run
+    _, other = pin_series(catalog, None, "run-2", definition=definition)
+    assert "s9" in {r.orthanc_id for r in other}
+    with pytest.raises(PolicyViolation, match="not the expected sha256:0000"):
+        pin_series(catalog, None, "run-3", definition=definition, expect_hash="sha256:0000")
+    with pytest.raises(ConfigurationError, match="exactly one of"):
+        pin_series(catalog, None, "run-4")

@@ -8,9 +8,9 @@ import socket
 from pathlib import Path
 
 import pytest
-from radflow.orthanc.config import DicomModality, OrthancConfig, render, write_config_dir
 
 from radflow.errors import ConfigurationError
+from radflow.orthanc.config import DicomModality, OrthancConfig, render, write_config_dir
 from radflow.site.config import (
     SiteConfig,
     SitePaths,

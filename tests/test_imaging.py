@@ -8,8 +8,9 @@ import pydicom
 import pytest
 
 from radflow.errors import DicomInputError
-from radflow.imaging import check_volume, derived_uid
+from radflow.imaging import check_volume
 from radflow.types import SeriesRef
+from radflow.uids import derived_uid
 
 
 def test_derived_uids_are_deterministic_valid_and_distinct() -> None:

@@ -12,21 +12,15 @@ import pydicom
 import pydicom.data
 import pytest
 import requests
-from conftest import wait_settled
+from conftest import send, wait_settled
 from pydicom.uid import generate_uid
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import Finding, IngestRequest, Series
-from radflow.data.push import push
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
-
-
-def send(site, *paths: Path):
-    return push(list(paths), client=site.orthanc_client(), host="127.0.0.1",
-                port=site.config.ports.orthanc_dicom, called_aet=site.config.aet)
 
 
 def findings_of(site, series_uid: str) -> set[str]:
@@ -136,22 +130,28 @@ def test_deleting_in_orthanc_removes_from_the_catalog(orthanc, site, synth_dir: 
     assert info["catalog_series"] == 1
 
 
-def test_each_ingest_run_publishes_a_table_and_a_chart(site) -> None:
+def test_each_ingest_run_publishes_a_table_and_a_chart(orthanc, site, synth_dir: Path) -> None:
+    wait_settled(site)
+    send(site, synth_dir / "case_002")
+    wait_settled(site)
+    uid = pydicom.dcmread(next((synth_dir / "case_002" / "dicom").glob("*.dcm"))).SeriesInstanceUID
+    series_id = orthanc.series_by_uid(uid).orthanc_id
     with session_scope(site.catalog_url) as session:
-        run_ids = {r.flow_run_id for r in session.exec(select(IngestRequest)) if r.flow_run_id}
-    assert run_ids
+        run_ids = {r.flow_run_id for r in session.exec(select(IngestRequest).where(
+            IngestRequest.series_orthanc_id == series_id)) if r.flow_run_id}
+    assert run_ids  # the run that cataloged this series
+    api = site.prefect()
     deadline = time.monotonic() + 60  # a run reports a few seconds after its burst of work
     while True:
-        answer = requests.post(f"{site.prefect_api_url}/artifacts/filter", auth=site.prefect_auth(),
-                               json={"artifacts": {"flow_run_id": {"any_": sorted(run_ids)}}},
-                               timeout=10)
-        answer.raise_for_status()
-        kinds = {(a["key"], a["type"]) for a in answer.json()}
+        found = [a for run in run_ids for a in api.artifacts(run)]
+        kinds = {(a["key"], a["type"]) for a in found}
         if len(kinds) >= 2 or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert ("ingest-series", "table") in kinds and ("catalog-chart", "image") in kinds
-    chart = next(a for a in answer.json() if a["key"] == "catalog-chart")
+    table = next(a for a in found if a["key"] == "ingest-series")
+    assert series_id in json.dumps(table["data"])
+    chart = next(a for a in found if a["key"] == "catalog-chart")
     assert chart["data"].startswith("data:image/png;base64,")
 
 
@@ -159,10 +159,6 @@ def test_a_corrupt_file_in_storage_is_a_finding_not_a_failure(orthanc, site, man
                                                               synth_dir: Path) -> None:
     """Orthanc cannot read one of the series' files any more: that instance gets a finding with
     the reason, the others are cataloged."""
-    from prefect.deployments import run_deployment
-
-    from radflow.site.registration import site_prefect
-
     wait_settled(site)
     send(site, synth_dir / "case_001")
     wait_settled(site)
@@ -174,10 +170,10 @@ def test_a_corrupt_file_in_storage_is_a_finding_not_a_failure(orthanc, site, man
     stored = site.paths.orthanc_storage / uuid[:2] / uuid[2:4] / uuid
     stored.write_bytes(stored.read_bytes()[:600])  # truncated on disk behind Orthanc's back
     manager.restart("alpha", "orthanc")  # drop Orthanc's in-memory cache of the parsed file
-    with site_prefect(site):
-        run = run_deployment("ingest/alpha", parameters={"series_ids": [series.orthanc_id]},
-                             timeout=120)
-    assert run.state.is_completed()
+    api = site.prefect()
+    run = api.wait(api.create_flow_run("ingest/alpha", {"series_ids": [series.orthanc_id]}).id,
+                   timeout=120)
+    assert run.ok
     with session_scope(site.catalog_url) as session:
         row = session.exec(select(Series).where(Series.series_uid == uid)).one()
         found = session.exec(select(Finding).where(Finding.series_pk == row.id)).all()

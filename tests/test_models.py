@@ -11,10 +11,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from radflow_nnunet.block import NnUNetModel
-from radflow_nnunet.models import DEFAULT_MODEL, get_model, install_zip, list_models
 
 from radflow.errors import ConfigurationError
+from radflow_nnunet.block import NnUNetModel
+from radflow_nnunet.models import DEFAULT_MODEL, get_model, install_zip, list_models
 
 
 @pytest.fixture()
@@ -23,12 +23,29 @@ def home(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path / "home"
 
 
-def test_the_builtin_model_is_complete_and_accurate() -> None:
+def test_the_builtin_model_is_complete_and_accurate(tmp_path: Path) -> None:
+    """The shipped model segments a phantom it has never seen (a seed outside its training
+    and validation sets) with Dice >= 0.90 per organ, measured here, not read from its card."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from radflow.synth import synthesize
+    from radflow_nnunet.predictor import load_model, predict
+
     model = get_model(DEFAULT_MODEL)
     assert model.builtin
     assert (model.path / "fold_all" / "checkpoint_final.pth").stat().st_size < 8_000_000
-    dice = model.card["evaluation"]["dice"]
-    assert set(dice) == {"liver", "spleen", "kidney"} and min(dice.values()) >= 0.90
+    case = synthesize(tmp_path, 1, seed=424242, matrix=96)[0]
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(case.dicom_dir)))
+    image = reader.Execute()
+    labels = sitk.GetArrayFromImage(predict(load_model(model.path), image))
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(case.labels_path)))
+    for name, value in (("liver", 1), ("spleen", 2), ("kidney", 3)):
+        a, b = labels == value, truth == value
+        dice = 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+        assert dice >= 0.90, f"{name}: Dice {dice:.3f}"
+    assert set(model.card["evaluation"]["dice"]) == {"liver", "spleen", "kidney"}
     block = NnUNetModel(**model.block_fields())
     assert block.labels["1"] == {"name": "liver", "code": "10200004", "scheme": "SCT",
                                  "meaning": "Liver"}

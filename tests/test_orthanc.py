@@ -10,10 +10,10 @@ import pydicom
 import pydicom.data
 import pytest
 import requests
-from radflow.orthanc import OrthancClient
 
 from radflow.data.push import is_dicom_file
 from radflow.errors import DicomInputError, OrthancError
+from radflow.orthanc import OrthancClient
 
 pytestmark = pytest.mark.services
 PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"

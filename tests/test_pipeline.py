@@ -1,11 +1,12 @@
 """segment-and-quantify end to end on synthetic CT in a real Orthanc with the real model:
-SEG and SR in Orthanc, valid (dciodvfy), readable (highdicom), accurate (Dice against the ground
-truth), SR values equal to a direct pyradiomics call, no duplicates on re-runs, failing cases
-reported while the others finish."""
+SEG and SR in Orthanc, valid (dciodvfy: no error, no warning), readable (highdicom, and dcmqi,
+which 3D Slicer uses), accurate (Dice against the ground truth), SR values equal to a direct
+pyradiomics call under their IBSI codes, no duplicates on re-runs, failing cases reported while
+the others finish; the per-case flow in both isolations."""
 
 from __future__ import annotations
 
-import io
+import json
 import shutil
 import subprocess
 import sys
@@ -16,20 +17,18 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from conftest import wait_settled
+from conftest import dciodvfy, send, wait_settled
 from pydicom.uid import generate_uid
 from sqlmodel import func, select
 
 from radflow.catalog.db import session_scope
-from radflow.catalog.models import DerivedResult, FeatureValue
-from radflow.data.push import push
+from radflow.catalog.models import CohortPin, DerivedResult, FeatureValue
 from radflow.imaging import load_volume
-from radflow.site.registration import site_prefect
 from radflow.synth import synthesize
 from radflow.types import SeriesRef
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-DCIODVFY = Path(sys.executable).parent / "dciodvfy"
+BIN = Path(sys.executable).parent
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -38,8 +37,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def ct_cases(tmp_path_factory: pytest.TempPathFactory):
-    """Three clinical-size-grid (128x128) synthetic CT cases the model has never seen, and one
-    with a missing slice."""
+    """Three synthetic CT cases (128x128) the model has never seen, and one with a missing
+    slice."""
     out = tmp_path_factory.mktemp("pipeline-cases")
     cases = synthesize(out, 3, seed=3000, matrix=128)
     gap = out / "gap"
@@ -54,17 +53,14 @@ def ct_cases(tmp_path_factory: pytest.TempPathFactory):
     return cases, gap
 
 
-def run_pipeline(site, **parameters):
-    from prefect.deployments import run_deployment
-
-    from radflow.site.artifacts import run_table
-
-    with site_prefect(site):
-        run = run_deployment("segment-and-quantify/alpha", timeout=900,
-                             parameters={"site": "alpha", **parameters})
-    assert run.state.is_completed(), run.state
-    rows = run_table(site, str(run.id), "segment-and-quantify")
-    return {"rows": rows, "ok": sum(r["status"] == "ok" for r in rows),
+def run_pipeline(site, **parameters) -> dict:
+    """segment-and-quantify as a deployment run on the site's worker (as `pipeline run` does)."""
+    api = site.prefect()
+    run = api.create_flow_run("segment-and-quantify/alpha", {"site": "alpha", **parameters})
+    run = api.wait(run.id, timeout=900)
+    assert run.ok, (run.state, run.message)
+    rows = api.table_artifact(run.id, "segment-and-quantify")
+    return {"id": run.id, "rows": rows, "ok": sum(r["status"] == "ok" for r in rows),
             "failed": sum(r["status"] != "ok" for r in rows)}
 
 
@@ -75,11 +71,51 @@ def counts(orthanc, site) -> tuple:
     return orthanc.statistics()["CountInstances"], results, features
 
 
+def result_of(site, kind: str, source_uid: str) -> DerivedResult:
+    with session_scope(site.catalog_url) as session:
+        return session.exec(select(DerivedResult).where(
+            DerivedResult.kind == kind, DerivedResult.source_series_uid == source_uid)).one()
+
+
+def check_with_dcmqi(seg_path: Path, sr_path: Path, masks: dict, volume, reported: dict,
+                     tmp: Path) -> None:
+    """dcmqi (what 3D Slicer's QuantitativeReporting uses) reads the SEG into the same masks
+    and the SR into the same values under the same codes."""
+    out = tmp / "dcmqi"
+    out.mkdir(exist_ok=True)
+    subprocess.run([str(BIN / "segimage2itkimage"), "--inputDICOM", str(seg_path),
+                    "--outputDirectory", str(out), "--prefix", "seg"], check=True,
+                   capture_output=True)
+    meta = json.loads((out / "seg-meta.json").read_text())
+    for index, group in enumerate(meta["segmentAttributes"], start=1):  # one file per group
+        image = sitk.GetArrayFromImage(sitk.Resample(
+            sitk.ReadImage(str(out / f"seg-{index}.nrrd")), volume.image, sitk.Transform(),
+            sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
+        for attrs in group:
+            label = attrs["SegmentLabel"]
+            assert attrs["recommendedDisplayRGBValue"] != [128, 174, 128]  # not dcmqi's default
+            theirs = image == attrs["labelID"]
+            ours = next(sitk.GetArrayFromImage(m) > 0 for lab, m in masks.values() if lab == label)
+            assert dice(theirs, ours) >= 0.99, label
+    subprocess.run([str(BIN / "tid1500reader"), "--inputDICOM", str(sr_path), "--outputMetadata",
+                    str(out / "sr.json")], check=True, capture_output=True)
+    sr = json.loads((out / "sr.json").read_text())
+    read = {}
+    for group in sr["Measurements"]:
+        label = group["TrackingIdentifier"].removesuffix(" radiomics")
+        for item in group["measurementItems"]:
+            quantity = item["quantity"]
+            read[(label, f"{quantity['CodingSchemeDesignator']}:{quantity['CodeValue']}")] = \
+                float(item["value"])
+    assert read.keys() == reported.keys()
+    for key, value in reported.items():
+        assert read[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
 def test_segment_and_quantify_end_to_end(orthanc, site, ct_cases, cli, tmp_path: Path) -> None:
     cases, gap = ct_cases
     wait_settled(site)
-    push([c.dicom_dir for c in cases] + [gap], client=orthanc, host="127.0.0.1",
-         port=site.config.ports.orthanc_dicom, called_aet=site.config.aet)
+    send(site, *[c.dicom_dir for c in cases], gap)
     wait_settled(site)
     gap_uid = pydicom.dcmread(next(gap.glob("*.dcm"))).SeriesInstanceUID
     uids = [c.series_uid for c in cases] + [gap_uid]
@@ -88,81 +124,89 @@ def test_segment_and_quantify_end_to_end(orthanc, site, ct_cases, cli, tmp_path:
     by_uid = {r["series_uid"]: r for r in result["rows"]}
     assert result["ok"] == 3 and result["failed"] == 1
     assert by_uid[gap_uid]["status"] == "failed" and "missing" in by_uid[gap_uid]["reason"]
+    with session_scope(site.catalog_url) as session:  # the run pinned what it selected
+        pin = session.get(CohortPin, result["id"])
+        assert pin is not None and len(json.loads(pin.series)) == 4
 
-    for case in cases:
-        with session_scope(site.catalog_url) as session:
-            seg_row = session.exec(select(DerivedResult).where(
-                DerivedResult.kind == "SEG", DerivedResult.source_series_uid == case.series_uid)).one()
-            sr_row = session.exec(select(DerivedResult).where(
-                DerivedResult.kind == "SR", DerivedResult.source_series_uid == case.series_uid)).one()
-        seg_bytes = orthanc.instance_file(seg_row.orthanc_id)
-        sr_bytes = orthanc.instance_file(sr_row.orthanc_id)
-        for name, data in (("seg.dcm", seg_bytes), ("sr.dcm", sr_bytes)):
-            (tmp_path / name).write_bytes(data)
-            out = subprocess.run([str(DCIODVFY), str(tmp_path / name)], capture_output=True, text=True)
-            errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
-            assert errors == [], f"{name} of {case.name}: {errors}"
+    from radiomics import featureextractor
 
-        seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(io.BytesIO(seg_bytes)))
+    from radflow_radiomics.block import RadiomicsParams
+    from radflow_radiomics.features import feature_code
+    from radflow_radiomics.sr import read_measurements
+    from radflow_radiomics.tasks import segment_masks
+
+    for case in cases[:2]:
+        seg_row, sr_row = result_of(site, "SEG", case.series_uid), result_of(site, "SR", case.series_uid)
+        assert sr_row.derived_from_id == seg_row.id and seg_row.status == "draft"
+        seg_path, sr_path = tmp_path / "seg.dcm", tmp_path / "sr.dcm"
+        seg_path.write_bytes(orthanc.instance_file(seg_row.orthanc_id))
+        sr_path.write_bytes(orthanc.instance_file(sr_row.orthanc_id))
+        for path in (seg_path, sr_path):
+            errors, warnings = dciodvfy(path)
+            assert (errors, warnings) == ([], []), f"{path.name} of {case.name}"
+
+        seg_ds = pydicom.dcmread(seg_path)
+        seg = hd.seg.Segmentation.from_dataset(seg_ds)
         labels = {d.segment_label: d for d in (seg.get_segment_description(n)
                                               for n in seg.get_segment_numbers())}
         assert set(labels) == {"liver", "spleen", "kidney"}
         assert labels["liver"].segmented_property_type.value == "10200004"  # SNOMED CT Liver
         assert labels["kidney"].segmented_property_type.value == "64033007"
-        algo = labels["liver"].algorithm_identification
-        assert algo[0].AlgorithmName == "radflow-abdomen-demo"
+        assert labels["liver"].algorithm_identification[0].AlgorithmName == "radflow-abdomen-demo"
         assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == case.series_uid
+        colours = {tuple(d.RecommendedDisplayCIELabValue) for d in seg_ds.SegmentSequence}
+        assert len(colours) == 3
 
         volume = load_volume(orthanc, SeriesRef(orthanc.series_by_uid(case.series_uid).orthanc_id,
                                                 case.series_uid))
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(case.labels_path)))
-        source_uids = [ds.SOPInstanceUID for ds in volume.datasets]
+        masks = segment_masks(seg_ds, volume)
         for label, value in (("liver", 1), ("spleen", 2), ("kidney", 3)):
-            number = next(n for n in seg.get_segment_numbers()
-                          if seg.get_segment_description(n).segment_label == label)
-            mask = seg.get_pixels_by_source_instance(source_uids, segment_numbers=[number],
-                                                     assert_missing_frames_are_empty=True)[..., 0] > 0
+            mask = next(sitk.GetArrayFromImage(m) > 0 for lab, m in masks.values() if lab == label)
             assert dice(mask, truth == value) >= 0.90, f"{case.name} {label}"
 
-        # the SR's values are what pyradiomics gives for the same image and mask
-        from radflow_radiomics.block import RadiomicsParams
-        from radflow_radiomics.sr import read_measurements
-        from radflow_radiomics.tasks import segment_masks
-        from radiomics import featureextractor
-
-        reported = read_measurements(pydicom.dcmread(io.BytesIO(sr_bytes)))
-        masks = segment_masks(pydicom.dcmread(io.BytesIO(seg_bytes)), volume)
+        # the SR's values are what pyradiomics gives for the same image and mask, IBSI-coded
+        reported = read_measurements(pydicom.dcmread(sr_path))
         extractor = featureextractor.RadiomicsFeatureExtractor(RadiomicsParams().to_pyradiomics())
-        for number, (label, mask) in masks.items():
+        for _number, (label, mask) in masks.items():
             direct = extractor.execute(volume.image, mask, label=1)
             for feature in ("original_shape_VoxelVolume", "original_firstorder_Mean",
-                            "original_glcm_Contrast"):
-                assert reported[(label, feature)] == pytest.approx(float(direct[feature]), rel=1e-9)
-        assert len(reported) > 100
+                            "original_glcm_Contrast", "original_firstorder_Kurtosis"):
+                code = feature_code(feature)
+                assert reported[(label, code.label)] == pytest.approx(
+                    float(direct[feature]) + code.offset, rel=1e-9)
+        assert len(reported) > 150 and all(k[1].startswith("IBSI:") for k in reported)
+        check_with_dcmqi(seg_path, sr_path, masks, volume, reported, tmp_path)
 
     before = counts(orthanc, site)
     again = run_pipeline(site, series_uids=uids[:3])
     assert again["ok"] == 3 and counts(orthanc, site) == before  # cached: nothing new
-    forced = run_pipeline(site, series_uids=uids[:3], force=True)
+    assert all(r["cached"] for r in again["rows"])
+    forced = run_pipeline(site, series_uids=uids[:3], force=True, isolation="runs")
     assert forced["ok"] == 3 and counts(orthanc, site) == before  # recomputed: same UIDs, no copies
+    assert not any(r["cached"] for r in forced["rows"])
 
     csv_path, parquet_path = tmp_path / "features.csv", tmp_path / "features.parquet"
     cli("pipeline", "features", "--site", "alpha", "--out", str(csv_path), check=True)
     cli("pipeline", "features", "--site", "alpha", "--out", str(parquet_path), check=True)
     import pyarrow.parquet as pq
 
-    assert pq.read_table(parquet_path).num_rows == before[2] == len(csv_path.read_text().splitlines()) - 1
+    table = pq.read_table(parquet_path)
+    assert table.num_rows == before[2] == len(csv_path.read_text().splitlines()) - 1
+    codes = set(table.column("code").to_pylist())
+    assert "IBSI:YEKZ" in codes  # VoxelVolume
 
 
 def test_the_first_flow_example_runs(orthanc, site, ct_cases, cli) -> None:
     """docs/examples/first_flow.py, as the guide shows it (cached results make it quick)."""
     import importlib.util
 
+    from radflow.site.registration import site_prefect
+
     cases, _ = ct_cases
     wait_settled(site)
     if orthanc.find_series(SeriesInstanceUID=cases[0].series_uid) == []:
-        push([cases[0].dicom_dir], client=orthanc, host="127.0.0.1",
-             port=site.config.ports.orthanc_dicom, called_aet=site.config.aet)
+        send(site, cases[0].dicom_dir)
         wait_settled(site)
     cli("cohort", "create", "first-flow", "--site", "alpha", "--replace", "-f",
         f"manufacturer={pydicom.dcmread(next(cases[0].dicom_dir.glob('*.dcm'))).Manufacturer}",

@@ -1,34 +1,65 @@
-"""The plugin mechanism: discovery, broken plugins, the example plugin installed and run, and a
-"load everything" check of plugins, flows, blocks and deployments."""
+"""The plugin mechanism: discovery, broken plugins, declarations read from the tasks themselves,
+tasks found by what they do, the example plugins (written against radflow.sdk alone) installed
+and run, and a "load everything" check of plugins, flows, blocks, deployments and CLI groups."""
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 from prefect import Task
-from radflow.deployments import SITE_DEPLOYMENTS
 
-from radflow.errors import PluginNotFound
-from radflow.plugins import discover, get_plugin
-from radflow.types import SeriesRef
+from radflow.errors import ConfigurationError, PluginNotFound
+from radflow.plugins import Plugin, TaskSpec, discover, find_task, get_plugin, site_deployments
+from radflow.types import ReportRef, SegmentationRef, SeriesRef
 
-EXAMPLE = Path(__file__).parents[1] / "docs" / "examples" / "radflow-hello"
+EXAMPLES = Path(__file__).parents[1] / "docs" / "examples"
 RADFLOW = str(Path(sys.executable).parent / "radflow")
 
 
 def test_builtin_plugins_are_discovered_with_typed_tasks(cli) -> None:
     listed = {p["name"]: p for p in json.loads(cli("plugins", "list", "--json", check=True).stdout)}
-    assert listed["nnunet"]["status"] == "ok" and listed["radiomics"]["status"] == "ok"
+    assert {"core", "nnunet", "radiomics"} <= set(listed)
+    assert all(listed[n]["status"] == "ok" for n in ("core", "nnunet", "radiomics"))
     segment = listed["nnunet"]["tasks"][0]
     assert segment["signature"] == "segment(series: SeriesRef, model: str) -> SegmentationRef"
     assert segment["resources"]["gpu"] == "optional"
-    assert listed["radiomics"]["tasks"][0]["signature"].endswith("-> FeatureTable")
+    quantify = listed["radiomics"]["tasks"][0]
+    assert quantify["signature"] == "quantify(seg: SegmentationRef, params: str) -> ReportRef"
     assert "radflow-nnunet-model" in listed["nnunet"]["blocks"]
+    assert "radflow.flows.ingest.ingest" in listed["core"]["deployments"]
+
+
+def test_declarations_are_the_functions_own_signatures() -> None:
+    """What a plugin declares is what its task function takes and returns: nothing is written
+    twice, so nothing can disagree (the old radiomics declaration said FeatureTable while the
+    task returned a tuple)."""
+    for status in discover():
+        for spec in status.plugin.tasks:
+            fn = spec.task.fn
+            hints = get_type_hints(fn)
+            params = [p for p in inspect.signature(fn).parameters if p not in ("site", "force")]
+            assert list(spec.inputs) == params, spec.name
+            assert spec.inputs == {p: hints[p] for p in params}, spec.name
+            assert spec.output == hints["return"], spec.name
+
+
+def test_a_task_without_annotations_is_refused() -> None:
+    from prefect import task
+
+    @task
+    def untyped(series, site=None):
+        return series
+
+    with pytest.raises(ConfigurationError, match="parameter 'series' has no type annotation"):
+        Plugin(name="x", version="0", description="x", tasks=(untyped,))
 
 
 def test_unknown_plugin_or_task_names_the_fix() -> None:
@@ -36,13 +67,24 @@ def test_unknown_plugin_or_task_names_the_fix() -> None:
         get_plugin("segmentor")
     with pytest.raises(PluginNotFound, match="has no task 'predict'.*segment"):
         get_plugin("nnunet").task("predict")
+    with pytest.raises(PluginNotFound, match="no installed plugin offers a task 'segment' "
+                                             "taking ReportRef"):
+        find_task("segment", (ReportRef,))
+
+
+def test_tasks_are_found_by_what_they_do() -> None:
+    segment = find_task("segment", (SeriesRef,), SegmentationRef)
+    assert segment.task is get_plugin("nnunet").task("segment").task
+    quantify = find_task("quantify", (SegmentationRef,), ReportRef)
+    assert quantify.task is get_plugin("radiomics").task("quantify").task
 
 
 def test_a_broken_plugin_is_reported_not_fatal(tmp_path: Path) -> None:
     dist = tmp_path / "radflow_broken-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: radflow-broken\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[radflow.plugins]\nbroken = radflow_broken:plugin\n")
+    (dist / "entry_points.txt").write_text("[radflow.plugins]\nbroken = radflow_broken:plugin\n"
+                                           "[radflow.cli]\nbroken = radflow_broken:app\n")
     (tmp_path / "radflow_broken.py").write_text("raise ImportError('libfoo.so not found')\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     out = subprocess.run([RADFLOW, "plugins", "list", "--json"], env=env, capture_output=True,
@@ -56,71 +98,117 @@ def test_a_broken_plugin_is_reported_not_fatal(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def hello_installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example plugin of the author's guide, pip-installed into a folder of its own."""
-    target = tmp_path_factory.mktemp("hello-site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--no-build-isolation", "--target", str(target), str(EXAMPLE)], check=True)
+def examples_installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example plugins of the author's guide, pip-installed into a folder of their own."""
+    target = tmp_path_factory.mktemp("example-plugins")
+    for name in ("radflow-hello", "radflow-bone"):
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                        "--no-build-isolation", "--target", str(target), str(EXAMPLES / name)],
+                       check=True)
     return target
 
 
-def test_the_example_plugin_installs_and_lists(hello_installed: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(hello_installed)}
+@pytest.mark.parametrize("name", ["radflow-hello", "radflow-bone"])
+def test_the_examples_use_the_sdk_alone_in_under_50_lines(name: str) -> None:
+    module = next((EXAMPLES / name / "src").glob("*/plugin.py"))
+    assert len(module.read_text().splitlines()) < 50
+    imported = {node.module for node in ast.walk(ast.parse(module.read_text()))
+                if isinstance(node, ast.ImportFrom) and node.module}
+    radflow = {m for m in imported if m.startswith("radflow")}
+    assert radflow == {"radflow.sdk"}, radflow
+
+
+def test_the_example_plugins_install_and_list(examples_installed: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(examples_installed)}
     out = subprocess.run([RADFLOW, "plugins", "list", "--json"], env=env, capture_output=True,
                          text=True, check=True)
-    hello = next(p for p in json.loads(out.stdout) if p["name"] == "hello")
-    assert hello["status"] == "ok" and hello["distribution"] == "radflow-hello"
-    assert hello["tasks"][0]["signature"] == "intensity-stats(series: SeriesRef) -> dict"
+    listed = {p["name"]: p for p in json.loads(out.stdout)}
+    assert listed["hello"]["status"] == "ok" and listed["hello"]["distribution"] == "radflow-hello"
+    assert listed["hello"]["tasks"][0]["signature"] == \
+        "intensity-stats(series: SeriesRef) -> dict[str, float]"
+    assert listed["bone"]["tasks"][0]["signature"] == \
+        "segment(series: SeriesRef, level: float) -> SegmentationRef"
 
 
 @pytest.mark.services
-def test_the_example_plugin_runs_in_a_flow(hello_installed: Path, orthanc, site, synth_dir,
-                                           monkeypatch) -> None:
+def test_the_example_plugins_run_in_a_flow(examples_installed: Path, orthanc, site, synth_dir,
+                                           monkeypatch, tmp_path: Path) -> None:
+    """hello's task runs in a flow; bone's producer stands in for nnU-Net in the case flow (the
+    same task name and types), and core stores, records and caches its SEG."""
     from prefect import flow
 
     from radflow.data.push import push
+    from radflow.flows.segment_quantify import segment_and_quantify_case
     from radflow.site.registration import site_prefect
 
-    monkeypatch.syspath_prepend(str(hello_installed))
+    monkeypatch.syspath_prepend(str(examples_installed))
     discover.cache_clear()
-    try:
-        stats_task = get_plugin("hello").task("intensity-stats").task
-    finally:
-        discover.cache_clear()
     push([synth_dir / "case_000"], client=orthanc, host="127.0.0.1",
          port=site.config.ports.orthanc_dicom, called_aet=site.config.aet)
     info = orthanc.series_by_uid(json.loads((synth_dir / "manifest.json").read_text())
                                  ["cases"][0]["series_uid"])
+    try:
+        stats_task = get_plugin("hello").task("intensity-stats").task
+        with pytest.raises(PluginNotFound, match="2 plugins offer a task 'segment'"):
+            find_task("segment", (SeriesRef,), SegmentationRef)
 
-    @flow
-    def hello_flow(series: SeriesRef) -> dict:
-        return stats_task(series, "alpha")
+        @flow
+        def hello_flow(series: SeriesRef) -> dict:
+            return stats_task(series, "alpha")
 
-    with site_prefect(site):
-        stats = hello_flow(SeriesRef(info.orthanc_id, info.series_uid))
+        with site_prefect(site):
+            stats = hello_flow(info)
+            row = segment_and_quantify_case(info, site="alpha", segmenter="bone")
+            again = segment_and_quantify_case(info, site="alpha", segmenter="bone")
+    finally:
+        discover.cache_clear()
     assert stats["voxels"] == 64 * 64 * info.instance_count
     assert stats["min"] >= -1100 and stats["max"] > 300  # air and bone
     assert -900 < stats["mean"] < 0
+    assert row["status"] == "ok" and row["bone ml"] > 0
+    assert again["cached"] and again["seg_result"] == row["seg_result"]
+    seg = orthanc.find_series(StudyInstanceUID=info.study_uid, Modality="SEG")
+    assert [s.description for s in seg] == ["SEG bone >= 250 HU"]
 
 
-def test_everything_loads_and_is_complete() -> None:
-    """Every plugin loads; every task is a Prefect task with typed inputs; every block is
-    documented; every deployment's flow imports and takes a site."""
+def test_everything_loads_and_is_complete(cli) -> None:
+    """Every plugin loads; every task is a Prefect task read into a complete declaration; every
+    block is documented; every deployment's flow imports and takes a site; every command has
+    --json."""
     from prefect.utilities.importtools import import_object
 
     statuses = discover()
     assert statuses and all(s.plugin is not None for s in statuses), [s.error for s in statuses]
     for status in statuses:
         plugin = status.plugin
-        assert plugin.version and plugin.description and plugin.tasks
+        assert plugin.version and plugin.description and (plugin.tasks or plugin.deployments)
         for spec in plugin.tasks:
-            assert isinstance(spec.task, Task), f"{plugin.name}.{spec.name} is not a Prefect task"
+            assert isinstance(spec, TaskSpec) and isinstance(spec.task, Task)
             assert spec.inputs and spec.output and spec.description
         for block in plugin.blocks:
             assert ".load(" in (block.__doc__ or "")
             for name, field in block.model_fields.items():
                 assert field.description, f"{block.__name__}.{name} has no description"
-    for spec in SITE_DEPLOYMENTS:
-        flow = import_object(spec.flow)
+    flows = [import_object(spec.flow) for spec in site_deployments()]
+    assert {f.name for f in flows} >= {"ingest", "segment-and-quantify",
+                                       "segment-and-quantify-case"}
+    for spec, flow in zip(site_deployments(), flows, strict=True):
         assert "site" in flow.parameters.properties, f"{spec.flow} takes no site parameter"
         assert spec.description
+
+    import typer.main
+
+    from radflow.cli import app
+
+    def commands(group, path=()):
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                yield from commands(command, (*path, name))
+            else:
+                yield (*path, name), command
+
+    found = list(commands(typer.main.get_command(app)))
+    assert len(found) > 25 and any(p[0] == "model" for p, _ in found)  # a plugin's group
+    lacking = [" ".join(p) for p, c in found if "--json" not in
+               {o for param in c.params for o in param.opts}]
+    assert lacking == []

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from radflow.cli.common import JSON, SITE, console, emit_rows, print_json, site_catalog_url, site_context
+from radflow.cli.common import (
+    JSON,
+    SITE,
+    console,
+    emit_rows,
+    print_json,
+    site_catalog_url,
+    site_context,
+)
 
 app = typer.Typer(help="The site catalog: metadata of everything in Orthanc.", no_args_is_help=True)
 

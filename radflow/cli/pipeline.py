@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from radflow.cli.common import JSON, SITE, console, print_json, report, site_catalog_url, site_context
+from radflow.cli.common import (
+    JSON,
+    SITE,
+    console,
+    print_json,
+    report,
+    site_catalog_url,
+    site_context,
+)
 
 app = typer.Typer(help="Segmentation and radiomics over a cohort.", no_args_is_help=True)
 

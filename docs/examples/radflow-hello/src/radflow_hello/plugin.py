@@ -5,16 +5,10 @@ Importing this module is cheap: numpy and SimpleITK are imported inside the task
 
 from __future__ import annotations
 
-from prefect import task
-from radflow.tasks.retry import retry_unless_bad_input
-
-from radflow.imaging import load_volume
-from radflow.plugins import Plugin, Resources, TaskSpec
-from radflow.runtime import site_runtime
-from radflow.types import SeriesRef
+from radflow.sdk import Plugin, Resources, SeriesRef, load_volume, site_runtime, task
 
 
-@task(name="intensity-stats", retries=2, retry_condition_fn=retry_unless_bad_input)
+@task(name="intensity-stats", resources=Resources(cpus=1, memory_gb=0.5))
 def intensity_stats(series: SeriesRef, site: str | None = None) -> dict[str, float]:
     """Mean, minimum and maximum of a series' voxels (HU for CT), and its voxel count."""
     import numpy as np
@@ -26,11 +20,6 @@ def intensity_stats(series: SeriesRef, site: str | None = None) -> dict[str, flo
             "max": float(voxels.max()), "voxels": int(voxels.size)}
 
 
-plugin = Plugin(
-    name="hello",
-    version="0.1.0",
-    description="Intensity statistics of a series (a minimal example plugin)",
-    tasks=(TaskSpec(name="intensity-stats", task=intensity_stats, inputs={"series": SeriesRef},
-                    output=dict, description="mean/min/max of a series' voxels",
-                    resources=Resources(cpus=1, memory_gb=0.5)),),
-)
+plugin = Plugin(name="hello", version="0.1.0",
+                description="Intensity statistics of a series (a minimal example plugin)",
+                tasks=(intensity_stats,))

@@ -1,0 +1,121 @@
+"""The result service with the real plugins, Orthanc and Prefect: cached answers carry only
+their own features; results of two SEG models stay apart in the catalog as in Orthanc; results
+go with their deleted source; permanent failures run once, never three times."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from conftest import send, wait_settled
+from pydicom.uid import generate_uid
+from sqlmodel import select
+
+from radflow.catalog.db import session_scope
+from radflow.catalog.models import DerivedResult, FeatureValue
+from radflow.site.registration import site_prefect
+from radflow.types import SeriesRef
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+@pytest.fixture()
+def case(orthanc, site, synth_dir: Path) -> SeriesRef:
+    wait_settled(site)
+    send(site, synth_dir / "case_001")
+    wait_settled(site)
+    uid = json.loads((synth_dir / "manifest.json").read_text())["cases"][1]["series_uid"]
+    return orthanc.series_by_uid(uid)
+
+
+def sr_instances(orthanc, study_uid: str) -> int:
+    return sum(s.instance_count for s in orthanc.find_series(StudyInstanceUID=study_uid,
+                                                              Modality="SR"))
+
+
+def test_results_follow_their_inputs(orthanc, site, case, tmp_path: Path, cli,
+                                     radflow_home: Path) -> None:
+    from radflow_nnunet.models import DEFAULT_MODEL, export_zip, get_model, install_zip
+    from radflow_nnunet.tasks import segment_series
+    from radflow_radiomics.block import RadiomicsParams
+    from radflow_radiomics.tasks import quantify_segmentation
+
+    install_zip(export_zip(get_model(DEFAULT_MODEL), tmp_path / "m.zip"), name="abdomen-copy")
+    with site_prefect(site):
+        RadiomicsParams(feature_classes={"firstorder": []}).save("firstorder", overwrite=True)
+        seg_a = segment_series(case, site="alpha")
+        full = quantify_segmentation(seg_a, site="alpha")
+        first = quantify_segmentation(seg_a, params="firstorder", site="alpha")
+        cached = quantify_segmentation(seg_a, params="firstorder", site="alpha")
+        seg_b = segment_series(case, model="abdomen-copy", site="alpha")
+        other = quantify_segmentation(seg_b, site="alpha")
+
+    # a cached answer carries its own features, not every feature of the series
+    assert cached.cached and cached.result_id == first.result_id
+    assert {r["feature"].split("_")[1] for r in cached.features.rows} == {"firstorder"}
+    assert len(cached.features.rows) == len(first.features.rows) < len(full.features.rows)
+    # two SEG models: two SEGs, two SRs from them, in the catalog as in Orthanc
+    assert seg_b.sop_instance_uid != seg_a.sop_instance_uid and seg_b.algorithm == "abdomen-copy"
+    assert other.key != full.key
+    with session_scope(site.catalog_url) as session:
+        srs = session.exec(select(DerivedResult).where(
+            DerivedResult.kind == "SR", DerivedResult.source_series_uid == case.series_uid)).all()
+    assert len(srs) == 3 == sr_instances(orthanc, case.study_uid)
+    assert {r.derived_from_id for r in srs} == {seg_a.result_id, seg_b.result_id}
+
+    # the source goes: its results and features go, and the export no longer has them
+    orthanc.delete("series", case.orthanc_id)
+    wait_settled(site)
+    with session_scope(site.catalog_url) as session:
+        assert session.exec(select(DerivedResult).where(
+            DerivedResult.source_series_uid == case.series_uid)).all() == []
+        assert session.exec(select(FeatureValue).where(
+            FeatureValue.source_series_uid == case.series_uid)).all() == []
+    out = tmp_path / "features.csv"
+    cli("pipeline", "features", "--site", "alpha", "--out", str(out), check=True)
+    assert case.series_uid not in out.read_text()
+
+
+def task_runs(site, flow_run_id) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with site_prefect(site), get_client(sync_client=True) as client:
+        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
+            any_=[flow_run_id])))
+
+
+def test_permanent_failures_run_once(orthanc, site, synth_dir: Path, tmp_path: Path) -> None:
+    """An unknown model and a series where the model finds nothing fail at once, with their
+    reason: the segment task runs once, not three times."""
+    from radflow.flows.segment_quantify import segment_and_quantify_case
+
+    air = tmp_path / "air"
+    shutil.copytree(synth_dir / "case_002" / "dicom", air)
+    series_uid = generate_uid()
+    for path in air.glob("*.dcm"):  # the same geometry, nothing but air
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        pixels = np.full_like(ds.pixel_array, int((-1000 - float(ds.RescaleIntercept))
+                                                  / float(ds.RescaleSlope)))
+        ds.PixelData = pixels.tobytes()
+        ds.save_as(path)
+    wait_settled(site)
+    send(site, air)
+    wait_settled(site)
+    ref = orthanc.series_by_uid(series_uid)
+    with site_prefect(site):
+        unknown = segment_and_quantify_case(ref, model="no-such-model", site="alpha",
+                                            return_state=True)
+        empty = segment_and_quantify_case(ref, site="alpha", return_state=True)
+    assert unknown.is_failed() and "no nnU-Net model named 'no-such-model'" in unknown.message
+    assert empty.is_failed() and "found none of its structures" in empty.message
+    for state in (unknown, empty):
+        runs = [t for t in task_runs(site, state.state_details.flow_run_id)
+                if t.name.startswith("segment")]
+        assert len(runs) == 1 and runs[0].run_count == 1 and runs[0].state.is_failed()
