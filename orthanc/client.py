@@ -235,6 +235,41 @@ class OrthancClient:
             )
         return [item.ReferencedSOPInstanceUID for item in answer.get("ReferencedSOPSequence", [])]
 
+    def stow_bytes(self, data: bytes) -> tuple[bool, str]:
+        """Store one file's bytes with STOW-RS as they are (no parsing on this side: Orthanc
+        judges them). Returns (stored, Orthanc's reason when not).
+
+        Raises:
+            OrthancError: no answer, or the credentials were refused.
+        """
+        import uuid
+
+        boundary = f"radflow-{uuid.uuid4().hex}"
+        body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data
+                + f"\r\n--{boundary}--\r\n".encode())
+        url = f"{self.url}/dicom-web/studies"
+        headers = {"Content-Type": f'multipart/related; type="application/dicom"; '
+                                   f"boundary={boundary}", "Accept": "application/dicom+json"}
+        try:
+            answer = self._session.post(url, data=body, headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise OrthancError(f"STOW-RS: {type(exc).__name__}", status=None, url=url,
+                               fix="start the site (`radflow site up --site SITE`)") from exc
+        if answer.status_code in (401, 403):
+            raise OrthancError("STOW-RS was refused: wrong or missing credentials",
+                               status=answer.status_code, url=url,
+                               fix="use the site's credentials (`radflow site credentials`)")
+        try:
+            reply = answer.json()
+        except ValueError:
+            reply = {}
+        stored = bool(reply.get("00081199", {}).get("Value")) and answer.status_code == 200
+        failed = reply.get("00081198", {}).get("Value", [])
+        reason = "" if stored else (
+            f"HTTP {answer.status_code}; failure reason "
+            f"{failed[0].get('00081197', {}).get('Value', ['?'])[0] if failed else '-'}")
+        return stored, reason
+
     # -- find and read ---------------------------------------------------------------------------
     def find_series(self, **query: str) -> list[SeriesRef]:
         """Find series by DICOM tags (Orthanc's ``/tools/find``; ``*`` wildcards allowed).

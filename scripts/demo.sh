@@ -9,7 +9,7 @@ site=${RADFLOW_DEMO_SITE:-demo}
 home=${RADFLOW_HOME:-$HOME/.radflow}
 data=$home/demo-data
 
-"$radflow" site up --name "$site"
+"$radflow" site up --site "$site"
 if [ ! -f "$data/manifest.json" ]; then
     "$radflow" data synth --cases 5 --seed 42 --out "$data"
 fi
@@ -25,7 +25,7 @@ echo
 echo "segment-and-quantify on the 5 studies (nnU-Net -> DICOM SEG, pyradiomics -> DICOM SR):"
 "$radflow" pipeline run --site "$site" --cohort abdomen-ct
 
-url() { "$radflow" site status --name "$site" --json | python3 -c \
+url() { "$radflow" site status --site "$site" --json | python3 -c \
     "import json,sys; c={x['name']: x for x in json.load(sys.stdin)['components']}; print(c['$1']['urls']['$2'])"; }
 cat <<MSG
 
@@ -34,13 +34,13 @@ The demo site '$site' is running. Where to look:
                     5 synthetic abdominal CT studies; DICOMweb at $(url orthanc dicomweb)
   Prefect UI        $(url prefect-server ui)
                     work pool '$site-process' with one process worker; blocks '$site', '$site-orthanc'
-  Log-ins           radflow site credentials --name $site   (authentication is on everywhere)
+  Log-ins           radflow site credentials --site $site   (authentication is on everywhere)
   Sample data       $data (DICOM + ground-truth labels)
   Catalog           radflow catalog stats --site $site; radflow cohort list --site $site
   Results           a SEG and an SR per study in Orthanc; in the Prefect UI, the
                     segment-and-quantify run with its table and SEG overlay artifacts;
                     radflow pipeline features --site $site --out features.csv
 
-  radflow site status --name $site     health and URLs
-  make demo-down                       stop everything (radflow site down --name $site)
+  radflow site status --site $site     health and URLs
+  make demo-down                       stop everything (radflow site down --site $site)
 MSG

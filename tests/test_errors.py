@@ -85,7 +85,7 @@ def test_a_stopped_site_is_one_line_and_a_fix(tmp_path: Path) -> None:
 
 def test_usage_errors_exit_1_with_one_line(tmp_path: Path) -> None:
     error, fix = one_error(run("cohort", "create", home=tmp_path))
-    assert "Missing argument 'NAME'" in error and "radflow cohort create --help" in fix
+    assert "Missing argument 'name'" in error and "radflow cohort create --help" in fix
     error, fix = one_error(run("site", "status", "--bogus", home=tmp_path))
     assert "No such option" in error
 

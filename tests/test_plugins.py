@@ -156,12 +156,25 @@ def test_the_example_plugins_run_in_a_flow(examples_installed: Path, orthanc, si
         def hello_flow(series: SeriesRef) -> dict:
             return stats_task(series, "alpha")
 
+        bone = get_plugin("bone").task("segment").task
+
+        @flow
+        def too_high() -> None:
+            bone(info, level=99999.0, site="alpha")
+
         with site_prefect(site):
             stats = hello_flow(info)
             row = segment_and_quantify_case(info, site="alpha", segmenter="bone")
             again = segment_and_quantify_case(info, site="alpha", segmenter="bone")
+            empty = too_high(return_state=True)
     finally:
         discover.cache_clear()
+    # an empty result is permanent: the producer ran once, not three times
+    assert empty.is_failed() and "no voxel of series" in empty.message
+    from test_results import task_runs
+
+    runs = task_runs(site, empty.state_details.flow_run_id)
+    assert [(t.run_count, t.state.type.value) for t in runs] == [(1, "FAILED")]
     assert stats["voxels"] == 64 * 64 * info.instance_count
     assert stats["min"] >= -1100 and stats["max"] > 300  # air and bone
     assert -900 < stats["mean"] < 0

@@ -5,14 +5,10 @@ go with their deleted source; permanent failures run once, never three times."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import numpy as np
-import pydicom
 import pytest
 from conftest import send, wait_settled
-from pydicom.uid import generate_uid
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
@@ -44,15 +40,22 @@ def test_results_follow_their_inputs(orthanc, site, case, tmp_path: Path, cli,
     from radflow_radiomics.block import RadiomicsParams
     from radflow_radiomics.tasks import quantify_segmentation
 
+    from prefect import flow
+
     install_zip(export_zip(get_model(DEFAULT_MODEL), tmp_path / "m.zip"), name="abdomen-copy")
-    with site_prefect(site):
-        RadiomicsParams(feature_classes={"firstorder": []}).save("firstorder", overwrite=True)
+
+    @flow
+    def two_models_two_parameter_sets():
         seg_a = segment_series(case, site="alpha")
         full = quantify_segmentation(seg_a, site="alpha")
         first = quantify_segmentation(seg_a, params="firstorder", site="alpha")
         cached = quantify_segmentation(seg_a, params="firstorder", site="alpha")
         seg_b = segment_series(case, model="abdomen-copy", site="alpha")
-        other = quantify_segmentation(seg_b, site="alpha")
+        return seg_a, full, first, cached, seg_b, quantify_segmentation(seg_b, site="alpha")
+
+    with site_prefect(site):
+        RadiomicsParams(feature_classes={"firstorder": []}).save("firstorder", overwrite=True)
+        seg_a, full, first, cached, seg_b, other = two_models_two_parameter_sets()
 
     # a cached answer carries its own features, not every feature of the series
     assert cached.cached and cached.result_id == first.result_id
@@ -89,33 +92,16 @@ def task_runs(site, flow_run_id) -> list:
             any_=[flow_run_id])))
 
 
-def test_permanent_failures_run_once(orthanc, site, synth_dir: Path, tmp_path: Path) -> None:
-    """An unknown model and a series where the model finds nothing fail at once, with their
-    reason: the segment task runs once, not three times."""
+def test_an_unknown_model_fails_once_with_its_fix(orthanc, site, case) -> None:
+    """A permanent failure (here an unknown model) fails at once with its reason: the segment
+    task runs once, not three times. (An empty result, the other permanent failure of a
+    producer, is tested with the bone example plugin in test_plugins.)"""
     from radflow.flows.segment_quantify import segment_and_quantify_case
 
-    air = tmp_path / "air"
-    shutil.copytree(synth_dir / "case_002" / "dicom", air)
-    series_uid = generate_uid()
-    for path in air.glob("*.dcm"):  # the same geometry, nothing but air
-        ds = pydicom.dcmread(path)
-        ds.SeriesInstanceUID = series_uid
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        pixels = np.full_like(ds.pixel_array, int((-1000 - float(ds.RescaleIntercept))
-                                                  / float(ds.RescaleSlope)))
-        ds.PixelData = pixels.tobytes()
-        ds.save_as(path)
-    wait_settled(site)
-    send(site, air)
-    wait_settled(site)
-    ref = orthanc.series_by_uid(series_uid)
     with site_prefect(site):
-        unknown = segment_and_quantify_case(ref, model="no-such-model", site="alpha",
-                                            return_state=True)
-        empty = segment_and_quantify_case(ref, site="alpha", return_state=True)
-    assert unknown.is_failed() and "no nnU-Net model named 'no-such-model'" in unknown.message
-    assert empty.is_failed() and "found none of its structures" in empty.message
-    for state in (unknown, empty):
-        runs = [t for t in task_runs(site, state.state_details.flow_run_id)
-                if t.name.startswith("segment")]
-        assert len(runs) == 1 and runs[0].run_count == 1 and runs[0].state.is_failed()
+        state = segment_and_quantify_case(case, model="no-such-model", site="alpha",
+                                          return_state=True)
+    assert state.is_failed() and "no nnU-Net model named 'no-such-model'" in state.message
+    runs = [t for t in task_runs(site, state.state_details.flow_run_id)
+            if t.name.startswith("segment")]
+    assert len(runs) == 1 and runs[0].run_count == 1 and runs[0].state.is_failed()

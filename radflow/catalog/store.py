@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, func, insert
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from radflow.catalog import conflicts
@@ -13,9 +14,20 @@ from radflow.catalog.models import Finding, Instance, Patient, Series, Study, ut
 from radflow.enums import SeriesStatus, Severity
 
 
-def _get_or_new(session: Session, model: type, orthanc_id: str) -> Any:
+def _get_or_new(session: Session, model: type, orthanc_id: str, **required: Any) -> Any:
+    """The row of an Orthanc resource, created if missing. Ingest runs catalog series in
+    parallel, and two series of one study may both find its row missing: the second insert
+    fails, in a savepoint, and the row the first one made is read instead."""
     row = session.exec(select(model).where(model.orthanc_id == orthanc_id)).first()
-    return row if row is not None else model(orthanc_id=orthanc_id)
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():
+            row = model(orthanc_id=orthanc_id, **required)
+            session.add(row)
+    except IntegrityError:
+        row = session.exec(select(model).where(model.orthanc_id == orthanc_id)).one()
+    return row
 
 
 def upsert_series(session: Session, parsed: ParsedSeries, *, patient_orthanc_id: str,
@@ -31,14 +43,17 @@ def upsert_series(session: Session, parsed: ParsedSeries, *, patient_orthanc_id:
     session.add(patient)
     session.flush()
 
-    study = _get_or_new(session, Study, study_orthanc_id)
+    study = _get_or_new(session, Study, study_orthanc_id, study_uid=parsed.study["study_uid"],
+                        patient_pk=patient.id)
     for key, value in parsed.study.items():
         setattr(study, key, value)
     study.patient_pk = patient.id
     session.add(study)
     session.flush()
 
-    series = _get_or_new(session, Series, parsed.series["orthanc_id"])
+    series = _get_or_new(session, Series, parsed.series["orthanc_id"],
+                         series_uid=parsed.series["series_uid"], study_pk=study.id,
+                         study_uid=parsed.series["study_uid"])
     for key, value in parsed.series.items():
         setattr(series, key, value)
     series.study_pk = study.id
@@ -72,12 +87,15 @@ def record_failed_series(session: Session, series: dict[str, Any], study: dict[s
     patient.patient_id = patient.patient_id or (patient_tags.get("PatientID") or None)
     session.add(patient)
     session.flush()
-    study_row = _get_or_new(session, Study, series["ParentStudy"])
+    study_row = _get_or_new(session, Study, series["ParentStudy"],
+                            study_uid=study_tags.get("StudyInstanceUID", ""),
+                            patient_pk=patient.id)
     study_row.study_uid = study_row.study_uid or study_tags.get("StudyInstanceUID", "")
     study_row.patient_pk = patient.id
     session.add(study_row)
     session.flush()
-    row = _get_or_new(session, Series, series["ID"])
+    row = _get_or_new(session, Series, series["ID"], series_uid=tags.get("SeriesInstanceUID", ""),
+                      study_pk=study_row.id, study_uid=study_row.study_uid)
     row.series_uid = row.series_uid or tags.get("SeriesInstanceUID", "")
     row.study_uid = study_row.study_uid
     row.study_pk = study_row.id

@@ -13,8 +13,13 @@ import os
 import sys
 from importlib.metadata import entry_points
 
-import click
 import typer
+
+try:  # typer vendors click (typer._click) since 0.2x; older typers use click itself
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, UsageError
+Abort = typer.Abort
 
 from radflow import __version__
 from radflow.cli.catalog import app as catalog_app
@@ -88,12 +93,12 @@ def main() -> None:
         code = app(standalone_mode=False)
     except RadflowError as exc:
         fail(exc.message.replace("[", "\\["), exc.fix)
-    except click.UsageError as exc:
+    except UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "radflow"
         fail(exc.format_message().replace("[", "\\["), f"see `{command} --help`")
-    except click.ClickException as exc:
+    except ClickException as exc:
         fail(exc.format_message().replace("[", "\\["), "see `radflow --help`")
-    except click.Abort:
+    except Abort:
         fail("aborted", None)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -163,7 +163,8 @@ def c_store(
         chunk = remaining[:CHUNK]
         argv = [str(storescu), "-v", "-R", "-nh", propose, "-aet", calling_aet,
                 "-aec", called_aet, host, str(port), *chunk]
-        run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        run = subprocess.run(argv, env=env, capture_output=True, text=True, errors="replace",
+                             check=False)  # file names and values may not be UTF-8
         output = run.stdout + run.stderr
         attempted, ok, failed, ignored = _outcomes(output)
         if "missing presentation contexts" in output:  # nothing in the chunk was sendable

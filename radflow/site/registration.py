@@ -22,7 +22,12 @@ def site_prefect(ctx: SiteContext) -> Iterator[None]:
                PREFECT_API_AUTH_STRING: ctx.secrets.prefect_auth_string.get_secret_value(),
                PREFECT_LOCAL_STORAGE_PATH: ctx.results_dir}
     with temporary_settings(updates=updates):
-        yield
+        try:
+            yield
+        finally:  # logs still queued would be sent after the settings (the auth) are gone
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=5)
 
 
 def orthanc_block_name(site: str) -> str:
