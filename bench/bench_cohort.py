@@ -137,9 +137,10 @@ def main() -> None:
             definition = CohortDefinition.parse({"where": where})
             with session_scope(url) as session:
                 n = count_series(session, definition)
-                t_count = timed(lambda: count_series(session, definition), args.repeat)
-                t_list = timed(lambda: select_series(session, definition, limit=100), args.repeat)
-            t_naive = timed(lambda: naive(url, definition), 1)
+                t_count = timed(lambda s=session, d=definition: count_series(s, d), args.repeat)
+                t_list = timed(lambda s=session, d=definition: select_series(s, d, limit=100),
+                               args.repeat)
+            t_naive = timed(lambda d=definition: naive(url, d), 1)
             assert naive(url, definition) == n, f"{name}: SQL and the naive filter disagree"
             worst = max(worst, t_count, t_list)
             print(f"{name:<30} {n:>8} {t_count:>9.1f} {t_list:>11.1f} {t_naive:>9.0f} "

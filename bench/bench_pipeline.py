@@ -75,12 +75,12 @@ def bare_predictor(volumes: list, model_name: str) -> list[float]:
 
 def segment_steps(ctx, refs: list, model_name: str) -> tuple[list[float], list[dict]]:
     """The segment producer task per case (recomputed): wall seconds and its own breakdown."""
+    from prefect import flow
+
     from radflow.catalog.db import session_scope
     from radflow.catalog.models import DerivedResult
     from radflow.site.registration import site_prefect
     from radflow_nnunet.tasks import segment_series
-
-    from prefect import flow
 
     @flow(name="bench-segment-steps")
     def steps() -> tuple[list[float], list]:

@@ -40,5 +40,6 @@ def code_for(label: str, explicit: dict[str, str] | None = None) -> Code:
         raise ConfigurationError(
             f"no SNOMED CT code is known for label {label!r}",
             fix="give it in the model's radflow-model.json, e.g. "
-                '"labels": {"%s": {"value": 1, "code": "...", "scheme": "SCT", "meaning": "..."}}' % label)
+                f'"labels": {{"{label}": {{"value": 1, "code": "...", "scheme": "SCT", '
+                '"meaning": "..."}}')
     return ANATOMY[key]

@@ -35,7 +35,7 @@ def inline_case(case_flow: Any, series: SeriesRef, options: dict[str, Any]) -> d
 def _row(state: Any, series: SeriesRef) -> dict[str, Any]:
     try:
         row = state.result(raise_on_failure=False)
-    except Exception as exc:  # the result could not be read back (e.g. not persisted)
+    except Exception as exc:  # noqa: BLE001 (the result could not be read back: use the state)
         row = exc
     if isinstance(row, dict):
         return row

@@ -14,6 +14,6 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     at once: the same call would fail the same way."""
     try:
         state.result(raise_on_failure=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (classified, not swallowed)
         return is_transient(exc)
     return False

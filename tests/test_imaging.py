@@ -36,5 +36,5 @@ def test_wrong_modality_and_missing_slices_are_named(datasets) -> None:
     with pytest.raises(DicomInputError, match="is CT, the model expects MR") as info:
         check_volume(datasets, SeriesRef("x", "1.2"), "MR")
     assert "modality=MR" in info.value.fix
-    with pytest.raises(DicomInputError, match="not a regular volume.*missing"):
+    with pytest.raises(DicomInputError, match=r"not a regular volume.*missing"):
         check_volume(datasets[:10] + datasets[11:], SeriesRef("x", "1.2"), "CT")

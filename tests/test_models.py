@@ -87,7 +87,8 @@ def test_labels_without_a_known_code_are_refused(home: Path, tmp_path: Path) -> 
     dataset["labels"] = {"background": 0, "tumour-core": 1}
     (folder / "dataset.json").write_text(json.dumps(dataset))
     zip_path = shutil.make_archive(str(tmp_path / "odd"), "zip", tmp_path / "z")
-    with pytest.raises(ConfigurationError, match="no SNOMED CT code is known for label 'tumour-core'") as info:
+    with pytest.raises(ConfigurationError,
+                       match="no SNOMED CT code is known for label 'tumour-core'") as info:
         install_zip(Path(zip_path))
     assert "radflow-model.json" in info.value.fix
     assert not (home / "models").exists() or not any((home / "models").iterdir())

@@ -86,7 +86,8 @@ def test_unreachable_orthanc_names_the_url_and_the_fix() -> None:
 
 
 def dcmtk_parses(path: Path) -> bool:
-    return subprocess.run(["/usr/bin/dcmdump", "-q", str(path)], capture_output=True).returncode == 0
+    return subprocess.run(["/usr/bin/dcmdump", "-q", str(path)], capture_output=True,
+                          check=False).returncode == 0
 
 
 def has_uids(path: Path) -> bool:
@@ -117,7 +118,7 @@ def test_pydicom_test_files_upload(orthanc: OrthancClient) -> None:
 def test_invalid_upload_raises_dicom_input_error(orthanc: OrthancClient, tmp_path: Path) -> None:
     truncated = tmp_path / "cut.dcm"
     truncated.write_bytes((PYDICOM_FILES / "CT_small.dcm").read_bytes()[:3000])
-    with pytest.raises(DicomInputError, match="cannot parse|can parse"):
+    with pytest.raises(DicomInputError, match=r"cannot parse|can parse"):
         orthanc.upload_file(truncated)
     with pytest.raises(DicomInputError, match="lacks a tag"):
         orthanc.upload_file(PYDICOM_FILES / "dicomdirtests" / "DICOMDIR")

@@ -35,12 +35,12 @@ def sr_instances(orthanc, study_uid: str) -> int:
 
 def test_results_follow_their_inputs(orthanc, site, case, tmp_path: Path, cli,
                                      radflow_home: Path) -> None:
+    from prefect import flow
+
     from radflow_nnunet.models import DEFAULT_MODEL, export_zip, get_model, install_zip
     from radflow_nnunet.tasks import segment_series
     from radflow_radiomics.block import RadiomicsParams
     from radflow_radiomics.tasks import quantify_segmentation
-
-    from prefect import flow
 
     install_zip(export_zip(get_model(DEFAULT_MODEL), tmp_path / "m.zip"), name="abdomen-copy")
 

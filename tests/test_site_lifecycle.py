@@ -58,7 +58,8 @@ def test_second_site_runs_beside_the_first_and_stops_without_orphans(site, manag
     pids = family([c["pid"] for c in beta["components"]])
     assert len(pids) >= 4
     down = cli("site", "down", "--site", "beta", check=True)
-    assert set(down.stdout.split("stopped ")[1].strip().split(", ")) == {"watcher", "worker", "prefect-server", "orthanc"}
+    stopped = set(down.stdout.split("stopped ")[1].strip().split(", "))
+    assert stopped == {"watcher", "worker", "prefect-server", "orthanc"}
     assert alive(pids) == set()
 
     after = cli("site", "status", "--site", "beta", "--json")

@@ -85,7 +85,8 @@ def test_cases_vary_in_what_cohorts_filter_on(tmp_path: Path) -> None:
 def test_files_pass_dciodvfy_without_errors(synth_dir: Path) -> None:
     for case in sorted(synth_dir.glob("case_*")):
         path = sorted((case / "dicom").glob("*.dcm"))[5]
-        out = subprocess.run([str(DCIODVFY), str(path)], capture_output=True, text=True)
+        out = subprocess.run([str(DCIODVFY), str(path)], capture_output=True, text=True,
+                             check=False)
         errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
         assert errors == [], f"{path}: {errors}"
 

@@ -36,7 +36,8 @@ def close(session: Session, run_id: str, outcomes: dict[str, str | None]) -> int
                                                         IngestRequest.status == RequestStatus.BATCHED)):
         if row.series_orthanc_id in outcomes:
             error = outcomes[row.series_orthanc_id]
-            row.status, row.error, row.updated_at = (RequestStatus.FAILED if error else RequestStatus.DONE), error, utcnow()
+            row.status = RequestStatus.FAILED if error else RequestStatus.DONE
+            row.error, row.updated_at = error, utcnow()
             session.add(row)
             closed += 1
     return closed

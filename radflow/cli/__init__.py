@@ -15,12 +15,6 @@ from importlib.metadata import entry_points
 
 import typer
 
-try:  # typer vendors click (typer._click) since 0.2x; older typers use click itself
-    from typer._click.exceptions import ClickException, UsageError
-except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException, UsageError
-Abort = typer.Abort
-
 from radflow import __version__
 from radflow.cli.catalog import app as catalog_app
 from radflow.cli.cohort import app as cohort_app
@@ -31,6 +25,11 @@ from radflow.cli.plugins import app as plugins_app
 from radflow.cli.results import app as results_app
 from radflow.cli.site import app as site_app
 from radflow.errors import RadflowError
+
+try:  # typer vendors click (typer._click) since 0.2x; older typers use click itself
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, UsageError
 
 CLI_GROUP = "radflow.cli"
 logger = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ def _plugin_groups() -> None:
             if not isinstance(group, typer.Typer):
                 raise TypeError(f"{ep.value} is a {type(group).__name__}, not a typer.Typer")
             app.add_typer(group, name=ep.name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a broken plugin never breaks the command)
             logger.warning("command group %s (%s) could not be loaded: %s", ep.name, ep.value, exc)
 
 
@@ -98,7 +97,7 @@ def main() -> None:
         fail(exc.format_message().replace("[", "\\["), f"see `{command} --help`")
     except ClickException as exc:
         fail(exc.format_message().replace("[", "\\["), "see `radflow --help`")
-    except Abort:
+    except typer.Abort:
         fail("aborted", None)
     except KeyboardInterrupt:
         sys.exit(130)

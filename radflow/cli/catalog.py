@@ -28,8 +28,9 @@ def stats(site: str | None = SITE, json_out: bool = JSON) -> None:
     if json_out:
         print_json(data)
         return
-    console.print(f"[bold]{site_context(site).name}[/bold]: {data['patients']} patients, {data['studies']} studies, "
-                  f"{data['series']} series, {data['instances']} instances", highlight=False)
+    console.print(f"[bold]{site_context(site).name}[/bold]: {data['patients']} patients, "
+                  f"{data['studies']} studies, {data['series']} series, "
+                  f"{data['instances']} instances", highlight=False)
     for title, key in (("modality", "by_modality"), ("body part", "by_body_part"),
                        ("manufacturer", "by_manufacturer"), ("series status", "series_status"),
                        ("series with problem", "series_with_finding")):

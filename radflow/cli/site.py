@@ -30,9 +30,12 @@ def show(status: SiteStatus) -> None:
 @app.command()
 def up(
     site: str = NEW_SITE,
-    orthanc_http_port: int | None = typer.Option(None, help="Orthanc HTTP port (default: first free from 8042)."),
-    orthanc_dicom_port: int | None = typer.Option(None, help="Orthanc DICOM port (default: first free from 4242)."),
-    prefect_port: int | None = typer.Option(None, help="Prefect server port (default: first free from 4200)."),
+    orthanc_http_port: int | None = typer.Option(
+        None, help="Orthanc HTTP port (default: first free from 8042)."),
+    orthanc_dicom_port: int | None = typer.Option(
+        None, help="Orthanc DICOM port (default: first free from 4242)."),
+    prefect_port: int | None = typer.Option(
+        None, help="Prefect server port (default: first free from 4200)."),
     database_url: str | None = typer.Option(
         None, help="Prefect database, e.g. postgresql+asyncpg://user:pw@host/db (default: SQLite)."),
     stable_age: int | None = typer.Option(
@@ -136,9 +139,10 @@ def credentials(site: str | None = SITE, json_out: bool = JSON) -> None:
     if json_out:
         print_json(data)
         return
-    console.print(f"Orthanc  {ctx.orthanc_url}  user [bold]{user}[/bold]  password [bold]{password}[/bold]")
     p_user, p_password = ctx.prefect_auth()
-    console.print(f"Prefect  {ctx.prefect_url}  user [bold]{p_user}[/bold]  password [bold]{p_password}[/bold]")
+    for what, url, name, secret in (("Orthanc", ctx.orthanc_url, user, password),
+                                    ("Prefect", ctx.prefect_url, p_user, p_password)):
+        console.print(f"{what:<8} {url}  user [bold]{name}[/bold]  password [bold]{secret}[/bold]")
 
 
 @app.command()

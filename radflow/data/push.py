@@ -84,7 +84,7 @@ def _headers(files: list[Path]) -> dict[Path, tuple[str, str, str, str]]:
                                      specific_tags=["SeriesInstanceUID", "StudyInstanceUID",
                                                     "SOPInstanceUID"])
                 ts = str(ds.file_meta.get("TransferSyntaxUID", ""))
-            except Exception:
+            except Exception:  # noqa: BLE001 (any unreadable file: storescu reports why)
                 ts = ""
                 ds = {}
             found[path] = (ts, str(ds.get("StudyInstanceUID", "")),
@@ -240,10 +240,11 @@ def push(
     began = time.perf_counter()
     for ts, members in sorted(groups.items()):
         if ts in PROPOSE or not ts:
+            done_before = sent
             ok, bad = c_store(members, host=host, port=port, called_aet=called_aet,
                               calling_aet=calling_aet, dcmtk_bin=dcmtk_bin,
                               propose=PROPOSE.get(ts, "-x="),
-                              progress=progress and (lambda n: progress(sent + n)))
+                              progress=progress and (lambda n, b=done_before: progress(b + n)))
         else:  # no storescu option proposes this encoding: Orthanc's REST API takes it as is
             ok, bad = _rest_upload(client, members)
         stored |= ok

@@ -47,7 +47,7 @@ def discover() -> tuple[PluginStatus, ...]:
             if not isinstance(plugin, Plugin):
                 raise TypeError(f"{ep.value} is a {type(plugin).__name__}, not a radflow Plugin")
             found.append(PluginStatus(ep.name, dist, version, plugin=plugin))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a broken plugin is reported, never fatal)
             logger.warning("plugin %s (%s) could not be loaded: %s", ep.name, dist, exc)
             found.append(PluginStatus(ep.name, dist, version,
                                       error=f"{type(exc).__name__}: {exc}"))

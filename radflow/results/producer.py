@@ -142,7 +142,7 @@ class ProducerContext:
             from prefect import get_run_logger
 
             return get_run_logger()
-        except Exception:  # outside a run
+        except Exception:  # noqa: BLE001 (outside a run: the module logger)
             return logger
 
 

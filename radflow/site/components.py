@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import requests
 
@@ -51,7 +51,7 @@ class Component:
     """
 
     name: str = ""
-    ports: dict[str, str] = {}
+    ports: ClassVar[dict[str, str]] = {}
     depends_on: tuple[str, ...] = ()
 
     def process(self, ctx: SiteContext) -> ManagedProcess:
@@ -129,7 +129,8 @@ class OrthancComponent(Component):
     """Orthanc from Debian's package, configured from ``orthanc/templates``."""
 
     name = "orthanc"
-    ports = {"orthanc_http": "--orthanc-http-port", "orthanc_dicom": "--orthanc-dicom-port"}
+    ports: ClassVar[dict[str, str]] = {"orthanc_http": "--orthanc-http-port",
+                                       "orthanc_dicom": "--orthanc-dicom-port"}
 
     def prepare(self, ctx: SiteContext) -> None:
         cfg = ctx.config
@@ -185,7 +186,7 @@ class PrefectServerComponent(Component):
     gets the site's work pool, blocks and deployments."""
 
     name = "prefect-server"
-    ports = {"prefect": "--prefect-port"}
+    ports: ClassVar[dict[str, str]] = {"prefect": "--prefect-port"}
 
     def database_url(self, ctx: SiteContext) -> str:
         if ctx.secrets.database_url is not None:

@@ -46,7 +46,7 @@ def case_grid(matrix: int, slice_thickness: float, habitus: float) -> Grid:
     """The grid of one case: the field of view fits the body, slices cover COVERAGE_MM."""
     fov = 2 * 165 * habitus * 1.12
     px = round(fov / matrix, 4)  # exactly what the DS strings of the files will say
-    slices = int(round((COVERAGE_MM[1] - COVERAGE_MM[0]) / slice_thickness))
+    slices = round((COVERAGE_MM[1] - COVERAGE_MM[0]) / slice_thickness)
     origin = (round(-fov / 2 + px / 2, 4), round(8 - fov / 2 + px / 2, 4), COVERAGE_MM[0])
     return Grid(matrix, matrix, slices, px, slice_thickness, origin)
 
