@@ -28,7 +28,7 @@ import requests
 from orthanc_api_client import OrthancApiClient
 from orthanc_api_client import exceptions as oac
 
-from radflow.errors import DicomInputError, OrthancError
+from radflow.errors import ConfigurationError, DicomInputError, OrthancError
 from radflow.orthanc.models import UploadResult, series_state
 from radflow.types import SeriesRef
 
@@ -378,7 +378,8 @@ class OrthancClient:
     def delete(self, level: str, orthanc_id: str) -> None:
         """Delete a patient, study, series or instance (``level`` is the REST collection)."""
         if level not in ("patients", "studies", "series", "instances"):
-            raise ValueError(f"level {level!r} is not one of patients/studies/series/instances")
+            raise ConfigurationError(f"cannot delete at level {level!r}",
+                                     fix="use patients, studies, series or instances")
         with self._translated(f"deleting {level}/{orthanc_id}"):
             self._api.delete(f"{level}/{orthanc_id}", timeout=self.timeout)
 

@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from radflow.errors import ConfigurationError
+
 PLACEHOLDER = "@"
 
 
@@ -38,16 +40,15 @@ class DicomModality:
         """Parse ``NAME=AET@HOST:PORT`` (or ``AET@HOST:PORT``; the name is then the AET).
 
         Raises:
-            ValueError: with the expected form, when ``spec`` does not match it.
+            ConfigurationError: with the expected form, when ``spec`` does not match it.
         """
         name, _, rest = spec.rpartition("=")
         aet, sep, hostport = rest.partition("@")
         host, sep2, port = hostport.rpartition(":")
         if not (sep and sep2 and aet and host and port.isdigit()):
-            raise ValueError(
-                f"DICOM modality {spec!r} is not of the form NAME=AET@HOST:PORT "
-                "(e.g. clinical-pacs=PACS01@10.0.0.5:104)"
-            )
+            raise ConfigurationError(
+                f"DICOM modality {spec!r} is not of the form NAME=AET@HOST:PORT",
+                fix="e.g. --allow-modality clinical-pacs=PACS01@10.0.0.5:104")
         return cls(name=name or aet.lower(), aet=aet, host=host, port=int(port))
 
     def to_orthanc(self) -> dict[str, Any]:
@@ -95,7 +96,8 @@ def _substitute(node: Any, values: dict[str, Any]) -> Any:
     if isinstance(node, str) and node.startswith(PLACEHOLDER) and node.endswith(PLACEHOLDER):
         key = node.strip(PLACEHOLDER)
         if key not in values:
-            raise KeyError(f"Orthanc template placeholder {node} has no value")
+            raise ConfigurationError(f"Orthanc template placeholder {node} has no value",
+                                     fix="give every placeholder of orthanc/templates a value")
         return values[key]
     return node
 

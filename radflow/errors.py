@@ -68,6 +68,11 @@ class EmptyResult(RadflowError):
     """A producer ran and found nothing to write (e.g. a model found none of its structures)."""
 
 
+class NotFound(RadflowError, LookupError):
+    """A lookup by name or key found nothing (also a LookupError, for ``except KeyError``-style
+    callers)."""
+
+
 class TransientError(RadflowError):
     """A failure that may go away on its own (a service restarting, a lock held): retried."""
 

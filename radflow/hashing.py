@@ -34,7 +34,10 @@ def _default(value: Any) -> Any:
         return sorted(value, key=str) if isinstance(value, set | frozenset) else list(value)
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
-    raise TypeError(f"cannot hash a {type(value).__name__} canonically: {value!r}")
+    from radflow.errors import ConfigurationError
+
+    raise ConfigurationError(f"cannot hash a {type(value).__name__} canonically: {value!r}",
+                             fix="hash JSON values, enums, dates, paths or pydantic models")
 
 
 def canonical_json(value: Any) -> str:

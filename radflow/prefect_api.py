@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,8 @@ import requests
 from radflow.errors import ConfigurationError, PrefectUnavailable, SiteError
 
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+RETRY_STATUSES = (408, 429, 502, 503, 504)  # the server is busy (its database locked): try again
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 LIVE = {"SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"}
 
 
@@ -87,14 +90,23 @@ class PrefectApi:
     def _request(self, method: str, path: str, what: str, *, ok: tuple[int, ...] = (200, 201),
                  **kwargs: Any) -> requests.Response:
         url = f"{self.api_url}/{path.lstrip('/')}"
-        try:
-            answer = self._session.request(method, url, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            where = f" of site {self.site!r}" if self.site else ""
-            up = f"radflow site up --site {self.site}" if self.site else "radflow site up"
-            raise PrefectUnavailable(
-                f"the Prefect server{where} at {self.api_url} did not answer ({what}: "
-                f"{type(exc).__name__})", fix=f"start the site (`{up}`) and try again") from exc
+        where = f" of site {self.site!r}" if self.site else ""
+        up = f"radflow site up --site {self.site}" if self.site else "radflow site up"
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                answer = self._session.request(method, url, timeout=self.timeout, **kwargs)
+            except requests.RequestException as exc:
+                raise PrefectUnavailable(
+                    f"the Prefect server{where} at {self.api_url} did not answer ({what}: "
+                    f"{type(exc).__name__})", fix=f"start the site (`{up}`) and try again") from exc
+            if answer.status_code not in RETRY_STATUSES or delay is None:
+                break
+            time.sleep(delay)
+        if answer.status_code in RETRY_STATUSES:
+            raise PrefectUnavailable(f"the Prefect server{where} stayed busy ({what}: HTTP "
+                                     f"{answer.status_code})",
+                                     fix="try again; if it persists, read its log (`radflow "
+                                         "site logs -c prefect-server`)")
         if answer.status_code in (401, 403):
             raise SiteError(f"the Prefect server at {self.api_url} refused the credentials "
                             f"({what})", fix="use the site's auth string "
@@ -152,9 +164,9 @@ class PrefectApi:
         """Start a run of a deployment (``flow-name/deployment-name``)."""
         body: dict[str, Any] = {"parameters": json.loads(json.dumps(parameters or {},
                                                                     default=_plain)),
-                                "tags": list(tags)}
-        if idempotency_key:
-            body["idempotency_key"] = idempotency_key
+                                "tags": list(tags),
+                                # a retried request (the server was busy) never makes two runs
+                                "idempotency_key": idempotency_key or uuid.uuid4().hex}
         answer = self._request("POST", f"deployments/{self.deployment_id(deployment)}/"
                                "create_flow_run", f"starting a run of {deployment}", json=body)
         return FlowRunInfo.from_api(answer.json())
@@ -199,4 +211,5 @@ def _plain(value: Any) -> Any:
 
     if is_dataclass(value):
         return asdict(value)
-    raise TypeError(f"cannot send a {type(value).__name__} as a flow parameter")
+    raise ConfigurationError(f"cannot send a {type(value).__name__} as a flow parameter",
+                             fix="pass JSON values or dataclasses (SeriesRef, ...)")

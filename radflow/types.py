@@ -69,13 +69,16 @@ class FeatureTable:
         """One value, by segment label and feature name.
 
         Raises:
-            KeyError: no such segment or feature (the message lists what there is).
+            NotFound: no such segment or feature (the message lists what there is).
         """
         for row in self.rows:
             if row["segment_label"] == segment_label and row["feature"] == feature:
                 return row["value"]
+        from radflow.errors import NotFound
+
         labels = sorted({r["segment_label"] for r in self.rows})
-        raise KeyError(f"no feature {feature!r} for segment {segment_label!r} (segments: {labels})")
+        raise NotFound(f"no feature {feature!r} for segment {segment_label!r} (segments: "
+                       f"{labels})", fix="use a feature and segment this table holds")
 
     def segments(self) -> list[str]:
         return sorted({r["segment_label"] for r in self.rows})

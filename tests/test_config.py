@@ -54,7 +54,7 @@ def test_credentials_file_is_owner_only(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("spec", ["PACS@host", "pacs=@h:1", "A@h:port", "justtext"])
 def test_bad_modality_spec_names_the_expected_form(spec: str) -> None:
-    with pytest.raises(ValueError, match="NAME=AET@HOST:PORT"):
+    with pytest.raises(ConfigurationError, match="NAME=AET@HOST:PORT"):
         DicomModality.parse(spec)
 
 

@@ -13,6 +13,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from radflow.errors import ConfigurationError
 from radflow.synth import synthesize
 from radflow.synth.phantom import LABELS
 
@@ -92,7 +93,7 @@ def test_files_pass_dciodvfy_without_errors(synth_dir: Path) -> None:
 
 
 def test_rejects_impossible_requests(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="cases must be at least 1"):
+    with pytest.raises(ConfigurationError, match="cases must be at least 1"):
         synthesize(tmp_path, 0)
-    with pytest.raises(ValueError, match="matrix"):
+    with pytest.raises(ConfigurationError, match="matrix"):
         synthesize(tmp_path, 1, matrix=4)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from radflow.data.push import PROPOSE, c_store
-from radflow.errors import OrthancError
+from radflow.errors import ConfigurationError, OrthancError
 
 MUTATIONS = ("intact", "truncated", "flipped_header", "bogus_length", "wrong_syntax",
              "study_uid_other_patient", "series_uid_other_study", "sop_uid_other_content",
@@ -116,7 +116,8 @@ def mutate(data: bytes, mutation: str, rng: np.random.Generator) -> bytes:
     elif mutation == "empty_uid":
         setattr(ds, str(rng.choice(["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])), "")
     else:
-        raise ValueError(f"unknown mutation {mutation!r}; one of {', '.join(MUTATIONS)}")
+        raise ConfigurationError(f"unknown mutation {mutation!r}",
+                                 fix=f"use one of {', '.join(MUTATIONS)}")
     if "SOPInstanceUID" in ds and ds.file_meta is not None:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID or "1.2"
     return _save(ds)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from radflow.errors import ConfigurationError
 from radflow.synth.dicom import write_series
 from radflow.synth.phantom import LABELS, Grid, abdomen, render
 from radflow.synth.profiles import make_case
@@ -106,9 +107,11 @@ def synthesize(
         progress: called after each case.
     """
     if cases < 1:
-        raise ValueError(f"cases must be at least 1, got {cases}")
+        raise ConfigurationError(f"cases must be at least 1, got {cases}",
+                                 fix="e.g. radflow data synth --cases 5")
     if not 16 <= matrix <= 1024:
-        raise ValueError(f"matrix must be between 16 and 1024 pixels, got {matrix}")
+        raise ConfigurationError(f"matrix must be between 16 and 1024 pixels, got {matrix}",
+                                 fix="e.g. --matrix 128 (512 is clinical size)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
