@@ -1,6 +1,6 @@
 """segment-and-quantify against its limits, measured in one run on one site:
 
-    .venv/bin/python bench/bench_pipeline.py [--cases 5] [--clinical 1]
+    .venv/bin/python bench/bench_pipeline.py [--cases 8] [--clinical 1]
 
 1. Near the limit: the segment step per case (the producer task: read the series from Orthanc,
    build the volume, predict, encode the SEG, store it, record it) against the bare predictor on
@@ -145,7 +145,8 @@ def cli_per_case(volumes: list, model_name: str, work: Path) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--cases", type=int, default=5)
+    parser.add_argument("--cases", type=int, default=8,
+                        help="cases at 128x128 (throughput wants enough to amortize the tail)")
     parser.add_argument("--clinical", type=int, default=1, help="512x512 cases (0: skip)")
     parser.add_argument("--model", default="radflow-abdomen-demo")
     args = parser.parse_args()

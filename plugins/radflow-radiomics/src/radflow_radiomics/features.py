@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -79,6 +80,9 @@ def unit_of(feature: str) -> str:
     return UNITS.get(feature.split("_", 1)[1] if "_" in feature else feature, "1")
 
 
+_EXTRACTOR_LOCK = threading.Lock()
+
+
 def extract(image: Any, masks: dict[int, tuple[str, Any]], params: dict[str, Any],
             source_series_uid: str) -> FeatureTable:
     """Features of each segment: ``masks`` maps segment number -> (label, binary SimpleITK mask
@@ -86,7 +90,8 @@ def extract(image: Any, masks: dict[int, tuple[str, Any]], params: dict[str, Any
     from radiomics import featureextractor
 
     logging.getLogger("radiomics").setLevel(logging.ERROR)
-    extractor = featureextractor.RadiomicsFeatureExtractor(params)
+    with _EXTRACTOR_LOCK:  # its parameter validation (pykwalify, ruamel) is not thread-safe
+        extractor = featureextractor.RadiomicsFeatureExtractor(params)
     table = FeatureTable()
     for number, (label, mask) in sorted(masks.items()):
         result = extractor.execute(image, mask, label=1)
