@@ -135,8 +135,9 @@ def test_segment_and_quantify_end_to_end(orthanc, site, ct_cases, cli, tmp_path:
     from radflow_radiomics.sr import read_measurements
     from radflow_radiomics.tasks import segment_masks
 
-    for case in cases[:2]:
-        seg_row, sr_row = result_of(site, "SEG", case.series_uid), result_of(site, "SR", case.series_uid)
+    for index, case in enumerate(cases):
+        seg_row = result_of(site, "SEG", case.series_uid)
+        sr_row = result_of(site, "SR", case.series_uid)
         assert sr_row.derived_from_id == seg_row.id and seg_row.status == "draft"
         seg_path, sr_path = tmp_path / "seg.dcm", tmp_path / "sr.dcm"
         seg_path.write_bytes(orthanc.instance_file(seg_row.orthanc_id))
@@ -144,6 +145,8 @@ def test_segment_and_quantify_end_to_end(orthanc, site, ct_cases, cli, tmp_path:
         for path in (seg_path, sr_path):
             errors, warnings = dciodvfy(path)
             assert (errors, warnings) == ([], []), f"{path.name} of {case.name}"
+        if index == 2:
+            continue  # every object is valid; the readers' checks below run on two cases
 
         seg_ds = pydicom.dcmread(seg_path)
         seg = hd.seg.Segmentation.from_dataset(seg_ds)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import get_type_hints
 
 import pytest
+from conftest import dciodvfy
 from prefect import Task
 
 from radflow.errors import ConfigurationError, PluginNotFound
@@ -183,6 +184,11 @@ def test_the_example_plugins_run_in_a_flow(examples_installed: Path, orthanc, si
     assert again["cached"] and again["seg_result"] == row["seg_result"]
     seg = orthanc.find_series(StudyInstanceUID=info.study_uid, Modality="SEG")
     assert [s.description for s in seg] == ["SEG bone >= 250 HU"]
+    sr = orthanc.find_series(StudyInstanceUID=info.study_uid, Modality="SR")
+    for found in (*seg, *sr):  # what the example writes is as valid as what radflow writes
+        path = tmp_path / f"{found.modality}.dcm"
+        path.write_bytes(orthanc.instance_file(orthanc.series_instances(found.orthanc_id)[0]))
+        assert dciodvfy(path) == ([], []), found.modality
 
 
 def test_everything_loads_and_is_complete(cli) -> None:
