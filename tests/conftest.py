@@ -98,6 +98,21 @@ def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
             [line for line in lines if line.startswith("Warning")])
 
 
+def one_study_catalog(url: str):
+    """A catalog (at ``url``) holding one patient with one study; returns the study's row id."""
+    from radflow.catalog.db import session_scope
+    from radflow.catalog.models import Patient, Study
+
+    with session_scope(url) as session:
+        patient = Patient(orthanc_id="p")
+        session.add(patient)
+        session.flush()
+        study = Study(orthanc_id="st", study_uid="1", patient_pk=patient.id)
+        session.add(study)
+        session.flush()
+        return study.id
+
+
 def send(site: SiteContext, *paths: Path):
     """C-STORE files or folders to the session site (the way a PACS would)."""
     from radflow.data.push import push

@@ -6,10 +6,11 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from conftest import one_study_catalog
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
-from radflow.catalog.models import Patient, Series, Study
+from radflow.catalog.models import Series, Study
 from radflow.cohorts import CohortDefinition, count_series, parse_short, save_cohort, select_series
 from radflow.errors import ConfigurationError
 
@@ -62,19 +63,14 @@ def catalog(tmp_path: Path) -> str:
         ("CT", None, 3.0, date(2023, 1, 2), "M", None, False, "chest"),
         ("MR", "Philips", 4.0, date(2022, 2, 2), "F", 55.0, False, "T1 axial"),
     ]
+    study_pk = one_study_catalog(url)
     with session_scope(url) as session:
-        patient = Patient(orthanc_id="p")
-        session.add(patient)
-        session.flush()
-        study = Study(orthanc_id="st", study_uid="1", patient_pk=patient.id)
-        session.add(study)
-        session.flush()
         for k, (mod, man, th, d, sex, age, con, desc) in enumerate(rows):
-            session.add(Series(orthanc_id=f"s{k}", series_uid=f"1.{k}", study_pk=study.id,
+            session.add(Series(orthanc_id=f"s{k}", series_uid=f"1.{k}", study_pk=study_pk,
                                study_uid="1", modality=mod, manufacturer=man, slice_thickness=th,
                                study_date=d, patient_sex=sex, age_years=age, contrast=con,
                                series_description=desc))
-        session.add(Series(orthanc_id="seg0", series_uid="9.0", study_pk=study.id, study_uid="1",
+        session.add(Series(orthanc_id="seg0", series_uid="9.0", study_pk=study_pk, study_uid="1",
                            modality="SEG", source_series_uid="1.0"))
     return url
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import one_study_catalog
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
-from radflow.catalog.models import DerivedResult, FeatureValue, Patient, Series, Study
+from radflow.catalog.models import DerivedResult, FeatureValue, Series
 from radflow.catalog.store import delete_series
 from radflow.enums import ResultKind, ResultStatus
 from radflow.errors import ConfigurationError, PolicyViolation
@@ -22,14 +23,9 @@ SOURCE = SeriesRef("ct-orthanc", "1.2.3")
 @pytest.fixture()
 def catalog(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    study_pk = one_study_catalog(url)
     with session_scope(url) as session:
-        patient = Patient(orthanc_id="p")
-        session.add(patient)
-        session.flush()
-        study = Study(orthanc_id="st", study_uid="1", patient_pk=patient.id)
-        session.add(study)
-        session.flush()
-        session.add(Series(orthanc_id="ct-orthanc", series_uid="1.2.3", study_pk=study.id,
+        session.add(Series(orthanc_id="ct-orthanc", series_uid="1.2.3", study_pk=study_pk,
                            study_uid="1", modality="CT"))
     return url
 
