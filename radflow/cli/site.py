@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from radflow.cli.common import JSON, SITE, console, print_json, report
@@ -163,3 +165,50 @@ def logs(
         print_json({"component": component, "lines": text.splitlines()})
         return
     console.print(text, highlight=False, markup=False)
+
+
+audit_app = typer.Typer(help="The site's append-only, hash-chained audit log.",
+                        no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Recompute the audit log's hash chain; exit 1 if any event was changed, removed or
+    reordered (the first broken one is named)."""
+    from dataclasses import asdict
+
+    from radflow.audit import verify
+    from radflow.cli.common import site_context
+
+    check = verify(site_context(site).catalog_url)
+    if json_out:
+        print_json(asdict(check))
+    elif check.ok:
+        console.print(f"audit log intact: {check.events} events, head {check.head}",
+                      highlight=False)
+    else:
+        console.print(f"[red]audit log broken at event {check.broken_at}[/red]: {check.reason} "
+                      f"({check.events} events read)", highlight=False)
+    if not check.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(site: str | None = SITE,
+                 out: Path | None = typer.Option(None, "--out", help="File to write (default: "
+                                                 "stdout), JSON lines."),
+                 json_out: bool = JSON) -> None:
+    """Write the audit log as JSON lines, each event with its hashes; the last line's hash is
+    the head to keep on record."""
+    from radflow.audit import export_lines
+    from radflow.cli.common import site_context
+
+    lines = list(export_lines(site_context(site).catalog_url))
+    if out is None:
+        for line in lines:
+            print(line)
+        return
+    out.write_text("".join(f"{line}\n" for line in lines))
+    report(json_out, {"events": len(lines), "file": str(out)},
+           f"wrote {len(lines)} events to {out}")

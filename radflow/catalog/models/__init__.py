@@ -8,16 +8,18 @@
 * :mod:`~radflow.catalog.models.results`: derived results (SEG, SR, feature tables) with their
   keys, statuses and lineage, and the feature values.
 * :mod:`~radflow.catalog.models.cohorts`: saved cohorts and the membership pinned by runs.
+* :mod:`~radflow.catalog.models.audit`: the site's append-only, hash-chained audit log.
 
 The schema is created and upgraded by Alembic migrations (:mod:`radflow.catalog.migrate`).
 """
 
+from radflow.catalog.models.audit import AuditEvent
 from radflow.catalog.models.base import utcnow
 from radflow.catalog.models.cohorts import CohortPin, CohortRecord
 from radflow.catalog.models.ingest import IngestRequest, SettlingSeries, WatcherState
 from radflow.catalog.models.mirror import Finding, Instance, Patient, Series, Study
 from radflow.catalog.models.results import DerivedResult, FeatureValue
 
-__all__ = ["CohortPin", "CohortRecord", "DerivedResult", "FeatureValue", "Finding",
+__all__ = ["AuditEvent", "CohortPin", "CohortRecord", "DerivedResult", "FeatureValue", "Finding",
            "IngestRequest", "Instance", "Patient", "Series", "SettlingSeries", "Study",
            "WatcherState", "utcnow"]
