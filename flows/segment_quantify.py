@@ -2,8 +2,9 @@
 
 Two flows:
 
-* ``segment-and-quantify-case``: one series. It is the unit of work, of pausing (phase 5's
-  review suspends this run alone) and of deployment. Running it again does nothing twice: the
+* ``segment-and-quantify-case``: one series. It is the unit of work, of review and of
+  deployment: with ``review=True`` it suspends (no process held) until a clinician accepts,
+  rejects or corrects its SEG, then re-runs from the top. Running it again does nothing twice: the
   core result service returns what an earlier run made (same key, object still in Orthanc).
 * ``segment-and-quantify``: a thin fan-out. It pins the cohort's membership once (with the
   cohort's hash), then runs one case flow per series, at most ``max_parallel`` at a time, each
@@ -26,10 +27,10 @@ from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from radflow.errors import RadflowError
-from radflow.plugins import find_task
+from radflow.plugins import find_step, find_task
 from radflow.runtime import site_runtime
 from radflow.tasks.fanout import run_cases
-from radflow.tasks.pipeline_report import case_row, failed_row, pipeline_report
+from radflow.tasks.pipeline_report import case_row, failed_row, pipeline_report, reviewed_row
 from radflow.tasks.selection import pin_series
 from radflow.types import ReportRef, SegmentationRef, SeriesRef
 
@@ -46,8 +47,10 @@ def _call(spec: Any, first: Any, options: dict[str, Any], site: str | None, forc
 def segment_and_quantify_case(series: SeriesRef, model: str = DEFAULT_MODEL,
                               params: str = "default", site: str | None = None,
                               force: bool = False, segmenter: str | None = None,
-                              quantifier: str | None = None) -> dict[str, Any]:
-    """Segment one series and quantify its segments.
+                              quantifier: str | None = None, review: bool = False,
+                              assignee: str = "role:radiologist", review_hours: float = 72.0,
+                              on_expiry: str = "exclude") -> dict[str, Any]:
+    """Segment one series, optionally have a clinician review the SEG, and quantify.
 
     Args:
         series: the series (Orthanc id and SeriesInstanceUID).
@@ -57,18 +60,32 @@ def segment_and_quantify_case(series: SeriesRef, model: str = DEFAULT_MODEL,
         force: compute again even when a result with the same key exists.
         segmenter: the plugin whose ``segment`` task to use when several offer one.
         quantifier: the plugin whose ``quantify`` task to use when several offer one.
+        review: suspend for a review decision before quantifying (needs a deployment run).
+        assignee: who reviews: a user's subject or ``role:<role>``.
+        review_hours: when the review expires.
+        on_expiry: ``exclude`` (no quantification) or ``continue`` (quantify the model's SEG).
     """
     segment = find_task("segment", (SeriesRef,), SegmentationRef, prefer=segmenter or "nnunet")
     quantify = find_task("quantify", (SegmentationRef,), ReportRef,
                          prefer=quantifier or "radiomics")
     try:
         seg = _call(segment, series, {"model": model}, site, force)
+        reviewed = None
+        if review:
+            reviewed = find_step("review")(seg, assignee=assignee, due_hours=review_hours,
+                                           on_expiry=on_expiry, site=site)
+            if reviewed.segmentation is None:  # rejected, or expired and excluded
+                return reviewed_row(series, seg, reviewed)
+            seg = reviewed.segmentation
         report = _call(quantify, seg, {"params": params}, site, force)
     except RadflowError as exc:  # bad input, an empty result...: this case ends, with its reason
         row = failed_row(series, exc.message)
         get_run_logger().warning("case %s failed: %s", series.series_uid, exc.message)
         return Failed(message=exc.message[:500], data=row)
-    return case_row(series, seg, report)
+    row = case_row(series, seg, report)
+    if reviewed is not None:
+        row.update(review=reviewed.decision, reviewer=reviewed.reviewer)
+    return row
 
 
 @flow(name="segment-and-quantify", task_runner=ThreadPoolTaskRunner(max_workers=8),
@@ -78,8 +95,10 @@ def segment_and_quantify(cohort: str | None = None, series_uids: list[str] | Non
                          params: str = "default", site: str | None = None,
                          max_parallel: int = 2, force: bool = False,
                          isolation: str = "inline", expect_hash: str | None = None,
-                         segmenter: str | None = None,
-                         quantifier: str | None = None) -> dict[str, Any]:
+                         segmenter: str | None = None, quantifier: str | None = None,
+                         review: bool = False, assignee: str = "role:radiologist",
+                         review_hours: float = 72.0,
+                         on_expiry: str = "exclude") -> dict[str, Any]:
     """Segment and quantify every series of a cohort (pinned once), one case flow per series.
 
     Args:
@@ -96,8 +115,15 @@ def segment_and_quantify(cohort: str | None = None, series_uids: list[str] | Non
         expect_hash: refuse to run unless the cohort's content hash is this one.
         segmenter: plugin whose segment task to use, when several offer one.
         quantifier: plugin whose quantify task to use, when several offer one.
+        review: have a clinician review every SEG before it is quantified (each case suspends
+            on its own; needs ``isolation="runs"``, which it then uses).
+        assignee: who reviews (a user's subject or ``role:<role>``).
+        review_hours: when a review expires.
+        on_expiry: ``exclude`` or ``continue`` for a review that expired.
     """
     logger = get_run_logger()
+    if review:
+        isolation = "runs"  # a suspended case must be a flow run of its own
     rt = site_runtime(site)
     content_hash, refs = pin_series(rt.catalog_url, rt.orthanc, str(flow_run.get_id()),
                                     cohort=cohort, definition=definition,
@@ -106,11 +132,17 @@ def segment_and_quantify(cohort: str | None = None, series_uids: list[str] | Non
                 max_parallel)
     options = {"model": model, "params": params, "site": rt.name, "force": force,
                "segmenter": segmenter, "quantifier": quantifier}
+    if review:
+        options.update(review=True, assignee=assignee, review_hours=review_hours,
+                       on_expiry=on_expiry)
     rows = run_cases(segment_and_quantify_case, refs, options, max_parallel=max_parallel,
                      isolation=isolation, site=rt.name)
     if rows:
         pipeline_report(rows, model, site)
     ok = sum(r["status"] == "ok" for r in rows)
-    logger.info("%d of %d cases done, %d failed", ok, len(rows), len(rows) - ok)
-    return {"cases": len(rows), "ok": ok, "failed": len(rows) - ok, "cohort_hash": content_hash,
-            "rows": rows}
+    failed = sum(r["status"] == "failed" for r in rows)
+    waiting = sum(r["status"] == "awaiting review" for r in rows)
+    logger.info("%d of %d cases done, %d failed, %d awaiting review", ok, len(rows), failed,
+                waiting)
+    return {"cases": len(rows), "ok": ok, "failed": failed, "awaiting_review": waiting,
+            "cohort_hash": content_hash, "rows": rows}

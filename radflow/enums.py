@@ -69,6 +69,14 @@ class ResultStatus(StrEnum):
     SUPERSEDED = "superseded"
 
 
+class ReviewStatus(StrEnum):
+    """Where a review step stands."""
+
+    OPEN = "open"
+    DECIDED = "decided"
+    EXPIRED = "expired"
+
+
 class StrEnumType(TypeDecorator):
     """A column holding a str-Enum as its value (plain VARCHAR; loads back as the Enum)."""
 

@@ -184,6 +184,35 @@ class PrefectApi:
                 return run
             time.sleep(poll)
 
+    def resume(self, run_id: str, run_input: dict[str, Any] | None = None) -> FlowRunInfo:
+        """Resume a paused or suspended flow run with its input, as Prefect's UI does
+        (``POST /flow_runs/{id}/resume``); the server validates the input against the schema
+        the run declared.
+
+        Raises:
+            SiteError: the server refused (not paused, input invalid, timed out): its reason.
+        """
+        answer = self._request("POST", f"flow_runs/{run_id}/resume", f"resuming flow run {run_id}",
+                               json={"run_input": run_input} if run_input is not None else {})
+        body = answer.json()
+        if body.get("status") != "ACCEPT":
+            reason = (body.get("details") or {}).get("reason") or body.get("status")
+            raise SiteError(f"flow run {run_id} was not resumed: {reason}",
+                            fix="resume only a suspended run, with input that fits its schema")
+        return self.flow_run(run_id)
+
+    def run_input_schema(self, run_id: str, keyset_schema: str) -> dict[str, Any]:
+        """The JSON schema a suspended run asks its input to fit (what Prefect's UI renders)."""
+        answer = self._request("GET", f"flow_runs/{run_id}/input/{keyset_schema}",
+                               f"reading the input schema of flow run {run_id}")
+        value = answer.json()
+        return json.loads(value) if isinstance(value, str) else value
+
+    def flow_run_state(self, run_id: str) -> dict[str, Any]:
+        """The raw state of a flow run (type, name, state_details)."""
+        return self._request("GET", f"flow_runs/{run_id}", f"reading flow run {run_id}"
+                             ).json().get("state") or {}
+
     def artifacts(self, flow_run_id: str, key: str | None = None) -> list[dict[str, Any]]:
         """The artifacts of a flow run (newest first), optionally only those with ``key``."""
         filters: dict[str, Any] = {"flow_run_id": {"any_": [str(flow_run_id)]}}

@@ -4,7 +4,9 @@ started as soon as one finishes (never waiting for a whole chunk).
 * ``inline``: each case is a subflow run inside a task of this flow run (threads of this
   process): the model is loaded once and shared.
 * ``runs``: each case is its own flow run of the ``segment-and-quantify-case`` deployment, on
-  the site's work pool: it can suspend on its own (review steps), and survives this process.
+  the site's work pool: it can suspend on its own (review steps), and survives this process. A
+  case that suspends for review counts as done here (its slot goes to the next case, and this
+  run ends without waiting for the reviews); its row says ``awaiting review``.
 """
 
 from __future__ import annotations
@@ -98,9 +100,15 @@ def _runs(case_flow: Any, refs: list[SeriesRef], options: dict[str, Any], limit:
             return run.id
 
         def done(run_id: Any) -> bool:
-            return client.read_flow_run(run_id).state.is_final()
+            state = client.read_flow_run(run_id).state
+            return state.is_final() or state.is_paused()
 
         def collect(run_id: Any, ref: SeriesRef) -> dict[str, Any]:
-            return _row(client.read_flow_run(run_id).state, ref)
+            state = client.read_flow_run(run_id).state
+            if state.is_paused():
+                row = failed_row(ref, f"flow run {run_id}")
+                row["status"] = "awaiting review"
+                return row
+            return _row(state, ref)
 
         return _window(refs, limit, submit, done, collect)

@@ -36,6 +36,15 @@ def case_row(ref: SeriesRef, seg: SegmentationRef, report: ReportRef) -> dict[st
     return row
 
 
+def reviewed_row(ref: SeriesRef, seg: SegmentationRef, reviewed: Any) -> dict[str, Any]:
+    """The summary line of a case that a review stopped: rejected, or expired and excluded."""
+    status = "rejected" if reviewed.decision == "reject" else "expired"
+    row = _base(ref, status, reviewed.comment or f"review: {reviewed.decision}")
+    row.update({"seg_result": seg.result_id, "review": reviewed.decision,
+                "reviewer": reviewed.reviewer, "cached": False})
+    return row
+
+
 def failed_row(ref: SeriesRef, reason: str) -> dict[str, Any]:
     """The summary line of a case that failed, with its reason."""
     return _base(ref, "failed", reason)

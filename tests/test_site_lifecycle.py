@@ -44,7 +44,7 @@ def test_second_site_runs_beside_the_first_and_stops_without_orphans(site, manag
     beta = json.loads(up.stdout)
     assert beta["state"] == "running"
     assert [c["name"] for c in beta["components"]] == ["orthanc", "prefect-server", "worker",
-                                                       "watcher"]
+                                                       "watcher", "reviews"]
 
     alpha = json.loads(cli("site", "status", "--site", "alpha", "--json", check=True).stdout)
     assert alpha["state"] == "running"
@@ -59,7 +59,7 @@ def test_second_site_runs_beside_the_first_and_stops_without_orphans(site, manag
     assert len(pids) >= 4
     down = cli("site", "down", "--site", "beta", check=True)
     stopped = set(down.stdout.split("stopped ")[1].strip().split(", "))
-    assert stopped == {"watcher", "worker", "prefect-server", "orthanc"}
+    assert stopped == {"watcher", "worker", "reviews", "prefect-server", "orthanc"}
     assert alive(pids) == set()
 
     after = cli("site", "status", "--site", "beta", "--json")

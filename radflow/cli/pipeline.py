@@ -27,6 +27,8 @@ def run(
     model: str = typer.Option("radflow-abdomen-demo", help="Segmentation model."),
     params: str = typer.Option("default", help="Radiomics parameters block."),
     force: bool = typer.Option(False, help="Compute again even if done before."),
+    review: bool = typer.Option(False, help="Have a clinician review each SEG (the cases wait "
+                                            "on the worklist; the run ends without waiting)."),
     max_parallel: int = typer.Option(2, help="Cases in flight at once."),
     isolation: str = typer.Option("inline", help="inline (one process, model shared) or runs "
                                                  "(one flow run per case)."),
@@ -34,12 +36,12 @@ def run(
     json_out: bool = JSON,
 ) -> None:
     """Run segment-and-quantify on the site's worker and wait for it (the run shows in the UI).
-    Exit status 1 unless every case succeeded."""
+    Exit status 1 if the run or a case failed."""
     ctx = site_context(site)
     api = ctx.prefect()
     parameters = {"cohort": cohort, "series_uids": series or None, "model": model,
                   "params": params, "site": ctx.name, "force": force,
-                  "max_parallel": max_parallel, "isolation": isolation}
+                  "max_parallel": max_parallel, "isolation": isolation, "review": review}
     started = api.create_flow_run(f"segment-and-quantify/{ctx.name}", parameters,
                                   tags=("radflow", "cli"))
     if json_out:
@@ -52,7 +54,9 @@ def run(
     summary = {"flow_run": finished.id, "state": finished.state, "message": finished.message,
                "ui": api.flow_run_ui(finished.id), "cases": len(rows),
                "ok": sum(r["status"] == "ok" for r in rows),
-               "failed": sum(r["status"] != "ok" for r in rows), "rows": rows}
+               "failed": sum(r["status"] == "failed" for r in rows),
+               "awaiting_review": sum(r["status"] == "awaiting review" for r in rows),
+               "rows": rows}
     if json_out:
         print_json(summary)
     else:
@@ -61,8 +65,9 @@ def run(
                       highlight=False)
         for row in rows:
             extra = ", ".join(f"{k} {v}" for k, v in row.items()
-                              if k not in ("series", "series_uid", "status", "reason", "cached"))
-            console.print(f"  {row['status']:<7} {row['series']:<30} {row['reason'] or extra}",
+                              if k not in ("series", "series_uid", "orthanc_id", "status", "reason",
+                                           "cached", "seg_result", "sr_result"))
+            console.print(f"  {row['status']:<15} {row['series']:<30} {row['reason'] or extra}",
                           highlight=False)
     if not finished.ok or summary["failed"]:
         raise typer.Exit(1)

@@ -25,6 +25,7 @@ def list_(json_out: bool = JSON) -> None:
             "tasks": [{"name": t.name, "signature": t.signature(), "description": t.description,
                        "resources": vars(t.resources)} for t in plugin.tasks] if plugin else [],
             "blocks": [b.get_block_type_slug() for b in plugin.blocks] if plugin else [],
+            "steps": sorted(plugin.steps) if plugin else [],
             "deployments": [d.flow for d in plugin.deployments] if plugin else [],
             "components": [c.name for c in plugin.components] if plugin else [],
             "image": plugin.image if plugin else None,
@@ -45,6 +46,6 @@ def list_(json_out: bool = JSON) -> None:
             r = t["resources"]
             console.print(f"    task {t['signature']}  [dim]cpus {r['cpus']}, memory "
                           f"{r['memory_gb']} GB, gpu {r['gpu']}[/dim]", highlight=False)
-        for key in ("blocks", "deployments", "components"):
+        for key in ("steps", "blocks", "deployments", "components"):
             if row[key]:
                 console.print(f"    {key}: {', '.join(row[key])}", highlight=False)

@@ -75,14 +75,23 @@ def set_status(result_id: int, status: str = typer.Argument(..., help="accepted,
                                                                 "of the corrected version."),
                site: str | None = SITE, json_out: bool = JSON) -> None:
     """Change a result's status by hand (an admin's decision; clinicians decide on the
-    worklist). The user running the command is recorded."""
+    worklist). The user running the command is recorded, and the change goes into the site's
+    audit log."""
+    from radflow.audit import record
     from radflow.catalog.db import session_scope
     from radflow.results import store
 
-    with session_scope(site_catalog_url(site)) as session:
-        row = store.set_status(session, result_id, status, by=f"cli:{getpass.getuser()}",
-                               reason=reason, correction_id=correction)
+    actor = f"cli:{getpass.getuser()}"
+    url = site_catalog_url(site)
+    with session_scope(url) as session:
+        current = store.get(session, result_id)
+        before, key = current.status.value, current.key
+        row = store.set_status(session, result_id, status, by=actor, reason=reason,
+                               correction_id=correction)
         data = _row(row)
+    record(url, actor=actor, action="result.status", subject=f"result:{key}",
+           detail={"result": result_id, "from": before, "to": data["status"], "reason": reason,
+                   "correction": correction})
     if json_out:
         print_json(data)
     else:

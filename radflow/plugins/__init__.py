@@ -4,6 +4,7 @@ tasks' annotations; tasks found by what they do."""
 from radflow.plugins.registry import (
     deployment_name,
     discover,
+    find_step,
     find_task,
     get_plugin,
     plugins,
@@ -12,4 +13,4 @@ from radflow.plugins.registry import (
 from radflow.plugins.spec import DeploymentSpec, Plugin, Resources, TaskSpec, distribution_version
 
 __all__ = ["DeploymentSpec", "Plugin", "Resources", "TaskSpec", "deployment_name", "discover",
-           "distribution_version", "find_task", "get_plugin", "plugins", "site_deployments"]
+           "distribution_version", "find_step", "find_task", "get_plugin", "plugins", "site_deployments"]

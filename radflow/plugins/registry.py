@@ -106,6 +106,25 @@ def find_task(name: str, inputs: tuple[Any, ...] = (), output: Any = None,
         fix="choose one (the flow's plugin parameter, e.g. segmenter='nnunet')")
 
 
+def find_step(name: str, prefer: str | None = None) -> Any:
+    """A flow-level step (e.g. ``review``) offered by an installed plugin.
+
+    Raises:
+        PluginNotFound: no plugin offers it, or several do and none is preferred.
+    """
+    offers = [(p.name, p.steps[name]) for p in plugins() if name in p.steps]
+    chosen = [s for p, s in offers if p == prefer] if prefer else []
+    if chosen:
+        return chosen[0]
+    if len(offers) == 1:
+        return offers[0][1]
+    if not offers:
+        raise PluginNotFound(f"no installed plugin offers a {name!r} step",
+                             fix=f"install one (`pip install radflow-{name}`)")
+    raise PluginNotFound(f"{len(offers)} plugins offer a {name!r} step: "
+                         f"{', '.join(p for p, _ in offers)}", fix="choose one by name")
+
+
 def site_deployments() -> list[DeploymentSpec]:
     """Every deployment the installed plugins (core included) declare, core's first."""
     ordered = sorted(plugins(), key=lambda p: (p.name != "core", p.name))

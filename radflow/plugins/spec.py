@@ -138,6 +138,8 @@ class Plugin:
         version: the plugin's version (usually its distribution's).
         description: one line.
         tasks: the Prefect tasks it contributes (their declarations are read from them).
+        steps: flow-level steps by name: functions a flow calls directly (not tasks), e.g. the
+            review step, which suspends the flow run.
         deployments: flows it deploys on every site.
         blocks: Prefect block classes it contributes (registered on every site).
         components: site components it adds to every site (long-running processes).
@@ -150,6 +152,7 @@ class Plugin:
     version: str
     description: str
     tasks: tuple[Any, ...] = ()
+    steps: dict[str, Any] = field(default_factory=dict)
     deployments: tuple[DeploymentSpec, ...] = ()
     blocks: tuple[type, ...] = ()
     components: tuple[Any, ...] = ()

@@ -316,6 +316,7 @@ def producer(kind: ResultKind | str, *, name: str | None = None, algorithm: str 
         wrapped = task(name=task_name, retries=retries,
                        retry_delay_seconds=retry_delay_seconds or [5, 20],
                        retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
+                       persist_result=True,  # a resumed (re-executed) run reads it back
                        task_run_name=run_name)(run)
         wrapped.radflow_producer = spec
         wrapped.radflow_resources = resources

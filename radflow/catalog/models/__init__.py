@@ -9,6 +9,7 @@
   keys, statuses and lineage, and the feature values.
 * :mod:`~radflow.catalog.models.cohorts`: saved cohorts and the membership pinned by runs.
 * :mod:`~radflow.catalog.models.audit`: the site's append-only, hash-chained audit log.
+* :mod:`~radflow.catalog.models.reviews`: review steps and their decisions.
 
 The schema is created and upgraded by Alembic migrations (:mod:`radflow.catalog.migrate`).
 """
@@ -19,7 +20,8 @@ from radflow.catalog.models.cohorts import CohortPin, CohortRecord
 from radflow.catalog.models.ingest import IngestRequest, SettlingSeries, WatcherState
 from radflow.catalog.models.mirror import Finding, Instance, Patient, Series, Study
 from radflow.catalog.models.results import DerivedResult, FeatureValue
+from radflow.catalog.models.reviews import Review
 
 __all__ = ["AuditEvent", "CohortPin", "CohortRecord", "DerivedResult", "FeatureValue", "Finding",
-           "IngestRequest", "Instance", "Patient", "Series", "SettlingSeries", "Study",
+           "IngestRequest", "Instance", "Patient", "Review", "Series", "SettlingSeries", "Study",
            "WatcherState", "utcnow"]

@@ -1,0 +1,1 @@
+"""radflow plugin: review steps (suspend a case run for a clinician's typed decision)."""

@@ -1,0 +1,189 @@
+"""The review step: suspend the case run until a person decides, then apply the decision.
+
+Waiting holds no process: the run is suspended (Prefect's ``suspend_flow_run``) and its process
+exits. A decision resumes it; Prefect re-runs the case flow from the top, the producers return
+what they made before (same keys), and the step returns the stored decision (same suspend key)
+and applies it once: a status change on the SEG (accepted, rejected, corrected with lineage to
+the clinician's SEG), the review row, and an audit event.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from radflow.sdk import DicomInputError, SegmentationRef
+from radflow_review.decision import ReviewDecision
+
+POLICIES = ("exclude", "continue")
+BACKSTOP = timedelta(days=30)  # Prefect's own timeout, far behind the due time radflow enforces
+
+
+@dataclass(frozen=True)
+class ReviewOutcome:
+    """What the case does next: quantify ``segmentation`` (None: nothing to quantify)."""
+
+    decision: str
+    segmentation: SegmentationRef | None
+    reviewer: str
+    comment: str = ""
+
+
+def review_key(seg: SegmentationRef) -> str:
+    """The suspend key of the review of a SEG: stable across re-execution and retries."""
+    return f"review-{seg.key.removeprefix('sha256:')[:32]}"
+
+
+def review(seg: SegmentationRef, *, assignee: str = "role:radiologist", due_hours: float = 72.0,
+           remind_hours: float | None = None, on_expiry: str = "exclude",
+           site: str | None = None) -> ReviewOutcome:
+    """Ask for a decision on ``seg`` and wait for it (in a flow run with a deployment).
+
+    Args:
+        seg: the segmentation to review.
+        assignee: a user's subject, or ``role:<role>`` (e.g. ``role:radiologist``).
+        due_hours: when the review expires (recorded as ``expired``).
+        remind_hours: when to remind (default: half-way to the due time).
+        on_expiry: ``exclude`` (the case ends without quantification) or ``continue``
+            (quantify the model's SEG, which stays a draft).
+        site: the site (default: RADFLOW_SITE).
+
+    Raises:
+        ConfigurationError: an unknown expiry policy.
+        DicomInputError: the corrected SEG named by the decision is not a SEG of this series.
+    """
+    from prefect.flow_runs import suspend_flow_run
+    from prefect.runtime import flow_run
+
+    from radflow.errors import ConfigurationError
+    from radflow.runtime import site_runtime
+
+    if on_expiry not in POLICIES:
+        raise ConfigurationError(f"unknown expiry policy {on_expiry!r}",
+                                 fix=f"use one of {', '.join(POLICIES)}")
+    rt = site_runtime(site)
+    key = review_key(seg)
+    now = datetime.now(UTC)
+    due = now + timedelta(hours=due_hours)
+    remind = now + timedelta(hours=remind_hours if remind_hours is not None else due_hours / 2)
+    open_review(rt.catalog_url, key, seg, str(flow_run.get_id()), assignee, due, remind,
+                on_expiry)
+    decision = suspend_flow_run(wait_for_input=ReviewDecision, key=key,
+                                timeout=int((timedelta(hours=due_hours) + BACKSTOP)
+                                            .total_seconds()))
+    return apply_decision(rt, key, seg, decision)
+
+
+def open_review(catalog_url: str, key: str, seg: SegmentationRef, flow_run_id: str,
+                assignee: str, due: datetime, remind: datetime, on_expiry: str) -> bool:
+    """Record the review step once (the first time the run reaches it); True if new."""
+    from sqlmodel import select
+
+    from radflow.audit import record
+    from radflow.catalog.db import session_scope
+    from radflow.catalog.models import Review
+
+    with session_scope(catalog_url) as session:
+        if session.exec(select(Review).where(Review.key == key)).first() is not None:
+            return False
+        session.add(Review(key=key, flow_run_id=flow_run_id, result_id=seg.result_id,
+                           source_series_uid=seg.source.series_uid, assignee=assignee,
+                           due_at=due, remind_at=remind, on_expiry=on_expiry))
+    record(catalog_url, actor="radflow:review", action="review.requested",
+           subject=f"review:{key}",
+           detail={"result": seg.result_id, "result_key": seg.key, "flow_run": flow_run_id,
+                   "assignee": assignee, "due": due.isoformat(), "algorithm": seg.algorithm,
+                   "version": seg.algorithm_version})
+    return True
+
+
+def apply_decision(rt: Any, key: str, seg: SegmentationRef,
+                   decision: ReviewDecision) -> ReviewOutcome:
+    """Apply a decision once (a re-executed run finds it applied and gets the same outcome)."""
+    from sqlmodel import select
+
+    from radflow.audit import record
+    from radflow.catalog.db import session_scope
+    from radflow.catalog.models import Review
+    from radflow.enums import ResultStatus, ReviewStatus
+    from radflow.results import store
+
+    corrected = None
+    if decision.decision == "corrected":
+        corrected = _record_correction(rt, seg, decision)
+    with session_scope(rt.catalog_url) as session:
+        row = session.exec(select(Review).where(Review.key == key)).one()
+        first_time = row.status == ReviewStatus.OPEN
+        if first_time:
+            status = {"accept": ResultStatus.ACCEPTED, "reject": ResultStatus.REJECTED}.get(
+                decision.decision)
+            if status is not None:
+                store.set_status(session, seg.result_id, status, by=decision.reviewer,
+                                 reason=decision.comment or None)
+            elif corrected is not None:
+                store.set_status(session, seg.result_id, ResultStatus.CORRECTED,
+                                 by=decision.reviewer, reason=decision.comment or None,
+                                 correction_id=corrected.result_id)
+            row.status = ReviewStatus.EXPIRED if decision.decision == "expired" \
+                else ReviewStatus.DECIDED
+            row.decision, row.reviewer = decision.decision, decision.reviewer
+            row.comment, row.corrected_seg_uid = decision.comment, decision.corrected_seg_uid
+            row.decided_at = datetime.now(UTC)
+            session.add(row)
+        on_expiry = row.on_expiry
+    if first_time:
+        record(rt.catalog_url, actor=decision.reviewer,
+               action="review.expired" if decision.decision == "expired" else "review.decided",
+               subject=f"review:{key}",
+               detail={"result": seg.result_id, "decision": decision.decision,
+                       "corrected_seg_uid": decision.corrected_seg_uid,
+                       "correction_result": corrected.result_id if corrected else None})
+    quantify = {"accept": seg, "corrected": corrected, "reject": None,
+                "expired": seg if on_expiry == "continue" else None}[decision.decision]
+    return ReviewOutcome(decision.decision, quantify, decision.reviewer, decision.comment)
+
+
+def _record_correction(rt: Any, seg: SegmentationRef,
+                       decision: ReviewDecision) -> SegmentationRef:
+    """Record the clinician's SEG (already in Orthanc) as a result: the corrected version of
+    ``seg``, accepted by the reviewer who made it."""
+    import pydicom
+
+    from radflow.catalog.db import session_scope
+    from radflow.enums import ResultKind, ResultStatus
+    from radflow.errors import OrthancError
+    from radflow.results import ResultKey, store
+
+    uid = decision.corrected_seg_uid
+    try:
+        found = rt.orthanc.series_by_uid(uid)
+    except OrthancError as exc:
+        raise DicomInputError(f"the corrected SEG {uid} is not in the site's Orthanc",
+                              fix="store the corrected SEG first (C-STORE or STOW-RS), then "
+                                  "decide") from exc
+    instance = rt.orthanc.series_instances(found.orthanc_id)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(io.BytesIO(rt.orthanc.instance_file(instance)),
+                             stop_before_pixels=True)
+    referenced = [s.SeriesInstanceUID for s in ds.get("ReferencedSeriesSequence", [])]
+    if ds.get("Modality") != "SEG" or seg.source.series_uid not in referenced:
+        raise DicomInputError(
+            f"series {uid} is not a SEG of series {seg.source.series_uid} (modality "
+            f"{ds.get('Modality')}, references {referenced})",
+            fix="pick a SEG that references the case's series")
+    key = ResultKey(ResultKind.SEG, (seg.source.series_uid, seg.sop_instance_uid,
+                                     str(ds.SOPInstanceUID)), "correction", "1",
+                    decision.reviewer)
+    with session_scope(rt.catalog_url) as session:
+        row = store.record(session, key, seg.source, orthanc_id=instance,
+                           sop_instance_uid=str(ds.SOPInstanceUID), series_uid=uid,
+                           detail={"segments": {int(s.SegmentNumber): str(s.SegmentLabel)
+                                                for s in ds.SegmentSequence},
+                                   "corrects": seg.result_id},
+                           derived_from_id=None, status=ResultStatus.ACCEPTED,
+                           status_by=decision.reviewer)
+        return store.to_ref(row, seg.source)
