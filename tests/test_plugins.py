@@ -201,7 +201,8 @@ def test_everything_loads_and_is_complete(cli) -> None:
     assert statuses and all(s.plugin is not None for s in statuses), [s.error for s in statuses]
     for status in statuses:
         plugin = status.plugin
-        assert plugin.version and plugin.description and (plugin.tasks or plugin.deployments)
+        assert plugin.version and plugin.description and (
+            plugin.tasks or plugin.deployments or plugin.steps or plugin.components)
         for spec in plugin.tasks:
             assert isinstance(spec, TaskSpec) and isinstance(spec.task, Task)
             assert spec.inputs and spec.output and spec.description
