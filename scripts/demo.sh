@@ -24,6 +24,12 @@ echo
 echo
 echo "segment-and-quantify on the 5 studies (nnU-Net -> DICOM SEG, pyradiomics -> DICOM SR):"
 "$radflow" pipeline run --site "$site" --cohort abdomen-ct
+echo
+echo "one case goes to review: its run suspends (no process held) until someone decides:"
+first=$("$radflow" cohort series contrast-ct --site "$site" --json | python3 -c \
+    "import json,sys; print(json.load(sys.stdin)[0]['series_uid'])")
+"$radflow" pipeline run --site "$site" --series "$first" --review
+"$radflow" review list --site "$site"
 
 url() { "$radflow" site status --site "$site" --json | python3 -c \
     "import json,sys; c={x['name']: x for x in json.load(sys.stdin)['components']}; print(c['$1']['urls']['$2'])"; }
@@ -40,6 +46,10 @@ The demo site '$site' is running. Where to look:
   Results           a SEG and an SR per study in Orthanc; in the Prefect UI, the
                     segment-and-quantify run with its table and SEG overlay artifacts;
                     radflow pipeline features --site $site --out features.csv
+
+  Review            radflow review list --site $site; radflow review decide ID accept
+                    (or resume the suspended run from the Prefect UI's own form)
+  Audit log         radflow site audit verify --site $site
 
   radflow site status --site $site     health and URLs
   make demo-down                       stop everything (radflow site down --site $site)

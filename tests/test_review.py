@@ -122,6 +122,13 @@ def test_reject_quantifies_nothing(orthanc, site, synth_dir) -> None:
     (seg,) = results(site, ref.series_uid, "SEG")
     assert seg.status == "rejected" and results(site, ref.series_uid, "SR") == []
     assert audit_actions(site, seg)[-1] == "review.decided"
+    # the same case run again: the SEG was decided, so the run does not wait for it again
+    again = api.create_flow_run("segment-and-quantify-case/alpha",
+                                {"series": ref, "site": "alpha", "review": True})
+    assert api.wait(again.id, timeout=180).ok
+    assert results(site, ref.series_uid, "SR") == []
+    with session_scope(site.catalog_url) as session:
+        assert len(session.exec(select(Review).where(Review.result_id == seg.id)).all()) == 1
 
 
 def corrected_seg(orthanc, ref, seg_row) -> tuple[str, float, float]:

@@ -69,8 +69,12 @@ def review(seg: SegmentationRef, *, assignee: str = "role:radiologist", due_hour
     now = datetime.now(UTC)
     due = now + timedelta(hours=due_hours)
     remind = now + timedelta(hours=remind_hours if remind_hours is not None else due_hours / 2)
-    open_review(rt.catalog_url, key, seg, str(flow_run.get_id()), assignee, due, remind,
-                on_expiry)
+    row = open_review(rt.catalog_url, key, seg, str(flow_run.get_id()), assignee, due, remind,
+                      on_expiry)
+    if row.decision is not None:  # this SEG was decided before (another run): that decision
+        return apply_decision(rt, key, seg, ReviewDecision(
+            decision=row.decision, reviewer=row.reviewer, comment=row.comment or "",
+            corrected_seg_uid=row.corrected_seg_uid))
     decision = suspend_flow_run(wait_for_input=ReviewDecision, key=key,
                                 timeout=int((timedelta(hours=due_hours) + BACKSTOP)
                                             .total_seconds()))
@@ -78,26 +82,55 @@ def review(seg: SegmentationRef, *, assignee: str = "role:radiologist", due_hour
 
 
 def open_review(catalog_url: str, key: str, seg: SegmentationRef, flow_run_id: str,
-                assignee: str, due: datetime, remind: datetime, on_expiry: str) -> bool:
-    """Record the review step once (the first time the run reaches it); True if new."""
+                assignee: str, due: datetime, remind: datetime, on_expiry: str) -> Any:
+    """The review row of this SEG: recorded the first time a run reaches the step. A later run
+    that reaches it while the review is still open takes it over (the earlier run, still
+    suspended, is cancelled): one review per SEG, one run waiting on it."""
     from sqlmodel import select
 
     from radflow.audit import record
     from radflow.catalog.db import session_scope
     from radflow.catalog.models import Review
+    from radflow.enums import ReviewStatus
 
     with session_scope(catalog_url) as session:
-        if session.exec(select(Review).where(Review.key == key)).first() is not None:
-            return False
-        session.add(Review(key=key, flow_run_id=flow_run_id, result_id=seg.result_id,
-                           source_series_uid=seg.source.series_uid, assignee=assignee,
-                           due_at=due, remind_at=remind, on_expiry=on_expiry))
+        row = session.exec(select(Review).where(Review.key == key)).first()
+        if row is not None:
+            earlier = row.flow_run_id
+            if row.status == ReviewStatus.OPEN and earlier != flow_run_id:
+                row.flow_run_id = flow_run_id
+                session.add(row)
+            else:
+                return row
+        else:
+            row = Review(key=key, flow_run_id=flow_run_id, result_id=seg.result_id,
+                         source_series_uid=seg.source.series_uid, assignee=assignee,
+                         due_at=due, remind_at=remind, on_expiry=on_expiry)
+            session.add(row)
+            earlier = None
+    if earlier is not None:
+        _cancel_if_waiting(earlier)
+        record(catalog_url, actor="radflow:review", action="review.moved",
+               subject=f"review:{key}", detail={"from_run": earlier, "to_run": flow_run_id})
+        return row
     record(catalog_url, actor="radflow:review", action="review.requested",
            subject=f"review:{key}",
            detail={"result": seg.result_id, "result_key": seg.key, "flow_run": flow_run_id,
                    "assignee": assignee, "due": due.isoformat(), "algorithm": seg.algorithm,
                    "version": seg.algorithm_version})
-    return True
+    return row
+
+
+def _cancel_if_waiting(flow_run_id: str) -> None:
+    """Cancel a suspended run whose review another run took over."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run_id).state
+        if state is not None and state.is_paused():
+            client.set_flow_run_state(flow_run_id, Cancelled(
+                message="its review was taken over by a later run of the same case"), force=True)
 
 
 def apply_decision(rt: Any, key: str, seg: SegmentationRef,
