@@ -89,13 +89,17 @@ def _runs(case_flow: Any, refs: list[SeriesRef], options: dict[str, Any], limit:
           site: str) -> list[dict[str, Any]]:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
+    from prefect.runtime import flow_run
 
     name = deployment_name(case_flow.name, site)
     logger = get_run_logger()
+    parent = f"fan-out:{flow_run.get_id()}"
     with get_client(sync_client=True) as client:
         def submit(ref: SeriesRef) -> Any:
+            # not a subflow: Prefect cannot suspend a subflow, and a case must be able to wait
+            # for its review on its own; the tag links it to this run
             run = run_deployment(name, parameters={"series": ref, **options}, timeout=0,
-                                 as_subflow=True)
+                                 as_subflow=False, tags=["radflow", "case", parent])
             logger.info("case %s: flow run %s", ref.series_uid, run.name)
             return run.id
 
