@@ -211,3 +211,27 @@ def test_an_expired_review_ends_the_case_by_its_policy(orthanc, site, synth_dir,
     assert (row.status, row.decision, row.reviewer) == ("expired", "expired", "radflow:expiry")
     assert audit_actions(site, seg) == ["review.requested", "review.reminded", "review.expired"]
     assert verify(site.catalog_url).ok
+
+
+def test_a_cohort_run_leaves_cases_waiting_and_the_cli_decides(orthanc, site, cli,
+                                                               tmp_path) -> None:
+    """The fan-out starts each reviewed case as a run of its own and ends without waiting;
+    `radflow review decide` resumes the case."""
+    from radflow.synth import synthesize
+
+    case = synthesize(tmp_path, 1, seed=78, matrix=48)[0]
+    wait_settled(site)
+    send(site, case.dicom_dir)
+    wait_settled(site)
+    out = cli("pipeline", "run", "--site", "alpha", "--series", case.series_uid, "--review",
+              "--json", check=True)
+    summary = json.loads(out.stdout)
+    assert summary["state"] == "COMPLETED" and summary["awaiting_review"] == 1
+    listed = json.loads(cli("review", "list", "--site", "alpha", "--json", check=True).stdout)
+    (waiting,) = [r for r in listed if r["series_uid"] == case.series_uid]
+    decided = json.loads(cli("review", "decide", str(waiting["id"]), "accept", "--comment",
+                             "ok", "--site", "alpha", "--json", check=True).stdout)
+    assert decided["state"] == "COMPLETED"
+    (seg,) = results(site, case.series_uid, "SEG")
+    assert seg.status == "accepted" and seg.status_by.startswith("cli:")
+    assert len(results(site, case.series_uid, "SR")) == 1
