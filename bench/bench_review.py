@@ -1,0 +1,127 @@
+"""Review steps against their targets, measured in one run on one site:
+
+    .venv/bin/python bench/bench_review.py [--reviews 20]
+
+1. Waiting holds nothing: the memory (RSS, all the site's processes together) and the process
+   count of a site with N reviews waiting, against the same site idle before they started.
+   Target: no extra process, under 50 MB more.
+2. Deciding is quick: the time from a decision (the resume call) to the end of the case run,
+   against the same case run without a review (model loaded, results recomputed).
+   Target: under 10 s added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+
+def site_footprint(manager, ctx) -> tuple[int, int]:
+    """(processes, total RSS bytes) of every process of the site (components and children)."""
+    pids = set()
+    for component in manager.status(ctx.name).components:
+        if component.pid:
+            proc = psutil.Process(component.pid)
+            pids |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+    rss = 0
+    for pid in pids:
+        try:
+            rss += psutil.Process(pid).memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return len(pids), rss
+
+
+def settle(manager, ctx, seconds: float = 45.0) -> tuple[int, int]:
+    """The footprint once no flow-run process is left (ingest runs idle out after 30 s)."""
+    deadline = time.monotonic() + seconds
+    worker = next(c for c in manager.status(ctx.name).components if c.name == "worker")
+    while time.monotonic() < deadline and psutil.Process(worker.pid).children():
+        time.sleep(1)
+    time.sleep(2)
+    return site_footprint(manager, ctx)
+
+
+def wait_state(api, run_id: str, wanted: set[str], timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = api.flow_run_state(run_id).get("type")
+        if state in wanted:
+            return state
+        time.sleep(0.25)
+    raise TimeoutError(f"run {run_id} is not {wanted} after {timeout} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reviews", type=int, default=20)
+    args = parser.parse_args()
+    from radflow.catalog.sync import wait_in_step
+    from radflow.data.push import push
+    from radflow.settings import RadflowSettings
+    from radflow.site import SiteManager
+    from radflow.synth import synthesize
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        os.environ["RADFLOW_HOME"] = str(tmp / "home")
+        cases = synthesize(tmp / "data", args.reviews + 1, seed=5000, matrix=48)
+        manager = SiteManager(RadflowSettings(home=tmp / "home"))
+        manager.up("bench", stable_age=1)
+        ctx = manager.context("bench")
+        try:
+            orthanc = ctx.orthanc_client()
+            push([tmp / "data"], client=orthanc, host="127.0.0.1",
+                 port=ctx.config.ports.orthanc_dicom, called_aet=ctx.config.aet)
+            wait_in_step(orthanc, ctx.catalog_url, timeout=600)
+            refs = [orthanc.series_by_uid(c.series_uid) for c in cases]
+            api = ctx.prefect()
+            name = "segment-and-quantify-case/bench"
+            idle = settle(manager, ctx)
+            runs = []
+            for ref in refs[:-1]:
+                run = api.create_flow_run(name, {"series": ref, "site": "bench", "review": True})
+                runs.append(run.id)
+            for run_id in runs:
+                wait_state(api, run_id, {"PAUSED"})
+            waiting = settle(manager, ctx)
+
+            without = []
+            for _ in range(3):
+                run = api.create_flow_run(name, {"series": refs[-1], "site": "bench",
+                                                 "force": True})
+                began = time.perf_counter()
+                assert api.wait(run.id, timeout=300).ok
+                without.append(time.perf_counter() - began)
+            decided = []
+            for run_id in runs[:5]:
+                began = time.perf_counter()
+                api.resume(run_id, {"decision": "accept", "reviewer": "bench"})
+                assert api.wait(run_id, timeout=300, poll=0.25).ok
+                decided.append(time.perf_counter() - began)
+        finally:
+            manager.down("bench")
+    extra_mb = (waiting[1] - idle[1]) / 2**20
+    plain, after = statistics.median(without), statistics.median(decided)
+    print(f"1. {args.reviews} reviews waiting: {waiting[0]} processes, "
+          f"{waiting[1] / 2**20:.0f} MB; idle: {idle[0]} processes, {idle[1] / 2**20:.0f} MB; "
+          f"{waiting[0] - idle[0]:+d} processes, {extra_mb:+.1f} MB (target: no extra "
+          f"process, under 50 MB: {'met' if waiting[0] <= idle[0] and extra_mb < 50 else 'MISSED'})")
+    print(f"2. decision to completion {after:.1f} s (median of {len(decided)}); the same case "
+          f"run without review {plain:.1f} s; added {after - plain:+.1f} s (target under 10 s: "
+          f"{'met' if after - plain < 10 else 'MISSED'})")
+    print(json.dumps({"reviews": args.reviews, "idle": {"processes": idle[0], "rss": idle[1]},
+                      "waiting": {"processes": waiting[0], "rss": waiting[1]},
+                      "decided_s": [round(x, 2) for x in decided],
+                      "without_review_s": [round(x, 2) for x in without]}))
+
+
+if __name__ == "__main__":
+    main()
