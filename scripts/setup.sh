@@ -20,6 +20,8 @@ missing=()
 [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
 [ -x /usr/bin/storescu ] || missing+=(dcmtk)
+# the browser tests drive Debian's chromium (headless, through Playwright)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -33,7 +35,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         $sudo service orthanc stop >/dev/null 2>&1 || true
     fi
 else
-    say "Debian packages present (orthanc, orthanc-dicomweb, dcmtk)"
+    say "Debian packages present (orthanc, orthanc-dicomweb, dcmtk, chromium)"
 fi
 
 # --- 2. the virtual environment ---------------------------------------------------------------

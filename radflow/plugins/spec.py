@@ -143,6 +143,7 @@ class Plugin:
         deployments: flows it deploys on every site.
         blocks: Prefect block classes it contributes (registered on every site).
         components: site components it adds to every site (long-running processes).
+        web: pages it adds to the site's web app (:class:`radflow.web.WebPages`).
         image: container image with the plugin installed, for docker work pools.
         setup_site: optional hook ``(site_context) -> None`` run by `radflow site up` after the
             blocks are registered (e.g. to save default block documents).
@@ -156,6 +157,7 @@ class Plugin:
     deployments: tuple[DeploymentSpec, ...] = ()
     blocks: tuple[type, ...] = ()
     components: tuple[Any, ...] = ()
+    web: tuple[Any, ...] = ()
     image: str | None = None
     setup_site: Any = None
 

@@ -54,6 +54,11 @@ class Component:
     ports: ClassVar[dict[str, str]] = {}
     depends_on: tuple[str, ...] = ()
 
+    def enabled(self, ctx: SiteContext) -> bool:
+        """Whether this site runs the component (e.g. no embedded OpenID provider when the site
+        uses an external one)."""
+        return True
+
     def process(self, ctx: SiteContext) -> ManagedProcess:
         return ManagedProcess(self.name, ctx.paths.run, ctx.paths.logs / f"{self.name}.log")
 

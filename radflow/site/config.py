@@ -31,7 +31,8 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from radflow.errors import ConfigurationError
 
 SITE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
-PORT_BASES = {"orthanc_http": 8042, "orthanc_dicom": 4242, "prefect": 4200}
+PORT_BASES = {"orthanc_http": 8042, "orthanc_dicom": 4242, "prefect": 4200, "worklist": 8800,
+              "idp": 8900}
 
 
 class SitePorts(BaseModel):
@@ -40,6 +41,22 @@ class SitePorts(BaseModel):
     orthanc_http: int = Field(description="Orthanc REST/DICOMweb/Explorer port", examples=[8042])
     orthanc_dicom: int = Field(description="Orthanc DICOM (C-STORE) port", examples=[4242])
     prefect: int = Field(description="the site's Prefect server (API and UI)", examples=[4200])
+    worklist: int | None = Field(default=None, description="the site's web app (worklist)",
+                                 examples=[8800])
+    idp: int | None = Field(default=None, description="the embedded OpenID provider",
+                            examples=[8900])
+
+
+class OidcConfig(BaseModel):
+    """Who logs people in to the site's web app: the embedded provider (issuer None) or any
+    OpenID Connect issuer (its client secret is kept in ``secrets.json``)."""
+
+    issuer: str | None = Field(default=None, description="an external issuer URL; None: the "
+                               "site's embedded provider", examples=["https://sso.example.org/realms/radiology"])
+    client_id: str = Field(default="radflow-worklist", description="the web app's client id")
+    roles_claim: str = Field(default="groups", description="the ID-token/userinfo claim that "
+                             "lists the user's roles", examples=["groups", "realm_roles"])
+    session_hours: float = Field(default=8.0, gt=0, description="sessions expire after this")
 
 
 class SiteConfig(BaseModel):
@@ -52,6 +69,7 @@ class SiteConfig(BaseModel):
                             "Orthanc calls a series stable")
     modalities: list[str] = Field(default_factory=list, description="DICOM peers allowed to "
                                   "store, as NAME=AET@HOST:PORT")
+    oidc: OidcConfig = Field(default_factory=lambda: OidcConfig())
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @field_validator("name")
@@ -73,6 +91,21 @@ class SiteSecrets(BaseModel):
     prefect_auth_string: SecretStr  # "user:password" for the site's Prefect server
     database_url: SecretStr | None = None  # Prefect on PostgreSQL; None: SQLite in the site folder
     catalog_url: SecretStr | None = None  # catalog on PostgreSQL; None: SQLite in the site folder
+    web_session_key: SecretStr | None = None  # signs the web app's session cookies
+    oidc_client_secret: SecretStr | None = None  # the web app's secret at the OIDC provider
+    idp_secret_key: SecretStr | None = None  # the embedded provider's own session key
+    demo_users: dict[str, SecretStr] = Field(default_factory=dict)  # embedded provider's users
+
+    def with_web_secrets(self) -> SiteSecrets:
+        """These secrets, with the web app's generated where missing (sites made before the
+        web app existed get them on their next start)."""
+        update = {k: SecretStr(secrets.token_urlsafe(32)) for k in
+                  ("web_session_key", "oidc_client_secret", "idp_secret_key")
+                  if getattr(self, k) is None}
+        if not self.demo_users:
+            update["demo_users"] = {user: SecretStr(secrets.token_urlsafe(12))
+                                    for user in DEMO_USERS}
+        return self.model_copy(update=update) if update else self
 
     @classmethod
     def generate(cls) -> SiteSecrets:
@@ -80,6 +113,10 @@ class SiteSecrets(BaseModel):
             orthanc_password=SecretStr(secrets.token_urlsafe(24)),
             prefect_auth_string=SecretStr("radflow:" + secrets.token_urlsafe(24)),
         )
+
+
+# The embedded provider's demo users and their roles (groups).
+DEMO_USERS = {"radiologist": ("radiologist",), "steward": ("data-steward",), "admin": ("admin",)}
 
 
 def check_site_name(name: str) -> str:
@@ -179,8 +216,14 @@ def load_or_create_secrets(paths: SitePaths) -> SiteSecrets:
 
 def save_secrets(paths: SitePaths, secrets_: SiteSecrets) -> None:
     """Write ``secrets.json`` readable by the owner only (created 0600, never wider)."""
-    values = {k: v.get_secret_value() if isinstance(v, SecretStr) else v
-              for k, v in secrets_.model_dump().items()}
+    def plain(v):
+        if isinstance(v, SecretStr):
+            return v.get_secret_value()
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    values = {k: plain(v) for k, v in secrets_.model_dump().items()}
     tmp = paths.secrets_file.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -222,17 +265,20 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def allocate_ports(home: Path, requested: dict[str, int | None]) -> SitePorts:
-    """Pick ports for a new site: the requested ones, else the first free ones from the
-    conventional bases (8042, 4242, 4200) that no other site of ``home`` has recorded."""
+def allocate_ports(home: Path, requested: dict[str, int | None],
+                   current: SitePorts | None = None) -> SitePorts:
+    """Pick ports for a site: the requested ones, then those it has, else the first free ones
+    from the conventional bases (8042, 4242, 4200, 8800, 8900) that no other site of ``home``
+    has recorded. A site made before a component existed gets that component's port here."""
     taken = set()
     for other in all_sites(home):
         cfg = load_config(SitePaths(home, other))
         if cfg:
-            taken.update(cfg.ports.model_dump().values())
+            taken.update(v for v in cfg.ports.model_dump().values() if v)
+    have = current.model_dump() if current is not None else {}
     chosen: dict[str, int] = {}
     for key, base in PORT_BASES.items():
-        want = requested.get(key)
+        want = requested.get(key) or have.get(key)
         if want:
             chosen[key] = want
             taken.add(want)

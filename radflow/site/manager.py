@@ -127,14 +127,18 @@ class SiteManager:
                 config = SiteConfig(name=name, aet=aet_for(name),
                                     ports=allocate_ports(self.home, ports))
             else:
-                updated = config.ports.model_copy(update={k: v for k, v in ports.items() if v})
-                config = config.model_copy(update={"ports": updated})
+                config = config.model_copy(update={
+                    "ports": allocate_ports(self.home, ports, current=config.ports)})
             if stable_age is not None:
                 config.stable_age = stable_age
             if modalities is not None:
                 config.modalities = list(modalities)
             save_config(paths, config)
             secrets_ = load_or_create_secrets(paths)
+            completed = secrets_.with_web_secrets()
+            if completed is not secrets_:
+                secrets_ = completed
+                save_secrets(paths, secrets_)
             if database_url is not None:  # kept with the secrets: the URL holds a password
                 secrets_.database_url = SecretStr(database_url) if database_url else None
                 save_secrets(paths, secrets_)
@@ -181,6 +185,8 @@ class SiteManager:
 
             say(f"catalog: schema revision {upgrade(ctx.catalog_url)}")
             for part in site_components():
+                if not part.enabled(ctx):
+                    continue
                 self._start_one(ctx, part, say)
                 part.after_healthy(ctx, say)
         except Exception as exc:
@@ -250,5 +256,5 @@ class SiteManager:
     def status(self, name: str) -> SiteStatus:
         """Probe each component of the site."""
         ctx = self.context(name)
-        components = [c.status(ctx) for c in site_components()]
+        components = [c.status(ctx) for c in site_components() if c.enabled(ctx)]
         return SiteStatus(name, _overall(components), ctx.paths.root, components)

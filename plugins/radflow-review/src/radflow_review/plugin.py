@@ -6,6 +6,7 @@ from __future__ import annotations
 from radflow.plugins import Plugin, distribution_version
 from radflow.site.components import ServiceComponent
 from radflow_review.step import review
+from radflow_review.web import pages
 
 
 class ReviewKeeperComponent(ServiceComponent):
@@ -22,4 +23,5 @@ plugin = Plugin(
     description="Review steps: a clinician accepts, rejects or corrects a segmentation",
     steps={"review": review},
     components=(ReviewKeeperComponent(),),
+    web=(pages(),),
 )

@@ -1,0 +1,347 @@
+"""The clinicians' worklist: *My reviews*, the case page (slices with the SEG overlaid, rendered
+on the server; the editor; the decision form; the history), and their API.
+
+Every route needs a log-in with a clinical role; acting on a review also needs the review to be
+assigned to the user or to one of their roles (admins may act on any). A decision resumes the
+suspended case run through the site's Prefect API with the reviewer's subject from the log-in.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from radflow.errors import DicomInputError, RadflowError
+from radflow.web.auth import CLINICAL_ROLES, User, check_csrf, clinician
+
+router = APIRouter()
+TEMPLATES = Path(__file__).parent / "templates"
+UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
+
+
+def may_act(me: User, row: Any) -> bool:
+    """Whether ``me`` may open and decide this review: assigned to them, to a role of theirs,
+    or they are an admin."""
+    if me.is_admin or row.assignee == me.sub:
+        return True
+    return row.assignee.startswith("role:") and me.has(row.assignee.removeprefix("role:"))
+
+
+def _ctx(request: Request) -> Any:
+    return request.app.state.ctx
+
+
+def _renderer(request: Request) -> Any:
+    from radflow.web.render import Renderer
+
+    state = request.app.state
+    if getattr(state, "renderer", None) is None:
+        state.renderer = Renderer(state.ctx.orthanc_client())
+    return state.renderer
+
+
+def _review(request: Request, review_id: int, me: User) -> Any:
+    """The review, if this user may act on it (404: no such review at this site; 403: not
+    theirs)."""
+    from radflow.catalog.db import session_scope
+    from radflow.catalog.models import Review
+
+    with session_scope(_ctx(request).catalog_url) as session:
+        row = session.get(Review, review_id)
+        if row is not None:
+            session.expunge(row)
+    if row is None:
+        raise HTTPException(404, f"there is no review {review_id} at site {_ctx(request).name}")
+    if not may_act(me, row):
+        raise HTTPException(403, f"review {review_id} is assigned to {row.assignee}, not to you")
+    return row
+
+
+def _result(request: Request, result_id: int | None) -> Any:
+    from radflow.catalog.db import session_scope
+    from radflow.catalog.models import DerivedResult
+
+    if result_id is None:
+        return None
+    with session_scope(_ctx(request).catalog_url) as session:
+        row = session.get(DerivedResult, result_id)
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
+def _series(request: Request, series_uid: str) -> Any:
+    from sqlmodel import select
+
+    from radflow.catalog.db import session_scope
+    from radflow.catalog.models import Series, Study
+
+    with session_scope(_ctx(request).catalog_url) as session:
+        row = session.exec(select(Series, Study).where(Series.series_uid == series_uid,
+                                                       Series.study_pk == Study.id)).first()
+        if row is None:
+            return None
+        series, study = row
+        return {"description": series.series_description, "modality": series.modality,
+                "instances": series.num_instances, "study_date": study.study_date,
+                "study_uid": series.study_uid}
+
+
+def _row(request: Request, row: Any) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    result = _result(request, row.result_id)
+    due = _aware(row.due_at)
+    return {"id": row.id, "status": row.status.value, "assignee": row.assignee,
+            "series_uid": row.source_series_uid, "series": _series(request, row.source_series_uid),
+            "model": f"{result.algorithm} {result.version}" if result else "?",
+            "waiting_hours": round((now - _aware(row.created_at)).total_seconds() / 3600, 1),
+            "due_at": due.isoformat(timespec="minutes"), "overdue": due < now,
+            "decision": row.decision, "reviewer": row.reviewer, "flow_run_id": row.flow_run_id}
+
+
+def _open_rows(request: Request, me: User) -> list[dict[str, Any]]:
+    from sqlmodel import col, select
+
+    from radflow.catalog.db import session_scope
+    from radflow.catalog.models import Review
+    from radflow.enums import ReviewStatus
+
+    with session_scope(_ctx(request).catalog_url) as session:
+        rows = list(session.exec(select(Review).where(Review.status == ReviewStatus.OPEN)
+                                 .order_by(col(Review.due_at))))
+        for r in rows:
+            session.expunge(r)
+    return [_row(request, r) for r in rows if may_act(me, r)]
+
+
+@router.get("/reviews")
+def my_reviews(request: Request, me: User = Depends(clinician)) -> Response:
+    from radflow.web.app import render
+
+    return render(request, "reviews.html", {"rows": _open_rows(request, me),
+                                            "flash": request.session.pop("flash", None)})
+
+
+@router.get("/api/reviews")
+def api_reviews(request: Request, me: User = Depends(clinician)) -> list[dict[str, Any]]:
+    return _open_rows(request, me)
+
+
+def candidate_segs(request: Request, row: Any) -> list[dict[str, Any]]:
+    """The SEGs a reviewer may pick for this case: the model's, and every SEG in Orthanc that
+    references the case's series (from a workstation, or the editor's revisions)."""
+    renderer = _renderer(request)
+    model = _result(request, row.result_id)
+    found: dict[str, dict[str, Any]] = {}
+    if model is not None and model.series_uid:
+        found[model.series_uid] = {"uid": model.series_uid, "origin": "model",
+                                   "description": f"{model.algorithm} {model.version}"}
+    series = _series(request, row.source_series_uid)
+    study_uid = series["study_uid"] if series else None
+    if study_uid:
+        for ref in renderer.orthanc.find_series(StudyInstanceUID=study_uid, Modality="SEG"):
+            if ref.series_uid in found:
+                continue
+            try:
+                ds = renderer.seg_dataset(ref.series_uid)
+            except RadflowError:
+                continue
+            if row.source_series_uid in [s.SeriesInstanceUID for s in
+                                         ds.get("ReferencedSeriesSequence", [])]:
+                found[ref.series_uid] = {
+                    "uid": ref.series_uid, "description": str(ds.get("SeriesDescription", "")),
+                    "origin": "revision" if ds.get("ContentLabel") == "CORRECTION"
+                    else "workstation"}
+    return list(found.values())
+
+
+def _history(request: Request, row: Any) -> list[dict[str, Any]]:
+    from sqlmodel import col, select
+
+    from radflow.catalog.db import session_scope
+    from radflow.catalog.models import AuditEvent
+
+    with session_scope(_ctx(request).catalog_url) as session:
+        events = session.exec(select(AuditEvent).where(AuditEvent.subject == f"review:{row.key}")
+                              .order_by(col(AuditEvent.seq)))
+        return [{"at": _aware(e.at).isoformat(timespec="seconds"), "actor": e.actor,
+                 "action": e.action, "detail": json.loads(e.detail or "{}")} for e in events]
+
+
+@router.get("/reviews/{review_id}")
+def case_page(request: Request, review_id: int, me: User = Depends(clinician)) -> Response:
+    from radflow.web.app import render
+    from radflow.web.render import PRESETS
+
+    row = _review(request, review_id, me)
+    segs = candidate_segs(request, row)
+    try:
+        stack = _renderer(request).stack(row.source_series_uid)
+    except RadflowError as exc:
+        raise HTTPException(502, f"the case's series cannot be shown: {exc.message}") from exc
+    chosen = request.query_params.get("seg") or (segs[0]["uid"] if segs else None)
+    if chosen is not None and chosen not in {s["uid"] for s in segs}:
+        raise HTTPException(404, f"{chosen} is not a SEG of this case")
+    labels = _renderer(request).labels(chosen, row.source_series_uid) if chosen else None
+    busiest = int(labels.labels.reshape(labels.labels.shape[0], -1).astype(bool).sum(1).argmax()) \
+        if labels is not None else stack.hu.shape[0] // 2
+    return render(request, "case.html", {
+        "review": _row(request, row), "segs": segs, "chosen": chosen,
+        "segments": labels.segments if labels else [], "slices": stack.hu.shape[0],
+        "rows": stack.hu.shape[1], "columns": stack.hu.shape[2], "start": busiest,
+        "presets": list(PRESETS), "history": _history(request, row),
+        "is_open": row.status.value == "open", "comment_max": 1000,
+        "flash": request.session.pop("flash", None)})
+
+
+def _slice_index(stack: Any, z: int) -> int:
+    if not 0 <= z < stack.hu.shape[0]:
+        raise HTTPException(404, f"slice {z} is outside 0-{stack.hu.shape[0] - 1}")
+    return z
+
+
+@router.get("/reviews/{review_id}/slices/{z}.png")
+def slice_image(request: Request, review_id: int, z: int, preset: str | None = None,
+                c: float | None = None, w: float | None = None,
+                me: User = Depends(clinician)) -> Response:
+    from radflow.web.render import slice_png, window
+
+    row = _review(request, review_id, me)
+    stack = _renderer(request).stack(row.source_series_uid)
+    try:
+        centre, width = window(preset, c, w)
+    except DicomInputError as exc:
+        raise HTTPException(422, exc.message) from exc
+    return Response(slice_png(stack, _slice_index(stack, z), centre, width), media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=600"})
+
+
+@router.get("/reviews/{review_id}/labels/{seg_uid}/{z}.png")
+def label_image(request: Request, review_id: int, seg_uid: str, z: int,
+                me: User = Depends(clinician)) -> Response:
+    from radflow.web.render import label_png
+
+    row = _review(request, review_id, me)
+    if seg_uid not in {s["uid"] for s in candidate_segs(request, row)}:
+        raise HTTPException(404, f"{seg_uid} is not a SEG of this case")
+    labels = _renderer(request).labels(seg_uid, row.source_series_uid)
+    if not 0 <= z < labels.labels.shape[0]:
+        raise HTTPException(404, f"slice {z} is outside 0-{labels.labels.shape[0] - 1}")
+    return Response(label_png(labels, z), media_type="image/png",
+                    headers={"Cache-Control": "private, no-cache"})
+
+
+@router.post("/reviews/{review_id}/decision")
+def decide(request: Request, review_id: int, csrf: str | None = Form(None),
+           decision: str = Form(...), comment: str = Form(""),
+           corrected_seg_uid: str | None = Form(None),
+           me: User = Depends(clinician)) -> Response:
+    """Resume the case run with the decision; the reviewer is the log-in's subject."""
+    from radflow.enums import ReviewStatus
+    from radflow_review.decision import ReviewDecision
+
+    check_csrf(request, csrf)
+    row = _review(request, review_id, me)
+    if row.status != ReviewStatus.OPEN:
+        raise HTTPException(409, f"review {review_id} was already decided ({row.decision} by "
+                                 f"{row.reviewer})")
+    if decision not in ("accept", "reject", "corrected"):
+        raise HTTPException(422, f"unknown decision {decision!r}: accept, reject or corrected")
+    chosen = (corrected_seg_uid or "").strip() or None
+    if decision == "corrected":
+        if not chosen or chosen not in {s["uid"] for s in candidate_segs(request, row)
+                                        if s["origin"] != "model"}:
+            raise HTTPException(422, "a correction needs a corrected SEG of this case: save one "
+                                     "in the editor, or store one from a workstation and pick it")
+    else:
+        chosen = None
+    try:
+        run_input = ReviewDecision(decision=decision, comment=comment, reviewer=me.sub,
+                                   corrected_seg_uid=chosen)
+    except ValueError as exc:
+        raise HTTPException(422, f"invalid decision: {exc.errors()[0]['msg']}") from exc
+    try:
+        _ctx(request).prefect().resume(row.flow_run_id, run_input.model_dump(mode="json"))
+    except RadflowError as exc:
+        raise HTTPException(409, f"the case run did not take the decision: {exc.message}") from exc
+    request.session["flash"] = f"Review {review_id}: {decision} recorded; the case run resumed."
+    return RedirectResponse("/reviews", 303)
+
+
+@router.post("/api/reviews/{review_id}/revisions")
+async def save_revision(request: Request, review_id: int,
+                        me: User = Depends(clinician)) -> Response:
+    """Store the editor's label map as a new SEG revision in Orthanc; returns its UID.
+
+    Body: ``{"corrects": SEG UID, "slices": {"<z>": "data:image/png;base64,..."}}``; slices not
+    sent keep the corrected SEG's labels. Header ``X-CSRF-Token``.
+    """
+    from starlette.concurrency import run_in_threadpool
+
+    check_csrf(request, request.headers.get("x-csrf-token"))
+    try:
+        body = await request.json()
+        corrects = str(body["corrects"])
+        slices = {int(z): str(v) for z, v in dict(body["slices"]).items()}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise HTTPException(422, "expected {corrects: SEG UID, slices: {z: PNG data URL}}") from exc
+    return await run_in_threadpool(_store_revision, request, review_id, me, corrects, slices)
+
+
+def _store_revision(request: Request, review_id: int, me: User, corrects: str,
+                    slices: dict[int, str]) -> Response:
+    from radflow.audit import record
+    from radflow.enums import ReviewStatus
+    from radflow.web.render import decode_label_png
+    from radflow_review.revision import write_revision
+
+    row = _review(request, review_id, me)
+    if row.status != ReviewStatus.OPEN:
+        raise HTTPException(409, f"review {review_id} was already decided")
+    segs = candidate_segs(request, row)
+    if not UID.match(corrects) or corrects not in {s["uid"] for s in segs}:
+        raise HTTPException(422, f"{corrects} is not a SEG of this case")
+    renderer = _renderer(request)
+    stack = renderer.stack(row.source_series_uid)
+    base = renderer.labels(corrects, row.source_series_uid)
+    labels = base.labels.copy()
+    allowed = {s["number"] for s in base.segments}
+    try:
+        for z, data in slices.items():
+            if not 0 <= z < labels.shape[0]:
+                raise DicomInputError(f"slice {z} is outside the series",
+                                      fix="save again from the case page")
+            raw = base64.b64decode(data.split(",", 1)[-1], validate=True)
+            labels[z] = decode_label_png(raw, labels.shape[1:], allowed)
+        revision = 1 + sum(s["origin"] == "revision" for s in segs)
+        ds = write_revision(stack.datasets, base.dataset, labels, reviewer=me.sub,
+                            revision=revision)
+    except (DicomInputError, ValueError) as exc:
+        raise HTTPException(422, getattr(exc, "message", str(exc))) from exc
+    renderer.orthanc.store_dataset(ds)
+    uid = str(ds.SeriesInstanceUID)
+    renderer.forget(uid)
+    record(_ctx(request).catalog_url, actor=me.sub, action="review.revision_saved",
+           subject=f"review:{row.key}",
+           detail={"seg_uid": uid, "corrects": corrects, "revision": revision,
+                   "edited_slices": sorted(slices)})
+    voxels = {int(n): int((labels == n).sum()) for n in sorted(allowed)}
+    return JSONResponse({"seg_uid": uid, "revision": revision, "voxels": voxels})
+
+
+def pages() -> Any:
+    from radflow.web import WebPages
+
+    return WebPages(router=router, templates=TEMPLATES,
+                    nav=(("My reviews", "/reviews", CLINICAL_ROLES),))

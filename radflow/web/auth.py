@@ -1,0 +1,98 @@
+"""Log-in for the site's web app: OpenID Connect (authorization code + PKCE, state and nonce,
+all by authlib), a signed session cookie, roles from a configurable claim, CSRF tokens.
+
+Every page and API route depends on :func:`user` (or :func:`clinician`): without a session a
+page redirects to the log-in and an API route answers 401; a session older than the site's
+``session_hours`` counts as none. Roles are checked on the server, per route.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+
+CLINICAL_ROLES = ("radiologist", "admin")
+
+
+@dataclass(frozen=True)
+class User:
+    """Who is logged in: the provider's subject, a display name, and roles."""
+
+    sub: str
+    name: str
+    roles: frozenset[str]
+
+    def has(self, *roles: str) -> bool:
+        return bool(self.roles.intersection(roles))
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+class LoginRequired(Exception):
+    """No (valid) session: pages redirect to the log-in, API routes answer 401."""
+
+
+def user(request: Request) -> User:
+    """The logged-in user (a FastAPI dependency).
+
+    Raises:
+        LoginRequired: no session, or an expired one (which is cleared).
+    """
+    session = request.session
+    who = session.get("user")
+    ttl = request.app.state.session_seconds
+    if not who:
+        raise LoginRequired
+    if time.time() - float(session.get("login_at", 0)) > ttl:
+        session.clear()
+        raise LoginRequired
+    return User(who["sub"], who.get("name") or who["sub"], frozenset(who.get("roles", ())))
+
+
+def clinician(request: Request) -> User:
+    """A logged-in user with a clinical role (radiologist or admin); 403 for anyone else."""
+    me = user(request)
+    if not me.has(*CLINICAL_ROLES):
+        raise HTTPException(403, f"this page needs the role radiologist or admin; "
+                                 f"{me.sub} has {', '.join(sorted(me.roles)) or 'no role'}")
+    return me
+
+
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token (made on first use); every form carries it."""
+    token = request.session.get("csrf")
+    if not token:
+        token = request.session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def check_csrf(request: Request, sent: str | None) -> None:
+    """Refuse (403) a state-changing request whose CSRF token is missing or wrong."""
+    expected = request.session.get("csrf")
+    if not expected or not sent or not hmac.compare_digest(expected, sent):
+        raise HTTPException(403, "the form's CSRF token is missing or stale: reload the page "
+                                 "and submit again")
+
+
+def roles_from(claims: dict, claim: str) -> list[str]:
+    """The roles in a token's claims (a list, or a space/comma separated string); a dotted
+    claim name reaches into objects (Keycloak: ``realm_access.roles``)."""
+    value: object = claims
+    for part in claim.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    return sorted({str(v) for v in value}) if isinstance(value, list | tuple) else []
+
+
+def local_path(target: str | None) -> str:
+    """A redirect target after log-in: a path of this app only (no open redirects)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target

@@ -1,0 +1,164 @@
+"""The site's embedded OpenID provider: canaille, a real OpenID Connect provider with its own
+login page, user store (SQLite in the site folder, passwords hashed with PBKDF2-SHA512) and
+groups, which radflow uses as roles.
+
+Why canaille (and not node's ``oidc-provider``): it is a whole provider, not a library. It has the
+login page, the user and group store, password hashing, logout (``end_session``) and an admin UI
+built in, where ``oidc-provider`` leaves accounts and the login interaction to the host program
+(its own are for development only). It installs from PyPI into the site's virtual environment, so
+a site needs no node runtime and no npm install.
+
+On first start the component seeds it with the site's web app as a confidential client (code
+flow, PKCE, redirect to the web app only) and the demo users of :data:`DEMO_USERS`, whose
+generated passwords are in the site's ``secrets.json`` (``radflow site credentials``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import ClassVar
+
+import requests
+
+from radflow.errors import SiteError
+from radflow.site.components import Component
+from radflow.site.config import DEMO_USERS
+from radflow.site.context import SiteContext
+
+
+def idp_dir(ctx: SiteContext) -> Path:
+    return ctx.paths.root / "idp"
+
+
+def issuer(ctx: SiteContext) -> str:
+    """The issuer the site's web app trusts: the configured one, else the embedded provider."""
+    if ctx.config.oidc.issuer:
+        return ctx.config.oidc.issuer.rstrip("/")
+    return f"http://127.0.0.1:{ctx.config.ports.idp}"
+
+
+def web_url(ctx: SiteContext) -> str:
+    return f"http://127.0.0.1:{ctx.config.ports.worklist}"
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def _toml_value(value: object) -> str:
+    return json.dumps(value)  # a JSON string or list of strings is valid TOML
+
+
+class IdpComponent(Component):
+    """canaille on loopback, configured and seeded from the site's secrets."""
+
+    name = "idp"
+    ports: ClassVar[dict[str, str]] = {"idp": "--idp-port"}
+
+    def enabled(self, ctx: SiteContext) -> bool:
+        return ctx.config.oidc.issuer is None
+
+    def config_file(self, ctx: SiteContext) -> Path:
+        return idp_dir(ctx) / "canaille.toml"
+
+    def prepare(self, ctx: SiteContext) -> None:
+        folder = idp_dir(ctx)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        keys = folder / "jwks.json"
+        if not keys.exists():
+            from joserfc.jwk import RSAKey
+
+            key = RSAKey.generate_key(2048, private=True)
+            _write_private(keys, json.dumps(key.as_dict(private=True) | {"kid": uuid.uuid4().hex}))
+        jwk = json.loads(keys.read_text())
+        inline = ", ".join(f"{k} = {_toml_value(v)}" for k, v in jwk.items())
+        _write_private(self.config_file(ctx), "\n".join([
+            f"SECRET_KEY = {_toml_value(ctx.secrets.idp_secret_key.get_secret_value())}",
+            f"SERVER_NAME = {_toml_value(f'127.0.0.1:{ctx.config.ports.idp}')}",
+            'PREFERRED_URL_SCHEME = "http"',
+            'BROKER = "dramatiq_eager_broker:EagerBroker"',
+            "[CANAILLE]",
+            f"NAME = {_toml_value(f'radflow site {ctx.name}')}",
+            'DATABASE = "sql"',
+            "CAPTCHA_ENABLED = false",
+            "ENABLE_PASSWORD_RECOVERY = false",
+            "ENABLE_INTRUDER_LOCKOUT = true",
+            "[CANAILLE_SQL]",
+            f"DATABASE_URI = {_toml_value('sqlite:///' + str(folder / 'canaille.sqlite'))}",
+            "[CANAILLE_OIDC]",
+            "REQUIRE_NONCE = true",
+            'TRUSTED_DOMAINS = ["127.0.0.1"]',
+            f"ACTIVE_JWKS = [{{{inline}}}]",
+            "",
+        ]))
+        if not (folder / "seeded").exists():
+            self._seed(ctx, folder)
+
+    def _canaille(self, ctx: SiteContext, *args: str, stdin: str | None = None) -> None:
+        env = ctx.base_env() | {"CANAILLE_CONFIG": str(self.config_file(ctx))}
+        done = subprocess.run([str(Path(sys.executable).with_name("canaille")), *args],
+                              input=stdin, env=env, capture_output=True, text=True, timeout=120,
+                              check=False)
+        if done.returncode != 0:
+            raise SiteError(f"the identity provider's `canaille {args[0]}` failed: "
+                            f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}",
+                            fix=f"read {idp_dir(ctx)}; remove the folder to seed it afresh")
+
+    def _seed(self, ctx: SiteContext, folder: Path) -> None:
+        """The web app as a client, one group per role, and the demo users (once). canaille
+        hashes the passwords as it restores them (they travel on its stdin, never in argv)."""
+        self._canaille(ctx, "db", "upgrade")
+        groups = {role: str(uuid.uuid4()) for roles in DEMO_USERS.values() for role in roles}
+        users = []
+        for user, roles in DEMO_USERS.items():
+            password = ctx.secrets.demo_users[user].get_secret_value()
+            users.append({"id": str(uuid.uuid4()), "user_name": user,
+                          "password": password,
+                          "given_name": "Demo", "family_name": user.capitalize(),
+                          "formatted_name": f"Demo {user.capitalize()}",
+                          "emails": [f"{user}@{ctx.name}.radflow.invalid"],
+                          "groups": [groups[r] for r in roles]})
+        app = web_url(ctx)
+        client = str(uuid.uuid4())
+        dump = {
+            "user": users,
+            "group": [{"id": gid, "display_name": role,
+                       "members": [u["id"] for u in users if gid in u["groups"]]}
+                      for role, gid in groups.items()],
+            "client": [{
+                "id": client, "client_id": ctx.config.oidc.client_id, "audience": [client],
+                "client_secret": ctx.secrets.oidc_client_secret.get_secret_value(),
+                "client_name": f"radflow worklist ({ctx.name})", "client_uri": app,
+                "redirect_uris": [f"{app}/auth/callback"],
+                "post_logout_redirect_uris": [f"{app}/logged-out"],
+                "token_endpoint_auth_method": "client_secret_basic",
+                "grant_types": ["authorization_code"], "response_types": ["code"],
+                "scope": ["openid", "profile", "email", "groups"]}],
+        }
+        self._canaille(ctx, "restore", stdin=json.dumps(dump))
+        (folder / "seeded").write_text("canaille seeded with the web app client and demo users\n")
+
+    def command(self, ctx: SiteContext) -> tuple[list[str], dict[str, str]]:
+        env = ctx.base_env() | {"CANAILLE_CONFIG": str(self.config_file(ctx))}
+        return [str(Path(sys.executable).with_name("canaille")), "run", "--bind",
+                f"127.0.0.1:{ctx.config.ports.idp}"], env
+
+    def probe(self, ctx: SiteContext) -> tuple[bool, str]:
+        try:
+            answer = requests.get(f"{issuer(ctx)}/.well-known/openid-configuration", timeout=3)
+            if answer.status_code != 200:
+                return False, f"discovery answered HTTP {answer.status_code}"
+            return True, f"OpenID provider (canaille), issuer {answer.json()['issuer']}"
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            return False, type(exc).__name__
+
+    def urls(self, ctx: SiteContext) -> dict[str, str]:
+        return {"issuer": issuer(ctx), "accounts": f"{issuer(ctx)}/login"}
