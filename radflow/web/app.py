@@ -172,6 +172,25 @@ def create_app(ctx: SiteContext, *, tls: bool = False) -> FastAPI:
     return app
 
 
+def app_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path) of every route of the app, those of included routers too (the security
+    tests check each)."""
+    found: list[tuple[str, str]] = []
+
+    def walk(routes: list[Any], prefix: str = "") -> None:
+        for route in routes:
+            inner = getattr(route, "original_router", None)
+            if inner is not None:  # fastapi's lazily included router
+                walk(inner.routes, prefix + getattr(route.include_context, "prefix", ""))
+                continue
+            for method in sorted(getattr(route, "methods", None) or ()):
+                if method != "HEAD":
+                    found.append((method, prefix + route.path))
+
+    walk(list(app.routes))
+    return found
+
+
 def render(request: Request, template: str, context: dict[str, Any], status: int = 200) -> Response:
     """A page: the template with the site, the user, the CSRF token and the navigation."""
     app = request.app

@@ -175,7 +175,7 @@ def _history(request: Request, row: Any) -> list[dict[str, Any]]:
     with session_scope(_ctx(request).catalog_url) as session:
         events = session.exec(select(AuditEvent).where(AuditEvent.subject == f"review:{row.key}")
                               .order_by(col(AuditEvent.seq)))
-        return [{"at": _aware(e.at).isoformat(timespec="seconds"), "actor": e.actor,
+        return [{"at": _aware(e.time).isoformat(timespec="seconds"), "actor": e.actor,
                  "action": e.action, "detail": json.loads(e.detail or "{}")} for e in events]
 
 

@@ -1,0 +1,364 @@
+"""The clinicians' worklist in a real browser (Debian's chromium, headless, driven by
+Playwright): log-in through the embedded OpenID provider's own login page (canaille), My
+reviews, the case page, the editor, and decisions that resume the suspended case runs. Then the
+security of every route, with the same log-ins.
+
+Screenshots go to $RADFLOW_SCREENSHOTS (the clinician's guide's are made with
+``RADFLOW_SCREENSHOTS=docs/images``), else to the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from conftest import dciodvfy, send, wait_settled
+from sqlmodel import col, select
+from test_review import results, start_review
+
+from radflow.catalog.db import session_scope
+from radflow.catalog.models import FeatureValue, Review
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def cases(site, tmp_path_factory) -> list:
+    """Three cases of their own (decisions stick to a SEG: other tests' cases are decided)."""
+    from radflow.synth import synthesize
+
+    out = tmp_path_factory.mktemp("worklist-cases")
+    made = synthesize(out, 3, seed=515, matrix=64)
+    wait_settled(site)
+    send(site, out)
+    wait_settled(site)
+    orthanc = site.orthanc_client()
+    return [orthanc.series_by_uid(case.series_uid) for case in made]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make setup` (installs Debian's chromium)")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def shots(tmp_path) -> Path:
+    folder = Path(os.environ.get("RADFLOW_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def app_url(site) -> str:
+    return f"http://127.0.0.1:{site.config.ports.worklist}"
+
+
+def password(site, user: str) -> str:
+    return site.secrets.demo_users[user].get_secret_value()
+
+
+def log_in(browser, site, user: str, path: str = "/reviews"):
+    """A new browser context logged in as ``user`` through the provider's login page."""
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = context.new_page()
+    page.goto(app_url(site) + path)
+    assert page.url.startswith(f"http://127.0.0.1:{site.config.ports.idp}/")  # the provider's
+    page.fill("input[name=login]", user)
+    page.click("button[type=submit]")
+    page.fill("input[name=password]", password(site, user))
+    page.click("button[type=submit]")
+    page.wait_for_url(app_url(site) + "/**")
+    return page
+
+
+def cookies(page) -> requests.Session:
+    """A requests session with the browser's cookies (to call routes directly)."""
+    session = requests.Session()
+    for c in page.context.cookies():
+        session.cookies.set(c["name"], c["value"], domain=c["domain"], path=c["path"])
+    return session
+
+
+def review_of(site, run_id: str) -> Review:
+    with session_scope(site.catalog_url) as session:
+        row = session.exec(select(Review).where(Review.flow_run_id == run_id)).one()
+        session.expunge(row)
+        return row
+
+
+def open_case(page, site, review_id: int) -> None:
+    page.goto(f"{app_url(site)}/reviews")
+    page.click(f"tr[data-review='{review_id}'] >> text=Open case")
+    page.wait_for_url(f"**/reviews/{review_id}")
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function("document.getElementById('zlabel').textContent !== ''")
+
+
+def test_accept_in_the_browser(site, cases, browser, shots) -> None:
+    ref = cases[0]
+    run_id = start_review(site, ref)
+    review = review_of(site, run_id)
+    page = log_in(browser, site, "radiologist")
+    assert page.url == f"{app_url(site)}/reviews"
+    row = page.locator(f"tr[data-review='{review.id}']")
+    assert "radflow-abdomen-demo" in row.inner_text() and "role:radiologist" in row.inner_text()
+    page.screenshot(path=str(shots / "worklist.png"), full_page=True)
+
+    open_case(page, site, review.id)
+    segments = page.locator("#segments tbody tr")
+    assert segments.count() >= 2
+    # the slider and the keyboard move through the slices; a preset re-renders the slice
+    before = page.inner_text("#zlabel")
+    page.locator("#view").click()  # focus the page, view tool: no edit
+    page.keyboard.press("ArrowUp")
+    page.wait_for_function(f"document.getElementById('zlabel').textContent === "
+                           f"'{int(before) + 1}'")
+    page.locator("#slice").fill("0")
+    page.wait_for_function("document.getElementById('zlabel').textContent === '1'")
+    page.keyboard.press("ArrowUp")
+    page.wait_for_function("document.getElementById('zlabel').textContent === '2'")
+    page.locator("#slice").fill(str(int(before) - 1))
+    page.click("button[data-preset='lung']")
+    page.wait_for_load_state("networkidle")
+    page.click("button[data-preset='soft tissue']")
+    page.locator(".opacity").first.fill("80")
+    page.screenshot(path=str(shots / "case-page.png"), full_page=True)
+
+    page.check("input[name=decision][value=accept]")
+    page.fill("#comment", "liver and spleen outlined correctly")
+    page.click("#decision button[type=submit]")
+    page.wait_for_url(f"{app_url(site)}/reviews")
+    assert "accept recorded" in page.inner_text(".flash")
+    assert site.prefect().wait(run_id, timeout=180).ok  # the suspended run completed
+    (seg,), (sr,) = results(site, ref.series_uid, "SEG"), results(site, ref.series_uid, "SR")
+    assert (seg.status, seg.status_by) == ("accepted", "radiologist")  # reviewer from the log-in
+    assert sr.derived_from_id == seg.id  # its radiomics used the model's SEG
+    decided = review_of(site, run_id)
+    assert (decided.status, decided.decision, decided.reviewer) == ("decided", "accept",
+                                                                   "radiologist")
+    page.context.close()
+
+
+def test_correct_in_the_editor(site, cases, browser, shots, tmp_path) -> None:
+    from radflow.web.render import Renderer
+
+    ref = cases[1]
+    run_id = start_review(site, ref)
+    review = review_of(site, run_id)
+    (model_seg,) = results(site, ref.series_uid, "SEG")
+    page = log_in(browser, site, "radiologist", f"/reviews/{review.id}")
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function("document.getElementById('zlabel').textContent !== ''")
+    liver = page.locator("#segments tr", has_text="liver").locator(".voxels")
+    model_voxels = int(liver.inner_text())
+
+    # erase the liver on the shown slice with a large eraser, dragged across the image
+    page.keyboard.press("e")
+    page.select_option("#segment", page.locator("#segment option", has_text="liver")
+                       .get_attribute("value"))
+    page.locator("#size").fill("40")
+    box = page.locator("#view").bounding_box()
+    y = box["y"] + box["height"] * 0.5
+    page.mouse.move(box["x"] + 5, y)
+    page.mouse.down()
+    for i in range(1, 25):
+        page.mouse.move(box["x"] + box["width"] * i / 25, y)
+    page.mouse.up()
+    assert "1 slice(s) edited" in page.inner_text("#editstate")
+    page.screenshot(path=str(shots / "editor.png"), full_page=True)
+    page.click("#save")
+    page.wait_for_url(re.compile(r".*\?seg=2\.25\.\d+$"))
+    page.wait_for_load_state("networkidle")
+    revision_uid = page.url.split("seg=")[1]
+    edited_voxels = int(page.locator("#segments tr", has_text="liver").locator(".voxels")
+                        .inner_text())
+    assert 0 < edited_voxels < model_voxels
+
+    # the revision is in Orthanc, dciodvfy-clean, and references the series and the model's SEG
+    orthanc = site.orthanc_client()
+    found = orthanc.series_by_uid(revision_uid)
+    path = tmp_path / "revision.dcm"
+    path.write_bytes(orthanc.instance_file(orthanc.series_instances(found.orthanc_id)[0]))
+    errors, _warnings = dciodvfy(path)
+    assert errors == []
+    revision = Renderer(orthanc).seg_dataset(revision_uid)
+    assert {s.SeriesInstanceUID for s in revision.ReferencedSeriesSequence} == \
+        {ref.series_uid, model_seg.series_uid}
+    assert revision.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeMeaning \
+        .lower() == "liver"
+
+    page.check("input[name=decision][value=corrected]")
+    assert page.input_value("#corrected") == revision_uid  # the saved revision, preselected
+    page.fill("#comment", "liver leaked into the stomach on one slice")
+    page.click("#decision button[type=submit]")
+    page.wait_for_url(f"{app_url(site)}/reviews")
+    assert site.prefect().wait(run_id, timeout=180).ok
+    model, fixed = results(site, ref.series_uid, "SEG")
+    (sr,) = results(site, ref.series_uid, "SR")
+    assert model.status == "corrected" and fixed.series_uid == revision_uid
+    assert sr.derived_from_id == fixed.id  # the radiomics used the clinician's SEG
+    stack = Renderer(orthanc).stack(ref.series_uid)
+    voxel_mm3 = float(np.prod(stack.spacing))
+    with session_scope(site.catalog_url) as session:
+        volume = session.exec(select(FeatureValue).where(
+            FeatureValue.result_pk == sr.id, FeatureValue.segment_label == "liver",
+            FeatureValue.feature == "original_shape_VoxelVolume")).one().value
+    # the feature moved as the edit implies: the edited voxel count, not the model's
+    assert volume == pytest.approx(edited_voxels * voxel_mm3, rel=1e-6)
+    assert volume < model_voxels * voxel_mm3
+    page.context.close()
+
+
+def test_reject_in_the_browser(site, cases, browser) -> None:
+    ref = cases[2]
+    run_id = start_review(site, ref)
+    review = review_of(site, run_id)
+    page = log_in(browser, site, "radiologist")
+    open_case(page, site, review.id)
+    page.check("input[name=decision][value=reject]")
+    page.fill("#comment", "motion artefacts")
+    page.click("#decision button[type=submit]")
+    page.wait_for_url(f"{app_url(site)}/reviews")
+    assert site.prefect().wait(run_id, timeout=180).ok
+    (seg,) = results(site, ref.series_uid, "SEG")
+    assert seg.status == "rejected" and results(site, ref.series_uid, "SR") == []
+    # the history on the case page shows the decision
+    page.goto(f"{app_url(site)}/reviews/{review.id}")
+    history = page.inner_text("#history")
+    assert "review.requested" in history and "review.decided: reject" in history
+    page.context.close()
+
+
+# -- security ----------------------------------------------------------------------------------
+
+def routes(site) -> list[tuple[str, str]]:
+    """(method, path) of every route of the app, with sample path parameters."""
+    from radflow.web.app import app_routes, create_app
+
+    return [(method, path.replace("{review_id}", "1").replace("{z}", "0")
+             .replace("{seg_uid}", "1.2.3")) for method, path in app_routes(create_app(site))]
+
+
+PUBLIC = {"/healthz", "/login", "/auth/callback", "/logged-out"}
+
+
+def test_every_route_needs_a_log_in(site) -> None:
+    checked = 0
+    for method, path in routes(site):
+        if path in PUBLIC:
+            continue
+        answer = requests.request(method, app_url(site) + path, allow_redirects=False, timeout=10)
+        if path.startswith("/api/"):
+            assert answer.status_code == 401, (method, path)
+        elif method == "GET":
+            assert answer.status_code == 303, (method, path)
+            assert answer.headers["location"].startswith("/login?next=")
+        else:
+            assert answer.status_code in (303, 401, 403), (method, path)
+        checked += 1
+    assert checked >= 7
+    # /login itself goes to the provider with PKCE (S256), state and nonce
+    to_provider = requests.get(app_url(site) + "/login", allow_redirects=False, timeout=10)
+    query = to_provider.headers["location"]
+    assert query.startswith(f"http://127.0.0.1:{site.config.ports.idp}/oauth/authorize?")
+    for part in ("code_challenge_method=S256", "code_challenge=", "state=", "nonce="):
+        assert part in query
+
+
+def test_roles_csrf_and_cookies(site, cases, browser) -> None:
+    with session_scope(site.catalog_url) as session:
+        review_id = session.exec(select(Review.id).order_by(col(Review.id))).first()
+    if review_id is None:  # run alone: make one
+        review_id = review_of(site, start_review(site, cases[0])).id
+    steward = log_in(browser, site, "steward", "/")
+    http = cookies(steward)
+    for method, path in routes(site):
+        if path in PUBLIC or path in ("/", "/logout"):
+            continue
+        path = path.replace("/1", f"/{review_id}", 1)
+        answer = http.request(method, app_url(site) + path, allow_redirects=False, timeout=10,
+                              data={"csrf": "x"})
+        assert answer.status_code == 403, (method, path, answer.status_code)
+    steward.context.close()
+
+    radiologist = log_in(browser, site, "radiologist")
+    flags = {c["name"]: c for c in radiologist.context.cookies()}[f"radflow_{site.name}"]
+    assert flags["httpOnly"] and flags["sameSite"] == "Lax" and not flags["secure"]  # http
+    http = cookies(radiologist)
+    # a form without its CSRF token, or with another one: 403
+    for data in ({"decision": "accept"}, {"decision": "accept", "csrf": "forged"}):
+        answer = http.post(f"{app_url(site)}/reviews/{review_id}/decision", data=data,
+                           allow_redirects=False, timeout=10)
+        assert answer.status_code == 403
+    answer = http.post(f"{app_url(site)}/api/reviews/{review_id}/revisions",
+                       json={"corrects": "1.2", "slices": {}}, timeout=10)
+    assert answer.status_code == 403
+    answer = http.post(f"{app_url(site)}/logout", allow_redirects=False, timeout=10)
+    assert answer.status_code == 403
+    # input is validated: an unknown slice or window is refused, not rendered
+    assert http.get(f"{app_url(site)}/reviews/{review_id}/slices/9999.png",
+                    timeout=10).status_code == 404
+    assert http.get(f"{app_url(site)}/reviews/{review_id}/slices/0.png?c=1&w=0",
+                    timeout=10).status_code == 422
+    # another site's step: no such review here (404), and another site's session means nothing
+    assert http.get(f"{app_url(site)}/reviews/999999", timeout=10).status_code == 404
+    radiologist.context.close()
+
+
+def forged_session(key: str, data: dict) -> str:
+    """A session cookie as Starlette signs it, with ``key``."""
+    import itsdangerous
+
+    payload = base64.b64encode(json.dumps(data).encode())
+    return itsdangerous.TimestampSigner(key).sign(payload).decode()
+
+
+def test_expired_and_foreign_sessions_need_a_new_log_in(site) -> None:
+    me = {"sub": "radiologist", "roles": ["radiologist"], "name": "Demo"}
+    key = site.secrets.web_session_key.get_secret_value()
+    name = f"radflow_{site.name}"
+    fresh = forged_session(key, {"user": me, "login_at": time.time(), "csrf": "t"})
+    answer = requests.get(f"{app_url(site)}/reviews", cookies={name: fresh},
+                          allow_redirects=False, timeout=10)
+    assert answer.status_code == 200  # the forging is right: a fresh session is accepted
+    hours = site.config.oidc.session_hours
+    old = forged_session(key, {"user": me, "login_at": time.time() - hours * 3600 - 60,
+                               "csrf": "t"})
+    answer = requests.get(f"{app_url(site)}/reviews", cookies={name: old},
+                          allow_redirects=False, timeout=10)
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
+    api = requests.get(f"{app_url(site)}/api/reviews", cookies={name: old}, timeout=10)
+    assert api.status_code == 401
+    # a session signed by another site (another key) is no session here
+    other = forged_session("another-site-key", {"user": me, "login_at": time.time()})
+    answer = requests.get(f"{app_url(site)}/reviews", cookies={name: other},
+                          allow_redirects=False, timeout=10)
+    assert answer.status_code == 303
+
+
+def test_logout_goes_through_the_provider(site, browser) -> None:
+    page = log_in(browser, site, "radiologist")
+    page.click("header button:has-text('Log out')")
+    page.wait_for_load_state("networkidle")
+    if page.url.startswith(f"http://127.0.0.1:{site.config.ports.idp}/"):
+        # the provider asks to confirm the log-out of its own session
+        page.click("button:has-text('Log out'), button[value=logout], button[type=submit]")
+        page.wait_for_url(f"{app_url(site)}/logged-out")
+    assert page.url == f"{app_url(site)}/logged-out"
+    page.goto(f"{app_url(site)}/reviews")  # a new log-in is needed, at the provider
+    assert page.url.startswith(f"http://127.0.0.1:{site.config.ports.idp}/")
+    page.context.close()
