@@ -24,6 +24,7 @@ from radflow.cli.pipeline import app as pipeline_app
 from radflow.cli.plugins import app as plugins_app
 from radflow.cli.results import app as results_app
 from radflow.cli.site import app as site_app
+from radflow.cli.worklist import app as worklist_app
 from radflow.errors import RadflowError
 
 try:  # typer vendors click (typer._click) since 0.2x; older typers use click itself
@@ -48,6 +49,7 @@ app.add_typer(cohort_app, name="cohort")
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(results_app, name="results")
+app.add_typer(worklist_app, name="worklist")
 
 
 def _plugin_groups() -> None:

@@ -44,23 +44,46 @@ def up(
         None, help="Seconds without a new instance before Orthanc calls a series stable."),
     allow_modality: list[str] | None = typer.Option(
         None, help="DICOM peer allowed to send, NAME=AET@HOST:PORT (repeatable)."),
+    worklist_port: int | None = typer.Option(
+        None, help="The web app (worklist) port (default: first free from 8800)."),
+    idp_port: int | None = typer.Option(
+        None, help="The embedded OpenID provider's port (default: first free from 8900)."),
+    oidc_issuer: str | None = typer.Option(
+        None, help="Log people in through this OpenID issuer instead of the embedded provider "
+                   "('' goes back to the embedded one)."),
+    oidc_client_id: str | None = typer.Option(None, help="The web app's client id there."),
+    oidc_client_secret: str | None = typer.Option(
+        None, envvar="RADFLOW_OIDC_CLIENT_SECRET", show_default=False,
+        help="Its client secret (kept in secrets.json; prefer the environment variable "
+             "RADFLOW_OIDC_CLIENT_SECRET to keep it out of your shell history)."),
+    oidc_roles_claim: str | None = typer.Option(
+        None, help="The claim that lists a user's roles, e.g. groups or realm_access.roles."),
+    session_hours: float | None = typer.Option(None, help="Web sessions expire after this."),
+    public_url: str | None = typer.Option(
+        None, help="The web app's address as browsers reach it when it is served beyond "
+                   "loopback (see `radflow worklist serve`)."),
     json_out: bool = JSON,
 ) -> None:
     """Start the site's components that are not running (creating the site if it is new)."""
     manager = SiteManager()
     ports = {"orthanc_http": orthanc_http_port, "orthanc_dicom": orthanc_dicom_port,
-             "prefect": prefect_port}
+             "prefect": prefect_port, "worklist": worklist_port, "idp": idp_port}
+    oidc = {k: v for k, v in {"issuer": oidc_issuer, "client_id": oidc_client_id,
+                              "roles_claim": oidc_roles_claim,
+                              "session_hours": session_hours,
+                              "public_url": public_url}.items() if v is not None}
     say = (lambda _m: None) if json_out else (lambda m: console.print(f"  {m}", highlight=False))
     if not json_out:
         console.print(f"starting site [bold]{site}[/bold] under {manager.home}")
     status = manager.up(site, ports=ports, database_url=database_url, stable_age=stable_age,
-                        modalities=allow_modality, progress=say)
+                        modalities=allow_modality, oidc=oidc, oidc_client_secret=oidc_client_secret,
+                        progress=say)
     if json_out:
         print_json(status.to_dict())
         return
     show(status)
-    console.print(f"credentials: `radflow site credentials --site {site}` "
-                  f"(kept owner-only in {status.root / 'secrets.json'})")
+    console.print(f"credentials and the worklist's log-ins: `radflow site credentials --site "
+                  f"{site}` (kept owner-only in {status.root / 'secrets.json'})")
 
 
 @app.command()
@@ -107,7 +130,7 @@ def down(
 def restart(
     site: str | None = SITE,
     component: str = typer.Option(..., "--component", "-c",
-                                  help="orthanc, prefect-server, worker or watcher."),
+                                  help="orthanc, prefect-server, worker, watcher, idp, worklist or reviews."),
     json_out: bool = JSON,
 ) -> None:
     """Restart one component of a running site."""
@@ -130,28 +153,41 @@ def list_sites(json_out: bool = JSON) -> None:
 
 @app.command()
 def credentials(site: str | None = SITE, json_out: bool = JSON) -> None:
-    """Print the site's Orthanc and Prefect credentials (for the browser logins)."""
+    """Print the site's Orthanc and Prefect credentials and the worklist's demo log-ins (for
+    the browser)."""
     from radflow.cli.common import site_context
+    from radflow.site.config import DEMO_USERS
+    from radflow.web.idp import web_url
 
     ctx = site_context(site)
     user, password = ctx.orthanc_auth()
     data = {"orthanc": {"url": ctx.orthanc_url, "username": user, "password": password},
             "prefect": {"url": ctx.prefect_url,
                         "auth_string": ctx.secrets.prefect_auth_string.get_secret_value()}}
+    embedded = ctx.config.oidc.issuer is None and ctx.config.ports.worklist is not None
+    if embedded:
+        data["worklist"] = {"url": f"{web_url(ctx)}/reviews", "users": {
+            name: {"password": secret.get_secret_value(), "roles": list(DEMO_USERS.get(name, ()))}
+            for name, secret in ctx.secrets.demo_users.items()}}
     if json_out:
         print_json(data)
         return
     p_user, p_password = ctx.prefect_auth()
-    for what, url, name, secret in (("Orthanc", ctx.orthanc_url, user, password),
-                                    ("Prefect", ctx.prefect_url, p_user, p_password)):
-        console.print(f"{what:<8} {url}  user [bold]{name}[/bold]  password [bold]{secret}[/bold]")
+    rows = [("Orthanc", ctx.orthanc_url, user, password),
+            ("Prefect", ctx.prefect_url, p_user, p_password)]
+    if embedded:
+        rows += [("Worklist", data["worklist"]["url"], name, info["password"])
+                 for name, info in data["worklist"]["users"].items()]
+    for what, url, name, secret in rows:
+        console.print(f"{what:<8} {url}  user [bold]{name}[/bold]  password [bold]{secret}[/bold]",
+                      highlight=False)
 
 
 @app.command()
 def logs(
     site: str | None = SITE,
     component: str = typer.Option("orthanc", "--component", "-c",
-                                  help="orthanc, prefect-server, worker or watcher."),
+                                  help="orthanc, prefect-server, worker, watcher, idp, worklist or reviews."),
     lines: int = typer.Option(40, "--lines", help="How many lines from the end."),
     json_out: bool = JSON,
 ) -> None:

@@ -57,6 +57,10 @@ class OidcConfig(BaseModel):
     roles_claim: str = Field(default="groups", description="the ID-token/userinfo claim that "
                              "lists the user's roles", examples=["groups", "realm_roles"])
     session_hours: float = Field(default=8.0, gt=0, description="sessions expire after this")
+    public_url: str | None = Field(default=None, description="the web app's address as browsers "
+                                   "reach it, when served beyond loopback (behind TLS); None: "
+                                   "http://127.0.0.1:<worklist port>",
+                                   examples=["https://radflow.uk-essen.example"])
 
 
 class SiteConfig(BaseModel):

@@ -26,6 +26,7 @@ from radflow.errors import ConfigurationError, RadflowError, SiteError
 from radflow.settings import RadflowSettings, get_settings
 from radflow.site.components import Component, ComponentStatus, component, site_components
 from radflow.site.config import (
+    OidcConfig,
     SiteConfig,
     SitePaths,
     aet_for,
@@ -117,7 +118,9 @@ class SiteManager:
         return SiteContext(self.settings, paths, config, load_or_create_secrets(paths))
 
     def _create_or_update(self, name: str, ports: dict[str, int | None], database_url: str | None,
-                          stable_age: int | None, modalities: list[str] | None) -> SiteContext:
+                          stable_age: int | None, modalities: list[str] | None,
+                          oidc: dict[str, Any] | None = None,
+                          oidc_client_secret: str | None = None) -> SiteContext:
         check_site_name(name)
         paths = SitePaths(self.home, name)
         with home_lock(self.home):
@@ -133,8 +136,17 @@ class SiteManager:
                 config.stable_age = stable_age
             if modalities is not None:
                 config.modalities = list(modalities)
+            if oidc:
+                update = dict(oidc)
+                if update.get("issuer") == "":
+                    update["issuer"] = None
+                config.oidc = OidcConfig.model_validate(config.oidc.model_dump() | update)
             save_config(paths, config)
             secrets_ = load_or_create_secrets(paths)
+            if oidc_client_secret:
+                secrets_ = secrets_.model_copy(update={
+                    "oidc_client_secret": SecretStr(oidc_client_secret)})
+                save_secrets(paths, secrets_)
             completed = secrets_.with_web_secrets()
             if completed is not secrets_:
                 secrets_ = completed
@@ -152,6 +164,8 @@ class SiteManager:
         database_url: str | None = None,
         stable_age: int | None = None,
         modalities: list[str] | None = None,
+        oidc: dict[str, Any] | None = None,
+        oidc_client_secret: str | None = None,
         progress: Progress | None = None,
     ) -> SiteStatus:
         """Start every component of the site that is not running, and wait until all are healthy.
@@ -165,6 +179,9 @@ class SiteManager:
             database_url: PostgreSQL URL for the site's Prefect server ("" for SQLite).
             stable_age: seconds after the last instance before Orthanc calls a series stable.
             modalities: DICOM peers allowed to C-STORE, as ``NAME=AET@HOST:PORT``.
+            oidc: web app log-in settings (:class:`OidcConfig` fields; issuer "" for the
+                embedded provider).
+            oidc_client_secret: the web app's client secret at an external issuer.
             progress: called with one line per step.
 
         Raises:
@@ -173,13 +190,16 @@ class SiteManager:
         say = progress or (lambda _msg: None)
         running = {c.name for c in self.status(name).components if c.state != "stopped"} \
             if name in self.sites() else set()
-        if running and (any((ports or {}).values()) or database_url is not None):
+        if running and (any((ports or {}).values()) or database_url is not None or oidc
+                        or oidc_client_secret):
             raise ConfigurationError(
-                f"site {name!r} is running ({', '.join(sorted(running))}); its ports and database "
+                f"site {name!r} is running ({', '.join(sorted(running))}); its ports, database "
+                "and log-in settings "
                 "cannot change while it runs",
                 fix=f"run `radflow site down --site {name}` first",
             )
-        ctx = self._create_or_update(name, ports or {}, database_url, stable_age, modalities)
+        ctx = self._create_or_update(name, ports or {}, database_url, stable_age, modalities,
+                                     oidc, oidc_client_secret)
         try:
             from radflow.catalog.migrate import upgrade
 

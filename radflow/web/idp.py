@@ -43,6 +43,9 @@ def issuer(ctx: SiteContext) -> str:
 
 
 def web_url(ctx: SiteContext) -> str:
+    """The web app's address as browsers reach it (its OIDC redirect URIs start with it)."""
+    if ctx.config.oidc.public_url:
+        return ctx.config.oidc.public_url.rstrip("/")
     return f"http://127.0.0.1:{ctx.config.ports.worklist}"
 
 
