@@ -47,7 +47,11 @@ The demo site '$site' is running. Where to look:
                     segment-and-quantify run with its table and SEG overlay artifacts;
                     radflow pipeline features --site $site --out features.csv
 
-  Review            radflow review list --site $site; radflow review decide ID accept
+  Worklist          $(url worklist worklist)
+                    one case waits for review: log in as radiologist, open it, accept,
+                    correct it in the editor, or reject it (docs/clinician-guide.md)
+$("$radflow" site credentials --site "$site" | grep '^Worklist' | sed 's/^Worklist [^ ]* */                    /')
+  Review (CLI)      radflow review list --site $site; radflow review decide ID accept
                     (or resume the suspended run from the Prefect UI's own form)
   Audit log         radflow site audit verify --site $site
 

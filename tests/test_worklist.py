@@ -71,7 +71,7 @@ def password(site, user: str) -> str:
     return site.secrets.demo_users[user].get_secret_value()
 
 
-def log_in(browser, site, user: str, path: str = "/reviews"):
+def log_in(browser, site, user: str, path: str = "/reviews", shot: Path | None = None):
     """A new browser context logged in as ``user`` through the provider's login page."""
     context = browser.new_context(viewport={"width": 1300, "height": 900})
     page = context.new_page()
@@ -80,6 +80,8 @@ def log_in(browser, site, user: str, path: str = "/reviews"):
     page.fill("input[name=login]", user)
     page.click("button[type=submit]")
     page.fill("input[name=password]", password(site, user))
+    if shot is not None:
+        page.screenshot(path=str(shot))
     page.click("button[type=submit]")
     page.wait_for_url(app_url(site) + "/**")
     return page
@@ -112,7 +114,7 @@ def test_accept_in_the_browser(site, cases, browser, shots) -> None:
     ref = cases[0]
     run_id = start_review(site, ref)
     review = review_of(site, run_id)
-    page = log_in(browser, site, "radiologist")
+    page = log_in(browser, site, "radiologist", shot=shots / "login.png")
     assert page.url == f"{app_url(site)}/reviews"
     row = page.locator(f"tr[data-review='{review.id}']")
     assert "radflow-abdomen-demo" in row.inner_text() and "role:radiologist" in row.inner_text()
