@@ -3,7 +3,9 @@
     .venv/bin/python bench/bench_review.py [--reviews 20]
 
 1. Waiting holds nothing: the memory (RSS, all the site's processes together) and the process
-   count of a site with N reviews waiting, against the same site idle before they started.
+   count of a site with N reviews waiting, against the same site idle before they started
+   (after it ran the same N cases without review once: the first runs grow Prefect's server
+   and worker whether anything waits or not; the cold figure is printed too).
    Target: no extra process, under 50 MB more.
 2. Deciding is quick: the time from a decision (the resume call) to the end of the case run,
    against the same case run without a review (model loaded, results recomputed).
@@ -23,20 +25,22 @@ from pathlib import Path
 import psutil
 
 
-def site_footprint(manager, ctx) -> tuple[int, int]:
-    """(processes, total RSS bytes) of every process of the site (components and children)."""
-    pids = set()
+def site_footprint(manager, ctx) -> tuple[int, int, dict[str, int]]:
+    """(processes, total RSS bytes, RSS per component) of every process of the site
+    (components and their children)."""
+    pids: dict[int, str] = {}
     for component in manager.status(ctx.name).components:
         if component.pid:
             proc = psutil.Process(component.pid)
-            pids |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
-    rss = 0
-    for pid in pids:
+            for p in (proc, *proc.children(recursive=True)):
+                pids[p.pid] = component.name
+    per: dict[str, int] = {}
+    for pid, name in pids.items():
         try:
-            rss += psutil.Process(pid).memory_info().rss
+            per[name] = per.get(name, 0) + psutil.Process(pid).memory_info().rss
         except psutil.NoSuchProcess:
             pass
-    return len(pids), rss
+    return len(pids), sum(per.values()), per
 
 
 def settle(manager, ctx, seconds: float = 45.0) -> tuple[int, int]:
@@ -84,6 +88,13 @@ def main() -> None:
             refs = [orthanc.series_by_uid(c.series_uid) for c in cases]
             api = ctx.prefect()
             name = "segment-and-quantify-case/bench"
+            cold = settle(manager, ctx)
+            # the same cases once without review, so that the idle baseline is a site that has
+            # run them (Prefect's server and worker grow on first use, waiting or not)
+            warm_runs = [api.create_flow_run(name, {"series": ref, "site": "bench"}).id
+                         for ref in refs[:-1]]
+            for run_id in warm_runs:
+                assert api.wait(run_id, timeout=600).ok
             idle = settle(manager, ctx)
             runs = []
             for ref in refs[:-1]:
@@ -109,6 +120,11 @@ def main() -> None:
         finally:
             manager.down("bench")
     extra_mb = (waiting[1] - idle[1]) / 2**20
+    print(f"0. idle before any case run: {cold[0]} processes, {cold[1] / 2**20:.0f} MB; after "
+          f"{args.reviews} case runs without review: {idle[1] / 2**20:.0f} MB")
+    print("   per component, idle (after the runs) -> waiting, MB: " + ", ".join(
+        f"{k} {idle[2].get(k, 0) / 2**20:.0f}->{waiting[2].get(k, 0) / 2**20:.0f}"
+        for k in sorted(set(idle[2]) | set(waiting[2]))))
     plain, after = statistics.median(without), statistics.median(decided)
     print(f"1. {args.reviews} reviews waiting: {waiting[0]} processes, "
           f"{waiting[1] / 2**20:.0f} MB; idle: {idle[0]} processes, {idle[1] / 2**20:.0f} MB; "
@@ -117,7 +133,8 @@ def main() -> None:
     print(f"2. decision to completion {after:.1f} s (median of {len(decided)}); the same case "
           f"run without review {plain:.1f} s; added {after - plain:+.1f} s (target under 10 s: "
           f"{'met' if after - plain < 10 else 'MISSED'})")
-    print(json.dumps({"reviews": args.reviews, "idle": {"processes": idle[0], "rss": idle[1]},
+    print(json.dumps({"reviews": args.reviews, "cold": {"processes": cold[0], "rss": cold[1]},
+                      "idle": {"processes": idle[0], "rss": idle[1]},
                       "waiting": {"processes": waiting[0], "rss": waiting[1]},
                       "decided_s": [round(x, 2) for x in decided],
                       "without_review_s": [round(x, 2) for x in without]}))

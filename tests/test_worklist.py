@@ -21,7 +21,7 @@ import pytest
 import requests
 from conftest import dciodvfy, send, wait_settled
 from sqlmodel import col, select
-from test_review import results, start_review
+from test_review import corrected_seg, results, start_review
 
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import FeatureValue, Review
@@ -183,9 +183,9 @@ def test_correct_in_the_editor(site, cases, browser, shots, tmp_path) -> None:
     assert "1 slice(s) edited" in page.inner_text("#editstate")
     page.screenshot(path=str(shots / "editor.png"), full_page=True)
     page.click("#save")
-    page.wait_for_url(re.compile(r".*\?seg=2\.25\.\d+$"))
+    page.wait_for_url(re.compile(r".*\?seg=2\.25\.\d+&z=\d+$"))
     page.wait_for_load_state("networkidle")
-    revision_uid = page.url.split("seg=")[1]
+    revision_uid = page.url.split("seg=")[1].split("&")[0]
     edited_voxels = int(page.locator("#segments tr", has_text="liver").locator(".voxels")
                         .inner_text())
     assert 0 < edited_voxels < model_voxels
@@ -229,8 +229,13 @@ def test_reject_in_the_browser(site, cases, browser) -> None:
     ref = cases[2]
     run_id = start_review(site, ref)
     review = review_of(site, run_id)
+    # a SEG stored from a workstation (3D Slicer) for this series is offered to pick from
+    (model_seg,) = results(site, ref.series_uid, "SEG")
+    workstation_uid, _, _ = corrected_seg(site.orthanc_client(), ref, model_seg)
     page = log_in(browser, site, "radiologist")
     open_case(page, site, review.id)
+    assert page.locator(f"a[data-seg='{workstation_uid}']").inner_text().startswith("workstation")
+    assert page.locator(f"#corrected option[value='{workstation_uid}']").count() == 1
     page.check("input[name=decision][value=reject]")
     page.fill("#comment", "motion artefacts")
     page.click("#decision button[type=submit]")

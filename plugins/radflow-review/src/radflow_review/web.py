@@ -196,6 +196,9 @@ def case_page(request: Request, review_id: int, me: User = Depends(clinician)) -
     labels = _renderer(request).labels(chosen, row.source_series_uid) if chosen else None
     busiest = int(labels.labels.reshape(labels.labels.shape[0], -1).astype(bool).sum(1).argmax()) \
         if labels is not None else stack.hu.shape[0] // 2
+    asked = request.query_params.get("z", "")
+    if asked.isdigit() and int(asked) < stack.hu.shape[0]:
+        busiest = int(asked)  # e.g. the slice just edited
     return render(request, "case.html", {
         "review": _row(request, row), "segs": segs, "chosen": chosen,
         "segments": labels.segments if labels else [], "slices": stack.hu.shape[0],
