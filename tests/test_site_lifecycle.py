@@ -36,7 +36,8 @@ def alive(pids: set[int]) -> set[int]:
 
 def ports_of(status: dict) -> set[str]:
     return {url.rsplit(":", 1)[-1].split("/")[0] for c in status["components"]
-            for key, url in c["urls"].items() if key in ("rest", "dicom", "api")}
+            for key, url in c["urls"].items() if key in ("rest", "dicom", "api", "issuer",
+                                                          "worklist")}
 
 
 def test_second_site_runs_beside_the_first_and_stops_without_orphans(site, manager, cli) -> None:
@@ -44,11 +45,11 @@ def test_second_site_runs_beside_the_first_and_stops_without_orphans(site, manag
     beta = json.loads(up.stdout)
     assert beta["state"] == "running"
     assert [c["name"] for c in beta["components"]] == ["orthanc", "prefect-server", "worker",
-                                                       "watcher", "reviews"]
+                                                       "watcher", "idp", "worklist", "reviews"]
 
     alpha = json.loads(cli("site", "status", "--site", "alpha", "--json", check=True).stdout)
     assert alpha["state"] == "running"
-    assert ports_of(alpha).isdisjoint(ports_of(beta)) and len(ports_of(beta)) == 3
+    assert ports_of(alpha).isdisjoint(ports_of(beta)) and len(ports_of(beta)) == 5
     everything = json.loads(cli("site", "status", "--json", check=True).stdout)
     assert {s["name"] for s in everything} >= {"alpha", "beta"}
 
@@ -59,7 +60,8 @@ def test_second_site_runs_beside_the_first_and_stops_without_orphans(site, manag
     assert len(pids) >= 4
     down = cli("site", "down", "--site", "beta", check=True)
     stopped = set(down.stdout.split("stopped ")[1].strip().split(", "))
-    assert stopped == {"watcher", "worker", "reviews", "prefect-server", "orthanc"}
+    assert stopped == {"watcher", "worker", "reviews", "prefect-server", "orthanc", "idp",
+                       "worklist"}
     assert alive(pids) == set()
 
     after = cli("site", "status", "--site", "beta", "--json")

@@ -287,8 +287,8 @@ def test_every_route_needs_a_log_in(site) -> None:
 
 
 def test_roles_csrf_and_cookies(site, cases, browser) -> None:
-    with session_scope(site.catalog_url) as session:
-        review_id = session.exec(select(Review.id).order_by(col(Review.id))).first()
+    with session_scope(site.catalog_url) as session:  # the newest: its series is in Orthanc
+        review_id = session.exec(select(Review.id).order_by(col(Review.id).desc())).first()
     if review_id is None:  # run alone: make one
         review_id = review_of(site, start_review(site, cases[0])).id
     steward = log_in(browser, site, "steward", "/")
@@ -323,6 +323,12 @@ def test_roles_csrf_and_cookies(site, cases, browser) -> None:
                     timeout=10).status_code == 422
     # another site's step: no such review here (404), and another site's session means nothing
     assert http.get(f"{app_url(site)}/reviews/999999", timeout=10).status_code == 404
+    # a review whose series left Orthanc: a clear 404, not a server error
+    with session_scope(site.catalog_url) as session:
+        gone = session.exec(select(Review).where(Review.result_id.is_(None))).first()
+    if gone is not None:
+        answer = http.get(f"{app_url(site)}/reviews/{gone.id}", timeout=10)
+        assert answer.status_code == 404 and "cannot be shown" in answer.text
     radiologist.context.close()
 
 

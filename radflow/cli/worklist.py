@@ -34,7 +34,8 @@ def url(site: str | None = SITE, json_out: bool = JSON) -> None:
 def serve(site: str | None = SITE,
           bind: str = typer.Option("127.0.0.1", help="Address to listen on."),
           certfile: Path | None = typer.Option(None, help="TLS certificate (PEM)."),
-          keyfile: Path | None = typer.Option(None, help="TLS private key (PEM).")) -> None:
+          keyfile: Path | None = typer.Option(None, help="TLS private key (PEM)."),
+          json_out: bool = JSON) -> None:
     """Serve the web app in the foreground (stop the `worklist` component first). Beyond
     loopback, serve it over TLS and set `radflow site up --public-url https://...` so the
     provider redirects browsers to that address; session cookies are then Secure."""
@@ -45,6 +46,9 @@ def serve(site: str | None = SITE,
     if bind not in ("127.0.0.1", "localhost", "::1") and not (certfile and keyfile):
         raise ConfigurationError(f"refusing to serve the worklist on {bind} without TLS",
                                  fix="pass --certfile and --keyfile")
+    scheme = "https" if certfile and keyfile else "http"
+    report(json_out, {"serving": f"{scheme}://{bind}:{ctx.config.ports.worklist}"},
+           f"serving the worklist of {ctx.name} on {scheme}://{bind}:{ctx.config.ports.worklist}")
     argv = ["--site", ctx.name, "--bind", bind]
     if certfile and keyfile:
         argv += ["--certfile", str(certfile), "--keyfile", str(keyfile)]

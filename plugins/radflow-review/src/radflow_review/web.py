@@ -51,6 +51,26 @@ def _renderer(request: Request) -> Any:
     return state.renderer
 
 
+def _stack(request: Request, series_uid: str) -> Any:
+    """The case's series as slices; 404 when it is gone from Orthanc, 502 when Orthanc cannot
+    be read."""
+    try:
+        return _renderer(request).stack(series_uid)
+    except RadflowError as exc:
+        gone = getattr(exc, "status", None) == 404
+        raise HTTPException(404 if gone else 502, f"the case's series cannot be shown: "
+                                                  f"{exc.message}") from exc
+
+
+def _labels(request: Request, seg_uid: str, series_uid: str) -> Any:
+    _stack(request, series_uid)
+    try:
+        return _renderer(request).labels(seg_uid, series_uid)
+    except RadflowError as exc:
+        raise HTTPException(404 if getattr(exc, "status", None) == 404 else 502,
+                            f"the SEG cannot be shown: {exc.message}") from exc
+
+
 def _review(request: Request, review_id: int, me: User) -> Any:
     """The review, if this user may act on it (404: no such review at this site; 403: not
     theirs)."""
@@ -186,14 +206,11 @@ def case_page(request: Request, review_id: int, me: User = Depends(clinician)) -
 
     row = _review(request, review_id, me)
     segs = candidate_segs(request, row)
-    try:
-        stack = _renderer(request).stack(row.source_series_uid)
-    except RadflowError as exc:
-        raise HTTPException(502, f"the case's series cannot be shown: {exc.message}") from exc
+    stack = _stack(request, row.source_series_uid)
     chosen = request.query_params.get("seg") or (segs[0]["uid"] if segs else None)
     if chosen is not None and chosen not in {s["uid"] for s in segs}:
         raise HTTPException(404, f"{chosen} is not a SEG of this case")
-    labels = _renderer(request).labels(chosen, row.source_series_uid) if chosen else None
+    labels = _labels(request, chosen, row.source_series_uid) if chosen else None
     busiest = int(labels.labels.reshape(labels.labels.shape[0], -1).astype(bool).sum(1).argmax()) \
         if labels is not None else stack.hu.shape[0] // 2
     asked = request.query_params.get("z", "")
@@ -221,7 +238,7 @@ def slice_image(request: Request, review_id: int, z: int, preset: str | None = N
     from radflow.web.render import slice_png, window
 
     row = _review(request, review_id, me)
-    stack = _renderer(request).stack(row.source_series_uid)
+    stack = _stack(request, row.source_series_uid)
     try:
         centre, width = window(preset, c, w)
     except DicomInputError as exc:
@@ -238,7 +255,7 @@ def label_image(request: Request, review_id: int, seg_uid: str, z: int,
     row = _review(request, review_id, me)
     if seg_uid not in {s["uid"] for s in candidate_segs(request, row)}:
         raise HTTPException(404, f"{seg_uid} is not a SEG of this case")
-    labels = _renderer(request).labels(seg_uid, row.source_series_uid)
+    labels = _labels(request, seg_uid, row.source_series_uid)
     if not 0 <= z < labels.labels.shape[0]:
         raise HTTPException(404, f"slice {z} is outside 0-{labels.labels.shape[0] - 1}")
     return Response(label_png(labels, z), media_type="image/png",
@@ -316,8 +333,8 @@ def _store_revision(request: Request, review_id: int, me: User, corrects: str,
     if not UID.match(corrects) or corrects not in {s["uid"] for s in segs}:
         raise HTTPException(422, f"{corrects} is not a SEG of this case")
     renderer = _renderer(request)
-    stack = renderer.stack(row.source_series_uid)
-    base = renderer.labels(corrects, row.source_series_uid)
+    stack = _stack(request, row.source_series_uid)
+    base = _labels(request, corrects, row.source_series_uid)
     labels = base.labels.copy()
     allowed = {s["number"] for s in base.segments}
     try:
