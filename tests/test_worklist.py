@@ -142,11 +142,21 @@ def test_accept_in_the_browser(site, cases, browser, shots) -> None:
 
     page.check("input[name=decision][value=accept]")
     page.fill("#comment", "liver and spleen outlined correctly")
+    (before,) = results(site, ref.series_uid, "SEG")
     page.click("#decision button[type=submit]")
     page.wait_for_url(f"{app_url(site)}/reviews")
     assert "accept recorded" in page.inner_text(".flash")
     assert site.prefect().wait(run_id, timeout=180).ok  # the suspended run completed
+    # re-entry: Prefect ran the case flow again from the top, and the segmentation it had made
+    # before suspending was returned, not made again (one SEG row, the same one, one in Orthanc)
+    segment_runs = requests.post(
+        f"{site.prefect_api_url}/task_runs/filter", auth=site.prefect_auth(), timeout=10,
+        json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
+    assert sum(t["name"].startswith("segment") for t in segment_runs) >= 2
+    assert len(site.orthanc_client().find_series(StudyInstanceUID=ref.study_uid,
+                                                 Modality="SEG")) == 1
     (seg,), (sr,) = results(site, ref.series_uid, "SEG"), results(site, ref.series_uid, "SR")
+    assert (seg.id, seg.orthanc_id) == (before.id, before.orthanc_id)
     assert (seg.status, seg.status_by) == ("accepted", "radiologist")  # reviewer from the log-in
     assert sr.derived_from_id == seg.id  # its radiomics used the model's SEG
     decided = review_of(site, run_id)
