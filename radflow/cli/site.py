@@ -248,3 +248,91 @@ def audit_export(site: str | None = SITE,
     out.write_text("".join(f"{line}\n" for line in lines))
     report(json_out, {"events": len(lines), "file": str(out)},
            f"wrote {len(lines)} events to {out}")
+
+
+policy_app = typer.Typer(help="The site's policy: what may leave the site (policy.yaml).",
+                         no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("show")
+def policy_show(site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Every policy setting with its value, default and meaning."""
+    from radflow.cli.common import site_context
+    from radflow.federation.policy import SitePolicy, load_policy, policy_path
+
+    ctx = site_context(site)
+    policy = load_policy(ctx.paths.root)
+    if json_out:
+        print_json(policy.model_dump(mode="json"))
+        return
+    console.print(f"site policy of {ctx.name} ({policy_path(ctx.paths.root)})", highlight=False)
+    for name, field in SitePolicy.model_fields.items():
+        value = getattr(policy, name)
+        console.print(f"  {name:<21} {value!s:<10} {field.description} "
+                      f"(default {field.get_default(call_default_factory=True)!s})",
+                      highlight=False, soft_wrap=True)
+
+
+@policy_app.command("set")
+def policy_set(assignments: list[str] = typer.Argument(..., help="KEY=VALUE, e.g. min_cohort=20"),
+               site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Change policy settings (each change goes into the site's audit log)."""
+    from radflow.audit import record
+    from radflow.cli.common import site_context
+    from radflow.federation.policy import load_policy, save_policy, set_values
+
+    ctx = site_context(site)
+    before = load_policy(ctx.paths.root)
+    after = set_values(before, assignments)
+    path = save_policy(ctx.paths.root, after)
+    changed = {k: v for k, v in after.model_dump(mode="json").items()
+               if before.model_dump(mode="json")[k] != v}
+    record(ctx.catalog_url, actor=f"cli:{_user()}", action="policy.set",
+           subject=f"site:{ctx.name}", detail=changed)
+    report(json_out, {"changed": changed, "file": str(path)},
+           f"policy of {ctx.name}: {changed or 'unchanged'} ({path})")
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _approval(site: str | None, version_hash: str, approve: bool, json_out: bool) -> None:
+    import re
+
+    from radflow.audit import record
+    from radflow.cli.common import site_context
+    from radflow.errors import ConfigurationError
+    from radflow.federation.policy import load_policy, save_policy
+
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", version_hash):
+        raise ConfigurationError(f"{version_hash!r} is not a flow version hash",
+                                 fix="pass the full sha256:<64 hex> hash of the version")
+    ctx = site_context(site)
+    policy = load_policy(ctx.paths.root)
+    approved = [h for h in policy.approved if h != version_hash]
+    if approve:
+        approved.append(version_hash)
+    save_policy(ctx.paths.root, policy.model_copy(update={"approved": approved}))
+    action = "version.approved" if approve else "version.revoked"
+    record(ctx.catalog_url, actor=f"cli:{_user()}", action=action,
+           subject=f"version:{version_hash}", detail={"site": ctx.name})
+    report(json_out, {"hash": version_hash, "approved": approve},
+           f"{version_hash}: {'approved' if approve else 'no longer approved'} at {ctx.name}")
+
+
+@app.command()
+def approve(version_hash: str = typer.Argument(..., help="sha256:<hex> of the flow version"),
+            site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Approve a flow version by its content hash (nothing is approved by default)."""
+    _approval(site, version_hash, True, json_out)
+
+
+@app.command()
+def revoke(version_hash: str = typer.Argument(..., help="sha256:<hex> of the flow version"),
+           site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Withdraw the approval of a flow version: its jobs are refused with not_approved."""
+    _approval(site, version_hash, False, json_out)

@@ -1,0 +1,144 @@
+"""The egress gate: every release of a site passes here, and leaves only as the site's policy
+allows. It checks the release against the flow version's release schema (exactly those fields,
+of those kinds and shapes) and the site policy, suppresses small cells, and otherwise refuses
+with a code that reveals nothing about the data.
+
+    result = gate(release, schema, policy)
+    if result.ok: post(result.released)        # suppressed cells are None; result.suppressed
+    else: report(result.refusal)               # e.g. "policy_violation:min_cohort"
+
+Refusal codes: ``policy_violation:<rule>`` with rule one of ``schema``, ``min_cohort``,
+``free_text``, ``identifier``, ``shape``, ``weights``, ``per_case``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from radflow.federation.policy import SitePolicy
+from radflow.federation.release import ReleaseField, ReleaseSchema
+
+# What must never leave, whatever the schema says: DICOM UIDs, dates and times, DICOM person
+# names, long digit runs (patient IDs, accession numbers), e-mail addresses.
+IDENTIFIERS = (
+    re.compile(r"\b\d+(\.\d+){3,}\b"),                       # a UID
+    re.compile(r"\b(19|20)\d{2}-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])\b"),  # a date
+    re.compile(r"\b\d{1,2}:\d{2}(:\d{2})?\b"),               # a time
+    re.compile(r"\^"),                                       # a DICOM person name
+    re.compile(r"\d{5,}"),                                   # an ID
+    re.compile(r"[^@\s]+@[^@\s]+\.[a-z]{2,}", re.I),         # an e-mail address
+)
+
+
+class Refused(Exception):
+    """The gate's outcome for a release that may not leave (not a program error)."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__(rule)
+        self.code = f"policy_violation:{rule}"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """What may leave (``released``), or why nothing does (``refusal``)."""
+
+    released: dict[str, Any] | None
+    refusal: str | None = None
+    suppressed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.refusal is None
+
+
+def looks_identifying(text: str) -> bool:
+    """Whether a string looks like a UID, a date, a time, a person name, an ID or an e-mail."""
+    return any(p.search(text) for p in IDENTIFIERS)
+
+
+def gate(release: Any, schema: ReleaseSchema, policy: SitePolicy) -> GateResult:
+    """Check one release; never raises for bad data (a refusal is a result)."""
+    try:
+        return _gate(release, schema, policy)
+    except Refused as exc:
+        return GateResult(None, exc.code)
+
+
+def _gate(release: Any, schema: ReleaseSchema, policy: SitePolicy) -> GateResult:
+    for spec in schema.fields.values():  # the schema itself must not carry identifiers
+        if any(looks_identifying(v) for v in spec.values):
+            raise Refused("identifier")
+    if not isinstance(release, dict):
+        raise Refused("schema")
+    for key in release:
+        if not isinstance(key, str) or looks_identifying(key):
+            raise Refused("identifier")
+    if set(release) != set(schema.fields):
+        raise Refused("schema")
+    out: dict[str, Any] = {}
+    for name, spec in schema.fields.items():
+        out[name] = _field(release[name], spec, policy)
+    n = out[schema.cohort_field]
+    if n < policy.min_cohort:
+        raise Refused("min_cohort")
+    suppressed: list[str] = []
+    for name, spec in schema.fields.items():
+        if spec.shape and spec.shape[0] >= n:
+            raise Refused("per_case")  # as many entries as cases: could be one per case
+        if spec.kind == "count" and name != schema.cohort_field and 0 < out[name] < policy.min_cell:
+            out[name] = None
+            suppressed.append(name)
+        elif spec.kind == "histogram":
+            out[name], cells = _suppress_histogram(out[name], policy.min_cell)
+            suppressed += [f"{name}[{i}]" for i in cells]
+    return GateResult(out, None, suppressed)
+
+
+def _field(value: Any, spec: ReleaseField, policy: SitePolicy) -> Any:
+    if spec.kind == "enum":
+        if not isinstance(value, str):
+            raise Refused("schema")
+        if looks_identifying(value):
+            raise Refused("identifier")
+        if value not in spec.values:
+            raise Refused("free_text")
+        return value
+    if spec.kind == "weights" and not policy.allow_weights:
+        raise Refused("weights")
+    integer = spec.kind in ("count", "histogram")
+    return _array(value, spec.shape, integer)
+
+
+def _array(value: Any, shape: tuple[int, ...], integer: bool) -> Any:
+    if shape:
+        if not isinstance(value, list) or len(value) != shape[0]:
+            raise Refused("shape")
+        return [_array(v, shape[1:], integer) for v in value]
+    if isinstance(value, str):
+        raise Refused("identifier" if looks_identifying(value) else "free_text")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Refused("shape" if isinstance(value, list | dict) else "schema")
+    if integer and (not isinstance(value, int) or value < 0):
+        raise Refused("schema")
+    if not integer and not math.isfinite(value):
+        raise Refused("schema")
+    return value
+
+
+def _suppress_histogram(bins: list[Any], min_cell: int) -> tuple[list[Any], list[int]]:
+    """Bins under ``min_cell`` (and above 0) become None. Complementary suppression: with the
+    cohort size released, one suppressed bin could be recomputed from the others, so the
+    smallest other non-zero bin is suppressed with it."""
+    flat = list(bins)
+    cells = [i for i, v in enumerate(flat) if isinstance(v, int) and 0 < v < min_cell]
+    if len(cells) == 1:
+        others = [(v, i) for i, v in enumerate(flat) if i not in cells and isinstance(v, int)
+                  and v > 0]
+        if others:
+            cells.append(min(others)[1])
+    for i in cells:
+        flat[i] = None
+    return flat, sorted(cells)

@@ -1,0 +1,189 @@
+"""Phase 6 foundations, as pure logic: the release schema, the site policy file, the egress gate
+(schema match, minimum cohort, small cells with complementary suppression, no free text, no
+identifiers, declared shapes, no weights, no per-case arrays), Ed25519 signing and the signed
+FlowVersion manifest (a changed byte anywhere is refused)."""
+
+from __future__ import annotations
+
+import copy
+import stat
+from pathlib import Path
+
+import pytest
+
+from radflow.errors import ConfigurationError
+from radflow.federation.egress import gate, looks_identifying
+from radflow.federation.manifest import (
+    FlowVersion,
+    SignedVersion,
+    file_hashes,
+    missing_plugins,
+    sign_version,
+    verify_version,
+)
+from radflow.federation.policy import SitePolicy, load_policy, save_policy, set_values
+from radflow.federation.release import ReleaseField, ReleaseSchema
+from radflow.federation.signing import SignatureInvalid, fingerprint, generate, load, sign, verify
+
+SCHEMA = ReleaseSchema(fields={
+    "n": ReleaseField(kind="count"),
+    "contrast": ReleaseField(kind="count"),
+    "volume_sum": ReleaseField(kind="sum"),
+    "hu_histogram": ReleaseField(kind="histogram", shape=(6,)),
+    "vendor": ReleaseField(kind="enum", values=("siemens", "ge", "philips", "mixed")),
+})
+
+
+def release(**changes) -> dict:
+    base = {"n": 40, "contrast": 22, "volume_sum": 51234.5,
+            "hu_histogram": [0, 9, 12, 11, 6, 2], "vendor": "mixed"}
+    return base | changes
+
+
+def test_a_clean_release_leaves_with_small_cells_suppressed() -> None:
+    out = gate(release(), SCHEMA, SitePolicy())
+    assert out.ok and out.refusal is None
+    # bin 5 (2 < 5) is suppressed, and with n released it could be recomputed from the others:
+    # the smallest other non-zero bin (4: 6) goes too; zeros stay (nothing to hide)
+    assert out.released["hu_histogram"] == [0, 9, 12, 11, None, None]
+    assert out.suppressed == ["hu_histogram[4]", "hu_histogram[5]"]
+    assert out.released["n"] == 40 and out.released["volume_sum"] == 51234.5
+    small = gate(release(contrast=3), SCHEMA, SitePolicy())
+    assert small.released["contrast"] is None and "contrast" in small.suppressed
+    two = gate(release(hu_histogram=[0, 2, 3, 15, 10, 10]), SCHEMA, SitePolicy())
+    assert two.released["hu_histogram"] == [0, None, None, 15, 10, 10]  # two hide each other
+
+
+@pytest.mark.parametrize(("changed", "code"), [
+    ({"n": 9}, "min_cohort"),
+    ({"vendor": "Siemens Healthineers SOMATOM"}, "free_text"),
+    ({"vendor": "1.2.840.113619.2.55.3"}, "identifier"),
+    ({"hu_histogram": [1, 2, 3]}, "shape"),
+    ({"hu_histogram": [[1], 2, 3, 4, 5, 6]}, "shape"),
+    ({"contrast": -1}, "schema"),
+    ({"contrast": True}, "schema"),
+    ({"volume_sum": float("nan")}, "schema"),
+    ({"contrast": "MUSTERMANN^MAX"}, "identifier"),
+    ({"contrast": "twenty"}, "free_text"),
+])
+def test_bad_releases_are_refused_with_a_code(changed: dict, code: str) -> None:
+    out = gate(release(**changed), SCHEMA, SitePolicy())
+    assert (out.ok, out.released, out.refusal) == (False, None, f"policy_violation:{code}")
+
+
+def test_fields_must_match_the_schema_exactly() -> None:
+    extra = release() | {"patient_name": "x"}
+    assert gate(extra, SCHEMA, SitePolicy()).refusal == "policy_violation:schema"
+    missing = release()
+    missing.pop("vendor")
+    assert gate(missing, SCHEMA, SitePolicy()).refusal == "policy_violation:schema"
+    assert gate(release() | {"2023-11-16": 1}, SCHEMA, SitePolicy()).refusal == \
+        "policy_violation:identifier"  # keys are checked too
+    assert gate([1, 2], SCHEMA, SitePolicy()).refusal == "policy_violation:schema"
+
+
+def test_weights_only_where_allowed_and_no_per_case_arrays() -> None:
+    schema = ReleaseSchema(fields={"n": ReleaseField(kind="count"),
+                                   "w": ReleaseField(kind="weights", shape=(2, 2)),
+                                   "grad": ReleaseField(kind="matrix", shape=(12,))})
+    body = {"n": 12, "w": [[0.1, 0.2], [0.3, 0.4]], "grad": [0.0] * 12}
+    assert gate(body, schema, SitePolicy(min_cohort=10)).refusal == "policy_violation:weights"
+    allowed = SitePolicy(min_cohort=10, allow_weights=True)
+    assert gate(body, schema, allowed).refusal == "policy_violation:per_case"  # 12 rows, n=12
+    assert gate(body | {"n": 40}, schema, allowed).ok
+
+
+def test_schemas_cannot_declare_extremes_or_bad_fields() -> None:
+    with pytest.raises(ValueError, match="extreme"):
+        ReleaseSchema(fields={"n": ReleaseField(kind="count"), "hu_max": ReleaseField(kind="sum")})
+    with pytest.raises(ValueError, match="cohort size"):
+        ReleaseSchema(fields={"total": ReleaseField(kind="sum")})
+    with pytest.raises(ValueError, match="shape"):
+        ReleaseField(kind="histogram")
+    with pytest.raises(ValueError, match="values"):
+        ReleaseField(kind="enum")
+    uid_enum = ReleaseSchema(fields={"n": ReleaseField(kind="count"),
+                                     "series": ReleaseField(kind="enum", values=("1.2.3.4.5",))})
+    assert gate({"n": 20, "series": "1.2.3.4.5"}, uid_enum, SitePolicy()).refusal == \
+        "policy_violation:identifier"
+    schema = SCHEMA.json_schema()
+    assert schema["additionalProperties"] is False and schema["required"] == sorted(SCHEMA.fields)
+    assert schema["properties"]["hu_histogram"]["maxItems"] == 6
+
+
+def test_identifier_patterns() -> None:
+    for text in ("1.2.826.0.1.3680043.8.498.1", "2023-11-16", "20231116", "DOE^JANE",
+                 "PID0012345", "jane.doe@clinic.example", "14:05:33"):
+        assert looks_identifying(text), text
+    for text in ("liver", "siemens", "mixed", "age_60_69", "3.5"):
+        assert not looks_identifying(text), text
+
+
+def test_policy_file_defaults_show_and_set(tmp_path: Path) -> None:
+    assert load_policy(tmp_path) == SitePolicy()  # no file: the documented defaults
+    assert (SitePolicy().min_cohort, SitePolicy().min_cell, SitePolicy().approved) == (10, 5, [])
+    changed = set_values(SitePolicy(), ["min_cohort=20", "job_mode=auto"])
+    path = save_policy(tmp_path, changed)
+    assert "# min_cell:" in path.read_text()  # the defaults are documented in the file
+    assert load_policy(tmp_path) == changed
+    with pytest.raises(ConfigurationError, match="cannot set"):
+        set_values(SitePolicy(), ["approved=[x]"])  # approvals have their own commands
+    with pytest.raises(ConfigurationError, match="invalid policy value"):
+        set_values(SitePolicy(), ["min_cohort=0"])
+    path.write_text("min_cohort: [\n")
+    with pytest.raises(ConfigurationError, match="not a valid site policy"):
+        load_policy(tmp_path)
+
+
+def test_keys_signatures_and_fingerprints(tmp_path: Path) -> None:
+    key = generate(tmp_path / "site.key")
+    assert sign(key, b"x") == sign(load(tmp_path / "site.key"), b"x")  # Ed25519: deterministic
+    assert stat.S_IMODE((tmp_path / "site.key").stat().st_mode) == 0o600
+    public = (tmp_path / "site.key.pub").read_bytes()
+    signature = sign(load(tmp_path / "site.key"), b"sha256:abc")
+    verify(public, b"sha256:abc", signature)
+    with pytest.raises(SignatureInvalid):
+        verify(public, b"sha256:abd", signature)
+    other = generate(tmp_path / "other.key")
+    with pytest.raises(SignatureInvalid):
+        verify((tmp_path / "other.key.pub").read_bytes(), b"sha256:abc", signature)
+    assert fingerprint(public).startswith("SHA256:") and fingerprint(public).count(":") == 16
+    assert fingerprint(public) != fingerprint((tmp_path / "other.key.pub").read_bytes())
+    with pytest.raises(ConfigurationError, match="already exists"):
+        generate(tmp_path / "site.key")
+    (tmp_path / "site.key").chmod(0o644)
+    with pytest.raises(ConfigurationError, match="readable by others"):
+        load(tmp_path / "site.key")
+    assert other is not None
+
+
+def test_a_signed_version_refuses_any_changed_byte(tmp_path: Path) -> None:
+    hub = generate(tmp_path / "hub.key")
+    hub_public = (tmp_path / "hub.key.pub").read_bytes()
+    files = {"site.py": b"def count(cohort):\n    return len(cohort)\n", "README": b"count\n"}
+    manifest = FlowVersion(name="federated-cohort-count", label="1",
+                           site_entrypoint="site.py:count", plugins={"radflow": "0.1.0"},
+                           release_schema=SCHEMA, files=file_hashes(files), publisher="hub")
+    signed = sign_version(manifest, hub)
+    assert verify_version(signed, hub_public, files) == manifest.content_hash()
+    wire = SignedVersion.model_validate_json(signed.model_dump_json())  # as a site receives it
+    assert verify_version(wire, hub_public, files) == signed.hash
+
+    one_byte = dict(files, **{"site.py": files["site.py"].replace(b"len", b"LEN")})
+    with pytest.raises(SignatureInvalid, match="files"):
+        verify_version(signed, hub_public, one_byte)
+    with pytest.raises(SignatureInvalid, match="files"):
+        verify_version(signed, hub_public, files | {"extra.py": b""})
+    loosened = copy.deepcopy(signed)
+    loosened.manifest.release_schema.fields["vendor"] = ReleaseField(kind="enum",
+                                                                      values=("anything",))
+    with pytest.raises(SignatureInvalid, match="signed hash"):
+        verify_version(loosened, hub_public, files)
+    rehashed = loosened.model_copy(update={"hash": loosened.manifest.content_hash()})
+    with pytest.raises(SignatureInvalid, match="pinned key"):
+        verify_version(rehashed, hub_public, files)  # a new hash needs the hub's signature
+
+    assert missing_plugins(manifest) == []  # radflow 0.1.0 is installed
+    needs = manifest.model_copy(update={"plugins": {"radflow": "9.9", "radflow-none": "1"}})
+    assert missing_plugins(needs) == ["missing_plugin:radflow@9.9",
+                                      "missing_plugin:radflow-none@1"]
