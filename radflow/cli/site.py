@@ -336,3 +336,20 @@ def revoke(version_hash: str = typer.Argument(..., help="sha256:<hex> of the flo
            site: str | None = SITE, json_out: bool = JSON) -> None:
     """Withdraw the approval of a flow version: its jobs are refused with not_approved."""
     _approval(site, version_hash, False, json_out)
+
+
+@app.command()
+def join(hub_url: str = typer.Argument(..., help="The hub's URL, e.g. https://hub.example"),
+         code: str = typer.Option(..., "--code", help="The one-time code from the hub's operator."),
+         site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Enrol this site at a hub: make the site's key pair (the private key stays here, 0600),
+    register its public key, and pin the hub's signing key. Compare both fingerprints with the
+    hub's operator by another channel."""
+    from radflow.cli.common import site_context
+    from radflow.federation.client import join as join_hub
+
+    ctx = site_context(site)
+    info = join_hub(hub_url, ctx.name, code, ctx.paths.root)
+    report(json_out, info, f"{ctx.name} joined {info['url']}\n  this site's key  "
+                           f"{info['site_fingerprint']}\n  the hub's key    "
+                           f"{info['hub_fingerprint']}  (compare both by another channel)")

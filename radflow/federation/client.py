@@ -1,0 +1,115 @@
+"""A site's side of the hub: joining (an Ed25519 key that never leaves the site, the hub's key
+pinned), and short-lived tokens from OAuth2 client credentials with ``private_key_jwt``.
+
+Files under ``sites/NAME/federation/``: ``site.key`` (0600) and ``site.key.pub``, ``hub.pub``
+(the pinned hub key) and ``hub.json`` (its URL and both fingerprints).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from radflow.errors import ConfigurationError, SiteError
+from radflow.hub.registry import ASSERTION_TYPE
+
+
+def federation_dir(site_root: Path) -> Path:
+    return site_root / "federation"
+
+
+def join(hub_url: str, site: str, code: str, site_root: Path) -> dict[str, str]:
+    """Enrol at the hub with a one-time code; returns both fingerprints (compare them with the
+    hub's operator by another channel).
+
+    Raises:
+        ConfigurationError: the site has joined a hub already, or the hub refused the code.
+        SiteError: the hub did not answer.
+    """
+    from radflow.federation.signing import fingerprint, generate
+
+    folder = federation_dir(site_root)
+    if (folder / "hub.json").exists():
+        raise ConfigurationError(f"site {site!r} has joined a hub already ({folder / 'hub.json'})",
+                                 fix="remove that folder on purpose to join another hub")
+    key_path = folder / "site.key"
+    if not key_path.exists():
+        generate(key_path)
+    public = key_path.with_suffix(".key.pub").read_bytes()
+    base = hub_url.rstrip("/")
+    try:
+        answer = requests.post(f"{base}/v1/enrol", timeout=30, json={
+            "site": site, "code": code, "public_key_pem": public.decode()})
+    except requests.RequestException as exc:
+        raise SiteError(f"the hub at {base} did not answer ({type(exc).__name__})",
+                        fix="check the hub's URL and that it is up (radflow hub status)") from exc
+    if answer.status_code != 200:
+        raise ConfigurationError(f"the hub refused the enrolment ({_error(answer)})",
+                                 fix="ask the hub's operator for a new code "
+                                     f"(radflow hub site add {site})")
+    body = answer.json()
+    (folder / "hub.pub").write_text(body["hub_key_pem"])
+    info = {"url": base, "site": site, "token_url": body["token_url"],
+            "hub_fingerprint": body["hub_fingerprint"], "site_fingerprint": fingerprint(public)}
+    (folder / "hub.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _error(answer: requests.Response) -> str:
+    try:
+        return str(answer.json().get("error") or answer.json().get("detail"))
+    except ValueError:
+        return f"HTTP {answer.status_code}"
+
+
+class HubClient:
+    """Calls to the hub as one site, with a fresh token when the last one is near its end."""
+
+    def __init__(self, site_root: Path) -> None:
+        folder = federation_dir(site_root)
+        try:
+            self.info = json.loads((folder / "hub.json").read_text())
+        except FileNotFoundError as exc:
+            raise ConfigurationError("this site has not joined a hub",
+                                     fix="radflow site join HUB_URL --code CODE") from exc
+        self.key_path = folder / "site.key"
+        self._token: str | None = None
+        self._until = 0.0
+
+    def assertion(self, lifetime: int = 60) -> str:
+        """A signed client assertion (RFC 7523): iss = sub = the site, aud = the token URL."""
+        from joserfc import jwt
+        from joserfc.jwk import OKPKey
+
+        from radflow.federation.signing import load
+
+        load(self.key_path)  # refuses a key file others can read
+        key = OKPKey.import_key(self.key_path.read_bytes())
+        now = int(time.time())
+        claims = {"iss": self.info["site"], "sub": self.info["site"],
+                  "aud": self.info["token_url"], "iat": now, "exp": now + lifetime,
+                  "jti": secrets.token_urlsafe(16)}
+        return jwt.encode({"alg": "Ed25519"}, claims, key, algorithms=["Ed25519"])
+
+    def token(self) -> str:
+        if self._token and time.time() < self._until - 30:
+            return self._token
+        answer = requests.post(self.info["token_url"], timeout=30, data={
+            "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": self.assertion(), "client_id": self.info["site"]})
+        if answer.status_code != 200:
+            raise SiteError(f"the hub refused a token ({_error(answer)})",
+                            fix="the site may be revoked: ask the hub's operator")
+        body = answer.json()
+        self._token, self._until = body["access_token"], time.time() + body["expires_in"]
+        return self._token
+
+    def get(self, path: str, **params: Any) -> requests.Response:
+        return requests.get(f"{self.info['url']}/v1/sites/{self.info['site']}{path}",
+                            params=params, timeout=60,
+                            headers={"Authorization": f"Bearer {self.token()}"})

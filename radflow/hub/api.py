@@ -1,0 +1,93 @@
+"""The federation API (FastAPI): enrolment, the token endpoint, and the routes sites call with
+their bearer token. Every ``/v1/sites/{name}/...`` route needs a valid, unexpired token of
+that very site: 401 without one, 403 with another site's.
+
+    app = create_app(engine, hub_key_path, public_url="http://127.0.0.1:8700")
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Engine
+
+from radflow.hub import registry
+from radflow.hub.registry import ASSERTION_TYPE, Refusal
+
+MAX_WAIT = 25.0  # seconds a long poll is held open
+
+
+class Enrolment(BaseModel):
+    site: str = Field(max_length=24)
+    code: str = Field(max_length=64)
+    public_key_pem: str = Field(max_length=2000)
+
+
+def create_app(engine: Engine, hub_key_path: Path, public_url: str) -> FastAPI:
+    from radflow.federation.signing import fingerprint
+
+    hub_public = hub_key_path.with_suffix(hub_key_path.suffix + ".pub").read_bytes()
+    token_url = f"{public_url.rstrip('/')}/oauth/token"
+    app = FastAPI(title="radflow hub: federation API", docs_url=None, redoc_url=None)
+    registry.create(engine)
+
+    @app.exception_handler(Refusal)
+    async def _refused(_request: Request, exc: Refusal) -> JSONResponse:
+        status = 401 if exc.code == "invalid_client" else 400
+        return JSONResponse({"error": exc.code}, status)
+
+    def caller(name: str, request: Request) -> str:
+        site = registry.site_of(engine, request.headers.get("authorization"))
+        if site is None:
+            raise HTTPException(401, "a valid bearer token is needed",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if site != name:
+            raise HTTPException(403, "this token belongs to another site")
+        return site
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"ok": True}
+
+    @app.get("/v1/hub-key")
+    def hub_key() -> dict[str, str]:
+        """The hub's signing key: sites pin it at enrolment (compare the fingerprint)."""
+        return {"public_key_pem": hub_public.decode(), "fingerprint": fingerprint(hub_public),
+                "token_url": token_url}
+
+    @app.post("/v1/enrol")
+    def enrol(body: Enrolment) -> dict[str, str]:
+        row = registry.enrol(engine, body.site, body.code, body.public_key_pem)
+        return {"site": row.name, "site_fingerprint": row.fingerprint,
+                "hub_key_pem": hub_public.decode(), "hub_fingerprint": fingerprint(hub_public),
+                "token_url": token_url}
+
+    @app.post("/oauth/token")
+    def token(grant_type: str = Form(...), client_assertion_type: str = Form(""),
+              client_assertion: str = Form("")) -> dict[str, Any]:
+        if grant_type != "client_credentials":
+            raise HTTPException(400, "unsupported_grant_type")
+        if client_assertion_type != ASSERTION_TYPE or not client_assertion:
+            raise Refusal("invalid_client", "private_key_jwt is the only client authentication")
+        access, site, ttl = registry.issue_token(engine, client_assertion, token_url)
+        return {"access_token": access, "token_type": "Bearer", "expires_in": ttl,
+                "scope": f"site:{site}"}
+
+    @app.get("/v1/sites/{name}/jobs")
+    async def jobs(name: str, request: Request, wait: float = 0.0) -> dict[str, Any]:
+        """The site's queued jobs; with ``wait`` the request is held open (long poll) until one
+        is queued or ``wait`` seconds pass. (No flow is published yet: the queue stays empty.)"""
+        caller(name, request)
+        await asyncio.sleep(min(max(wait, 0.0), MAX_WAIT))
+        return {"jobs": []}
+
+    @app.get("/v1/sites/{name}")
+    def whoami(site: str = Depends(caller)) -> dict[str, str]:
+        return {"site": site, "scope": f"site:{site}"}
+
+    return app

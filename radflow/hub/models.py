@@ -1,0 +1,46 @@
+"""The hub database: enrolled sites, issued tokens (hashed), used client assertions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class HubSite(SQLModel, table=True):
+    """A site the hub knows: pending (a code was issued), enrolled (its key is known), revoked."""
+
+    __tablename__ = "hub_site"
+
+    name: str = Field(primary_key=True)
+    status: str = Field(default="pending", index=True)  # pending, enrolled, revoked
+    code_hash: str | None = None  # sha256 of the one-time enrolment code
+    code_expires: datetime | None = None
+    public_key_pem: str | None = None
+    fingerprint: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    enrolled_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class HubToken(SQLModel, table=True):
+    """An access token (only its hash is kept), scoped to one site."""
+
+    __tablename__ = "hub_token"
+
+    token_hash: str = Field(primary_key=True)
+    site: str = Field(index=True)
+    expires_at: datetime
+
+
+class UsedAssertion(SQLModel, table=True):
+    """Client assertion ids (jti) seen, so an assertion cannot be replayed."""
+
+    __tablename__ = "hub_used_assertion"
+
+    jti: str = Field(primary_key=True)
+    expires_at: datetime

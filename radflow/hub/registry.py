@@ -1,0 +1,196 @@
+"""The hub's site registry: enrolment codes, enrolment, tokens and revocation.
+
+    code = add_site(engine, "uk-essen")           # printed once; only its hash is kept
+    enrol(engine, "uk-essen", code, public_pem)   # the site's `radflow site join`
+    token = issue_token(engine, assertion, token_url)   # private_key_jwt client credentials
+    site = site_of(engine, "Bearer " + token)     # who calls; None when refused
+    revoke_site(engine, "uk-essen")               # its tokens stop working at once
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, delete, select
+
+from radflow.errors import ConfigurationError, RadflowError
+from radflow.hub.models import HubSite, HubToken, UsedAssertion
+
+CODE_TTL = timedelta(hours=24)
+TOKEN_TTL = timedelta(minutes=5)
+ASSERTION_MAX = timedelta(minutes=5)
+SITE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+class Refusal(RadflowError):
+    """A request the hub refuses; ``code`` is what the caller is told (nothing more)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
+
+
+def create(engine: Engine) -> None:
+    SQLModel.metadata.create_all(engine, tables=[HubSite.__table__, HubToken.__table__,
+                                                 UsedAssertion.__table__])
+
+
+def add_site(engine: Engine, name: str) -> str:
+    """Register a site (or re-issue its code while it is pending); returns the one-time code.
+
+    Raises:
+        ConfigurationError: a bad name, or a site already enrolled.
+    """
+    if not SITE.match(name):
+        raise ConfigurationError(f"site name {name!r} is not valid",
+                                 fix="1-24 lower-case letters, digits and dashes")
+    code = "-".join(secrets.token_hex(3) for _ in range(4))
+    with Session(engine) as session:
+        row = session.get(HubSite, name) or HubSite(name=name)
+        if row.status == "enrolled":
+            raise ConfigurationError(f"site {name!r} is enrolled already",
+                                     fix=f"revoke it first (radflow hub site revoke {name})")
+        row.status, row.code_hash = "pending", _hash(code)
+        row.code_expires = datetime.now(UTC) + CODE_TTL
+        session.add(row)
+        session.commit()
+    return code
+
+
+def enrol(engine: Engine, name: str, code: str, public_key_pem: str) -> HubSite:
+    """Enrol a site with its one-time code and its public key (the code then stops working).
+
+    Raises:
+        Refusal: ``bad_code`` (unknown site, wrong, used or expired code), ``bad_key``.
+    """
+    from radflow.federation.signing import fingerprint
+
+    try:
+        print_ = fingerprint(public_key_pem.encode())
+    except (ValueError, TypeError) as exc:
+        raise Refusal("bad_key", "the public key is not a PEM Ed25519 key") from exc
+    with Session(engine) as session:
+        row = session.get(HubSite, name)
+        now = datetime.now(UTC)
+        if row is None or row.status != "pending" or row.code_hash is None or \
+                not hmac.compare_digest(row.code_hash, _hash(code)) or \
+                _aware(row.code_expires) < now:
+            raise Refusal("bad_code", "the enrolment code is not valid for this site")
+        row.status, row.code_hash, row.code_expires = "enrolled", None, None
+        row.public_key_pem, row.fingerprint, row.enrolled_at = public_key_pem, print_, now
+        session.add(row)
+        session.commit()
+        session.refresh(row)
+        session.expunge(row)
+        return row
+
+
+def issue_token(engine: Engine, assertion: str, token_url: str) -> tuple[str, str, int]:
+    """Client credentials with ``private_key_jwt``: check the site's signed assertion and
+    return (access token, site, seconds it lives).
+
+    Raises:
+        Refusal: ``invalid_client`` for anything wrong (unknown or revoked site, bad signature,
+            wrong audience, expired, too long-lived, replayed).
+    """
+    from joserfc import jwt
+    from joserfc.errors import JoseError
+    from joserfc.jwk import OKPKey
+
+    def refuse(why: str) -> Refusal:
+        return Refusal("invalid_client", f"client assertion refused: {why}")
+
+    try:
+        header_claims = _peek(assertion)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise refuse("not a JWT") from exc
+    name = header_claims.get("iss")
+    with Session(engine) as session:
+        row = session.get(HubSite, name) if isinstance(name, str) else None
+        if row is None or row.status != "enrolled" or not row.public_key_pem:
+            raise refuse("unknown or revoked site")
+        key = OKPKey.import_key(row.public_key_pem.encode())
+    try:
+        claims = jwt.decode(assertion, key, algorithms=["Ed25519"]).claims
+    except (JoseError, ValueError) as exc:
+        raise refuse("bad signature") from exc
+    now = datetime.now(UTC).timestamp()
+    if claims.get("sub") != name or claims.get("aud") not in (token_url, [token_url]):
+        raise refuse("wrong subject or audience")
+    exp, iat, jti = claims.get("exp"), claims.get("iat", now), claims.get("jti")
+    if not isinstance(exp, int | float) or exp < now or exp - iat > ASSERTION_MAX.total_seconds() \
+            or not isinstance(jti, str) or not jti:
+        raise refuse("expired, too long-lived, or without jti")
+    token = secrets.token_urlsafe(32)
+    with Session(engine) as session:
+        if session.get(UsedAssertion, jti) is not None:
+            raise refuse("replayed")
+        session.exec(delete(UsedAssertion).where(UsedAssertion.expires_at < datetime.now(UTC)))
+        session.exec(delete(HubToken).where(HubToken.expires_at < datetime.now(UTC)))
+        session.add(UsedAssertion(jti=jti, expires_at=datetime.fromtimestamp(exp, UTC)))
+        session.add(HubToken(token_hash=_hash(token), site=name,
+                             expires_at=datetime.now(UTC) + TOKEN_TTL))
+        session.commit()
+    return token, name, int(TOKEN_TTL.total_seconds())
+
+
+def _peek(assertion: str) -> dict:
+    """The claims of a JWT before its signature is checked (only to find whose key checks it)."""
+    import base64
+    import json
+
+    parts = assertion.split(".")
+    if len(parts) != 3:
+        raise ValueError("not a compact JWT")
+    body = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+    claims = json.loads(body)
+    if not isinstance(claims, dict):
+        raise ValueError("claims are not an object")
+    return claims
+
+
+def site_of(engine: Engine, authorization: str | None) -> str | None:
+    """The site a bearer token belongs to, or None (missing, unknown, expired, revoked)."""
+    if not authorization or not authorization.startswith("Bearer "):
+        return None
+    with Session(engine) as session:
+        row = session.get(HubToken, _hash(authorization.removeprefix("Bearer ").strip()))
+        if row is None or _aware(row.expires_at) < datetime.now(UTC):
+            return None
+        site = session.get(HubSite, row.site)
+        return row.site if site is not None and site.status == "enrolled" else None
+
+
+def revoke_site(engine: Engine, name: str) -> None:
+    """Cut a site off at once: its tokens are deleted and it can get no new one."""
+    with Session(engine) as session:
+        row = session.get(HubSite, name)
+        if row is None:
+            raise ConfigurationError(f"the hub has no site {name!r}",
+                                     fix="see radflow hub site list")
+        row.status, row.revoked_at, row.code_hash = "revoked", datetime.now(UTC), None
+        session.add(row)
+        session.exec(delete(HubToken).where(HubToken.site == name))
+        session.commit()
+
+
+def sites(engine: Engine) -> list[HubSite]:
+    with Session(engine) as session:
+        rows = list(session.exec(select(HubSite).order_by(HubSite.name)))
+        for r in rows:
+            session.expunge(r)
+        return rows

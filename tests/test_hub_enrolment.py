@@ -1,0 +1,191 @@
+"""The hub's federation API under a real uvicorn on loopback: enrolment with one-time codes,
+Ed25519 site keys and the pinned hub key, OAuth2 client credentials with private_key_jwt,
+and the auth sweep: every site route refuses no token, another site's token, an expired token
+and a revoked site's token."""
+
+from __future__ import annotations
+
+import socket
+import stat
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from sqlmodel import Session, create_engine, select
+
+from radflow.errors import ConfigurationError, SiteError
+from radflow.federation.client import HubClient, join
+from radflow.federation.signing import fingerprint, generate
+from radflow.hub import registry
+from radflow.hub.models import HubToken
+
+pytestmark = [pytest.mark.services]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    import uvicorn
+
+    from radflow.hub.api import create_app
+
+    folder = tmp_path_factory.mktemp("hub")
+    generate(folder / "hub.key")
+    engine = create_engine(f"sqlite:///{folder / 'hub.db'}")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    app = create_app(engine, folder / "hub.key", url)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.1)
+    yield {"url": url, "engine": engine, "folder": folder, "app": app}
+    server.should_exit = True
+    thread.join(10)
+
+
+def enrolled(hub, tmp_path: Path, name: str) -> HubClient:
+    code = registry.add_site(hub["engine"], name)
+    join(hub["url"], name, code, tmp_path / name)
+    return HubClient(tmp_path / name)
+
+
+def test_a_site_joins_and_gets_tokens(hub, tmp_path) -> None:
+    code = registry.add_site(hub["engine"], "essen")
+    assert len(code) == 27 and registry.sites(hub["engine"])[0].code_hash != code  # hash only
+    info = join(hub["url"], "essen", code, tmp_path / "essen")
+    key = tmp_path / "essen" / "federation" / "site.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    hub_public = (hub["folder"] / "hub.key.pub").read_bytes()
+    assert info["hub_fingerprint"] == fingerprint(hub_public)  # the pinned key is the hub's
+    (row,) = [s for s in registry.sites(hub["engine"]) if s.name == "essen"]
+    assert row.status == "enrolled" and row.fingerprint == info["site_fingerprint"]
+    assert key.read_bytes() not in (tmp_path / "essen" / "federation" / "hub.json").read_bytes()
+
+    client = HubClient(tmp_path / "essen")
+    answer = client.get("")
+    assert answer.status_code == 200 and answer.json() == {"site": "essen",
+                                                           "scope": "site:essen"}
+    began = time.monotonic()
+    assert client.get("/jobs", wait=1).json() == {"jobs": []}
+    assert time.monotonic() - began >= 0.9  # a long poll is held open, not answered at once
+    # the code was for one use; a wrong code, or a site that joined already, is refused
+    with pytest.raises(ConfigurationError, match="bad_code"):
+        join(hub["url"], "essen", code, tmp_path / "again")
+    registry.add_site(hub["engine"], "bonn")
+    with pytest.raises(ConfigurationError, match="bad_code"):
+        join(hub["url"], "bonn", "0000-0000", tmp_path / "bonn")
+    with pytest.raises(ConfigurationError, match="joined a hub already"):
+        join(hub["url"], "essen", code, tmp_path / "essen")
+    with pytest.raises(SiteError, match="did not answer"):
+        join(f"http://127.0.0.1:{free_port()}", "x", "code", tmp_path / "x")
+
+
+def test_client_assertions_are_checked(hub, tmp_path) -> None:
+    client = enrolled(hub, tmp_path, "koeln")
+    token_url = client.info["token_url"]
+
+    def ask(assertion: str) -> requests.Response:
+        return requests.post(token_url, timeout=10, data={
+            "grant_type": "client_credentials", "client_assertion": assertion,
+            "client_assertion_type": registry.ASSERTION_TYPE})
+
+    good = client.assertion()
+    assert ask(good).status_code == 200
+    assert ask(good).json() == {"error": "invalid_client"}  # replayed
+    assert ask(client.assertion(lifetime=3600)).status_code == 401  # too long-lived
+    assert ask("not.a.jwt").status_code == 401
+    # signed by another key under this site's name
+    other = tmp_path / "mallory"
+    other.mkdir()
+    (other / "federation").mkdir()
+    generate(other / "federation" / "site.key")
+    (other / "federation" / "hub.json").write_text((tmp_path / "koeln" / "federation" /
+                                                    "hub.json").read_text())
+    assert ask(HubClient(other).assertion()).status_code == 401
+    assert requests.post(token_url, timeout=10, data={
+        "grant_type": "client_credentials"}).status_code == 401  # no client authentication
+
+
+def site_routes(app) -> list[str]:
+    from radflow.web.app import app_routes
+
+    return [path for method, path in app_routes(app) if path.startswith("/v1/sites/{name}")]
+
+
+def test_auth_sweep_of_every_site_route(hub, tmp_path) -> None:
+    a, b = enrolled(hub, tmp_path, "site-a"), enrolled(hub, tmp_path, "site-b")
+    routes = site_routes(hub["app"])
+    assert len(routes) >= 2
+    token_a = a.token()
+    for route in routes:
+        url = hub["url"] + route.replace("{name}", "site-a")
+        assert requests.get(url, timeout=10).status_code == 401
+        assert requests.get(url, timeout=10, headers={
+            "Authorization": "Bearer made-up"}).status_code == 401
+        assert requests.get(url, timeout=10, headers={
+            "Authorization": f"Bearer {b.token()}"}).status_code == 403  # another site's
+        assert requests.get(url, timeout=10, headers={
+            "Authorization": f"Bearer {token_a}"}).status_code == 200
+
+    with Session(hub["engine"]) as session:  # let site-a's token expire
+        for row in session.exec(select(HubToken).where(HubToken.site == "site-a")):
+            row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+            session.add(row)
+        session.commit()
+    for route in routes:
+        url = hub["url"] + route.replace("{name}", "site-a")
+        assert requests.get(url, timeout=10, headers={
+            "Authorization": f"Bearer {token_a}"}).status_code == 401
+
+    fresh_b = b.token()
+    registry.revoke_site(hub["engine"], "site-b")  # cut off at once
+    for route in routes:
+        url = hub["url"] + route.replace("{name}", "site-b")
+        assert requests.get(url, timeout=10, headers={
+            "Authorization": f"Bearer {fresh_b}"}).status_code == 401
+    b._token = None
+    with pytest.raises(SiteError, match="invalid_client"):
+        b.token()
+
+
+def test_the_hub_and_join_from_the_command_line(site, cli) -> None:
+    import json
+
+    port = free_port()
+    try:
+        up = json.loads(cli("hub", "up", "--port", str(port), "--json", check=True).stdout)
+        assert up["url"] == f"http://127.0.0.1:{port}" and up["fingerprint"].startswith("SHA256:")
+        code = json.loads(cli("hub", "site", "add", "alpha", "--json", check=True).stdout)["code"]
+        joined = json.loads(cli("site", "join", up["url"], "--code", code, "--site", "alpha",
+                                "--json", check=True).stdout)
+        assert joined["hub_fingerprint"] == up["fingerprint"]  # both sides print the same
+        listed = json.loads(cli("hub", "site", "list", "--json", check=True).stdout)
+        assert {"name": "alpha", "status": "enrolled",
+                "fingerprint": joined["site_fingerprint"]} in listed
+        assert HubClient(site.paths.root).get("").json()["site"] == "alpha"
+        cli("hub", "site", "revoke", "alpha", check=True)
+        with pytest.raises(SiteError, match="invalid_client"):
+            HubClient(site.paths.root).token()
+        away = cli("hub", "up", "--bind", "0.0.0.0")
+        assert away.returncode == 1 and "without TLS" in away.stderr
+    finally:
+        cli("hub", "down")
+        import shutil
+
+        shutil.rmtree(site.paths.root / "federation", ignore_errors=True)
+    assert cli("hub", "status").returncode == 1
