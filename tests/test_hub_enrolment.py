@@ -121,6 +121,61 @@ def test_client_assertions_are_checked(hub, tmp_path) -> None:
         "grant_type": "client_credentials"}).status_code == 401  # no client authentication
 
 
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "federation" / "flows" / "federated-cohort-count"
+
+
+def published(hub) -> str:
+    """Publish the first study's flow package on the test hub; returns its hash."""
+    from radflow.federation.bundle import build
+    from radflow.federation.manifest import sign_version
+    from radflow.federation.signing import load
+
+    manifest, bundle = build(PACKAGE, publisher="test@hub")
+    signed = sign_version(manifest, load(hub["folder"] / "hub.key"))
+    registry.publish(hub["engine"], signed, bundle)
+    return signed.hash
+
+
+def test_published_versions_are_verified_at_the_site(hub, tmp_path) -> None:
+    from radflow.federation.bundle import build
+    from radflow.federation.policy import SitePolicy, save_policy
+    from radflow.federation.signing import SignatureInvalid
+    from radflow.federation.versions import fetch, offered
+    from radflow.hub.models import HubVersion
+
+    client = enrolled(hub, tmp_path, "mainz")
+    version = published(hub)
+    assert version == build(PACKAGE, publisher="test@hub")[0].content_hash()  # deterministic
+    again = build(PACKAGE, publisher="test@hub")[1]
+    assert again == build(PACKAGE, publisher="test@hub")[1]  # the same bundle bytes
+    (row,) = [r for r in offered(tmp_path / "mainz") if r["hash"] == version]
+    assert (row["signature"], row["approved"], row["name"]) == ("verified", False,
+                                                               "federated-cohort-count")
+    assert set(row["release_schema"]["properties"]) == {"n", "matching"}
+    signed, files = fetch(tmp_path / "mainz", version)
+    assert "site.py" in files and signed.manifest.plugins["radflow"]
+    save_policy(tmp_path / "mainz", SitePolicy(approved=[version]))
+    assert [r["approved"] for r in offered(tmp_path / "mainz") if r["hash"] == version] == [True]
+
+    with Session(hub["engine"]) as session:  # one byte of the stored bundle changes
+        stored = session.get(HubVersion, version)
+        original = stored.bundle
+        stored.bundle = original.replace(b"count_cohort", b"count_cohorT", 1)
+        session.add(stored)
+        session.commit()
+    try:
+        with pytest.raises(SignatureInvalid, match="files"):
+            fetch(tmp_path / "mainz", version)
+    finally:
+        with Session(hub["engine"]) as session:
+            stored = session.get(HubVersion, version)
+            stored.bundle = original
+            session.add(stored)
+            session.commit()
+    assert client.get(f"/versions/sha256:{'0' * 64}/bundle").status_code == 404
+
+
 def site_routes(app) -> list[str]:
     from radflow.web.app import app_routes
 
@@ -129,8 +184,9 @@ def site_routes(app) -> list[str]:
 
 def test_auth_sweep_of_every_site_route(hub, tmp_path) -> None:
     a, b = enrolled(hub, tmp_path, "site-a"), enrolled(hub, tmp_path, "site-b")
-    routes = site_routes(hub["app"])
-    assert len(routes) >= 2
+    version = published(hub)
+    routes = [r.replace("{version_hash}", version) for r in site_routes(hub["app"])]
+    assert len(routes) >= 4
     token_a = a.token()
     for route in routes:
         url = hub["url"] + route.replace("{name}", "site-a")
@@ -178,6 +234,12 @@ def test_the_hub_and_join_from_the_command_line(site, cli) -> None:
         assert {"name": "alpha", "status": "enrolled",
                 "fingerprint": joined["site_fingerprint"]} in listed
         assert HubClient(site.paths.root).get("").json()["site"] == "alpha"
+        out = json.loads(cli("publish", str(PACKAGE), "--json", check=True).stdout)
+        assert out["name"] == "federated-cohort-count" and out["hash"].startswith("sha256:")
+        offered_here = json.loads(cli("site", "versions", "--site", "alpha", "--json",
+                                      check=True).stdout)
+        assert [(v["hash"], v["signature"], v["approved"]) for v in offered_here] == \
+            [(out["hash"], "verified", False)]
         cli("hub", "site", "revoke", "alpha", check=True)
         with pytest.raises(SiteError, match="invalid_client"):
             HubClient(site.paths.root).token()

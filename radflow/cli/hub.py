@@ -151,3 +151,29 @@ def site_revoke(name: str, json_out: bool = JSON) -> None:
 
     registry.revoke_site(_home().engine(), name)
     report(json_out, {"site": name, "status": "revoked"}, f"{name}: revoked")
+
+
+def publish(path: Path = typer.Argument(..., help="The flow package's folder."),
+            json_out: bool = JSON) -> None:
+    """Build a flow package into a content-addressed bundle, sign its manifest with the hub's
+    key, and offer it to the sites (each must approve it by hash)."""
+    import getpass
+
+    from radflow.federation.bundle import build
+    from radflow.federation.manifest import sign_version
+    from radflow.federation.signing import load
+    from radflow.hub import registry
+
+    home = _home()
+    if not home.key.exists():
+        from radflow.errors import ConfigurationError
+
+        raise ConfigurationError("there is no hub here yet", fix="run `radflow hub up` first")
+    manifest, bundle = build(path, publisher=f"{getpass.getuser()}@hub")
+    signed = sign_version(manifest, load(home.key))
+    new = registry.publish(home.engine(), signed, bundle)
+    data = {"name": manifest.name, "label": manifest.label, "hash": signed.hash, "new": new,
+            "files": len(manifest.files), "plugins": manifest.plugins}
+    report(json_out, data, f"{manifest.name} {manifest.label}: {signed.hash} "
+                           f"({'published' if new else 'published before'}; sites approve it with "
+                           f"radflow site approve {signed.hash})")

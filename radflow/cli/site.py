@@ -353,3 +353,23 @@ def join(hub_url: str = typer.Argument(..., help="The hub's URL, e.g. https://hu
     report(json_out, info, f"{ctx.name} joined {info['url']}\n  this site's key  "
                            f"{info['site_fingerprint']}\n  the hub's key    "
                            f"{info['hub_fingerprint']}  (compare both by another channel)")
+
+
+@app.command()
+def versions(site: str | None = SITE, json_out: bool = JSON) -> None:
+    """The flow versions the hub offers: publisher, hash, signature check against the pinned
+    hub key, approval, release schema, and what changed since the last approved one."""
+    from radflow.cli.common import emit_rows, site_context
+    from radflow.federation.versions import offered
+
+    rows = offered(site_context(site).paths.root)
+
+    def line(r: dict) -> str:
+        changed = r["changed_since_approved"]
+        since = "first of its name" if changed is None else (
+            f"changed: {', '.join(changed)}" if changed else "unchanged")
+        fields = ", ".join(r["release_schema"]["properties"])
+        return (f"{r['name']} {r['label']:<4} {r['hash']}  {r['signature']:<13} "
+                f"{'APPROVED' if r['approved'] else 'not approved'}  by {r['publisher']}  "
+                f"releases {fields}  ({since})")
+    emit_rows(rows, json_out, line)

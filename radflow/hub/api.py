@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
@@ -85,6 +85,26 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str) -> FastAPI:
         caller(name, request)
         await asyncio.sleep(min(max(wait, 0.0), MAX_WAIT))
         return {"jobs": []}
+
+    @app.get("/v1/sites/{name}/versions")
+    def versions(site: str = Depends(caller)) -> list[dict[str, Any]]:
+        """Every published version: the signed manifest (the site verifies it itself)."""
+        import json
+
+        return [{"hash": v.hash, "published_at": v.published_at.isoformat(),
+                 "signed": json.loads(v.signed)} for v in registry.versions(engine)]
+
+    @app.get("/v1/sites/{name}/versions/{version_hash}/bundle")
+    def bundle(version_hash: str, site: str = Depends(caller)) -> Response:
+        from sqlmodel import Session
+
+        from radflow.hub.models import HubVersion
+
+        with Session(engine) as session:
+            row = session.get(HubVersion, version_hash)
+        if row is None:
+            raise HTTPException(404, "no such version")
+        return Response(row.bundle, media_type="application/x-tar")
 
     @app.get("/v1/sites/{name}")
     def whoami(site: str = Depends(caller)) -> dict[str, str]:

@@ -44,3 +44,18 @@ class UsedAssertion(SQLModel, table=True):
 
     jti: str = Field(primary_key=True)
     expires_at: datetime
+
+
+class HubVersion(SQLModel, table=True):
+    """A published flow version: its signed manifest and its bundle, by content hash. (The
+    hub keeps the version history; Prefect's open-source server keeps only a version string.)"""
+
+    __tablename__ = "hub_version"
+
+    hash: str = Field(primary_key=True)
+    name: str = Field(index=True)
+    label: str = ""
+    signed: str  # the SignedVersion as JSON
+    bundle: bytes
+    publisher: str = ""
+    published_at: datetime = Field(default_factory=utcnow)

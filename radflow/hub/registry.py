@@ -14,12 +14,13 @@ import hmac
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, delete, select
 
 from radflow.errors import ConfigurationError, RadflowError
-from radflow.hub.models import HubSite, HubToken, UsedAssertion
+from radflow.hub.models import HubSite, HubToken, HubVersion, UsedAssertion
 
 CODE_TTL = timedelta(hours=24)
 TOKEN_TTL = timedelta(minutes=5)
@@ -46,7 +47,7 @@ def _aware(dt: datetime | None) -> datetime | None:
 
 def create(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine, tables=[HubSite.__table__, HubToken.__table__,
-                                                 UsedAssertion.__table__])
+                                                 UsedAssertion.__table__, HubVersion.__table__])
 
 
 def add_site(engine: Engine, name: str) -> str:
@@ -191,6 +192,26 @@ def revoke_site(engine: Engine, name: str) -> None:
 def sites(engine: Engine) -> list[HubSite]:
     with Session(engine) as session:
         rows = list(session.exec(select(HubSite).order_by(HubSite.name)))
+        for r in rows:
+            session.expunge(r)
+        return rows
+
+
+def publish(engine: Engine, signed: Any, bundle: bytes) -> bool:
+    """Keep a signed version and its bundle; False when that hash was published before."""
+    with Session(engine) as session:
+        if session.get(HubVersion, signed.hash) is not None:
+            return False
+        session.add(HubVersion(hash=signed.hash, name=signed.manifest.name,
+                               label=signed.manifest.label, signed=signed.model_dump_json(),
+                               bundle=bundle, publisher=signed.manifest.publisher))
+        session.commit()
+    return True
+
+
+def versions(engine: Engine) -> list[HubVersion]:
+    with Session(engine) as session:
+        rows = list(session.exec(select(HubVersion).order_by(HubVersion.published_at)))
         for r in rows:
             session.expunge(r)
         return rows

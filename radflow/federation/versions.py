@@ -1,0 +1,68 @@
+"""The flow versions a hub offers, as a site sees them: each verified against the hub key the
+site pinned, with the site's approval and what changed since the last approved version of the
+same flow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from radflow.federation.bundle import unpack
+from radflow.federation.client import HubClient, federation_dir
+from radflow.federation.manifest import SignedVersion, verify_version
+from radflow.federation.policy import load_policy
+from radflow.federation.signing import SignatureInvalid
+
+COMPARED = ("label", "site_entrypoint", "coordinator_entrypoint", "plugins", "parameter_schema",
+            "release_schema", "resources", "files")
+
+
+def offered(site_root: Path) -> list[dict[str, Any]]:
+    client = HubClient(site_root)
+    pinned = (federation_dir(site_root) / "hub.pub").read_bytes()
+    approved = set(load_policy(site_root).approved)
+    rows, last_approved = [], {}
+    for item in client.get("/versions").json():
+        signed = SignedVersion.model_validate(item["signed"])
+        try:
+            verify_version(signed, pinned)
+            state = "verified"
+        except SignatureInvalid:
+            state = "bad_signature"
+        manifest = signed.manifest
+        before = last_approved.get(manifest.name)
+        changes = [] if before is None else [
+            k for k in COMPARED if getattr(before, k) != getattr(manifest, k)]
+        rows.append({"hash": item["hash"], "name": manifest.name, "label": manifest.label,
+                     "publisher": manifest.publisher, "published_at": item["published_at"],
+                     "signature": state, "approved": item["hash"] in approved,
+                     "release_schema": manifest.release_schema.json_schema(),
+                     "changed_since_approved": changes if before is not None else None})
+        if item["hash"] in approved and state == "verified":
+            last_approved[manifest.name] = manifest
+    return rows
+
+
+def fetch(site_root: Path, version_hash: str) -> tuple[SignedVersion, dict[str, bytes]]:
+    """A version's manifest and files, verified: the signature against the pinned key, the
+    manifest against its hash, every file against the manifest.
+
+    Raises:
+        SignatureInvalid: anything does not verify (refusal code ``bad_signature``).
+    """
+    client = HubClient(site_root)
+    pinned = (federation_dir(site_root) / "hub.pub").read_bytes()
+    listing = {item["hash"]: item for item in client.get("/versions").json()}
+    if version_hash not in listing:
+        raise SignatureInvalid(f"the hub offers no version {version_hash}",
+                               fix="see radflow site versions")
+    signed = SignedVersion.model_validate(listing[version_hash]["signed"])
+    answer = client.get(f"/versions/{version_hash}/bundle")
+    try:
+        files = unpack(answer.content)
+    except Exception as exc:
+        raise SignatureInvalid("the bundle cannot be read", fix="refuse it") from exc
+    if signed.hash != version_hash:
+        raise SignatureInvalid("the listing's hash is not the manifest's", fix="refuse it")
+    verify_version(signed, pinned, files)
+    return signed, files
