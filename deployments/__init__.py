@@ -38,6 +38,12 @@ CORE_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         tags=("radflow", "segmentation", "radiomics"),
     ),
     DeploymentSpec(
+        flow="radflow.flows.federated_job.federated_job",
+        description="The site part of an approved, verified federated flow version (started "
+                    "by the site agent).",
+        tags=("radflow", "federation"),
+    ),
+    DeploymentSpec(
         flow="radflow.flows.segment_quantify.segment_and_quantify_case",
         description="Segmentation and radiomics of one series (the unit of work and of review).",
         tags=("radflow", "segmentation", "radiomics", "case"),

@@ -7,13 +7,27 @@ from __future__ import annotations
 from radflow import __version__
 from radflow.deployments import CORE_DEPLOYMENTS
 from radflow.plugins.spec import Plugin
+from radflow.site.components import ServiceComponent
 from radflow.web.component import WorklistComponent
 from radflow.web.idp import IdpComponent
+
+
+class AgentComponent(ServiceComponent):
+    """The site agent (phase 6): runs once the site has joined a hub."""
+
+    name = "agent"
+    module = "radflow.federation.agent"
+    depends_on = ("prefect-server", "worker")
+    stale_after = 60.0  # a long poll holds a tick for up to 20 s
+
+    def enabled(self, ctx) -> bool:
+        return (ctx.paths.root / "federation" / "hub.json").exists()
+
 
 plugin = Plugin(
     name="core",
     version=__version__,
     description="radflow's own flows: ingest, segment-and-quantify (cohort fan-out and case)",
     deployments=CORE_DEPLOYMENTS,
-    components=(IdpComponent(), WorklistComponent()),
+    components=(IdpComponent(), WorklistComponent(), AgentComponent()),
 )

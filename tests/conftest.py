@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +120,45 @@ def send(site: SiteContext, *paths: Path):
 
     return push(list(paths), client=site.orthanc_client(), host="127.0.0.1",
                 port=site.config.ports.orthanc_dicom, called_aet=site.config.aet)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """A hub's federation API under a real uvicorn on loopback (a thread of the test process),
+    with its own signing key and database."""
+    import threading
+
+    import requests
+    import uvicorn
+    from sqlmodel import create_engine
+
+    from radflow.federation.signing import generate
+    from radflow.hub.api import create_app
+
+    folder = tmp_path_factory.mktemp("hub")
+    generate(folder / "hub.key")
+    engine = create_engine(f"sqlite:///{folder / 'hub.db'}")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    app = create_app(engine, folder / "hub.key", url)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.1)
+    yield {"url": url, "engine": engine, "folder": folder, "app": app}
+    server.should_exit = True
+    thread.join(10)

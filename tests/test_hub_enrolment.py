@@ -5,16 +5,15 @@ and a revoked site's token."""
 
 from __future__ import annotations
 
-import socket
 import stat
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
-from sqlmodel import Session, create_engine, select
+from conftest import free_port
+from sqlmodel import Session, select
 
 from radflow.errors import ConfigurationError, SiteError
 from radflow.federation.client import HubClient, join
@@ -23,39 +22,6 @@ from radflow.hub import registry
 from radflow.hub.models import HubToken
 
 pytestmark = [pytest.mark.services]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    import uvicorn
-
-    from radflow.hub.api import create_app
-
-    folder = tmp_path_factory.mktemp("hub")
-    generate(folder / "hub.key")
-    engine = create_engine(f"sqlite:///{folder / 'hub.db'}")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    app = create_app(engine, folder / "hub.key", url)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.1)
-    yield {"url": url, "engine": engine, "folder": folder, "app": app}
-    server.should_exit = True
-    thread.join(10)
 
 
 def enrolled(hub, tmp_path: Path, name: str) -> HubClient:
@@ -176,44 +142,43 @@ def test_published_versions_are_verified_at_the_site(hub, tmp_path) -> None:
     assert client.get(f"/versions/sha256:{'0' * 64}/bundle").status_code == 404
 
 
-def site_routes(app) -> list[str]:
+def site_routes(app) -> list[tuple[str, str]]:
     from radflow.web.app import app_routes
 
-    return [path for method, path in app_routes(app) if path.startswith("/v1/sites/{name}")]
+    return [(m, p) for m, p in app_routes(app) if p.startswith("/v1/sites/{name}")]
+
+
+def call(hub, method: str, route: str, site: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.request(method, hub["url"] + route.replace("{name}", site), timeout=10,
+                            headers=headers, json={"refusal": "not_approved"}).status_code
 
 
 def test_auth_sweep_of_every_site_route(hub, tmp_path) -> None:
     a, b = enrolled(hub, tmp_path, "site-a"), enrolled(hub, tmp_path, "site-b")
     version = published(hub)
-    routes = [r.replace("{version_hash}", version) for r in site_routes(hub["app"])]
-    assert len(routes) >= 4
+    routes = [(m, r.replace("{version_hash}", version).replace("{job_id}", "no-such-job"))
+              for m, r in site_routes(hub["app"])]
+    assert len(routes) >= 5 and any(m == "POST" for m, _ in routes)
     token_a = a.token()
-    for route in routes:
-        url = hub["url"] + route.replace("{name}", "site-a")
-        assert requests.get(url, timeout=10).status_code == 401
-        assert requests.get(url, timeout=10, headers={
-            "Authorization": "Bearer made-up"}).status_code == 401
-        assert requests.get(url, timeout=10, headers={
-            "Authorization": f"Bearer {b.token()}"}).status_code == 403  # another site's
-        assert requests.get(url, timeout=10, headers={
-            "Authorization": f"Bearer {token_a}"}).status_code == 200
+    for method, route in routes:
+        assert call(hub, method, route, "site-a", None) == 401
+        assert call(hub, method, route, "site-a", "made-up") == 401
+        assert call(hub, method, route, "site-a", b.token()) == 403  # another site's
+        assert call(hub, method, route, "site-a", token_a) in (200, 404)  # 404: no such job
 
     with Session(hub["engine"]) as session:  # let site-a's token expire
         for row in session.exec(select(HubToken).where(HubToken.site == "site-a")):
             row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
             session.add(row)
         session.commit()
-    for route in routes:
-        url = hub["url"] + route.replace("{name}", "site-a")
-        assert requests.get(url, timeout=10, headers={
-            "Authorization": f"Bearer {token_a}"}).status_code == 401
+    for method, route in routes:
+        assert call(hub, method, route, "site-a", token_a) == 401
 
     fresh_b = b.token()
     registry.revoke_site(hub["engine"], "site-b")  # cut off at once
-    for route in routes:
-        url = hub["url"] + route.replace("{name}", "site-b")
-        assert requests.get(url, timeout=10, headers={
-            "Authorization": f"Bearer {fresh_b}"}).status_code == 401
+    for method, route in routes:
+        assert call(hub, method, route, "site-b", fresh_b) == 401
     b._token = None
     with pytest.raises(SiteError, match="invalid_client"):
         b.token()

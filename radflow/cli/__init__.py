@@ -21,7 +21,7 @@ from radflow.cli.cohort import app as cohort_app
 from radflow.cli.common import err_console
 from radflow.cli.data import app as data_app
 from radflow.cli.hub import app as hub_app
-from radflow.cli.hub import publish
+from radflow.cli.hub import publish, study_app
 from radflow.cli.pipeline import app as pipeline_app
 from radflow.cli.plugins import app as plugins_app
 from radflow.cli.results import app as results_app
@@ -54,6 +54,7 @@ app.add_typer(results_app, name="results")
 app.add_typer(worklist_app, name="worklist")
 app.add_typer(hub_app, name="hub")
 app.command("publish")(publish)
+app.add_typer(study_app, name="study")
 
 
 def _plugin_groups() -> None:

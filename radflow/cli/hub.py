@@ -177,3 +177,38 @@ def publish(path: Path = typer.Argument(..., help="The flow package's folder."),
     report(json_out, data, f"{manifest.name} {manifest.label}: {signed.hash} "
                            f"({'published' if new else 'published before'}; sites approve it with "
                            f"radflow site approve {signed.hash})")
+
+
+study_app = typer.Typer(help="Cross-site studies (run on the hub).", no_args_is_help=True)
+
+
+@study_app.command("run")
+def study_run(name: str = typer.Argument(..., help="The flow, e.g. federated-cohort-count."),
+              cohort: Path | None = typer.Option(None, help="A cohort definition (JSON file)."),
+              sites: list[str] | None = typer.Option(None, "--sites", help="Only these sites."),
+              deadline: float = typer.Option(600, help="Seconds to wait for the sites."),
+              json_out: bool = JSON) -> None:
+    """Run a study at the enrolled sites and combine what they release."""
+    from radflow.cohorts.definition import CohortDefinition
+    from radflow.hub.studies import run_study
+
+    params: dict = {}
+    if cohort is not None:
+        params["cohort"] = CohortDefinition.parse(cohort.read_text()).canonical()
+    home = _home()
+    result = run_study(home.engine(), home.root, name, params, sites or None, deadline)
+    if json_out:
+        print_json(result)
+        return
+    combined = result["combined"]
+    console.print(f"study {result['study']}: {name} ({result['version'][:19]})", highlight=False)
+    for s in result["sites"]:
+        value = (s.get("release") or {}).get("matching")
+        what = s.get("refusal") or ("<k" if s["status"] == "released" and value is None
+                                    else value if value is not None else s["status"])
+        console.print(f"  {s['site']:<20} {s['status']:<9} {what}", highlight=False)
+    if "matching" in combined:
+        bound = " (at least: a site suppressed a small count)" if \
+            combined["matching_is_lower_bound"] else ""
+        console.print(f"  total: {combined['matching']}{bound}", highlight=False)
+    console.print(f"  artifacts: {', '.join(result['artifacts'])}", highlight=False)

@@ -113,3 +113,8 @@ class HubClient:
         return requests.get(f"{self.info['url']}/v1/sites/{self.info['site']}{path}",
                             params=params, timeout=60,
                             headers={"Authorization": f"Bearer {self.token()}"})
+
+    def post(self, path: str, body: dict[str, Any]) -> requests.Response:
+        return requests.post(f"{self.info['url']}/v1/sites/{self.info['site']}{path}",
+                             json=body, timeout=60,
+                             headers={"Authorization": f"Bearer {self.token()}"})

@@ -28,6 +28,11 @@ class Enrolment(BaseModel):
     public_key_pem: str = Field(max_length=2000)
 
 
+class JobResult(BaseModel):
+    release: dict[str, Any] | None = None
+    refusal: str | None = Field(default=None, pattern=r"^[a-z_]+(:[\w.@-]+)?$", max_length=120)
+
+
 def create_app(engine: Engine, hub_key_path: Path, public_url: str) -> FastAPI:
     from radflow.federation.signing import fingerprint
 
@@ -38,7 +43,7 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str) -> FastAPI:
 
     @app.exception_handler(Refusal)
     async def _refused(_request: Request, exc: Refusal) -> JSONResponse:
-        status = 401 if exc.code == "invalid_client" else 400
+        status = {"invalid_client": 401, "unknown_job": 404, "conflict": 409}.get(exc.code, 400)
         return JSONResponse({"error": exc.code}, status)
 
     def caller(name: str, request: Request) -> str:
@@ -80,11 +85,23 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str) -> FastAPI:
 
     @app.get("/v1/sites/{name}/jobs")
     async def jobs(name: str, request: Request, wait: float = 0.0) -> dict[str, Any]:
-        """The site's queued jobs; with ``wait`` the request is held open (long poll) until one
-        is queued or ``wait`` seconds pass. (No flow is published yet: the queue stays empty.)"""
+        """The site's open jobs; with ``wait`` the request is held open (long poll) until one
+        is queued or ``wait`` seconds pass."""
         caller(name, request)
-        await asyncio.sleep(min(max(wait, 0.0), MAX_WAIT))
-        return {"jobs": []}
+        deadline = asyncio.get_running_loop().time() + min(max(wait, 0.0), MAX_WAIT)
+        while True:
+            found = registry.queued_jobs(engine, name)
+            if found or asyncio.get_running_loop().time() >= deadline:
+                return {"jobs": found}
+            await asyncio.sleep(0.2)
+
+    @app.post("/v1/sites/{name}/jobs/{job_id}/result")
+    def result(job_id: str, body: JobResult, site: str = Depends(caller)) -> dict[str, str]:
+        """A site's release (already through its egress gate) or refusal code, posted once."""
+        if (body.release is None) == (body.refusal is None):
+            raise HTTPException(422, "post a release or a refusal code")
+        return {"job": job_id, "status": registry.post_result(engine, site, job_id,
+                                                              body.release, body.refusal)}
 
     @app.get("/v1/sites/{name}/versions")
     def versions(site: str = Depends(caller)) -> list[dict[str, Any]]:

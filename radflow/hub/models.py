@@ -59,3 +59,32 @@ class HubVersion(SQLModel, table=True):
     bundle: bytes
     publisher: str = ""
     published_at: datetime = Field(default_factory=utcnow)
+
+
+class HubStudy(SQLModel, table=True):
+    """A study: one flow version run at a set of sites with the same parameters."""
+
+    __tablename__ = "hub_study"
+
+    id: str = Field(primary_key=True)
+    name: str
+    version_hash: str
+    params: str = "{}"  # JSON
+    created_at: datetime = Field(default_factory=utcnow)
+    deadline: datetime
+
+
+class HubJob(SQLModel, table=True):
+    """One site's part of a study, from queued to released (or refused, or missed)."""
+
+    __tablename__ = "hub_job"
+
+    id: str = Field(primary_key=True)
+    study_id: str = Field(index=True)
+    site: str = Field(index=True)
+    version_hash: str
+    params: str = "{}"
+    status: str = Field(default="queued", index=True)  # queued, taken, released, refused
+    release: str | None = None  # the released aggregate (JSON), exactly as posted
+    refusal: str | None = None  # a code: not_approved, bad_signature, policy_violation:...
+    posted_at: datetime | None = None

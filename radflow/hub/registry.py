@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, delete, select
 
 from radflow.errors import ConfigurationError, RadflowError
-from radflow.hub.models import HubSite, HubToken, HubVersion, UsedAssertion
+from radflow.hub.models import HubJob, HubSite, HubStudy, HubToken, HubVersion, UsedAssertion
 
 CODE_TTL = timedelta(hours=24)
 TOKEN_TTL = timedelta(minutes=5)
@@ -47,7 +47,8 @@ def _aware(dt: datetime | None) -> datetime | None:
 
 def create(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine, tables=[HubSite.__table__, HubToken.__table__,
-                                                 UsedAssertion.__table__, HubVersion.__table__])
+                                                 UsedAssertion.__table__, HubVersion.__table__,
+                                                 HubStudy.__table__, HubJob.__table__])
 
 
 def add_site(engine: Engine, name: str) -> str:
@@ -212,6 +213,90 @@ def publish(engine: Engine, signed: Any, bundle: bytes) -> bool:
 def versions(engine: Engine) -> list[HubVersion]:
     with Session(engine) as session:
         rows = list(session.exec(select(HubVersion).order_by(HubVersion.published_at)))
+        for r in rows:
+            session.expunge(r)
+        return rows
+
+
+def start_study(engine: Engine, name: str, params: dict[str, Any], sites_: list[str] | None,
+                deadline_s: float) -> tuple[HubStudy, list[HubJob]]:
+    """Queue one job per enrolled site (or per named site) for the newest version of ``name``.
+
+    Raises:
+        ConfigurationError: no published version of that flow, or an unknown site named.
+    """
+    import json
+    import uuid
+
+    with Session(engine) as session:
+        version = session.exec(select(HubVersion).where(HubVersion.name == name)
+                               .order_by(HubVersion.published_at.desc())).first()
+        if version is None:
+            raise ConfigurationError(f"no version of {name!r} is published",
+                                     fix=f"radflow publish federation/flows/{name}")
+        enrolled = [s.name for s in session.exec(select(HubSite).where(
+            HubSite.status == "enrolled"))]
+        chosen = sites_ or enrolled
+        unknown = sorted(set(chosen) - set(enrolled))
+        if unknown:
+            raise ConfigurationError(f"sites {unknown} are not enrolled",
+                                     fix="see radflow hub site list")
+        study = HubStudy(id=uuid.uuid4().hex[:12], name=name, version_hash=version.hash,
+                         params=json.dumps(params),
+                         deadline=datetime.now(UTC) + timedelta(seconds=deadline_s))
+        jobs = [HubJob(id=uuid.uuid4().hex, study_id=study.id, site=site,
+                       version_hash=version.hash, params=study.params) for site in chosen]
+        session.add(study)
+        session.add_all(jobs)
+        session.commit()
+        for row in (study, *jobs):
+            session.refresh(row)
+            session.expunge(row)
+    return study, jobs
+
+
+def queued_jobs(engine: Engine, site: str) -> list[dict[str, Any]]:
+    """The site's jobs that have no release or refusal yet (a restarted agent gets its job in
+    flight again)."""
+    import json
+
+    with Session(engine) as session:
+        rows = session.exec(select(HubJob).where(HubJob.site == site,
+                                                 HubJob.status.in_(("queued", "taken"))))
+        return [{"id": j.id, "study": j.study_id, "version": j.version_hash,
+                 "params": json.loads(j.params)} for j in rows]
+
+
+def post_result(engine: Engine, site: str, job_id: str, release: dict[str, Any] | None,
+                refusal: str | None) -> str:
+    """Record a site's release or refusal, once: the job id is the idempotency key. Returns
+    ``recorded`` or ``already`` (the same post again).
+
+    Raises:
+        Refusal: ``unknown_job`` (not this site's), ``conflict`` (a different second post).
+    """
+    import json
+
+    body = json.dumps(release, sort_keys=True) if release is not None else None
+    with Session(engine) as session:
+        job = session.get(HubJob, job_id)
+        if job is None or job.site != site:
+            raise Refusal("unknown_job", "no such job for this site")
+        if job.status in ("released", "refused"):
+            if (job.release, job.refusal) == (body, refusal):
+                return "already"
+            raise Refusal("conflict", "this job has a different result already")
+        job.status = "released" if release is not None else "refused"
+        job.release, job.refusal, job.posted_at = body, refusal, datetime.now(UTC)
+        session.add(job)
+        session.commit()
+    return "recorded"
+
+
+def study_jobs(engine: Engine, study_id: str) -> list[HubJob]:
+    with Session(engine) as session:
+        rows = list(session.exec(select(HubJob).where(HubJob.study_id == study_id)
+                                 .order_by(HubJob.site)))
         for r in rows:
             session.expunge(r)
         return rows

@@ -1,0 +1,61 @@
+"""``federated-job``: run the site part of an approved, verified flow version on this site's
+own Prefect (the site agent starts it; the flow run's version tag is the content hash).
+
+The bundle was verified and installed by the agent under ``sites/NAME/bundles/<hash>/``. The
+site part returns ``{"local": ..., "release": ...}``; both are written to the site's
+``federation/jobs/<job>.json`` and stay at the site: only ``release`` goes on, to the egress gate.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+
+def bundle_dir(site_root: Path, version_hash: str) -> Path:
+    return site_root / "bundles" / version_hash.removeprefix("sha256:")
+
+
+@flow(name="federated-job", persist_result=True)
+def federated_job(job_id: str, version_hash: str, entrypoint: str,
+                  params: dict[str, Any] | None = None, site: str | None = None) -> dict[str, str]:
+    """Import the site part from its installed bundle and run it with the study's parameters.
+
+    Args:
+        job_id: the hub's job id.
+        version_hash: the flow version (its bundle folder).
+        entrypoint: ``file.py:function`` inside the bundle.
+        params: the study's parameters.
+        site: the site (default: RADFLOW_SITE).
+    """
+    from radflow.blocks import Site
+    from radflow.errors import ConfigurationError
+    from radflow.runtime import site_name
+
+    name = site_name(site)
+    root = Path(Site.load(name).root)
+    folder = bundle_dir(root, version_hash)
+    file_name, _, function = entrypoint.partition(":")
+    path = (folder / file_name).resolve()
+    if folder.resolve() not in path.parents or not path.exists():
+        raise ConfigurationError(f"the entrypoint {entrypoint} is not in bundle {version_hash}",
+                                 fix="the agent installs the bundle before the run")
+    spec = importlib.util.spec_from_file_location(f"radflow_bundle_{job_id[:12]}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = getattr(module, function)(**(params or {}), site=name)
+    if not isinstance(out, dict) or "release" not in out:
+        raise ConfigurationError("the site part returned no 'release'",
+                                 fix="return {'local': ..., 'release': ...}")
+    jobs = root / "federation" / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    target = jobs / f"{job_id}.json"
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, default=str))
+    os.replace(tmp, target)
+    return {"job": job_id, "written": str(target)}

@@ -1,0 +1,166 @@
+"""The site agent: a site component, running once the site has joined a hub. It only connects
+out, long-polling the hub for jobs, and for each job, in order:
+
+1. checks the site's approval of the version's hash (``not_approved``), the job mode (manual:
+   a data steward accepts it first), the signature against the pinned hub key and every file
+   (``bad_signature``), and the plugins at their exact versions (``missing_plugin:...``);
+2. installs the bundle under ``sites/NAME/bundles/<hash>/``;
+3. runs the site part as a ``federated-job`` flow run on the site's own Prefect, with the job
+   id as idempotency key (a restarted agent finds the same run, never a second one);
+4. puts the release through the egress gate;
+5. posts the release or the refusal code once (the hub treats the job id as idempotency key).
+
+Every step that decides is in the site's audit log.
+
+    python -m radflow.federation.agent --site NAME      (started by `radflow site up`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from radflow.service import ServiceLoop
+
+POLL_SECONDS = 20.0  # how long one long poll is held open at the hub
+
+
+def accepted_file(site_root: Path, job_id: str) -> Path:
+    return site_root / "federation" / "jobs" / f"{job_id}.accepted"
+
+
+class Agent(ServiceLoop):
+    def __init__(self, ctx: Any, heartbeat: Path | None = None) -> None:
+        super().__init__("agent", heartbeat, interval=0.2, dependencies=("hub", "prefect"))
+        from radflow.federation.client import HubClient
+
+        self.ctx = ctx
+        self.root = ctx.paths.root
+        self.hub = HubClient(self.root)
+        self.waiting: list[str] = []
+
+    def tick(self) -> None:
+        if self.guard("hub", self.poll) is None:
+            time.sleep(5.0)  # the hub is away or refuses: try again, gently
+
+    def poll(self) -> bool:
+        from radflow.errors import SiteError
+
+        answer = self.hub.get("/jobs", wait=POLL_SECONDS)
+        if answer.status_code != 200:
+            raise SiteError(f"the hub answered HTTP {answer.status_code} to the job poll",
+                            fix="the site may be revoked: ask the hub's operator")
+        self.waiting = []
+        for job in answer.json()["jobs"]:
+            self.guard("prefect", lambda job=job: self.handle(job))
+        return True
+
+    def detail(self) -> dict[str, Any]:
+        return {"detail": f"joined {self.hub.info['url']}"
+                          + (f"; {len(self.waiting)} job(s) await acceptance" if self.waiting
+                             else "")}
+
+    def handle(self, job: dict[str, Any]) -> str | None:
+        """Take one job as far as it can go now; returns what was posted (or None)."""
+        from radflow.federation.egress import gate
+        from radflow.federation.manifest import missing_plugins
+        from radflow.federation.policy import load_policy
+        from radflow.federation.signing import SignatureInvalid
+        from radflow.federation.versions import fetch
+
+        policy = load_policy(self.root)
+        if job["version"] not in policy.approved:
+            return self.post(job, refusal="not_approved")
+        if policy.job_mode == "manual" and not accepted_file(self.root, job["id"]).exists():
+            self.waiting.append(job["id"])
+            return None
+        try:
+            signed, files = fetch(self.root, job["version"])
+        except SignatureInvalid:
+            return self.post(job, refusal="bad_signature")
+        missing = missing_plugins(signed.manifest)
+        if missing:
+            return self.post(job, refusal=missing[0])
+        self.install(job["version"], files)
+        release = self.run(job, signed.manifest.site_entrypoint)
+        if release is None:
+            return self.post(job, refusal="site_part_failed")
+        result = gate(release, signed.manifest.release_schema, policy)
+        if not result.ok:
+            return self.post(job, refusal=result.refusal)
+        return self.post(job, release=result.released, suppressed=result.suppressed)
+
+    def install(self, version_hash: str, files: dict[str, bytes]) -> Path:
+        from radflow.flows.federated_job import bundle_dir
+
+        folder = bundle_dir(self.root, version_hash)
+        for rel, data in files.items():
+            target = folder / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists() or target.read_bytes() != data:
+                target.write_bytes(data)
+        return folder
+
+    def run(self, job: dict[str, Any], entrypoint: str) -> dict[str, Any] | None:
+        api = self.ctx.prefect()
+        run = api.create_flow_run(f"federated-job/{self.ctx.name}", {
+            "job_id": job["id"], "version_hash": job["version"], "entrypoint": entrypoint,
+            "params": job["params"], "site": self.ctx.name},
+            idempotency_key=f"federated-job-{job['id']}",
+            tags=(f"version:{job['version'][7:19]}", f"study:{job['study']}"))
+        done = api.wait(run.id, timeout=24 * 3600)
+        if not done.ok:
+            self.logger.warning("job %s: the site part ended %s", job["id"], done.state)
+            return None
+        out = json.loads((self.root / "federation" / "jobs" / f"{job['id']}.json").read_text())
+        return out.get("release")
+
+    def post(self, job: dict[str, Any], release: dict | None = None, refusal: str | None = None,
+             suppressed: list[str] | None = None) -> str:
+        from radflow.audit import record
+        from radflow.errors import SiteError
+
+        answer = self.hub.post(f"/jobs/{job['id']}/result",
+                               {"release": release, "refusal": refusal})
+        if answer.status_code != 200:
+            raise SiteError(f"the hub refused the result of job {job['id']} "
+                            f"(HTTP {answer.status_code})", fix="see the hub's log")
+        action = "federation.released" if release is not None else "federation.refused"
+        record(self.ctx.catalog_url, actor="radflow:agent", action=action,
+               subject=f"job:{job['id']}",
+               detail={"version": job["version"], "study": job["study"], "refusal": refusal,
+                       "release": release, "suppressed": suppressed or [],
+                       "hub": answer.json()["status"]})
+        self.logger.info("job %s: %s", job["id"], refusal or "released")
+        return refusal or "released"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m radflow.federation.agent")
+    parser.add_argument("--site", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    from radflow.errors import RadflowError
+    from radflow.site import SiteManager
+
+    try:
+        ctx = SiteManager().context(args.site)
+        Agent(ctx, heartbeat=ctx.paths.run / "agent.json").run_forever()
+    except KeyboardInterrupt:
+        return 0
+    except RadflowError as exc:
+        logging.getLogger("radflow.agent").error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
