@@ -149,7 +149,19 @@ def hub(tmp_path_factory):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     app = create_app(engine, folder / "hub.key", url)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    bodies: list[bytes] = []
+
+    async def recorder(scope, receive, send):  # every request body the hub receives
+        async def receive_and_keep():
+            message = await receive()
+            if message.get("type") == "http.request" and message.get("body"):
+                bodies.append(message["body"])
+            return message
+
+        await app(scope, receive_and_keep, send)
+
+    server = uvicorn.Server(uvicorn.Config(recorder, host="127.0.0.1", port=port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -159,6 +171,6 @@ def hub(tmp_path_factory):
                 break
         except requests.RequestException:
             time.sleep(0.1)
-    yield {"url": url, "engine": engine, "folder": folder, "app": app}
+    yield {"url": url, "engine": engine, "folder": folder, "app": app, "bodies": bodies}
     server.should_exit = True
     thread.join(10)

@@ -60,7 +60,7 @@ def last_seq(site) -> int:
             or 0
 
 
-def test_a_federated_count_through_the_agent(joined, hub) -> None:
+def test_a_federated_count_through_the_agent(joined, hub, cli) -> None:
     site = joined
     version = published(hub)
     cohort = parse_short(["modality=CT"])
@@ -72,6 +72,28 @@ def test_a_federated_count_through_the_agent(joined, hub) -> None:
     assert refused["sites"] == [{"site": "alpha", "status": "refused",
                                  "refusal": "not_approved"}]
     assert [e.action for e in audit_since(site, before)] == ["federation.refused"]
+
+    # job mode manual (the default): the job waits until a data steward accepts it
+    import threading
+    import time
+
+    save_policy(site.paths.root, SitePolicy(approved=[version], min_cohort=2, min_cell=2))
+    manual: dict = {}
+    runner = threading.Thread(target=lambda: manual.update(run_study(
+        hub["engine"], hub["folder"], "federated-cohort-count", params, ["alpha"],
+        deadline_s=120)))
+    runner.start()
+    deadline = time.monotonic() + 60
+    listed: list = []
+    while time.monotonic() < deadline and not listed:
+        listed = json.loads(cli("site", "jobs", "list", "--site", "alpha", "--json",
+                                check=True).stdout)
+    assert listed and listed[0]["approved"] and not listed[0]["accepted"]
+    time.sleep(3)  # the agent has seen it and waits
+    assert registry.study_jobs(hub["engine"], listed[0]["study"])[0].status == "queued"
+    cli("site", "jobs", "accept", listed[0]["id"], "--site", "alpha", check=True)
+    runner.join(150)
+    assert manual["sites"][0]["status"] == "released"
 
     save_policy(site.paths.root, SitePolicy(approved=[version], job_mode="auto", min_cohort=2,
                                             min_cell=2))
@@ -87,6 +109,7 @@ def test_a_federated_count_through_the_agent(joined, hub) -> None:
     assert result["combined"]["matching"] == matching
     assert (hub["folder"] / "studies" / result["study"] / "result.png").stat().st_size > 1000
     events = audit_since(site, before)
+    assert [e.action for e in events].count("federation.job_accepted") == 1
     assert events[-1].action == "federation.released"
     assert json.loads(events[-1].detail)["release"] == {"n": total, "matching": matching}
     # the release went out once: the job is done at the hub, and the agent took nothing else
@@ -103,3 +126,78 @@ def test_a_federated_count_through_the_agent(joined, hub) -> None:
                          ["alpha"], deadline_s=90)
     assert tampered["sites"][0]["refusal"] == "bad_signature"
     assert verify(site.catalog_url).ok
+
+
+def flow_runs_of(site, study: str) -> list[dict]:
+    import requests
+
+    return requests.post(f"{site.prefect_api_url}/flow_runs/filter", auth=site.prefect_auth(),
+                         timeout=10, json={"flow_runs": {"tags": {"all_": [f"study:{study}"]}}}
+                         ).json()
+
+
+def test_a_killed_agent_resumes_a_missing_site_is_reported_and_nothing_leaks(
+        joined, hub, manager, synth_dir) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    from radflow.site.components import component
+
+    site = joined
+    version = published(hub)
+    save_policy(site.paths.root, SitePolicy(approved=[version], job_mode="auto", min_cohort=2,
+                                            min_cell=2))
+    # a second site enrols but never polls: it is offline during the study
+    join(hub["url"], "ghost", registry.add_site(hub["engine"], "ghost"),
+         site.paths.root.parent / "ghost-site")
+    params = {"cohort": parse_short(["modality=CT"]).canonical()}
+    out: dict = {}
+    runner = threading.Thread(target=lambda: out.update(run_study(
+        hub["engine"], hub["folder"], "federated-cohort-count", params, ["alpha", "ghost"],
+        deadline_s=150)))
+    runner.start()
+    deadline = time.monotonic() + 90
+    study = None
+    while time.monotonic() < deadline and study is None:  # the study's job reaches alpha
+        jobs = registry.queued_jobs(hub["engine"], "alpha")
+        study = jobs[0]["study"] if jobs else None
+        time.sleep(0.1)
+    assert study is not None
+    while time.monotonic() < deadline and not flow_runs_of(site, study):
+        time.sleep(0.1)
+    agent = component("agent").process(site)
+    os.kill(agent.pid, signal.SIGKILL)  # in the middle of the job
+    manager.up("alpha")  # the site supervisor starts it again
+    runner.join(200)
+    by_site = {s["site"]: s for s in out["sites"]}
+    assert by_site["ghost"]["status"] == "missing"  # reported; alpha's result stands
+    assert by_site["alpha"]["status"] == "released", by_site["alpha"]
+    assert out["combined"]["sites_not_in"] == {"ghost": "missing"}
+    assert len(flow_runs_of(site, study)) == 1  # the restarted agent found the same run
+    with session_scope(site.catalog_url) as session:
+        released = session.exec(select(AuditEvent).where(
+            AuditEvent.action == "federation.released")).all()
+    jobs = [json.loads(e.detail)["study"] for e in released]
+    assert jobs.count(study) == 1  # posted exactly once
+
+    # the leak test: nothing that names a patient, a study or a series reached the hub
+    manifest = json.loads((synth_dir / "manifest.json").read_text())
+    secrets = set()
+    for case in manifest["cases"]:
+        secrets |= {str(case[k]) for k in ("patient_id", "patient_name", "study_uid",
+                                          "series_uid") if case.get(k)}
+    with session_scope(site.catalog_url) as session:
+        for row in session.exec(select(Series)):
+            secrets |= {row.series_uid, row.study_uid, row.orthanc_id}
+            if row.series_description:
+                secrets.add(row.series_description)
+    secrets = {s for s in secrets if len(s) >= 6}
+    assert len(secrets) >= 6
+    stored = b"".join(p.read_bytes() for p in hub["folder"].rglob("*") if p.is_file())
+    received = b"\n".join(hub["bodies"])
+    assert received and stored
+    for secret in secrets:
+        assert secret.encode() not in stored, secret
+        assert secret.encode() not in received, secret

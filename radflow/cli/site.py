@@ -373,3 +373,50 @@ def versions(site: str | None = SITE, json_out: bool = JSON) -> None:
                 f"{'APPROVED' if r['approved'] else 'not approved'}  by {r['publisher']}  "
                 f"releases {fields}  ({since})")
     emit_rows(rows, json_out, line)
+
+
+jobs_app = typer.Typer(help="Federated jobs the hub queued for this site.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("list")
+def jobs_list(site: str | None = SITE, json_out: bool = JSON) -> None:
+    """The jobs the hub has queued for this site, with their flow version and approval."""
+    from radflow.cli.common import emit_rows, site_context
+    from radflow.federation.agent import accepted_file
+    from radflow.federation.client import HubClient
+    from radflow.federation.policy import load_policy
+
+    ctx = site_context(site)
+    approved = set(load_policy(ctx.paths.root).approved)
+    answer = HubClient(ctx.paths.root).get("/jobs", wait=0)
+    rows = [{"id": j["id"], "study": j["study"], "version": j["version"],
+             "approved": j["version"] in approved,
+             "accepted": accepted_file(ctx.paths.root, j["id"]).exists(),
+             "params": j["params"]} for j in answer.json().get("jobs", [])]
+    emit_rows(rows, json_out, lambda r: f"{r['id']}  study {r['study']}  {r['version'][:19]}  "
+              f"{'approved' if r['approved'] else 'NOT approved'}  "
+              f"{'accepted' if r['accepted'] else 'waiting for acceptance'}")
+
+
+@jobs_app.command("accept")
+def jobs_accept(job_id: str = typer.Argument(..., help="The job's id (radflow site jobs list)."),
+                site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Accept a queued job (job mode manual: a data steward accepts each one); the agent runs
+    it on its next poll. Recorded in the site's audit log."""
+    import re
+
+    from radflow.audit import record
+    from radflow.cli.common import site_context
+    from radflow.errors import ConfigurationError
+    from radflow.federation.agent import accepted_file
+
+    if not re.fullmatch(r"[0-9a-f]{32}", job_id):
+        raise ConfigurationError(f"{job_id!r} is not a job id", fix="see radflow site jobs list")
+    ctx = site_context(site)
+    path = accepted_file(ctx.paths.root, job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"accepted by {_user()}\n")
+    record(ctx.catalog_url, actor=f"cli:{_user()}", action="federation.job_accepted",
+           subject=f"job:{job_id}", detail={})
+    report(json_out, {"job": job_id, "accepted": True}, f"job {job_id}: accepted")

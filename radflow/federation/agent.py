@@ -52,7 +52,10 @@ class Agent(ServiceLoop):
     def poll(self) -> bool:
         from radflow.errors import SiteError
 
-        answer = self.hub.get("/jobs", wait=POLL_SECONDS)
+        # jobs waiting for a steward's acceptance do not end the long poll (the acceptance is
+        # a local file: the agent looks again when the poll ends, within 5 s)
+        answer = self.hub.get("/jobs", wait=5.0 if self.waiting else POLL_SECONDS,
+                              skip=",".join(self.waiting))
         if answer.status_code != 200:
             raise SiteError(f"the hub answered HTTP {answer.status_code} to the job poll",
                             fix="the site may be revoked: ask the hub's operator")

@@ -84,15 +84,19 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str) -> FastAPI:
                 "scope": f"site:{site}"}
 
     @app.get("/v1/sites/{name}/jobs")
-    async def jobs(name: str, request: Request, wait: float = 0.0) -> dict[str, Any]:
+    async def jobs(name: str, request: Request, wait: float = 0.0,
+                   skip: str = "") -> dict[str, Any]:
         """The site's open jobs; with ``wait`` the request is held open (long poll) until one
-        is queued or ``wait`` seconds pass."""
+        is queued or ``wait`` seconds pass. ``skip``: job ids (comma-separated) the site knows
+        already and waits on (e.g. for a steward's acceptance): they do not end the wait."""
         caller(name, request)
+        known = set(skip.split(",")[:200]) if skip else set()
         deadline = asyncio.get_running_loop().time() + min(max(wait, 0.0), MAX_WAIT)
         while True:
-            found = registry.queued_jobs(engine, name)
+            every = registry.queued_jobs(engine, name)
+            found = every if any(j["id"] not in known for j in every) else []
             if found or asyncio.get_running_loop().time() >= deadline:
-                return {"jobs": found}
+                return {"jobs": every}
             await asyncio.sleep(0.2)
 
     @app.post("/v1/sites/{name}/jobs/{job_id}/result")
