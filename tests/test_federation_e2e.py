@@ -119,11 +119,19 @@ def test_a_federated_count_through_the_agent(joined, hub, cli) -> None:
     # one byte of the published bundle changes at the hub: the site refuses it
     with Session(hub["engine"]) as session:
         stored = session.get(HubVersion, version)
-        stored.bundle = stored.bundle.replace(b"count_series(session", b"count_series(sessioN", 1)
+        original = stored.bundle
+        stored.bundle = original.replace(b"count_series(session", b"count_series(sessioN", 1)
         session.add(stored)
         session.commit()
-    tampered = run_study(hub["engine"], hub["folder"], "federated-cohort-count", params,
-                         ["alpha"], deadline_s=90)
+    try:
+        tampered = run_study(hub["engine"], hub["folder"], "federated-cohort-count", params,
+                             ["alpha"], deadline_s=90)
+    finally:
+        with Session(hub["engine"]) as session:
+            stored = session.get(HubVersion, version)
+            stored.bundle = original
+            session.add(stored)
+            session.commit()
     assert tampered["sites"][0]["refusal"] == "bad_signature"
     assert verify(site.catalog_url).ok
 

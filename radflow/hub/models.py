@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
+
+
+class HubModel(SQLModel, registry=registry()):
+    """The hub's tables: a metadata of their own, apart from the site catalog's."""
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class HubSite(SQLModel, table=True):
+class HubSite(HubModel, table=True):
     """A site the hub knows: pending (a code was issued), enrolled (its key is known), revoked."""
 
     __tablename__ = "hub_site"
@@ -27,7 +32,7 @@ class HubSite(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
-class HubToken(SQLModel, table=True):
+class HubToken(HubModel, table=True):
     """An access token (only its hash is kept), scoped to one site."""
 
     __tablename__ = "hub_token"
@@ -37,7 +42,7 @@ class HubToken(SQLModel, table=True):
     expires_at: datetime
 
 
-class UsedAssertion(SQLModel, table=True):
+class UsedAssertion(HubModel, table=True):
     """Client assertion ids (jti) seen, so an assertion cannot be replayed."""
 
     __tablename__ = "hub_used_assertion"
@@ -46,7 +51,7 @@ class UsedAssertion(SQLModel, table=True):
     expires_at: datetime
 
 
-class HubVersion(SQLModel, table=True):
+class HubVersion(HubModel, table=True):
     """A published flow version: its signed manifest and its bundle, by content hash. (The
     hub keeps the version history; Prefect's open-source server keeps only a version string.)"""
 
@@ -61,7 +66,7 @@ class HubVersion(SQLModel, table=True):
     published_at: datetime = Field(default_factory=utcnow)
 
 
-class HubStudy(SQLModel, table=True):
+class HubStudy(HubModel, table=True):
     """A study: one flow version run at a set of sites with the same parameters."""
 
     __tablename__ = "hub_study"
@@ -74,7 +79,7 @@ class HubStudy(SQLModel, table=True):
     deadline: datetime
 
 
-class HubJob(SQLModel, table=True):
+class HubJob(HubModel, table=True):
     """One site's part of a study, from queued to released (or refused, or missed)."""
 
     __tablename__ = "hub_job"

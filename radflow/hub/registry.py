@@ -17,10 +17,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, delete, select
+from sqlmodel import Session, delete, select
 
 from radflow.errors import ConfigurationError, RadflowError
-from radflow.hub.models import HubJob, HubSite, HubStudy, HubToken, HubVersion, UsedAssertion
+from radflow.hub.models import (
+    HubJob,
+    HubModel,
+    HubSite,
+    HubStudy,
+    HubToken,
+    HubVersion,
+    UsedAssertion,
+)
 
 CODE_TTL = timedelta(hours=24)
 TOKEN_TTL = timedelta(minutes=5)
@@ -46,9 +54,7 @@ def _aware(dt: datetime | None) -> datetime | None:
 
 
 def create(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine, tables=[HubSite.__table__, HubToken.__table__,
-                                                 UsedAssertion.__table__, HubVersion.__table__,
-                                                 HubStudy.__table__, HubJob.__table__])
+    HubModel.metadata.create_all(engine)
 
 
 def add_site(engine: Engine, name: str) -> str:
