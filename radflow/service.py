@@ -120,3 +120,32 @@ class ServiceLoop:
         tmp = self.heartbeat.with_suffix(".tmp")
         tmp.write_text(json.dumps(body, default=str))
         tmp.replace(self.heartbeat)
+
+
+def run_site_service(prog: str, make: Callable[[Any], ServiceLoop],
+                     argv: list[str] | None = None) -> int:
+    """The ``main`` of a site service (``python -m MODULE --site NAME``, as `radflow site up`
+    starts it): logs to stdout, exits on SIGTERM, runs ``make(site_context)`` until stopped. A
+    RadflowError (a missing site, a bad configuration) is logged and exits 1."""
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--site", required=True, help="site name")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    from radflow.site import SiteManager
+
+    try:
+        make(SiteManager().context(args.site)).run_forever()
+    except KeyboardInterrupt:
+        return 0
+    except RadflowError as exc:
+        logging.getLogger(f"radflow.{prog.rsplit('.', 1)[-1]}").error("%s", exc)
+        return 1
+    return 0

@@ -17,10 +17,7 @@ Every step that decides is in the site's audit log.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -145,25 +142,10 @@ class Agent(ServiceLoop):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m radflow.federation.agent")
-    parser.add_argument("--site", required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    from radflow.errors import RadflowError
-    from radflow.site import SiteManager
+    from radflow.service import run_site_service
 
-    try:
-        ctx = SiteManager().context(args.site)
-        Agent(ctx, heartbeat=ctx.paths.run / "agent.json").run_forever()
-    except KeyboardInterrupt:
-        return 0
-    except RadflowError as exc:
-        logging.getLogger("radflow.agent").error("%s", exc)
-        return 1
-    return 0
-
+    return run_site_service("python -m radflow.federation.agent", lambda ctx: Agent(
+        ctx, heartbeat=ctx.paths.run / "agent.json"), argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -196,12 +196,17 @@ def revoke_site(engine: Engine, name: str) -> None:
         session.commit()
 
 
-def sites(engine: Engine) -> list[HubSite]:
+def _detached(engine: Engine, query: Any) -> list[Any]:
+    """The rows of a query, usable after its session closed."""
     with Session(engine) as session:
-        rows = list(session.exec(select(HubSite).order_by(HubSite.name)))
+        rows = list(session.exec(query))
         for r in rows:
             session.expunge(r)
         return rows
+
+
+def sites(engine: Engine) -> list[HubSite]:
+    return _detached(engine, select(HubSite).order_by(HubSite.name))
 
 
 def publish(engine: Engine, signed: Any, bundle: bytes) -> bool:
@@ -217,11 +222,7 @@ def publish(engine: Engine, signed: Any, bundle: bytes) -> bool:
 
 
 def versions(engine: Engine) -> list[HubVersion]:
-    with Session(engine) as session:
-        rows = list(session.exec(select(HubVersion).order_by(HubVersion.published_at)))
-        for r in rows:
-            session.expunge(r)
-        return rows
+    return _detached(engine, select(HubVersion).order_by(HubVersion.published_at))
 
 
 def start_study(engine: Engine, name: str, params: dict[str, Any], sites_: list[str] | None,
@@ -300,9 +301,5 @@ def post_result(engine: Engine, site: str, job_id: str, release: dict[str, Any] 
 
 
 def study_jobs(engine: Engine, study_id: str) -> list[HubJob]:
-    with Session(engine) as session:
-        rows = list(session.exec(select(HubJob).where(HubJob.study_id == study_id)
-                                 .order_by(HubJob.site)))
-        for r in rows:
-            session.expunge(r)
-        return rows
+    return _detached(engine, select(HubJob).where(HubJob.study_id == study_id)
+                     .order_by(HubJob.site))

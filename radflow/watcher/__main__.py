@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
-import signal
 import sys
-
-from radflow.errors import RadflowError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m radflow.watcher")
-    parser.add_argument("--site", required=True, help="site name")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call is noise
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-
-    from radflow.site import SiteManager
+    from radflow.service import run_site_service
     from radflow.watcher.core import watcher_for
 
-    try:
-        ctx = SiteManager().context(args.site)
-        watcher_for(ctx, heartbeat=True).run_forever()
-    except KeyboardInterrupt:
-        return 0
-    except RadflowError as exc:
-        logging.getLogger("radflow.watcher").error("%s", exc)
-        return 1
-    return 0
-
+    return run_site_service("python -m radflow.watcher",
+                            lambda ctx: watcher_for(ctx, heartbeat=True), argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,9 +7,6 @@ reminds the assignees of reviews half-way there (a log line and an audit event).
 
 from __future__ import annotations
 
-import argparse
-import logging
-import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,27 +116,10 @@ class ReviewKeeper(ServiceLoop):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m radflow_review.keeper")
-    parser.add_argument("--site", required=True, help="site name")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    from radflow.service import run_site_service
 
-    from radflow.errors import RadflowError
-    from radflow.site import SiteManager
-
-    try:
-        ctx = SiteManager().context(args.site)
-        ReviewKeeper(ctx.catalog_url, ctx.prefect(),
-                     heartbeat=ctx.paths.run / "reviews.json").run_forever()
-    except KeyboardInterrupt:
-        return 0
-    except RadflowError as exc:
-        logging.getLogger("radflow.reviews").error("%s", exc)
-        return 1
-    return 0
-
+    return run_site_service("python -m radflow_review.keeper", lambda ctx: ReviewKeeper(
+        ctx.catalog_url, ctx.prefect(), heartbeat=ctx.paths.run / "reviews.json"), argv)
 
 if __name__ == "__main__":
     sys.exit(main())
