@@ -26,6 +26,7 @@ from radflow.cli.pipeline import app as pipeline_app
 from radflow.cli.plugins import app as plugins_app
 from radflow.cli.results import app as results_app
 from radflow.cli.site import app as site_app
+from radflow.cli.site_federation import register as register_site_federation
 from radflow.cli.worklist import app as worklist_app
 from radflow.errors import RadflowError
 
@@ -44,6 +45,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+register_site_federation(site_app)
 app.add_typer(site_app, name="site")
 app.add_typer(data_app, name="data")
 app.add_typer(catalog_app, name="catalog")

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
+from radflow.catalog.models.base import utcnow
+
 
 class HubModel(SQLModel, registry=registry()):
     """The hub's tables: a metadata of their own, apart from the site catalog's."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class HubSite(HubModel, table=True):

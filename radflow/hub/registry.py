@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, delete, select
 
+from radflow.catalog.models.base import as_utc
 from radflow.errors import ConfigurationError, RadflowError
 from radflow.hub.models import (
     HubJob,
@@ -48,9 +49,6 @@ class Refusal(RadflowError):
 def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
-
-def _aware(dt: datetime | None) -> datetime | None:
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
 def create(engine: Engine) -> None:
@@ -96,7 +94,7 @@ def enrol(engine: Engine, name: str, code: str, public_key_pem: str) -> HubSite:
         now = datetime.now(UTC)
         if row is None or row.status != "pending" or row.code_hash is None or \
                 not hmac.compare_digest(row.code_hash, _hash(code)) or \
-                _aware(row.code_expires) < now:
+                as_utc(row.code_expires) < now:
             raise Refusal("bad_code", "the enrolment code is not valid for this site")
         row.status, row.code_hash, row.code_expires = "enrolled", None, None
         row.public_key_pem, row.fingerprint, row.enrolled_at = public_key_pem, print_, now
@@ -177,7 +175,7 @@ def site_of(engine: Engine, authorization: str | None) -> str | None:
         return None
     with Session(engine) as session:
         row = session.get(HubToken, _hash(authorization.removeprefix("Bearer ").strip()))
-        if row is None or _aware(row.expires_at) < datetime.now(UTC):
+        if row is None or as_utc(row.expires_at) < datetime.now(UTC):
             return None
         site = session.get(HubSite, row.site)
         return row.site if site is not None and site.status == "enrolled" else None

@@ -14,6 +14,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(dt: datetime | None) -> datetime | None:
+    """A datetime read back from SQLite (which drops the zone) as the UTC time it was."""
+    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
+
+
 def enum_column(enum: Any, *, default: Any = None, index: bool = False,
                 nullable: bool = False) -> Column:
     """A VARCHAR column that stores a str-Enum's value and loads it back as the Enum."""

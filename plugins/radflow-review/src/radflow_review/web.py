@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from radflow.catalog.models.base import as_utc
 from radflow.errors import DicomInputError, RadflowError
 from radflow.web.auth import CLINICAL_ROLES, User, check_csrf, clinician
 
@@ -25,9 +26,6 @@ router = APIRouter()
 TEMPLATES = Path(__file__).parent / "templates"
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
-
-def _aware(dt: datetime | None) -> datetime | None:
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
 def may_act(me: User, row: Any) -> bool:
@@ -121,11 +119,11 @@ def _series(request: Request, series_uid: str) -> Any:
 def _row(request: Request, row: Any) -> dict[str, Any]:
     now = datetime.now(UTC)
     result = _result(request, row.result_id)
-    due = _aware(row.due_at)
+    due = as_utc(row.due_at)
     return {"id": row.id, "status": row.status.value, "assignee": row.assignee,
             "series_uid": row.source_series_uid, "series": _series(request, row.source_series_uid),
             "model": f"{result.algorithm} {result.version}" if result else "?",
-            "waiting_hours": round((now - _aware(row.created_at)).total_seconds() / 3600, 1),
+            "waiting_hours": round((now - as_utc(row.created_at)).total_seconds() / 3600, 1),
             "due_at": due.isoformat(timespec="minutes"), "overdue": due < now,
             "decision": row.decision, "reviewer": row.reviewer, "flow_run_id": row.flow_run_id}
 
@@ -195,7 +193,7 @@ def _history(request: Request, row: Any) -> list[dict[str, Any]]:
     with session_scope(_ctx(request).catalog_url) as session:
         events = session.exec(select(AuditEvent).where(AuditEvent.subject == f"review:{row.key}")
                               .order_by(col(AuditEvent.seq)))
-        return [{"at": _aware(e.time).isoformat(timespec="seconds"), "actor": e.actor,
+        return [{"at": as_utc(e.time).isoformat(timespec="seconds"), "actor": e.actor,
                  "action": e.action, "detail": json.loads(e.detail or "{}")} for e in events]
 
 
