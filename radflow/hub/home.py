@@ -1,16 +1,28 @@
-"""The hub's folder under ``$RADFLOW_HOME/hub/``: ``hub.json`` (port, public URL), ``hub.db``
-(the federation API's database), ``keys/hub.key`` (its Ed25519 signing key, 0600), logs, run."""
+"""The hub's folder under ``$RADFLOW_HOME/hub/`` (mode 0700):
+
+- ``hub.json``: the federation API's port and public URL, the hub Prefect server's port;
+- ``secrets.json`` (0600): the hub Prefect server's credential (never given to a site);
+- ``hub.db``: the federation API's database; ``keys/hub.key``: its Ed25519 signing key (0600);
+- ``prefect/``: the hub Prefect server's home and database; ``studies/``: study artifacts;
+- ``logs/``, ``run/``: the processes' logs and PID files.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
+if TYPE_CHECKING:
+    from radflow.prefect_api import PrefectApi
+
 DEFAULT_PORT = 8700
+WORK_POOL = "hub"
 
 
 @dataclass
@@ -29,20 +41,32 @@ class HubHome:
     def config_file(self) -> Path:
         return self.root / "hub.json"
 
+    @property
+    def prefect_home(self) -> Path:
+        return self.root / "prefect"
+
     def config(self) -> dict:
         if self.config_file.exists():
             return json.loads(self.config_file.read_text())
         return {}
 
-    def make(self, port: int | None, public_url: str | None) -> dict:
+    def make(self, port: int | None, public_url: str | None,
+             prefect_port: int | None = None) -> dict:
         from radflow.federation.signing import generate
 
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         if not self.key.exists():
             generate(self.key)
+        secrets_file = self.root / "secrets.json"
+        if not secrets_file.exists():
+            fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump({"prefect_auth_string": "radflow:" + secrets.token_urlsafe(24)}, out)
         config = self.config()
         config["port"] = port or config.get("port") or DEFAULT_PORT
+        config["prefect_port"] = prefect_port or config.get("prefect_port") or \
+            config["port"] + 10
         if public_url is not None:
             config["public_url"] = public_url or None
         self.config_file.write_text(json.dumps(config, indent=2))
@@ -51,6 +75,23 @@ class HubHome:
     def url(self) -> str:
         config = self.config()
         return config.get("public_url") or f"http://127.0.0.1:{config.get('port', DEFAULT_PORT)}"
+
+    @property
+    def prefect_url(self) -> str:
+        return f"http://127.0.0.1:{self.config().get('prefect_port', DEFAULT_PORT + 10)}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"{self.prefect_url}/api"
+
+    def prefect_auth_string(self) -> str:
+        return json.loads((self.root / "secrets.json").read_text())["prefect_auth_string"]
+
+    def prefect(self, timeout: float = 30.0) -> PrefectApi:
+        from radflow.prefect_api import PrefectApi
+
+        user, _, password = self.prefect_auth_string().partition(":")
+        return PrefectApi(self.prefect_api_url, (user, password), timeout=timeout, site="hub")
 
     def engine(self) -> Engine:
         from sqlmodel import create_engine

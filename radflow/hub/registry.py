@@ -224,7 +224,7 @@ def versions(engine: Engine) -> list[HubVersion]:
 
 
 def start_study(engine: Engine, name: str, params: dict[str, Any], sites_: list[str] | None,
-                deadline_s: float) -> tuple[HubStudy, list[HubJob]]:
+                deadline_s: float, study_id: str | None = None) -> tuple[HubStudy, list[HubJob]]:
     """Queue one job per enrolled site (or per named site) for the newest version of ``name``.
 
     Raises:
@@ -242,11 +242,15 @@ def start_study(engine: Engine, name: str, params: dict[str, Any], sites_: list[
         enrolled = [s.name for s in session.exec(select(HubSite).where(
             HubSite.status == "enrolled"))]
         chosen = sites_ or enrolled
+        if not chosen:
+            raise ConfigurationError("no site has joined this hub yet",
+                                     fix="radflow hub site add NAME, then radflow site join at "
+                                         "the site")
         unknown = sorted(set(chosen) - set(enrolled))
         if unknown:
             raise ConfigurationError(f"sites {unknown} are not enrolled",
                                      fix="see radflow hub site list")
-        study = HubStudy(id=uuid.uuid4().hex[:12], name=name, version_hash=version.hash,
+        study = HubStudy(id=study_id or new_study_id(), name=name, version_hash=version.hash,
                          params=json.dumps(params),
                          deadline=datetime.now(UTC) + timedelta(seconds=deadline_s))
         jobs = [HubJob(id=uuid.uuid4().hex, study_id=study.id, site=site,
@@ -258,6 +262,12 @@ def start_study(engine: Engine, name: str, params: dict[str, Any], sites_: list[
             session.refresh(row)
             session.expunge(row)
     return study, jobs
+
+
+def new_study_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:12]
 
 
 def queued_jobs(engine: Engine, site: str) -> list[dict[str, Any]]:

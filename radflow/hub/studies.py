@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,32 +21,43 @@ from radflow.hub import registry
 
 def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
               sites: list[str] | None = None, deadline_s: float = 600.0,
-              poll: float = 0.5) -> dict[str, Any]:
-    study, _ = registry.start_study(engine, name, params, sites, deadline_s)
+              poll: float = 0.5, study_id: str | None = None,
+              on_site: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Queue the study's jobs, wait for every site or the deadline, combine, write artifacts.
+    ``on_site`` is told of each site's release or refusal as it arrives."""
+    study, _ = registry.start_study(engine, name, params, sites, deadline_s, study_id)
     end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
+    told: set[str] = set()
+    while True:
         rows = registry.study_jobs(engine, study.id)
-        if all(j.status in ("released", "refused") for j in rows):
+        for job in rows:
+            if job.status in ("released", "refused") and job.site not in told:
+                told.add(job.site)
+                if on_site is not None:
+                    on_site(_entry(job))
+        if len(told) == len(rows) or time.monotonic() >= end:
             break
         time.sleep(poll)
-    rows = registry.study_jobs(engine, study.id)
-    per_site = []
-    for job in rows:
-        entry: dict[str, Any] = {"site": job.site, "status": job.status
-                                 if job.status in ("released", "refused") else "missing"}
-        if job.status == "refused":
-            entry["refusal"] = job.refusal
-        if job.status == "released":
-            entry["release"] = json.loads(job.release)
-        per_site.append(entry)
+    per_site = [_entry(job) for job in rows]
     result = {"study": study.id, "flow": name, "version": study.version_hash,
-              "params": params, "sites": per_site, "combined": combine(name, per_site)}
+              "params": params, "sites": per_site, "combined": combine(name, per_site),
+              "finished": datetime.now(UTC).isoformat(timespec="seconds")}
     out = folder / "studies" / study.id
     out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(result, indent=2))
-    chart(result, out / "result.png")
     result["artifacts"] = [str(out / "result.json"), str(out / "result.png")]
+    chart(result, out / "result.png")
+    (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _entry(job: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"site": job.site, "status": job.status
+                             if job.status in ("released", "refused") else "missing"}
+    if job.status == "refused":
+        entry["refusal"] = job.refusal
+    if job.status == "released":
+        entry["release"] = json.loads(job.release)
+    return entry
 
 
 def combine(name: str, per_site: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,40 @@
+"""The coordinator flow, run by the hub's worker: it queues one job per site for the newest
+approved-for-publication version of a federated flow, follows the sites' releases and
+refusals as they come in (each one a log line in the hub's Prefect UI), combines them, and
+leaves the results as hub artifacts and as Prefect artifacts of the run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+
+@flow(name="federated-study", log_prints=False, persist_result=False)
+def federated_study(name: str, params: dict[str, Any] | None = None,
+                    sites: list[str] | None = None, deadline_s: float = 600.0,
+                    study_id: str | None = None) -> dict[str, Any]:
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    from radflow.hub.home import HubHome
+    from radflow.hub.studies import run_study
+
+    logger = get_run_logger()
+    home = HubHome.of(Path(os.environ["RADFLOW_HOME"]))
+    result = run_study(home.engine(), home.root, name, params or {}, sites, deadline_s,
+                       study_id=study_id, on_site=lambda s: logger.info(
+                           "%s: %s", s["site"], s.get("refusal") or s["status"]))
+    rows = [{"site": s["site"], "status": s["status"], "refusal": s.get("refusal", ""),
+             **{k: v for k, v in (s.get("release") or {}).items()
+                if isinstance(v, int | float | str) or v is None}} for s in result["sites"]]
+    create_table_artifact(rows, key=f"study-{result['study']}",
+                          description=f"{name}: what each site released or why it refused")
+    combined = "\n".join(f"| {k} | {v} |" for k, v in result["combined"].items())
+    create_markdown_artifact(f"# {name} ({result['study']})\n\nversion `{result['version']}`\n\n"
+                             f"| | |\n|---|---|\n{combined}\n\nArtifacts: "
+                             + ", ".join(f"`{a}`" for a in result["artifacts"]),
+                             key=f"study-{result['study']}-summary")
+    logger.info("study %s: %s", result["study"], result["combined"])
+    return result

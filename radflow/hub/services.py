@@ -1,0 +1,174 @@
+"""The hub's processes, started and stopped by ``radflow hub up|down``:
+
+- ``prefect-server``: the hub's own Prefect server (API + UI, loopback only, basic auth on).
+  Coordinator flows run here and coordinators watch them; no site ever gets its credential.
+- ``worker``: a Prefect process worker on the hub's work pool ``hub``.
+- ``federation-api``: the API the sites' agents call (enrolment, tokens, jobs, versions).
+
+Each published flow version becomes the hub deployment ``federated-study/<flow name>`` with the
+version's short hash as its Prefect ``version`` (the history itself is in the hub database).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+from radflow.errors import RadflowError, SiteError
+from radflow.hub.home import WORK_POOL, HubHome
+from radflow.site.process import ManagedProcess
+
+COORDINATOR_FLOW = "radflow.hub.flows.federated_study"
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class HubServices:
+    def __init__(self, home: HubHome) -> None:
+        self.home = home
+
+    def process(self, name: str) -> ManagedProcess:
+        log = {"federation-api": "api.log"}.get(name, f"{name}.log")
+        return ManagedProcess(name, self.home.root / "run", self.home.root / "logs" / log)
+
+    def base_env(self) -> dict[str, str]:
+        """The caller's environment minus its Prefect settings, plus the hub's."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update({"RADFLOW_HOME": str(self.home.root.parent),
+                    "PREFECT_HOME": str(self.home.prefect_home),
+                    "PREFECT_LOCAL_STORAGE_PATH": str(self.home.prefect_home / "results"),
+                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                    "PREFECT_LOGGING_COLORS": "false"})
+        return env
+
+    def client_env(self) -> dict[str, str]:
+        return {"PREFECT_API_URL": self.home.prefect_api_url,
+                "PREFECT_API_AUTH_STRING": self.home.prefect_auth_string()}
+
+    # health probes -------------------------------------------------------------------------
+    def api_healthy(self) -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{self.home.config()['port']}/healthz",
+                                timeout=2).ok
+        except (requests.RequestException, KeyError):
+            return False
+
+    def prefect_healthy(self) -> bool:
+        try:
+            self.home.prefect(timeout=3).version()
+            return True
+        except (RadflowError, FileNotFoundError, KeyError):
+            return False
+
+    def worker_healthy(self) -> bool:
+        try:
+            me = self.home.prefect(timeout=3).workers(WORK_POOL).get("hub-worker")
+        except (RadflowError, FileNotFoundError, KeyError):
+            return False
+        return me is not None and me.status == "ONLINE"
+
+    def status(self) -> dict[str, str]:
+        probes = {"prefect-server": self.prefect_healthy, "worker": self.worker_healthy,
+                  "federation-api": self.api_healthy}
+        return {name: ("running" if self.process(name).process() is not None and probe()
+                       else "starting" if self.process(name).process() is not None
+                       else "stopped") for name, probe in probes.items()}
+
+    # lifecycle -----------------------------------------------------------------------------
+    def up(self, bind: str, certfile: Path | None, keyfile: Path | None,
+           say: Say = _quiet) -> None:
+        """Start what is not running and wait until each answers (idempotent)."""
+        home = self.home
+        config = home.config()
+        server = self.process("prefect-server")
+        if server.process() is None:
+            env = self.base_env()
+            env.update({
+                "PREFECT_API_DATABASE_CONNECTION_URL":
+                    f"sqlite+aiosqlite:///{home.prefect_home / 'prefect.db'}",
+                "PREFECT_SERVER_API_HOST": "127.0.0.1",
+                "PREFECT_SERVER_API_PORT": str(config["prefect_port"]),
+                "PREFECT_SERVER_API_AUTH_STRING": home.prefect_auth_string(),
+                "PREFECT_UI_ENABLED": "true", "PREFECT_UI_API_URL": home.prefect_api_url})
+            home.prefect_home.mkdir(parents=True, exist_ok=True)
+            server.start([sys.executable, "-m", "prefect", "server", "start", "--host",
+                          "127.0.0.1", "--port", str(config["prefect_port"])], env, cwd=home.root)
+        api = self.process("federation-api")
+        if api.process() is None:
+            argv = [sys.executable, "-m", "radflow.hub", "--home", str(home.root.parent),
+                    "--bind", bind]
+            if certfile and keyfile:
+                argv += ["--certfile", str(certfile), "--keyfile", str(keyfile)]
+            api.start(argv, self.base_env(), cwd=home.root)
+        self._wait("federation-api", self.api_healthy, 30)
+        say(f"federation-api: {home.url()}")
+        self._wait("prefect-server", self.prefect_healthy, 90)
+        say(f"prefect-server: {home.prefect_url}")
+        home.prefect().ensure_work_pool(WORK_POOL)
+        deployed = apply_hub_deployments(home)
+        say(f"deployments: {', '.join(deployed) or 'none yet (radflow publish)'}")
+        worker = self.process("worker")
+        if worker.process() is None:
+            env = {**self.base_env(), **self.client_env(), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+            worker.start([sys.executable, "-m", "prefect", "worker", "start", "--pool",
+                          WORK_POOL, "--type", "process", "--name", "hub-worker"], env,
+                         cwd=home.root)
+        self._wait("worker", self.worker_healthy, 60)
+        say(f"worker: online in pool {WORK_POOL}")
+
+    def _wait(self, name: str, probe: Callable[[], bool], timeout: float) -> None:
+        proc = self.process(name)
+        deadline = time.monotonic() + timeout
+        while not probe():
+            if time.monotonic() > deadline or proc.process() is None:
+                raise SiteError(f"the hub's {name} did not start: {proc.log_tail(5)}",
+                                fix=f"read {proc.log_path}")
+            time.sleep(0.25)
+
+    def down(self) -> list[str]:
+        """Stop the worker, the federation API and the Prefect server; returns what ran."""
+        return [name for name in ("worker", "federation-api", "prefect-server")
+                if self.process(name).stop()]
+
+
+def hub_prefect(home: HubHome):
+    """Point Prefect clients in this process at the hub's Prefect server."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    return temporary_settings(updates={PREFECT_API_URL: home.prefect_api_url,
+                                       PREFECT_API_AUTH_STRING: home.prefect_auth_string()})
+
+
+def apply_hub_deployments(home: HubHome) -> list[str]:
+    """One deployment ``federated-study/<name>`` per published flow, at its newest version
+    (Prefect's ``version``: the short hash). Idempotent."""
+    from prefect.types.entrypoint import EntrypointType
+    from prefect.utilities.importtools import import_object
+
+    from radflow.hub import registry
+
+    newest: dict[str, str] = {}
+    for version in registry.versions(home.engine()):  # oldest first
+        newest[version.name] = version.hash
+    if not newest:
+        return []
+    flow = import_object(COORDINATOR_FLOW)
+    names = []
+    with hub_prefect(home):
+        for name, version_hash in sorted(newest.items()):
+            deployment = flow.to_deployment(
+                name=name, version=version_hash[7:19], entrypoint_type=EntrypointType.MODULE_PATH,
+                work_pool_name=WORK_POOL, parameters={"name": name},
+                description=f"The coordinator part of {name} (version {version_hash}).",
+                tags=["radflow", "federation", f"version:{version_hash[7:19]}"])
+            deployment.apply(work_pool_name=WORK_POOL)
+            names.append(f"federated-study/{name}")
+    return names
