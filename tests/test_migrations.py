@@ -85,3 +85,26 @@ def test_a_catalog_from_a_newer_radflow_is_refused(tmp_path: Path) -> None:
     get_engine.cache_clear()
     with pytest.raises(ConfigurationError, match="revision 9999, which this radflow does not know"):
         get_engine(url)
+
+
+def test_the_hub_database_is_migrated_and_matches_its_models(tmp_path: Path) -> None:
+    """A new hub database gets the same schema as the hub's models declare; one made with
+    create_all before migrations (phase 6's first commits) is stamped and kept, rows and all."""
+    from sqlmodel import Session, create_engine
+
+    from radflow.hub import registry
+    from radflow.hub.models import HubModel, HubSite
+
+    fresh = create_engine(f"sqlite:///{tmp_path / 'hub.db'}")
+    assert registry.create(fresh) == head(registry.MIGRATIONS)
+    with fresh.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), HubModel.metadata) == []
+    legacy = create_engine(f"sqlite:///{tmp_path / 'legacy.db'}")
+    HubModel.metadata.create_all(legacy)
+    with Session(legacy) as session:
+        session.add(HubSite(name="essen", status="enrolled"))
+        session.commit()
+    assert current_revision(legacy) is None
+    registry.create(legacy)
+    assert current_revision(legacy) == head(registry.MIGRATIONS)
+    assert [s.name for s in registry.sites(legacy)] == ["essen"]

@@ -29,20 +29,20 @@ SCRIPTS = Path(__file__).parent / "migrations"
 BASELINE = "0001"
 
 
-def _config(connection: Connection):
+def _config(connection: Connection, scripts: Path = SCRIPTS):
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(SCRIPTS))
+    config.set_main_option("script_location", str(scripts))
     config.attributes["connection"] = connection
     return config
 
 
-def head() -> str:
+def head(scripts: Path = SCRIPTS) -> str:
     """The newest revision this radflow knows."""
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory(str(SCRIPTS)).get_current_head()
+    return ScriptDirectory(str(scripts)).get_current_head()
 
 
 def current_revision(engine_or_url: Engine | str) -> str | None:
@@ -62,8 +62,11 @@ def _engine(engine_or_url: Engine | str) -> Engine:
     return create_engine(engine_or_url)
 
 
-def upgrade(engine_or_url: Engine | str) -> str:
-    """Bring a catalog to the newest schema; returns the revision it is at.
+def upgrade(engine_or_url: Engine | str, scripts: Path = SCRIPTS,
+            legacy_table: str = "series", what: str = "catalog") -> str:
+    """Bring a catalog (or another radflow database: ``scripts`` holds its migrations) to the
+    newest schema; returns the revision it is at. A database that has ``legacy_table`` but no
+    revision was made before migrations: it is stamped as the baseline ``0001`` first.
 
     Raises:
         ConfigurationError: the database is newer than this radflow (downgrade radflow's data or
@@ -80,24 +83,25 @@ def upgrade(engine_or_url: Engine | str) -> str:
             connection.commit()
         try:
             tables = set(inspect(connection).get_table_names())
-            config = _config(connection)
+            config = _config(connection, scripts)
             known = current_revision_of(connection)
-            if known is None and "series" in tables:
-                logger.info("catalog made before migrations: stamping revision %s", BASELINE)
+            if known is None and legacy_table in tables:
+                logger.info("%s made before migrations: stamping revision %s", what, BASELINE)
                 command.stamp(config, BASELINE)
                 connection.commit()
-            elif known is not None and known not in _revisions():
+            elif known is not None and known not in _revisions(scripts):
                 raise ConfigurationError(
-                    f"the catalog {engine.url.render_as_string(hide_password=True)} is at schema "
-                    f"revision {known}, which this radflow does not know (newest: {head()})",
-                    fix="upgrade radflow to the version that wrote this catalog")
+                    f"the {what} {engine.url.render_as_string(hide_password=True)} is at schema "
+                    f"revision {known}, which this radflow does not know (newest: "
+                    f"{head(scripts)})",
+                    fix=f"upgrade radflow to the version that wrote this {what}")
             command.upgrade(config, "head")
             connection.commit()
         finally:
             if sqlite:
                 connection.exec_driver_sql("PRAGMA foreign_keys=ON")
                 connection.commit()
-    return head()
+    return head(scripts)
 
 
 def current_revision_of(connection: Connection) -> str | None:
@@ -106,7 +110,7 @@ def current_revision_of(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def _revisions() -> set[str]:
+def _revisions(scripts: Path = SCRIPTS) -> set[str]:
     from alembic.script import ScriptDirectory
 
-    return {s.revision for s in ScriptDirectory(str(SCRIPTS)).walk_revisions()}
+    return {s.revision for s in ScriptDirectory(str(scripts)).walk_revisions()}

@@ -14,6 +14,7 @@ import hmac
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -23,7 +24,6 @@ from radflow.catalog.models.base import as_utc
 from radflow.errors import ConfigurationError, RadflowError
 from radflow.hub.models import (
     HubJob,
-    HubModel,
     HubSite,
     HubStudy,
     HubToken,
@@ -51,8 +51,15 @@ def _hash(text: str) -> str:
 
 
 
-def create(engine: Engine) -> None:
-    HubModel.metadata.create_all(engine)
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create(engine: Engine) -> str:
+    """Create or upgrade the hub database (Alembic migrations; a database made by
+    ``create_all`` before they existed is stamped as the baseline and upgraded in place)."""
+    from radflow.catalog.migrate import upgrade
+
+    return upgrade(engine, MIGRATIONS, legacy_table="hub_site", what="hub database")
 
 
 def add_site(engine: Engine, name: str) -> str:
