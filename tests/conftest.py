@@ -174,3 +174,77 @@ def hub(tmp_path_factory):
     yield {"url": url, "engine": engine, "folder": folder, "app": app, "bodies": bodies}
     server.should_exit = True
     thread.join(10)
+
+
+class RecordingProxy:
+    """A reverse proxy on loopback in front of a hub (the way a TLS front end would sit),
+    keeping every request body it forwards: what the hub received, for the leak tests."""
+
+    def __init__(self, target: str) -> None:
+        import threading
+
+        import httpx
+        import uvicorn
+
+        self.target = target.rstrip("/")
+        self.bodies: list[bytes] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        client = httpx.AsyncClient(timeout=120)
+
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            if body:
+                self.bodies.append(body)
+            headers = [(k.decode(), v.decode()) for k, v in scope["headers"]
+                       if k.lower() not in (b"host", b"content-length")]
+            query = scope.get("query_string", b"").decode()
+            answer = await client.request(scope["method"], self.target + scope["path"]
+                                          + (f"?{query}" if query else ""),
+                                          headers=headers, content=body)
+            await send({"type": "http.response.start", "status": answer.status_code,
+                        "headers": [(k.encode(), v.encode()) for k, v in answer.headers.items()
+                                    if k.lower() not in ("content-length",
+                                                         "transfer-encoding",
+                                                         "content-encoding")]})
+            await send({"type": "http.response.body", "body": answer.content})
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def distinctive_patient(source: Path, out: Path, tag: str) -> dict[str, str]:
+    """A copy of one synthetic series as a patient with names, IDs, UIDs and descriptions that
+    appear nowhere else (for the leak tests); returns those strings."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    strings = {"PatientName": f"Quetzalcoatl^{tag}Zanzibar", "PatientID": f"MRN{tag}80417",
+               "StudyDescription": f"Leakcheck {tag} abdomen", "AccessionNumber": f"ACC{tag}931",
+               "SeriesDescription": f"Leakcheck {tag} portal venous",
+               "StudyInstanceUID": generate_uid(), "SeriesInstanceUID": generate_uid()}
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        for keyword, value in strings.items():
+            setattr(ds, keyword, value)
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(out / path.name)
+    return strings

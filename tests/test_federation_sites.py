@@ -1,0 +1,184 @@
+"""A hub and three sites, every part real: the hub (`radflow hub up`: its Prefect server, its
+worker and the federation API, behind a recording reverse proxy), and the sites alpha (the
+session's), beta and gamma, each with its own Orthanc, Prefect server, worker, agent, catalog
+and synthetic patients (different seeds: different vendor mixes), plus one patient per site with
+names, IDs, UIDs and descriptions found nowhere else.
+
+Studies run as `radflow study run` (a flow run on the hub's Prefect). Checked: an unapproved
+version is refused with not_approved and the site's audit log says so; the federated count
+equals the pooled count computed here from the three catalogs; a site taken down while its job
+is in flight is reported missing and the others' results stand; a revoked site's token is
+refused at once; and none of the distinctive strings, nor any UID of any site, is anywhere under
+the hub's folder (its database, its Prefect database, its logs, the study artifacts) or in any
+request body the hub received."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from conftest import RADFLOW, RecordingProxy, distinctive_patient, free_port, send, wait_settled
+from sqlmodel import select
+
+from radflow.catalog.db import session_scope
+from radflow.catalog.models import AuditEvent, Series
+from radflow.cohorts.definition import parse_short
+from radflow.cohorts.query import count_series
+from radflow.federation.client import HubClient, join
+from radflow.federation.policy import SitePolicy, policy_path, save_policy
+from radflow.synth import synthesize
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+PACKAGE = "federation/flows/federated-cohort-count"
+SITES = ("alpha", "beta", "gamma")
+
+
+@pytest.fixture(scope="module")
+def federation(site, manager, synth_dir, tmp_path_factory):
+    hub_home = tmp_path_factory.mktemp("hub-home")
+    env = {**os.environ, "RADFLOW_HOME": str(hub_home)}
+
+    def hub_cli(*args: str) -> dict:
+        proc = subprocess.run([*RADFLOW, *args, "--json"], env=env, capture_output=True,
+                              text=True, timeout=400, check=False)
+        assert proc.returncode == 0, f"radflow {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+        return json.loads(proc.stdout)
+
+    api_port = free_port()
+    proxy = RecordingProxy(f"http://127.0.0.1:{api_port}")
+    hub_cli("hub", "up", "--port", str(api_port), "--prefect-port", str(free_port()),
+            "--public-url", proxy.url)
+    distinctive: set[str] = set()
+    contexts = {}
+    try:
+        for name in SITES:
+            code = hub_cli("hub", "site", "add", name)["code"]
+            root = manager.settings.home / "sites" / name
+            join(proxy.url, name, code, root)
+            manager.up(name, stable_age=2)  # alpha: starts its agent, now enabled
+            ctx = manager.context(name)
+            assert manager.status(name).component("agent").state == "running"
+            data = synth_dir if name == "alpha" else tmp_path_factory.mktemp(f"synth-{name}")
+            if name != "alpha":
+                synthesize(data, 2, seed=len(name) * 7 + ord(name[0]), matrix=64)
+            leak = tmp_path_factory.mktemp(f"leak-{name}")
+            distinctive |= set(distinctive_patient(data / "case_000" / "dicom", leak,
+                                                   name.title()).values())
+            send(ctx, data, leak)
+            contexts[name] = ctx
+        for ctx in contexts.values():
+            wait_settled(ctx)
+        yield {"hub_cli": hub_cli, "hub_home": hub_home, "proxy": proxy, "sites": contexts,
+               "distinctive": distinctive}
+    finally:
+        from radflow.site.components import component
+
+        for name in ("beta", "gamma"):
+            if name in manager.sites():
+                manager.down(name)
+        component("agent").process(site).stop()
+        hub_cli("hub", "down")
+        proxy.close()
+        shutil.rmtree(site.paths.root / "federation", ignore_errors=True)
+        policy_path(site.paths.root).unlink(missing_ok=True)
+
+
+def pooled(ctx, cohort) -> tuple[int, int]:
+    with session_scope(ctx.catalog_url) as session:
+        return len(session.exec(select(Series)).all()), count_series(session, cohort)
+
+
+def audit_actions(ctx) -> list[str]:
+    with session_scope(ctx.catalog_url) as session:
+        return [e.action for e in session.exec(select(AuditEvent).order_by(AuditEvent.seq))]
+
+
+def test_a_hub_and_three_sites(federation, cli, tmp_path) -> None:
+    hub_cli, sites = federation["hub_cli"], federation["sites"]
+    version = hub_cli("publish", PACKAGE)["hash"]
+    cohort = parse_short(["modality=CT"])
+    cohort_file = tmp_path / "cohort.json"
+    cohort_file.write_text(cohort.canonical_json())
+    for name in ("beta", "gamma"):  # alpha has not approved the version
+        save_policy(sites[name].paths.root, SitePolicy(approved=[version], job_mode="auto",
+                                                       min_cohort=2, min_cell=2))
+    save_policy(sites["alpha"].paths.root, SitePolicy(job_mode="auto", min_cohort=2,
+                                                      min_cell=2))
+    refused_before = audit_actions(sites["alpha"]).count("federation.refused")
+    first = hub_cli("study", "run", "federated-cohort-count", "--cohort", str(cohort_file),
+                    "--deadline", "120")
+    status = {s["site"]: s for s in first["sites"]}
+    assert status["alpha"] == {"site": "alpha", "status": "refused", "refusal": "not_approved"}
+    assert audit_actions(sites["alpha"]).count("federation.refused") == refused_before + 1
+    assert status["beta"]["status"] == status["gamma"]["status"] == "released"
+    assert first["flow_run"].startswith("http://127.0.0.1:")  # watched on the hub's Prefect
+
+    cli("site", "approve", version, "--site", "alpha", check=True)  # audited approval
+    assert "version.approved" in audit_actions(sites["alpha"])
+    second = hub_cli("study", "run", "federated-cohort-count", "--cohort", str(cohort_file),
+                     "--deadline", "120")
+    local = {name: pooled(ctx, cohort) for name, ctx in sites.items()}
+    assert all(matching >= 2 for _, matching in local.values())
+    for s in second["sites"]:
+        assert s["status"] == "released"
+        assert s["release"] == {"n": local[s["site"]][0], "matching": local[s["site"]][1]}
+    assert second["combined"]["matching"] == sum(m for _, m in local.values())  # = pooled
+    assert second["combined"]["series"] == sum(n for n, _ in local.values())
+    listed = hub_cli("study", "list")
+    assert {first["study"], second["study"]} <= {r["study"] for r in listed}
+
+    # beta takes its jobs by hand; its job reaches it, and then the whole site goes down
+    save_policy(sites["beta"].paths.root, SitePolicy(approved=[version], min_cohort=2,
+                                                     min_cell=2))
+    started = hub_cli("study", "run", "federated-cohort-count", "--cohort", str(cohort_file),
+                      "--deadline", "40", "--no-wait")
+    deadline = time.monotonic() + 60
+    waiting: list = []
+    while time.monotonic() < deadline and not waiting:
+        waiting = json.loads(cli("site", "jobs", "list", "--site", "beta", "--json",
+                                 check=True).stdout)
+    assert waiting and waiting[0]["study"] == started["study"]
+    from radflow.site import SiteManager
+
+    SiteManager(sites["beta"].settings).down("beta")
+    result_file = federation["hub_home"] / "hub" / "studies" / started["study"] / "result.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not result_file.exists():
+        time.sleep(0.5)
+    third = json.loads(result_file.read_text())
+    status = {s["site"]: s["status"] for s in third["sites"]}
+    assert status == {"alpha": "released", "beta": "missing", "gamma": "released"}
+    assert third["combined"]["sites_not_in"] == {"beta": "missing"}
+    assert third["combined"]["matching"] == local["alpha"][1] + local["gamma"][1]
+    shown = hub_cli("study", "show", started["study"])
+    assert shown["sites"] == third["sites"]
+
+    # a revoked site is cut off at once: the token it holds stops working
+    gamma = HubClient(sites["gamma"].paths.root)
+    assert gamma.get("").status_code == 200
+    hub_cli("hub", "site", "revoke", "gamma")
+    assert gamma.get("").status_code == 401
+
+    # the leak test, over everything the hub keeps and everything it was sent
+    secrets = set(federation["distinctive"])
+    for ctx in sites.values():
+        with session_scope(ctx.catalog_url) as session:
+            for row in session.exec(select(Series)):
+                secrets |= {row.series_uid, row.study_uid, row.orthanc_id}
+                if row.series_description:
+                    secrets.add(row.series_description)
+    secrets = {s for s in secrets if len(s) >= 6}
+    assert len(secrets) >= 20
+    hub_folder = federation["hub_home"] / "hub"
+    files = [p for p in hub_folder.rglob("*") if p.is_file()]
+    assert any(p.name == "prefect.db" for p in files) and any(p.suffix == ".log" for p in files)
+    stored = b"".join(p.read_bytes() for p in files)
+    received = b"\n".join(federation["proxy"].bodies)
+    assert b"client_assertion" in received and b"matching" in received
+    for secret in secrets:
+        assert secret.encode() not in stored, secret
+        assert secret.encode() not in received, secret
