@@ -4,11 +4,13 @@ VENV  ?= $(CURDIR)/.venv
 BIN   := $(VENV)/bin
 export RADFLOW_VENV := $(VENV)
 
-.PHONY: setup demo demo-down test test-fast lint clean help
+.PHONY: setup demo demo-site demo-down test test-fast lint clean help
 
 help:
-	@echo "make demo       set up, start the 'demo' site, synthesize and push 5 CT studies"
-	@echo "make demo-down  stop the demo site"
+	@echo "make demo       set up, start the 'demo' site (5 CT studies, pipeline, a review), then a"
+	@echo "                hub and a second site 'demo-b', and run a cross-site count"
+	@echo "make demo-site  the single-site part only"
+	@echo "make demo-down  stop the demo sites and the hub"
 	@echo "make test       set up, then run the whole test suite (real Orthanc + Prefect)"
 	@echo "make setup      install Debian packages (when missing) and the virtual environment"
 	@echo "make lint       ruff over the whole repository (part of make test)"
@@ -19,8 +21,13 @@ setup:
 demo: setup
 	@scripts/demo.sh
 
+demo-site: setup
+	@RADFLOW_DEMO_FEDERATED=0 scripts/demo.sh
+
 demo-down:
 	@$(BIN)/radflow site down --site demo
+	@$(BIN)/radflow site list --json | grep -q '"demo-b"' && $(BIN)/radflow site down --site demo-b || true
+	@$(BIN)/radflow hub down
 
 lint: setup
 	@$(BIN)/ruff check .

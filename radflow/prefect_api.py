@@ -242,3 +242,19 @@ def _plain(value: Any) -> Any:
         return asdict(value)
     raise ConfigurationError(f"cannot send a {type(value).__name__} as a flow parameter",
                              fix="pass JSON values or dataclasses (SeriesRef, ...)")
+
+
+def outside_event_loop(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` where no asyncio loop runs in the thread. Prefect's sync-compatible calls
+    (``Flow.to_deployment``, ``Block.save``...) return coroutines instead of running when the
+    caller's thread has a running loop, as in Jupyter or under Playwright's sync API; there the
+    call goes to a short-lived thread of its own."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn(*args, **kwargs)
+    with ThreadPoolExecutor(1, thread_name_prefix="radflow-prefect") as pool:
+        return pool.submit(fn, *args, **kwargs).result()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo (`make demo`): start the 'demo' site, synthesize 5 CT studies, push them over DICOM,
-# and say where to look. Re-running it is safe: a running site is left as it is, and pushing the
+# and say where to look; then (unless RADFLOW_DEMO_FEDERATED=0, `make demo-site`) a hub and a
+# second site, and a cross-site study (scripts/demo-federation.sh). Re-running it is safe: a running site is left as it is, and pushing the
 # same studies again stores nothing twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,5 +57,9 @@ $("$radflow" site credentials --site "$site" | grep '^Worklist' | sed 's/^Workli
   Audit log         radflow site audit verify --site $site
 
   radflow site status --site $site     health and URLs
-  make demo-down                       stop everything (radflow site down --site $site)
+  make demo-down                       stop everything (the sites and the hub)
 MSG
+
+if [ "${RADFLOW_DEMO_FEDERATED:-1}" != 0 ]; then
+    scripts/demo-federation.sh
+fi

@@ -209,3 +209,73 @@ def test_a_killed_agent_resumes_a_missing_site_is_reported_and_nothing_leaks(
     for secret in secrets:
         assert secret.encode() not in stored, secret
         assert secret.encode() not in received, secret
+
+
+def test_manual_release_on_the_federation_page(joined, hub, browser, shots, cli) -> None:
+    """With manual_release on, a release waits after the egress gate. The data steward sees
+    exactly the JSON that would leave on the worklist's Federation page and approves it there;
+    a second one is declined from the CLI, and the hub learns only the code `declined`."""
+    import threading
+    import time
+
+    from test_worklist import app_url, log_in
+
+    from radflow.federation.steward import pending_releases
+
+    site = joined
+    version = published(hub)
+    save_policy(site.paths.root, SitePolicy(approved=[version], job_mode="auto",
+                                            manual_release=True, min_cohort=2, min_cell=2))
+    params = {"cohort": parse_short(["modality=CT"]).canonical()}
+
+    def study_in_background() -> tuple[threading.Thread, dict, dict]:
+        out: dict = {}
+        runner = threading.Thread(target=lambda: out.update(run_study(
+            hub["engine"], hub["folder"], "federated-cohort-count", params, ["alpha"],
+            deadline_s=150)))
+        runner.start()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not pending_releases(site.paths.root):
+            time.sleep(0.2)
+        (waiting,) = pending_releases(site.paths.root)
+        return runner, out, waiting
+
+    before = last_seq(site)
+    runner, out, waiting = study_in_background()
+    time.sleep(2)
+    assert registry.study_jobs(hub["engine"], waiting["study"])[0].status == "queued"  # held
+    listed = json.loads(cli("site", "releases", "list", "--site", "alpha", "--json",
+                            check=True).stdout)
+    assert [r["job"] for r in listed] == [waiting["job"]]
+
+    page = log_in(browser, site, "steward", "/federation")
+    card = f".release[data-job='{waiting['job']}']"
+    shown = json.loads(page.inner_text(f"{card} pre.release-json"))
+    assert shown == waiting["release"] and set(shown) == {"n", "matching"}
+    page.screenshot(path=str(shots / "federation-release.png"), full_page=True)
+    page.click(f"{card} button[value=approve]")
+    page.wait_for_url(f"{app_url(site)}/federation")
+    assert "approved" in page.inner_text(".flash")
+    page.context.close()
+    runner.join(120)
+    (alpha,) = out["sites"]
+    assert alpha["status"] == "released" and alpha["release"] == waiting["release"]
+    actions = [(e.action, e.actor) for e in audit_since(site, before)]
+    assert ("federation.release_pending", "radflow:agent") in actions
+    approvals = [a for a in actions if a[0] == "federation.release_approved"]
+    assert len(approvals) == 1 and approvals[0][1].startswith("web:")
+    assert actions[-1][0] == "federation.released" and pending_releases(site.paths.root) == []
+
+    runner, out, waiting = study_in_background()
+    forged = cli("site", "releases", "approve", waiting["job"], "--hash", "sha256:" + "0" * 64,
+                 "--site", "alpha")
+    assert forged.returncode == 1 and "changed since you saw it" in forged.stderr
+    shown = json.loads(cli("site", "releases", "show", waiting["job"], "--site", "alpha",
+                           "--json", check=True).stdout)
+    assert shown["hash"] == waiting["hash"]
+    cli("site", "releases", "decline", waiting["job"], "--site", "alpha", check=True)
+    runner.join(120)
+    assert out["sites"] == [{"site": "alpha", "status": "refused", "refusal": "declined"}]
+    (job,) = registry.study_jobs(hub["engine"], out["study"])
+    assert job.release is None and job.refusal == "declined"  # nothing else reached the hub
+    assert verify(site.catalog_url).ok

@@ -216,3 +216,77 @@ def test_the_hub_and_join_from_the_command_line(site, cli) -> None:
 
         shutil.rmtree(site.paths.root / "federation", ignore_errors=True)
     assert cli("hub", "status").returncode == 1
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A TLS certificate for 127.0.0.1 and its key (a private CA of one)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "radflow test hub")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    certfile, keyfile = folder / "hub.crt", folder / "hub.key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    keyfile.chmod(0o600)
+    return certfile, keyfile
+
+
+def test_a_hub_behind_tls(tmp_path) -> None:
+    """`hub up` with a certificate: sites reach it only over TLS, a site that does not trust
+    the certificate is told what to pass, and one given the CA joins and gets tokens; a
+    restarted hub keeps serving TLS without the flags again."""
+    import json
+    import os
+    import subprocess
+
+    from conftest import RADFLOW
+
+    certfile, keyfile = self_signed(tmp_path)
+    env = {**os.environ, "RADFLOW_HOME": str(tmp_path / "home")}
+
+    def hub_cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*RADFLOW, *args], env=env, capture_output=True, text=True,
+                              timeout=300, check=False)
+
+    port = free_port()
+    try:
+        half = hub_cli("hub", "up", "--certfile", str(certfile))
+        assert half.returncode == 1 and "both --certfile and --keyfile" in half.stderr
+        up = hub_cli("hub", "up", "--port", str(port), "--prefect-port", str(free_port()),
+                     "--certfile", str(certfile), "--keyfile", str(keyfile), "--json")
+        assert up.returncode == 0, up.stderr
+        url = json.loads(up.stdout)["url"]
+        assert url == f"https://127.0.0.1:{port}"
+        with pytest.raises(requests.ConnectionError):  # no plain HTTP on that port
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        code = json.loads(hub_cli("hub", "site", "add", "mainz", "--json").stdout)["code"]
+        with pytest.raises(SiteError, match="does not trust") as refused:
+            join(url, "mainz", code, tmp_path / "untrusting")
+        assert "--ca-bundle" in refused.value.fix
+        join(url, "mainz", code, tmp_path / "mainz", ca_bundle=certfile)
+        client = HubClient(tmp_path / "mainz")
+        assert client.get("").json() == {"site": "mainz", "scope": "site:mainz"}
+        assert hub_cli("hub", "down").returncode == 0
+        again = hub_cli("hub", "up", "--json")  # the TLS settings were kept
+        assert again.returncode == 0 and json.loads(again.stdout)["url"] == url
+        client._token = None
+        assert client.get("").status_code == 200
+    finally:
+        hub_cli("hub", "down")

@@ -32,25 +32,34 @@ def _services():
 def up(port: int | None = typer.Option(None, help="Federation API port (default 8700)."),
        prefect_port: int | None = typer.Option(None, help="The hub Prefect server's port "
                                                          "(default: API port + 10)."),
-       bind: str = typer.Option("127.0.0.1", help="Address (beyond loopback: TLS needed)."),
+       bind: str | None = typer.Option(None, help="The federation API's address (default "
+                                                  "127.0.0.1; beyond loopback: TLS needed)."),
        certfile: Path | None = typer.Option(None, help="TLS certificate (PEM)."),
        keyfile: Path | None = typer.Option(None, help="TLS private key (PEM)."),
        public_url: str | None = typer.Option(None, help="The URL sites use (behind TLS)."),
        json_out: bool = JSON) -> None:
     """Start the hub (creating it and its signing key if new): its Prefect server and worker,
-    where coordinator flows run, and the federation API the sites' agents call."""
+    where coordinator flows run, and the federation API the sites' agents call. Settings given
+    once are kept for the next `hub up`."""
     from radflow.errors import ConfigurationError
     from radflow.federation.signing import fingerprint
 
-    if bind not in ("127.0.0.1", "localhost", "::1") and not (certfile and keyfile):
-        raise ConfigurationError(f"refusing to serve the hub on {bind} without TLS",
-                                 fix="pass --certfile and --keyfile")
+    if bool(certfile) != bool(keyfile):
+        raise ConfigurationError("TLS needs both --certfile and --keyfile",
+                                 fix="pass both, or neither (loopback only)")
     for path in (certfile, keyfile):
         if path is not None and not path.is_file():
             raise ConfigurationError(f"{path} does not exist", fix="pass a PEM file")
     services = _services()
-    services.home.make(port, public_url, prefect_port)
-    services.up(bind, certfile, keyfile, say=(lambda _: None) if json_out else
+    previous = services.home.config()
+    bind_to = bind or previous.get("bind") or "127.0.0.1"
+    if bind_to not in ("127.0.0.1", "localhost", "::1") and not \
+            (certfile or previous.get("certfile")):
+        raise ConfigurationError(f"refusing to serve the hub on {bind_to} without TLS",
+                                 fix="pass --certfile and --keyfile")
+    config = services.home.make(port, public_url, prefect_port, bind, certfile, keyfile)
+    tls = (Path(config["certfile"]), Path(config["keyfile"])) if config["tls"] else (None, None)
+    services.up(bind_to, *tls, say=(lambda _: None) if json_out else
                 (lambda line: console.print(f"  {line}", highlight=False)))
     home = services.home
     data = {"url": home.url(), "prefect": home.prefect_url,

@@ -4,6 +4,8 @@ the ``site`` group by :func:`register`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from radflow.cli.common import JSON, SITE, console, print_json, report
@@ -102,6 +104,8 @@ def revoke(version_hash: str = typer.Argument(..., help="sha256:<hex> of the flo
 @commands.command()
 def join(hub_url: str = typer.Argument(..., help="The hub's URL, e.g. https://hub.example"),
          code: str = typer.Option(..., "--code", help="The one-time code from the hub's operator."),
+         ca_bundle: Path | None = typer.Option(None, help="The CA certificate (PEM) that signed "
+                                                         "the hub's TLS certificate, if private."),
          site: str | None = SITE, json_out: bool = JSON) -> None:
     """Enrol this site at a hub: make the site's key pair (the private key stays here, 0600),
     register its public key, and pin the hub's signing key. Compare both fingerprints with the
@@ -110,7 +114,7 @@ def join(hub_url: str = typer.Argument(..., help="The hub's URL, e.g. https://hu
     from radflow.federation.client import join as join_hub
 
     ctx = site_context(site)
-    info = join_hub(hub_url, ctx.name, code, ctx.paths.root)
+    info = join_hub(hub_url, ctx.name, code, ctx.paths.root, ca_bundle)
     report(json_out, info, f"{ctx.name} joined {info['url']}\n  this site's key  "
                            f"{info['site_fingerprint']}\n  the hub's key    "
                            f"{info['hub_fingerprint']}  (compare both by another channel)")
@@ -143,9 +147,9 @@ jobs_app = typer.Typer(help="Federated jobs the hub queued for this site.", no_a
 def jobs_list(site: str | None = SITE, json_out: bool = JSON) -> None:
     """The jobs the hub has queued for this site, with their flow version and approval."""
     from radflow.cli.common import emit_rows, site_context
-    from radflow.federation.agent import accepted_file
     from radflow.federation.client import HubClient
     from radflow.federation.policy import load_policy
+    from radflow.federation.steward import accepted_file
 
     ctx = site_context(site)
     approved = set(load_policy(ctx.paths.root).approved)
@@ -164,26 +168,76 @@ def jobs_accept(job_id: str = typer.Argument(..., help="The job's id (radflow si
                 site: str | None = SITE, json_out: bool = JSON) -> None:
     """Accept a queued job (job mode manual: a data steward accepts each one); the agent runs
     it on its next poll. Recorded in the site's audit log."""
-    import re
-
-    from radflow.audit import record
     from radflow.cli.common import site_context
-    from radflow.errors import ConfigurationError
-    from radflow.federation.agent import accepted_file
+    from radflow.federation.steward import accept_job
 
-    if not re.fullmatch(r"[0-9a-f]{32}", job_id):
-        raise ConfigurationError(f"{job_id!r} is not a job id", fix="see radflow site jobs list")
     ctx = site_context(site)
-    path = accepted_file(ctx.paths.root, job_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"accepted by {_user()}\n")
-    record(ctx.catalog_url, actor=f"cli:{_user()}", action="federation.job_accepted",
-           subject=f"job:{job_id}", detail={})
+    accept_job(ctx.catalog_url, ctx.paths.root, job_id, f"cli:{_user()}")
     report(json_out, {"job": job_id, "accepted": True}, f"job {job_id}: accepted")
 
+
+releases_app = typer.Typer(help="Releases waiting for a data steward (policy manual_release).",
+                           no_args_is_help=True)
+
+
+@releases_app.command("list")
+def releases_list(site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Releases that passed the egress gate and wait for a steward's approval."""
+    from radflow.cli.common import emit_rows, site_context
+    from radflow.federation.steward import pending_releases
+
+    rows = pending_releases(site_context(site).paths.root)
+    emit_rows(rows, json_out, lambda r: f"{r['job']}  study {r['study']}  {r['version'][:19]}  "
+              f"{r['hash'][:19]}  {'approved' if r['approved'] else 'waiting'}")
+
+
+@releases_app.command("show")
+def releases_show(job_id: str = typer.Argument(..., help="The job's id."),
+                  site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Exactly the JSON that would leave the site, and its hash (approve names that hash)."""
+    from radflow.cli.common import site_context
+    from radflow.federation.steward import pending_release
+
+    row = pending_release(site_context(site).paths.root, job_id)
+    if json_out:
+        print_json(row)
+        return
+    console.print(f"job {row['job']}  study {row['study']}  version {row['version']}\n"
+                  f"what would leave (sha256 {row['hash']}):", highlight=False)
+    console.print_json(data=row["release"])
+    if row["suppressed"]:
+        console.print(f"suppressed by the gate: {', '.join(row['suppressed'])}", highlight=False)
+
+
+@releases_app.command("approve")
+def releases_approve(job_id: str = typer.Argument(..., help="The job's id."),
+                     hash_: str = typer.Option(..., "--hash", help="The hash `show` printed: "
+                                               "the approval covers exactly that JSON."),
+                     site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Let exactly this release leave (audited); the agent posts it on its next poll."""
+    from radflow.cli.common import site_context
+    from radflow.federation.steward import decide_release
+
+    ctx = site_context(site)
+    decide_release(ctx.catalog_url, ctx.paths.root, job_id, f"cli:{_user()}", approve=True,
+                   expected_hash=hash_)
+    report(json_out, {"job": job_id, "approved": True}, f"release of job {job_id}: approved")
+
+
+@releases_app.command("decline")
+def releases_decline(job_id: str = typer.Argument(..., help="The job's id."),
+                     site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Keep this release at the site: the hub is told `declined` and nothing else (audited)."""
+    from radflow.cli.common import site_context
+    from radflow.federation.steward import decide_release
+
+    ctx = site_context(site)
+    decide_release(ctx.catalog_url, ctx.paths.root, job_id, f"cli:{_user()}", approve=False)
+    report(json_out, {"job": job_id, "approved": False}, f"release of job {job_id}: declined")
 
 def register(site_app: typer.Typer) -> None:
     """Add the federation commands and groups to ``radflow site``."""
     site_app.registered_commands.extend(commands.registered_commands)
     site_app.add_typer(policy_app, name="policy")
     site_app.add_typer(jobs_app, name="jobs")
+    site_app.add_typer(releases_app, name="releases")

@@ -7,7 +7,8 @@ out, long-polling the hub for jobs, and for each job, in order:
 2. installs the bundle under ``sites/NAME/bundles/<hash>/``;
 3. runs the site part as a ``federated-job`` flow run on the site's own Prefect, with the job
    id as idempotency key (a restarted agent finds the same run, never a second one);
-4. puts the release through the egress gate;
+4. puts the release through the egress gate (and, with ``manual_release``, waits until a data
+   steward approves exactly that JSON, or declines it: ``declined``);
 5. posts the release or the refusal code once (the hub treats the job id as idempotency key).
 
 Every step that decides is in the site's audit log.
@@ -28,10 +29,6 @@ from radflow.service import ServiceLoop
 POLL_SECONDS = 20.0  # how long one long poll is held open at the hub
 
 
-def accepted_file(site_root: Path, job_id: str) -> Path:
-    return site_root / "federation" / "jobs" / f"{job_id}.accepted"
-
-
 class Agent(ServiceLoop):
     def __init__(self, ctx: Any, heartbeat: Path | None = None) -> None:
         super().__init__("agent", heartbeat, interval=0.2, dependencies=("hub", "prefect"))
@@ -40,7 +37,7 @@ class Agent(ServiceLoop):
         self.ctx = ctx
         self.root = ctx.paths.root
         self.hub = HubClient(self.root)
-        self.waiting: list[str] = []
+        self.waiting: list[str] = []  # jobs waiting on a steward (acceptance or release)
 
     def tick(self) -> None:
         if self.guard("hub", self.poll) is None:
@@ -72,13 +69,15 @@ class Agent(ServiceLoop):
         from radflow.federation.manifest import missing_plugins
         from radflow.federation.policy import load_policy
         from radflow.federation.signing import SignatureInvalid
+        from radflow.federation.steward import accepted_file, release_decision, undecided
         from radflow.federation.versions import fetch
 
         policy = load_policy(self.root)
         if job["version"] not in policy.approved:
             return self.post(job, refusal="not_approved")
-        if policy.job_mode == "manual" and not accepted_file(self.root, job["id"]).exists():
-            self.waiting.append(job["id"])
+        if (policy.job_mode == "manual" and not accepted_file(self.root, job["id"]).exists()) \
+                or (policy.manual_release and undecided(self.root, job["id"])):
+            self.waiting.append(job["id"])  # a steward decides first
             return None
         try:
             signed, files = fetch(self.root, job["version"])
@@ -94,6 +93,14 @@ class Agent(ServiceLoop):
         result = gate(release, signed.manifest.release_schema, policy)
         if not result.ok:
             return self.post(job, refusal=result.refusal)
+        if policy.manual_release:  # a steward approves exactly this JSON first
+            decision = release_decision(self.ctx.catalog_url, self.root, job, result.released,
+                                        result.suppressed)
+            if decision == "declined":
+                return self.post(job, refusal="declined")
+            if decision == "pending":
+                self.waiting.append(job["id"])
+                return None
         return self.post(job, release=result.released, suppressed=result.suppressed)
 
     def install(self, version_hash: str, files: dict[str, bytes]) -> Path:
@@ -114,7 +121,7 @@ class Agent(ServiceLoop):
             "params": job["params"], "site": self.ctx.name},
             idempotency_key=f"federated-job-{job['id']}",
             tags=(f"version:{job['version'][7:19]}", f"study:{job['study']}"))
-        done = api.wait(run.id, timeout=24 * 3600)
+        done = api.wait(run.id, timeout=24 * 3600, poll=0.25)
         if not done.ok:
             self.logger.warning("job %s: the site part ended %s", job["id"], done.state)
             return None
@@ -131,6 +138,9 @@ class Agent(ServiceLoop):
         if answer.status_code != 200:
             raise SiteError(f"the hub refused the result of job {job['id']} "
                             f"(HTTP {answer.status_code})", fix="see the hub's log")
+        from radflow.federation.steward import forget
+
+        forget(self.root, job["id"])
         action = "federation.released" if release is not None else "federation.refused"
         record(self.ctx.catalog_url, actor="radflow:agent", action=action,
                subject=f"job:{job['id']}",

@@ -2,7 +2,8 @@
 pinned), and short-lived tokens from OAuth2 client credentials with ``private_key_jwt``.
 
 Files under ``sites/NAME/federation/``: ``site.key`` (0600) and ``site.key.pub``, ``hub.pub``
-(the pinned hub key) and ``hub.json`` (its URL and both fingerprints).
+(the pinned hub key), ``hub.json`` (its URL and both fingerprints) and, for a hub whose TLS
+certificate a private CA signed, ``hub-ca.pem`` (that CA: every call to the hub verifies with it).
 """
 
 from __future__ import annotations
@@ -23,9 +24,27 @@ def federation_dir(site_root: Path) -> Path:
     return site_root / "federation"
 
 
-def join(hub_url: str, site: str, code: str, site_root: Path) -> dict[str, str]:
+def verify_setting(folder: Path) -> str | bool:
+    """What requests verifies the hub's certificate with: the site's pinned CA, else the
+    system's trust store."""
+    ca = folder / "hub-ca.pem"
+    return str(ca) if ca.exists() else True
+
+
+def _unreachable(base: str, exc: requests.RequestException) -> SiteError:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return SiteError(f"the hub at {base} presented a TLS certificate this site does not "
+                         "trust", fix="pass --ca-bundle FILE: the certificate of the CA that "
+                                      "signed the hub's (ask the hub's operator)")
+    return SiteError(f"the hub at {base} did not answer ({type(exc).__name__})",
+                     fix="check the hub's URL and that it is up (radflow hub status)")
+
+
+def join(hub_url: str, site: str, code: str, site_root: Path,
+         ca_bundle: Path | None = None) -> dict[str, str]:
     """Enrol at the hub with a one-time code; returns both fingerprints (compare them with the
-    hub's operator by another channel).
+    hub's operator by another channel). ``ca_bundle``: the CA that signed the hub's TLS
+    certificate, kept with the site's federation files.
 
     Raises:
         ConfigurationError: the site has joined a hub already, or the hub refused the code.
@@ -40,14 +59,19 @@ def join(hub_url: str, site: str, code: str, site_root: Path) -> dict[str, str]:
     key_path = folder / "site.key"
     if not key_path.exists():
         generate(key_path)
+    if ca_bundle is not None:
+        if not ca_bundle.is_file():
+            raise ConfigurationError(f"{ca_bundle} does not exist",
+                                     fix="pass the CA certificate (PEM) to --ca-bundle")
+        (folder / "hub-ca.pem").write_bytes(ca_bundle.read_bytes())
     public = key_path.with_suffix(".key.pub").read_bytes()
     base = hub_url.rstrip("/")
     try:
-        answer = requests.post(f"{base}/v1/enrol", timeout=30, json={
-            "site": site, "code": code, "public_key_pem": public.decode()})
+        answer = requests.post(f"{base}/v1/enrol", timeout=30, verify=verify_setting(folder),
+                               json={"site": site, "code": code,
+                                     "public_key_pem": public.decode()})
     except requests.RequestException as exc:
-        raise SiteError(f"the hub at {base} did not answer ({type(exc).__name__})",
-                        fix="check the hub's URL and that it is up (radflow hub status)") from exc
+        raise _unreachable(base, exc) from exc
     if answer.status_code != 200:
         raise ConfigurationError(f"the hub refused the enrolment ({_error(answer)})",
                                  fix="ask the hub's operator for a new code "
@@ -78,6 +102,7 @@ class HubClient:
             raise ConfigurationError("this site has not joined a hub",
                                      fix="radflow site join HUB_URL --code CODE") from exc
         self.key_path = folder / "site.key"
+        self.verify = verify_setting(folder)
         self._token: str | None = None
         self._until = 0.0
 
@@ -99,7 +124,7 @@ class HubClient:
     def token(self) -> str:
         if self._token and time.time() < self._until - 30:
             return self._token
-        answer = requests.post(self.info["token_url"], timeout=30, data={
+        answer = requests.post(self.info["token_url"], timeout=30, verify=self.verify, data={
             "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
             "client_assertion": self.assertion(), "client_id": self.info["site"]})
         if answer.status_code != 200:
@@ -111,10 +136,10 @@ class HubClient:
 
     def get(self, path: str, **params: Any) -> requests.Response:
         return requests.get(f"{self.info['url']}/v1/sites/{self.info['site']}{path}",
-                            params=params, timeout=60,
+                            params=params, timeout=60, verify=self.verify,
                             headers={"Authorization": f"Bearer {self.token()}"})
 
     def post(self, path: str, body: dict[str, Any]) -> requests.Response:
         return requests.post(f"{self.info['url']}/v1/sites/{self.info['site']}{path}",
-                             json=body, timeout=60,
+                             json=body, timeout=60, verify=self.verify,
                              headers={"Authorization": f"Bearer {self.token()}"})

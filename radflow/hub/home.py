@@ -50,8 +50,11 @@ class HubHome:
             return json.loads(self.config_file.read_text())
         return {}
 
-    def make(self, port: int | None, public_url: str | None,
-             prefect_port: int | None = None) -> dict:
+    def make(self, port: int | None, public_url: str | None, prefect_port: int | None = None,
+             bind: str | None = None, certfile: Path | None = None,
+             keyfile: Path | None = None) -> dict:
+        """Create or update the hub's folder and settings. Options left out keep what the last
+        ``hub up`` recorded (a restarted hub serves as before)."""
         from radflow.federation.signing import generate
 
         self.root.mkdir(parents=True, exist_ok=True)
@@ -69,12 +72,20 @@ class HubHome:
             config["port"] + 10
         if public_url is not None:
             config["public_url"] = public_url or None
+        if bind is not None:
+            config["bind"] = bind
+        if certfile is not None and keyfile is not None:
+            config["certfile"], config["keyfile"] = str(certfile.resolve()), \
+                str(keyfile.resolve())
+        config["tls"] = bool(config.get("certfile"))
         self.config_file.write_text(json.dumps(config, indent=2))
         return config
 
     def url(self) -> str:
         config = self.config()
-        return config.get("public_url") or f"http://127.0.0.1:{config.get('port', DEFAULT_PORT)}"
+        scheme = "https" if config.get("tls") else "http"
+        return config.get("public_url") or \
+            f"{scheme}://127.0.0.1:{config.get('port', DEFAULT_PORT)}"
 
     @property
     def prefect_url(self) -> str:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import requests
+from urllib3.exceptions import InsecureRequestWarning
 
 from radflow.errors import RadflowError, SiteError
 from radflow.hub.home import WORK_POOL, HubHome
@@ -55,11 +57,17 @@ class HubServices:
 
     # health probes -------------------------------------------------------------------------
     def api_healthy(self) -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{self.home.config()['port']}/healthz",
-                                timeout=2).ok
-        except (requests.RequestException, KeyError):
-            return False
+        """The federation API answers on loopback (a liveness probe: no credential is sent, so
+        the certificate, made out to the public name, is not checked here)."""
+        config = self.home.config()
+        scheme = "https" if config.get("tls") else "http"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InsecureRequestWarning)
+            try:
+                return requests.get(f"{scheme}://127.0.0.1:{config['port']}/healthz",
+                                    timeout=2, verify=False).ok
+            except (requests.RequestException, KeyError):
+                return False
 
     def prefect_healthy(self) -> bool:
         try:
@@ -113,7 +121,9 @@ class HubServices:
         self._wait("prefect-server", self.prefect_healthy, 90)
         say(f"prefect-server: {home.prefect_url}")
         home.prefect().ensure_work_pool(WORK_POOL)
-        deployed = apply_hub_deployments(home)
+        from radflow.prefect_api import outside_event_loop
+
+        deployed = outside_event_loop(apply_hub_deployments, home)
         say(f"deployments: {', '.join(deployed) or 'none yet (radflow publish)'}")
         worker = self.process("worker")
         if worker.process() is None:

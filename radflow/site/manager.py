@@ -202,13 +202,14 @@ class SiteManager:
                                      oidc, oidc_client_secret)
         try:
             from radflow.catalog.migrate import upgrade
+            from radflow.prefect_api import outside_event_loop
 
             say(f"catalog: schema revision {upgrade(ctx.catalog_url)}")
             for part in site_components():
                 if not part.enabled(ctx):
                     continue
                 self._start_one(ctx, part, say)
-                part.after_healthy(ctx, say)
+                outside_event_loop(part.after_healthy, ctx, say)
         except Exception as exc:
             stopped = self._stop_all(ctx)
             message = exc.message if isinstance(exc, RadflowError) else f"{type(exc).__name__}: {exc}"

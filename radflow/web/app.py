@@ -37,7 +37,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 def _pages() -> list[WebPages]:
     from radflow.plugins import plugins
 
-    return [w for p in plugins() for w in getattr(p, "web", ())]
+    ordered = sorted(plugins(), key=lambda p: p.name == "core")  # core's pages after the work
+    return [w for p in ordered for w in getattr(p, "web", ())]
 
 
 def create_app(ctx: SiteContext, *, tls: bool = False) -> FastAPI:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request
 
 CLINICAL_ROLES = ("radiologist", "admin")
+STEWARD_ROLES = ("data-steward", "admin")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,15 @@ def clinician(request: Request) -> User:
     me = user(request)
     if not me.has(*CLINICAL_ROLES):
         raise HTTPException(403, f"this page needs the role radiologist or admin; "
+                                 f"{me.sub} has {', '.join(sorted(me.roles)) or 'no role'}")
+    return me
+
+
+def steward(request: Request) -> User:
+    """A logged-in user with the data-steward or admin role; 403 for anyone else."""
+    me = user(request)
+    if not me.has(*STEWARD_ROLES):
+        raise HTTPException(403, f"this page needs the role data-steward or admin; "
                                  f"{me.sub} has {', '.join(sorted(me.roles)) or 'no role'}")
     return me
 

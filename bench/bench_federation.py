@@ -1,0 +1,168 @@
+"""What federation adds to a trivial job, measured in one run on one machine:
+
+    .venv/bin/python bench/bench_federation.py [--rounds 7] [--sites 3]
+
+A hub (`radflow hub up`: Prefect server, worker, federation API) and N sites (each with its own
+Orthanc, Prefect, worker and agent, and one small synthetic series), all on loopback. The job is
+federated-cohort-count's site part. Printed, as medians over the rounds:
+
+- local call: the site part called in this process (the floor);
+- local flow run: the same site part as a `federated-job` flow run on one site's own Prefect,
+  started directly (what a site would pay to run it itself: the baseline);
+- federated: `run_study` over all N sites: the job queued at the hub, long-polled by each agent,
+  verified, run as that flow run, gated, posted, and combined at the hub;
+- federated via the coordinator flow: the same as a flow run on the hub's Prefect
+  (`radflow study run`, what a coordinator does).
+
+Target: federated minus local flow run under 5 s (median).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "federation" / "flows" / "federated-cohort-count"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def median_of(fn, rounds: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(rounds):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times), times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--sites", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        home = tmp / "home"
+        os.environ["RADFLOW_HOME"] = str(home)
+        from radflow.catalog.sync import wait_in_step
+        from radflow.cohorts.definition import parse_short
+        from radflow.data.push import push
+        from radflow.federation.client import join
+        from radflow.federation.policy import SitePolicy, save_policy
+        from radflow.hub.home import HubHome
+        from radflow.hub.studies import run_study
+        from radflow.settings import RadflowSettings
+        from radflow.site import SiteManager
+        from radflow.synth import synthesize
+
+        radflow = [str(Path(sys.executable).parent / "radflow")]
+
+        def cli(*argv: str) -> dict:
+            out = subprocess.run([*radflow, *argv, "--json"], capture_output=True, text=True,
+                                 check=True, timeout=600)
+            return json.loads(out.stdout)
+
+        began = time.monotonic()
+        cli("hub", "up", "--port", str(free_port()), "--prefect-port", str(free_port()))
+        hub = HubHome.of(home)
+        version = cli("publish", str(PACKAGE))["hash"]
+        manager = SiteManager(RadflowSettings(home=home))
+        names = [f"site{i + 1}" for i in range(args.sites)]
+        try:
+            for i, name in enumerate(names):
+                join(hub.url(), name, cli("hub", "site", "add", name)["code"],
+                     home / "sites" / name)
+                manager.up(name, stable_age=1)
+                ctx = manager.context(name)
+                save_policy(ctx.paths.root, SitePolicy(approved=[version], job_mode="auto",
+                                                       min_cohort=1, min_cell=1))
+                case = synthesize(tmp / f"data-{name}", 1, seed=900 + i, matrix=32)[0]
+                push([case.dicom_dir], client=ctx.orthanc_client(), host="127.0.0.1",
+                     port=ctx.config.ports.orthanc_dicom, called_aet=ctx.config.aet)
+                wait_in_step(ctx.orthanc_client(), ctx.catalog_url, timeout=180)
+            print(f"set-up: a hub and {len(names)} sites in {time.monotonic() - began:.0f} s")
+            params = {"cohort": parse_short(["modality=CT"]).canonical()}
+            engine = hub.engine()
+
+            def federated() -> None:
+                result = run_study(engine, hub.root, "federated-cohort-count", params, names,
+                                   deadline_s=120, poll=0.05)
+                bad = [s for s in result["sites"] if s["status"] != "released"]
+                assert not bad, bad
+
+            federated()  # warm: every site installs the bundle and imports the flow once
+            first = manager.context(names[0])
+            api = first.prefect()
+            from radflow.flows.federated_job import bundle_dir
+
+
+            def local_flow_run() -> None:
+                run = api.create_flow_run(f"federated-job/{first.name}", {
+                    "job_id": uuid.uuid4().hex, "version_hash": version,
+                    "entrypoint": "site.py:count_cohort", "params": params,
+                    "site": first.name})
+                assert api.wait(run.id, timeout=120).ok
+
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location(
+                "bench_site_part", bundle_dir(first.paths.root, version) / "site.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            from radflow.site.registration import site_prefect
+
+            def local_call() -> None:
+                with site_prefect(first):
+                    module.count_cohort(params["cohort"], site=first.name)
+
+            call, _ = median_of(local_call, args.rounds)
+            local, local_all = median_of(local_flow_run, args.rounds)
+            fed, fed_all = median_of(federated, args.rounds)
+
+            def coordinator() -> None:
+                out = cli("study", "run", "federated-cohort-count", "--cohort",
+                          str(cohort_file), "--deadline", "120")
+                assert all(s["status"] == "released" for s in out["sites"]), out
+
+            cohort_file = tmp / "cohort.json"
+            cohort_file.write_text(json.dumps(params["cohort"]))
+            coord, coord_all = median_of(coordinator, max(3, args.rounds // 2))
+        finally:
+            for name in names:
+                if name in manager.sites():
+                    manager.down(name)
+            subprocess.run([*radflow, "hub", "down"], capture_output=True, check=False)
+
+    print(f"site part, called in process:                 {call * 1000:8.1f} ms")
+    print(f"site part, as a local flow run (baseline):    {local:8.2f} s   "
+          f"(runs: {', '.join(f'{t:.2f}' for t in local_all)})")
+    print(f"federated over {len(names)} sites (run_study):          {fed:8.2f} s   "
+          f"(runs: {', '.join(f'{t:.2f}' for t in fed_all)})")
+    print(f"federated via the hub's coordinator flow:     {coord:8.2f} s   "
+          f"(runs: {', '.join(f'{t:.2f}' for t in coord_all)})")
+    added = fed - local
+    print(f"added by federation: {added:.2f} s median ({fed / local:.2f}x the local flow run); "
+          f"target under 5 s: {'met' if added < 5 else 'NOT met'}")
+    print(f"added with the coordinator flow on top: {coord - local:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The site web app's Federation page, for data stewards (and admins): the jobs the hub queued
+(accept them, in job mode manual), the releases waiting for approval (exactly the JSON that would
+leave, approved by its hash, or declined), the site's policy and its approved versions. The same
+decisions as `radflow site jobs|releases`, through :mod:`radflow.federation.steward`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+
+from radflow.errors import RadflowError
+from radflow.web.auth import STEWARD_ROLES, User, check_csrf, steward
+
+router = APIRouter()
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _jobs(ctx: Any, approved: set[str]) -> tuple[list[dict[str, Any]], str | None]:
+    from radflow.federation.client import HubClient
+    from radflow.federation.steward import accepted_file
+
+    if not (ctx.paths.root / "federation" / "hub.json").exists():
+        return [], "This site has not joined a hub (radflow site join HUB_URL --code CODE)."
+    try:
+        answer = HubClient(ctx.paths.root).get("/jobs", wait=0)
+    except RadflowError as exc:
+        return [], f"The hub cannot be asked for jobs now: {exc.message}"
+    except OSError as exc:
+        return [], f"The hub cannot be reached now ({type(exc).__name__})."
+    if answer.status_code != 200:
+        return [], f"The hub answered HTTP {answer.status_code} (is this site revoked?)."
+    return [{"id": j["id"], "study": j["study"], "version": j["version"],
+             "approved": j["version"] in approved,
+             "accepted": accepted_file(ctx.paths.root, j["id"]).exists(),
+             "params": json.dumps(j["params"], indent=2, sort_keys=True)}
+            for j in answer.json().get("jobs", [])], None
+
+
+@router.get("/federation")
+def federation_page(request: Request, me: User = Depends(steward)) -> Response:
+    from radflow.federation.policy import load_policy
+    from radflow.federation.steward import pending_releases
+    from radflow.web.app import render
+
+    ctx = request.app.state.ctx
+    policy = load_policy(ctx.paths.root)
+    jobs, problem = _jobs(ctx, set(policy.approved))
+    releases = [{**r, "text": json.dumps(r["release"], indent=2, sort_keys=True)}
+                for r in pending_releases(ctx.paths.root)]
+    return render(request, "federation.html", {
+        "jobs": jobs, "problem": problem, "releases": releases, "policy": policy,
+        "flash": request.session.pop("flash", None)})
+
+
+@router.post("/federation/jobs/{job_id}/accept")
+def accept(request: Request, job_id: str, csrf: str | None = Form(None),
+           me: User = Depends(steward)) -> Response:
+    from radflow.federation.steward import accept_job
+
+    check_csrf(request, csrf)
+    ctx = request.app.state.ctx
+    try:
+        accept_job(ctx.catalog_url, ctx.paths.root, job_id, f"web:{me.sub}")
+    except RadflowError as exc:
+        raise HTTPException(422, exc.message) from exc
+    request.session["flash"] = f"Job {job_id[:8]}: accepted; the agent runs it on its next poll."
+    return RedirectResponse("/federation", 303)
+
+
+@router.post("/federation/releases/{job_id}")
+def decide(request: Request, job_id: str, csrf: str | None = Form(None),
+           decision: str = Form(...), hash: str = Form(""),
+           me: User = Depends(steward)) -> Response:
+    from radflow.federation.steward import decide_release
+
+    check_csrf(request, csrf)
+    if decision not in ("approve", "decline"):
+        raise HTTPException(422, f"unknown decision {decision!r}: approve or decline")
+    ctx = request.app.state.ctx
+    try:
+        decide_release(ctx.catalog_url, ctx.paths.root, job_id, f"web:{me.sub}",
+                       approve=decision == "approve", expected_hash=hash or None)
+    except RadflowError as exc:
+        raise HTTPException(409, exc.message) from exc
+    request.session["flash"] = (f"Release of job {job_id[:8]}: "
+                                f"{'approved' if decision == 'approve' else 'declined'}.")
+    return RedirectResponse("/federation", 303)
+
+
+def pages() -> Any:
+    from radflow.web import WebPages
+
+    return WebPages(router=router, templates=TEMPLATES,
+                    nav=(("Federation", "/federation", STEWARD_ROLES),))
