@@ -21,7 +21,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 def _jobs(ctx: Any, approved: set[str]) -> tuple[list[dict[str, Any]], str | None]:
     from radflow.federation.client import HubClient
-    from radflow.federation.steward import accepted_file
+    from radflow.federation.steward import accepted_file, undecided
 
     if not (ctx.paths.root / "federation" / "hub.json").exists():
         return [], "This site has not joined a hub (radflow site join HUB_URL --code CODE)."
@@ -36,6 +36,7 @@ def _jobs(ctx: Any, approved: set[str]) -> tuple[list[dict[str, Any]], str | Non
     return [{"id": j["id"], "study": j["study"], "version": j["version"],
              "approved": j["version"] in approved,
              "accepted": accepted_file(ctx.paths.root, j["id"]).exists(),
+             "release_waiting": undecided(ctx.paths.root, j["id"]),
              "params": json.dumps(j["params"], indent=2, sort_keys=True)}
             for j in answer.json().get("jobs", [])], None
 
