@@ -119,8 +119,16 @@ def test_a_hub_and_three_sites(federation, cli, tmp_path) -> None:
 
     cli("site", "approve", version, "--site", "alpha", check=True)  # audited approval
     assert "version.approved" in audit_actions(sites["alpha"])
-    second = hub_cli("study", "run", "federated-cohort-count", "--cohort", str(cohort_file),
-                     "--deadline", "120")
+    # a coordinator away from the hub: through the API, with a personal token
+    token = hub_cli("hub", "token", "create", "c.oordinator")["token"]
+    remote = subprocess.run([*RADFLOW, "study", "run", "federated-cohort-count", "--cohort",
+                             str(cohort_file), "--deadline", "120", "--json"],
+                            env={**os.environ, "RADFLOW_HUB_URL": federation["proxy"].url,
+                                 "RADFLOW_HUB_TOKEN": token}, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert remote.returncode == 0, remote.stderr
+    second = json.loads(remote.stdout)
+    assert second["started_by"] == "token:c.oordinator" and first["started_by"].startswith("cli:")
     local = {name: pooled(ctx, cohort) for name, ctx in sites.items()}
     assert all(matching >= 2 for _, matching in local.values())
     for s in second["sites"]:

@@ -175,6 +175,33 @@ def test_auth_sweep_of_every_site_route(hub, tmp_path) -> None:
     for method, route in routes:
         assert call(hub, method, route, "site-a", token_a) == 401
 
+    # the coordinators' routes take a coordinator's API token, and only that
+    from radflow.web.app import app_routes
+
+    coordinator_routes = [(m, r) for m, r in app_routes(hub["app"])
+                          if r.startswith(("/v1/studies", "/v1/flows"))]
+    assert len(coordinator_routes) >= 4
+    token_id, coordinator = registry.create_api_token(hub["engine"], "c.oord")
+    for method, route in coordinator_routes:
+        route = route.replace("{study_id}", "nosuchstudy")
+        assert call(hub, method, route, "", None) == 401
+        assert call(hub, method, route, "", b.token()) == 401  # a site's token is no coordinator's
+        assert call(hub, method, route, "", "rfh_made_up") == 401
+        assert call(hub, method, route, "", coordinator) in (200, 422, 503)  # 503: no Prefect here
+    for method, route in routes:  # and a coordinator's token is no site's
+        assert call(hub, method, route, "site-b", coordinator) == 401
+    registry.revoke_api_token(hub["engine"], token_id)
+    assert call(hub, "GET", "/v1/flows", "", coordinator) == 401
+    _, short_lived = registry.create_api_token(hub["engine"], "c.oord", days=1)
+    with Session(hub["engine"]) as session:
+        from radflow.hub.models import HubApiToken
+
+        for row in session.exec(select(HubApiToken)):
+            row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+            session.add(row)
+        session.commit()
+    assert call(hub, "GET", "/v1/flows", "", short_lived) == 401
+
     fresh_b = b.token()
     registry.revoke_site(hub["engine"], "site-b")  # cut off at once
     for method, route in routes:

@@ -100,7 +100,14 @@ def test_the_hub_database_is_migrated_and_matches_its_models(tmp_path: Path) -> 
     with fresh.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), HubModel.metadata) == []
     legacy = create_engine(f"sqlite:///{tmp_path / 'legacy.db'}")
-    HubModel.metadata.create_all(legacy)
+    from alembic import command
+
+    from radflow.catalog.migrate import _config
+
+    with legacy.connect() as connection:  # the schema of 0001, as create_all made it then
+        command.upgrade(_config(connection, registry.MIGRATIONS), "0001")
+        connection.exec_driver_sql("DROP TABLE alembic_version")
+        connection.commit()
     with Session(legacy) as session:
         session.add(HubSite(name="essen", status="enrolled"))
         session.commit()

@@ -21,12 +21,13 @@ from radflow.cli.cohort import app as cohort_app
 from radflow.cli.common import err_console
 from radflow.cli.data import app as data_app
 from radflow.cli.hub import app as hub_app
-from radflow.cli.hub import publish, study_app
+from radflow.cli.hub import publish
 from radflow.cli.pipeline import app as pipeline_app
 from radflow.cli.plugins import app as plugins_app
 from radflow.cli.results import app as results_app
 from radflow.cli.site import app as site_app
 from radflow.cli.site_federation import register as register_site_federation
+from radflow.cli.study import app as study_app
 from radflow.cli.worklist import app as worklist_app
 from radflow.errors import RadflowError
 

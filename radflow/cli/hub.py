@@ -185,107 +185,46 @@ def publish(path: Path = typer.Argument(..., help="The flow package's folder."),
                            f"radflow site approve {signed.hash})")
 
 
-study_app = typer.Typer(help="Cross-site studies (run on the hub).", no_args_is_help=True)
+token_app = typer.Typer(help="Personal API tokens of coordinators (for `radflow study --hub`).",
+                        no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 
-@study_app.command("run")
-def study_run(name: str = typer.Argument(..., help="The flow, e.g. federated-cohort-count."),
-              cohort: Path | None = typer.Option(None, help="A cohort definition (JSON file)."),
-              sites: list[str] | None = typer.Option(None, "--sites", help="Only these sites."),
-              deadline: float = typer.Option(600, help="Seconds to wait for the sites."),
-              wait: bool = typer.Option(True, help="Wait for the result (else print the run)."),
-              json_out: bool = JSON) -> None:
-    """Run a study at the enrolled sites and combine what they release. It runs as a flow run
-    of ``federated-study/NAME`` on the hub's Prefect (watch it there)."""
-    import json
-
-    from radflow.cohorts.definition import CohortDefinition
-    from radflow.errors import ConfigurationError, SiteError
+@token_app.command("create")
+def token_create(name: str = typer.Argument(..., help="Who holds it, e.g. a.smith@uni.example"),
+                 role: str = typer.Option("coordinator", help="coordinator or admin"),
+                 days: int = typer.Option(90, help="Days until it expires (1-366)."),
+                 json_out: bool = JSON) -> None:
+    """Make an API token (shown once; the hub keeps only its hash)."""
     from radflow.hub import registry
-    from radflow.hub.services import HubServices
 
-    params: dict = {}
-    if cohort is not None:
-        params["cohort"] = CohortDefinition.parse(cohort.read_text()).canonical()
     home = _home()
-    if not home.config() or not HubServices(home).prefect_healthy():
-        raise ConfigurationError("the hub is not running", fix="radflow hub up")
-    study_id = registry.new_study_id()
-    api = home.prefect()
-    if name not in {v.name for v in registry.versions(home.engine())}:
-        raise ConfigurationError(f"no version of {name!r} is published on this hub",
-                                 fix="radflow publish PATH-OF-THE-FLOW-PACKAGE (e.g. "
-                                     f"federation/flows/{name})")
-    run = api.create_flow_run(f"federated-study/{name}", {
-        "name": name, "params": params, "sites": sites or None, "deadline_s": deadline,
-        "study_id": study_id}, tags=(f"study:{study_id}",))
-    if not wait:
-        report(json_out, {"study": study_id, "flow_run": run.id,
-                          "url": api.flow_run_ui(run.id)},
-               f"study {study_id}: running, watch it at {api.flow_run_ui(run.id)}")
-        return
-    done = api.wait(run.id, timeout=deadline + 120)
-    out = home.root / "studies" / study_id / "result.json"
-    if not done.ok or not out.exists():
-        raise SiteError(f"study {study_id} ended {done.state}: {done.message or ''}",
-                        fix=f"see its run at {api.flow_run_ui(run.id)}")
-    result = json.loads(out.read_text())
-    result["flow_run"] = api.flow_run_ui(run.id)
-    if json_out:
-        print_json(result)
-        return
-    show_study(result)
+    token_id, token = registry.create_api_token(home.engine(), name, role, days)
+    data = {"id": token_id, "name": name, "role": role, "days": days, "token": token,
+            "hub": home.url()}
+    report(json_out, data, f"API token {token_id} for {name} ({role}, {days} days), shown once:\n"
+                           f"  export RADFLOW_HUB_TOKEN={token}\n"
+                           f"  radflow study list --hub {home.url()}")
 
 
-def show_study(result: dict) -> None:
-    combined = result["combined"]
-    console.print(f"study {result['study']}: {result['flow']} ({result['version'][:19]})",
-                  highlight=False)
-    for s in result["sites"]:
-        value = (s.get("release") or {}).get("matching")
-        what = s.get("refusal") or ("<k" if s["status"] == "released" and value is None
-                                    else value if value is not None else s["status"])
-        console.print(f"  {s['site']:<20} {s['status']:<9} {what}", highlight=False)
-    if "matching" in combined:
-        bound = " (at least: a site suppressed a small count)" if \
-            combined["matching_is_lower_bound"] else ""
-        console.print(f"  total: {combined['matching']}{bound}", highlight=False)
-    console.print(f"  artifacts: {', '.join(result.get('artifacts', []))}", highlight=False)
-    if result.get("flow_run"):
-        console.print(f"  flow run: {result['flow_run']}", highlight=False)
-
-
-@study_app.command("list")
-def study_list(json_out: bool = JSON) -> None:
-    """The studies run on this hub, newest first."""
-    import json
-
+@token_app.command("list")
+def token_list(json_out: bool = JSON) -> None:
+    """The API tokens: id, holder, role, expiry, revoked or not (never the token)."""
     from radflow.cli.common import emit_rows
+    from radflow.hub import registry
 
-    folder = _home().root / "studies"
-    results = [json.loads(p.read_text()) for p in folder.glob("*/result.json")]
-    results.sort(key=lambda r: r.get("finished", ""), reverse=True)
-    rows = [{"study": r["study"], "flow": r["flow"], "version": r["version"],
-             "finished": r.get("finished"), "sites": {s["site"]: s.get("refusal", s["status"])
-                                                      for s in r["sites"]}} for r in results]
-    emit_rows(rows, json_out, lambda r: f"{r['study']}  {r['flow']}  {r['finished'] or ''}  "
-              + ", ".join(f"{k}: {v}" for k, v in r["sites"].items()))
+    rows = [{"id": t.id, "name": t.name, "role": t.role, "expires_at": t.expires_at.isoformat(),
+             "revoked": t.revoked_at is not None} for t in registry.api_tokens(_home().engine())]
+    emit_rows(rows, json_out, lambda r: f"{r['id']}  {r['name']:<30} {r['role']:<12} "
+              f"until {r['expires_at'][:10]}{'  REVOKED' if r['revoked'] else ''}")
 
 
-@study_app.command("show")
-def study_show(study: str = typer.Argument(..., help="The study's id (radflow study list)."),
-               json_out: bool = JSON) -> None:
-    """One study's result: each site's release or refusal, the combined answer, artifacts."""
-    import json
+@token_app.command("revoke")
+def token_revoke(token_id: str = typer.Argument(..., help="The token's id (radflow hub token "
+                                                          "list)."),
+                 json_out: bool = JSON) -> None:
+    """Revoke an API token at once."""
+    from radflow.hub import registry
 
-    from radflow.errors import ConfigurationError
-
-    out = _home().root / "studies" / study / "result.json"
-    if not study.isalnum() or not out.exists():
-        raise ConfigurationError(f"there is no study {study!r} on this hub",
-                                 fix="see radflow study list")
-    result = json.loads(out.read_text())
-    if json_out:
-        print_json(result)
-        return
-    show_study(result)
+    registry.revoke_api_token(_home().engine(), token_id)
+    report(json_out, {"id": token_id, "revoked": True}, f"API token {token_id}: revoked")

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     from radflow.hub.home import HubHome
 
     home = HubHome.of(args.home)
-    app = create_app(home.engine(), home.key, home.url())
+    app = create_app(home.engine(), home.key, home.url(), home=home)
     uvicorn.run(app, host=args.bind, port=home.config()["port"], access_log=False,
                 ssl_certfile=args.certfile, ssl_keyfile=args.keyfile)
     return 0

@@ -2,7 +2,10 @@
 their bearer token. Every ``/v1/sites/{name}/...`` route needs a valid, unexpired token of
 that very site: 401 without one, 403 with another site's.
 
-    app = create_app(engine, hub_key_path, public_url="http://127.0.0.1:8700")
+Coordinators call ``/v1/studies`` and ``/v1/flows`` with a personal API token
+(``radflow hub token create``); a site's token is no coordinator's, and the other way round.
+
+    app = create_app(engine, hub_key_path, public_url="http://127.0.0.1:8700", home=hub_home)
 """
 
 from __future__ import annotations
@@ -28,12 +31,22 @@ class Enrolment(BaseModel):
     public_key_pem: str = Field(max_length=2000)
 
 
+class StudyRequest(BaseModel):
+    name: str = Field(max_length=80, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    params: dict[str, Any] = Field(default_factory=dict)
+    sites: list[str] | None = Field(default=None, max_length=500)
+    deadline_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+
+
 class JobResult(BaseModel):
     release: dict[str, Any] | None = None
     refusal: str | None = Field(default=None, pattern=r"^[a-z_]+(:[\w.@-]+)?$", max_length=120)
 
 
-def create_app(engine: Engine, hub_key_path: Path, public_url: str) -> FastAPI:
+def create_app(engine: Engine, hub_key_path: Path, public_url: str,
+               home: Any = None) -> FastAPI:
+    """The API; ``home`` (the hub's folder) lets coordinators start studies on the hub's
+    Prefect (without it those routes answer 503)."""
     from radflow.federation.signing import fingerprint
 
     hub_public = hub_key_path.with_suffix(hub_key_path.suffix + ".pub").read_bytes()
@@ -54,6 +67,53 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str) -> FastAPI:
         if site != name:
             raise HTTPException(403, "this token belongs to another site")
         return site
+
+    def coordinator(request: Request) -> str:
+        who = registry.api_caller(engine, request.headers.get("authorization"))
+        if who is None:
+            raise HTTPException(401, "a valid coordinator API token is needed "
+                                     "(radflow hub token create)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return f"token:{who[0]}"
+
+    def hub_home() -> Any:
+        if home is None:
+            raise HTTPException(503, "this hub runs no Prefect server: start it with "
+                                     "radflow hub up")
+        return home
+
+    @app.get("/v1/flows")
+    def flows(who: str = Depends(coordinator)) -> list[dict[str, Any]]:
+        """The published flow versions, oldest first."""
+        return [{"name": v.name, "label": v.label, "hash": v.hash, "publisher": v.publisher,
+                 "published_at": v.published_at.isoformat()} for v in registry.versions(engine)]
+
+    @app.get("/v1/studies")
+    def studies(who: str = Depends(coordinator)) -> list[dict[str, Any]]:
+        from radflow.hub.studies import study_rows
+
+        return study_rows(hub_home())
+
+    @app.post("/v1/studies")
+    def start(body: StudyRequest, who: str = Depends(coordinator)) -> dict[str, Any]:
+        """Start a study (a flow run on the hub's Prefect); poll GET /v1/studies/{id}."""
+        from radflow.errors import RadflowError
+        from radflow.hub.studies import launch
+
+        try:
+            return launch(hub_home(), body.name, body.params, body.sites, body.deadline_s, who)
+        except RadflowError as exc:
+            raise HTTPException(422, f"{exc.message} ({exc.fix})" if exc.fix else exc.message) \
+                from exc
+
+    @app.get("/v1/studies/{study_id}")
+    def study(study_id: str, who: str = Depends(coordinator)) -> dict[str, Any]:
+        from radflow.hub.studies import study_state
+
+        found = study_state(hub_home(), study_id)
+        if found is None:
+            raise HTTPException(404, "no such study")
+        return found
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

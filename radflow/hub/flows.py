@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 @flow(name="federated-study", log_prints=False, persist_result=False)
 def federated_study(name: str, params: dict[str, Any] | None = None,
                     sites: list[str] | None = None, deadline_s: float = 600.0,
-                    study_id: str | None = None) -> dict[str, Any]:
+                    study_id: str | None = None, started_by: str | None = None) -> dict[str, Any]:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from radflow.hub.home import HubHome
@@ -24,7 +24,7 @@ def federated_study(name: str, params: dict[str, Any] | None = None,
     logger = get_run_logger()
     home = HubHome.of(Path(os.environ["RADFLOW_HOME"]))
     result = run_study(home.engine(), home.root, name, params or {}, sites, deadline_s,
-                       study_id=study_id, on_site=lambda s: logger.info(
+                       study_id=study_id, started_by=started_by, on_site=lambda s: logger.info(
                            "%s: %s", s["site"], s.get("refusal") or s["status"]))
     rows = [{"site": s["site"], "status": s["status"], "refusal": s.get("refusal", ""),
              **{k: v for k, v in (s.get("release") or {}).items()

@@ -75,6 +75,7 @@ class HubStudy(HubModel, table=True):
     params: str = "{}"  # JSON
     created_at: datetime = Field(default_factory=utcnow)
     deadline: datetime
+    started_by: str | None = None  # "cli:<user>" on the hub, "token:<name>" through the API
 
 
 class HubJob(HubModel, table=True):
@@ -91,3 +92,18 @@ class HubJob(HubModel, table=True):
     release: str | None = None  # the released aggregate (JSON), exactly as posted
     refusal: str | None = None  # a code: not_approved, bad_signature, policy_violation:...
     posted_at: datetime | None = None
+
+
+class HubApiToken(HubModel, table=True):
+    """A person's API token for the hub (coordinator or admin): the CLI away from the hub
+    machine. Only its hash is kept; it expires and can be revoked."""
+
+    __tablename__ = "hub_api_token"
+
+    id: str = Field(primary_key=True)  # the public part, shown in lists
+    token_hash: str = Field(index=True, unique=True)
+    name: str  # who holds it
+    role: str  # coordinator or admin
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    revoked_at: datetime | None = None

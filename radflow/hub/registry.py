@@ -23,6 +23,7 @@ from sqlmodel import Session, delete, select
 from radflow.catalog.models.base import as_utc
 from radflow.errors import ConfigurationError, RadflowError
 from radflow.hub.models import (
+    HubApiToken,
     HubJob,
     HubSite,
     HubStudy,
@@ -188,6 +189,62 @@ def site_of(engine: Engine, authorization: str | None) -> str | None:
         return row.site if site is not None and site.status == "enrolled" else None
 
 
+API_ROLES = ("coordinator", "admin")
+
+
+def create_api_token(engine: Engine, name: str, role: str = "coordinator",
+                     days: int = 90) -> tuple[str, str]:
+    """A person's API token (shown once, kept hashed); returns (id, token).
+
+    Raises:
+        ConfigurationError: an unknown role, a bad name or lifetime.
+    """
+    if role not in API_ROLES:
+        raise ConfigurationError(f"unknown role {role!r}", fix=f"one of {', '.join(API_ROLES)}")
+    if not re.fullmatch(r"[\w.@-]{1,64}", name) or not 1 <= days <= 366:
+        raise ConfigurationError(f"a token for {name!r} valid {days} days cannot be made",
+                                 fix="name: letters, digits, . @ - _ (up to 64); 1 to 366 days")
+    token_id = secrets.token_hex(4)
+    token = f"rfh_{token_id}_{secrets.token_urlsafe(32)}"
+    with Session(engine) as session:
+        session.add(HubApiToken(id=token_id, token_hash=_hash(token), name=name, role=role,
+                                expires_at=datetime.now(UTC) + timedelta(days=days)))
+        session.commit()
+    return token_id, token
+
+
+def api_caller(engine: Engine, authorization: str | None) -> tuple[str, str] | None:
+    """(name, role) of a valid API token, or None (missing, unknown, expired, revoked)."""
+    if not authorization or not authorization.startswith("Bearer rfh_"):
+        return None
+    with Session(engine) as session:
+        row = session.exec(select(HubApiToken).where(HubApiToken.token_hash == _hash(
+            authorization.removeprefix("Bearer ").strip()))).first()
+        if row is None or row.revoked_at is not None or \
+                as_utc(row.expires_at) < datetime.now(UTC):
+            return None
+        return row.name, row.role
+
+
+def api_tokens(engine: Engine) -> list[HubApiToken]:
+    return _detached(engine, select(HubApiToken).order_by(HubApiToken.created_at))
+
+
+def revoke_api_token(engine: Engine, token_id: str) -> None:
+    with Session(engine) as session:
+        row = session.get(HubApiToken, token_id)
+        if row is None:
+            raise ConfigurationError(f"there is no API token {token_id!r}",
+                                     fix="see radflow hub token list")
+        row.revoked_at = datetime.now(UTC)
+        session.add(row)
+        session.commit()
+
+
+def studies(engine: Engine) -> list[HubStudy]:
+    return _detached(engine, select(HubStudy).order_by(HubStudy.created_at.desc()))
+
+
 def revoke_site(engine: Engine, name: str) -> None:
     """Cut a site off at once: its tokens are deleted and it can get no new one."""
     with Session(engine) as session:
@@ -230,8 +287,34 @@ def versions(engine: Engine) -> list[HubVersion]:
     return _detached(engine, select(HubVersion).order_by(HubVersion.published_at))
 
 
+def check_study(engine: Engine, name: str, sites_: list[str] | None) -> list[str]:
+    """The sites a study of ``name`` would go to.
+
+    Raises:
+        ConfigurationError: no published version of that flow, no site, or an unknown site.
+    """
+    with Session(engine) as session:
+        if session.exec(select(HubVersion).where(HubVersion.name == name)).first() is None:
+            raise ConfigurationError(f"no version of {name!r} is published on this hub",
+                                     fix="radflow publish PATH-OF-THE-FLOW-PACKAGE (e.g. "
+                                         f"federation/flows/{name})")
+        enrolled = [s.name for s in session.exec(select(HubSite).where(
+            HubSite.status == "enrolled"))]
+    chosen = sites_ or enrolled
+    if not chosen:
+        raise ConfigurationError("no site has joined this hub yet",
+                                 fix="radflow hub site add NAME, then radflow site join at the "
+                                     "site")
+    unknown = sorted(set(chosen) - set(enrolled))
+    if unknown:
+        raise ConfigurationError(f"sites {unknown} are not enrolled",
+                                 fix="see radflow hub site list")
+    return chosen
+
+
 def start_study(engine: Engine, name: str, params: dict[str, Any], sites_: list[str] | None,
-                deadline_s: float, study_id: str | None = None) -> tuple[HubStudy, list[HubJob]]:
+                deadline_s: float, study_id: str | None = None,
+                started_by: str | None = None) -> tuple[HubStudy, list[HubJob]]:
     """Queue one job per enrolled site (or per named site) for the newest version of ``name``.
 
     Raises:
@@ -240,26 +323,14 @@ def start_study(engine: Engine, name: str, params: dict[str, Any], sites_: list[
     import json
     import uuid
 
+    chosen = check_study(engine, name, sites_)
     with Session(engine) as session:
         version = session.exec(select(HubVersion).where(HubVersion.name == name)
                                .order_by(HubVersion.published_at.desc())).first()
-        if version is None:
-            raise ConfigurationError(f"no version of {name!r} is published",
-                                     fix=f"radflow publish federation/flows/{name}")
-        enrolled = [s.name for s in session.exec(select(HubSite).where(
-            HubSite.status == "enrolled"))]
-        chosen = sites_ or enrolled
-        if not chosen:
-            raise ConfigurationError("no site has joined this hub yet",
-                                     fix="radflow hub site add NAME, then radflow site join at "
-                                         "the site")
-        unknown = sorted(set(chosen) - set(enrolled))
-        if unknown:
-            raise ConfigurationError(f"sites {unknown} are not enrolled",
-                                     fix="see radflow hub site list")
         study = HubStudy(id=study_id or new_study_id(), name=name, version_hash=version.hash,
                          params=json.dumps(params),
-                         deadline=datetime.now(UTC) + timedelta(seconds=deadline_s))
+                         deadline=datetime.now(UTC) + timedelta(seconds=deadline_s),
+                         started_by=started_by)
         jobs = [HubJob(id=uuid.uuid4().hex, study_id=study.id, site=site,
                        version_hash=version.hash, params=study.params) for site in chosen]
         session.add(study)

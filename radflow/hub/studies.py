@@ -22,10 +22,12 @@ from radflow.hub import registry
 def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
               sites: list[str] | None = None, deadline_s: float = 600.0,
               poll: float = 0.5, study_id: str | None = None,
-              on_site: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+              on_site: Callable[[dict[str, Any]], None] | None = None,
+              started_by: str | None = None) -> dict[str, Any]:
     """Queue the study's jobs, wait for every site or the deadline, combine, write artifacts.
     ``on_site`` is told of each site's release or refusal as it arrives."""
-    study, _ = registry.start_study(engine, name, params, sites, deadline_s, study_id)
+    study, _ = registry.start_study(engine, name, params, sites, deadline_s, study_id,
+                                    started_by)
     end = time.monotonic() + deadline_s
     told: set[str] = set()
     while True:
@@ -41,6 +43,7 @@ def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
     per_site = [_entry(job) for job in rows]
     result = {"study": study.id, "flow": name, "version": study.version_hash,
               "params": params, "sites": per_site, "combined": combine(name, per_site),
+              "started_by": started_by,
               "finished": datetime.now(UTC).isoformat(timespec="seconds")}
     out = folder / "studies" / study.id
     out.mkdir(parents=True, exist_ok=True)
@@ -98,3 +101,45 @@ def chart(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def launch(home: Any, name: str, params: dict[str, Any], sites: list[str] | None,
+           deadline_s: float, started_by: str) -> dict[str, Any]:
+    """Start a study as a run of ``federated-study/NAME`` on the hub's Prefect; returns its id,
+    the run's id and its page. Bad requests (no such flow, unknown sites) fail here, before
+    any run exists.
+
+    Raises:
+        ConfigurationError: the flow is not published, or a site is unknown.
+    """
+    registry.check_study(home.engine(), name, sites)
+    study_id = registry.new_study_id()
+    api = home.prefect()
+    run = api.create_flow_run(f"federated-study/{name}", {
+        "name": name, "params": params, "sites": sites or None, "deadline_s": deadline_s,
+        "study_id": study_id, "started_by": started_by}, tags=(f"study:{study_id}",))
+    return {"study": study_id, "flow_run": run.id, "url": api.flow_run_ui(run.id)}
+
+
+def study_state(home: Any, study_id: str) -> dict[str, Any] | None:
+    """A finished study's result; a running one's jobs so far; None for an unknown id."""
+    out = home.root / "studies" / study_id / "result.json"
+    if study_id.isalnum() and out.exists():
+        return {"state": "finished", **json.loads(out.read_text())}
+    row = next((s for s in registry.studies(home.engine()) if s.id == study_id), None)
+    if row is None:
+        return None
+    return {"state": "running", "study": row.id, "flow": row.name, "version": row.version_hash,
+            "started_by": row.started_by,
+            "sites": [_entry(job) for job in registry.study_jobs(home.engine(), row.id)]}
+
+
+def study_rows(home: Any) -> list[dict[str, Any]]:
+    """Every study, newest first: id, flow, who started it, finished or running."""
+    rows = []
+    for row in registry.studies(home.engine()):
+        done = (home.root / "studies" / row.id / "result.json").exists()
+        rows.append({"study": row.id, "flow": row.name, "version": row.version_hash,
+                     "started_by": row.started_by, "created_at": row.created_at.isoformat(),
+                     "state": "finished" if done else "running"})
+    return rows

@@ -1,0 +1,193 @@
+"""``radflow study``: run cross-site studies and look at their results.
+
+On the hub machine it works on the hub's folder directly (as `radflow hub` does). Anywhere else
+it calls the hub's API: ``--hub URL`` (or ``RADFLOW_HUB_URL``) with a personal API token in
+``RADFLOW_HUB_TOKEN`` (from `radflow hub token create`; never on the command line). Either way a
+study is a run of ``federated-study/NAME`` on the hub's Prefect, and records who started it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from radflow.cli.common import JSON, console, print_json, report
+from radflow.errors import ConfigurationError, SiteError
+
+app = typer.Typer(help="Cross-site studies: run one, list them, show one.", no_args_is_help=True)
+HUB = typer.Option(None, "--hub", envvar="RADFLOW_HUB_URL", help="The hub's URL, to work "
+                   "through its API (token in RADFLOW_HUB_TOKEN); default: this machine's hub.")
+
+
+class LocalHub:
+    """The hub on this machine (its folder under RADFLOW_HOME)."""
+
+    def __init__(self) -> None:
+        from radflow.hub.home import HubHome
+        from radflow.hub.services import HubServices
+        from radflow.settings import get_settings
+
+        self.home = HubHome.of(get_settings().home)
+        if not self.home.config() or not HubServices(self.home).prefect_healthy():
+            raise ConfigurationError("the hub on this machine is not running",
+                                     fix="radflow hub up (or pass --hub URL to use another)")
+
+    def start(self, name: str, params: dict, sites: list[str] | None, deadline: float) -> dict:
+        import getpass
+
+        from radflow.hub.studies import launch
+
+        return launch(self.home, name, params, sites, deadline, f"cli:{getpass.getuser()}")
+
+    def state(self, study_id: str) -> dict | None:
+        from radflow.hub.studies import study_state
+
+        return study_state(self.home, study_id)
+
+    def rows(self) -> list[dict]:
+        from radflow.hub.studies import study_rows
+
+        return study_rows(self.home)
+
+
+class RemoteHub:
+    """A hub reached through its API with a coordinator's token."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.token = os.environ.get("RADFLOW_HUB_TOKEN", "")
+        if not self.token:
+            raise ConfigurationError("RADFLOW_HUB_TOKEN is not set",
+                                     fix="ask the hub's operator for a token (radflow hub token "
+                                         "create NAME) and export it")
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import requests
+
+        try:
+            answer = requests.request(method, f"{self.url}/v1{path}", timeout=60, headers={
+                "Authorization": f"Bearer {self.token}"}, **kwargs)
+        except requests.RequestException as exc:
+            raise SiteError(f"the hub at {self.url} did not answer ({type(exc).__name__})",
+                            fix="check --hub and that the hub is up") from exc
+        if answer.status_code == 404:
+            return None
+        if answer.status_code != 200:
+            try:
+                detail = answer.json().get("detail")
+            except ValueError:
+                detail = answer.text[:200]
+            fix = {401: "the token is wrong, expired or revoked: ask the hub's operator for a "
+                        "new one (radflow hub token create)",
+                   503: "the hub's operator starts it: radflow hub up"}.get(
+                answer.status_code, "see the message")
+            raise ConfigurationError(f"the hub refused: {detail} (HTTP {answer.status_code})",
+                                     fix=fix)
+        return answer.json()
+
+    def start(self, name: str, params: dict, sites: list[str] | None, deadline: float) -> dict:
+        return self._call("POST", "/studies", json={"name": name, "params": params,
+                                                    "sites": sites, "deadline_s": deadline})
+
+    def state(self, study_id: str) -> dict | None:
+        return self._call("GET", f"/studies/{study_id}")
+
+    def rows(self) -> list[dict]:
+        return self._call("GET", "/studies")
+
+
+def _hub(url: str | None) -> LocalHub | RemoteHub:
+    return RemoteHub(url) if url else LocalHub()
+
+
+@app.command("run")
+def run(name: str = typer.Argument(..., help="The flow, e.g. federated-cohort-count."),
+        cohort: Path | None = typer.Option(None, help="A cohort definition (JSON file)."),
+        sites: list[str] | None = typer.Option(None, "--sites", help="Only these sites."),
+        deadline: float = typer.Option(600, help="Seconds to wait for the sites."),
+        wait: bool = typer.Option(True, help="Wait for the result (else print the run)."),
+        hub: str | None = HUB, json_out: bool = JSON) -> None:
+    """Run a study at the enrolled sites and combine what they release. It runs as a flow run
+    of ``federated-study/NAME`` on the hub's Prefect (watch it there)."""
+    from radflow.cohorts.definition import CohortDefinition
+
+    params: dict = {}
+    if cohort is not None:
+        params["cohort"] = CohortDefinition.parse(cohort.read_text()).canonical()
+    target = _hub(hub)
+    started = target.start(name, params, sites or None, deadline)
+    if not wait:
+        report(json_out, started, f"study {started['study']}: running, watch it at "
+                                  f"{started['url']}")
+        return
+    give_up = time.monotonic() + deadline + 120
+    result = None
+    while time.monotonic() < give_up:
+        result = target.state(started["study"])
+        if result is not None and result["state"] == "finished":
+            break
+        if isinstance(target, LocalHub):
+            run_state = target.home.prefect().flow_run(started["flow_run"])
+            if run_state.is_final and not run_state.ok:
+                raise SiteError(f"study {started['study']} ended {run_state.state}: "
+                                f"{run_state.message or ''}", fix=f"see {started['url']}")
+        time.sleep(1.0)
+    if result is None or result["state"] != "finished":
+        raise SiteError(f"study {started['study']} has no result after {deadline + 120:.0f} s",
+                        fix=f"see its run at {started['url']}")
+    result["flow_run"] = started["url"]
+    if json_out:
+        print_json(result)
+        return
+    show(result)
+
+
+def show(result: dict) -> None:
+    combined = result.get("combined", {})
+    console.print(f"study {result['study']}: {result['flow']} ({result['version'][:19]})"
+                  + (f", started by {result['started_by']}" if result.get("started_by") else ""),
+                  highlight=False)
+    for s in result["sites"]:
+        value = (s.get("release") or {}).get("matching")
+        what = s.get("refusal") or ("<k" if s["status"] == "released" and value is None
+                                    else value if value is not None else s["status"])
+        console.print(f"  {s['site']:<20} {s['status']:<9} {what}", highlight=False)
+    if "matching" in combined:
+        bound = " (at least: a site suppressed a small count)" if \
+            combined["matching_is_lower_bound"] else ""
+        console.print(f"  total: {combined['matching']}{bound}", highlight=False)
+    if result.get("artifacts"):
+        console.print(f"  artifacts (on the hub): {', '.join(result['artifacts'])}",
+                      highlight=False)
+    if result.get("flow_run"):
+        console.print(f"  flow run: {result['flow_run']}", highlight=False)
+
+
+@app.command("list")
+def list_studies(hub: str | None = HUB, json_out: bool = JSON) -> None:
+    """The studies of the hub, newest first."""
+    from radflow.cli.common import emit_rows
+
+    rows = _hub(hub).rows()
+    if not rows and not json_out:
+        console.print("no study yet: radflow study run NAME --cohort FILE", highlight=False)
+    emit_rows(rows, json_out, lambda r: f"{r['study']}  {r['flow']:<24} "
+              f"{r['state']:<9} {r['created_at'][:19]}  {r['started_by'] or ''}")
+
+
+@app.command("show")
+def show_one(study: str = typer.Argument(..., help="The study's id (radflow study list)."),
+             hub: str | None = HUB, json_out: bool = JSON) -> None:
+    """One study: each site's release, refusal code or absence, and the combined answer."""
+    found = _hub(hub).state(study) if study.isalnum() else None
+    if found is None:
+        raise ConfigurationError(f"there is no study {study!r} on this hub",
+                                 fix="see radflow study list")
+    if json_out:
+        print_json(found)
+        return
+    show(found)
