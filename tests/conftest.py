@@ -272,3 +272,20 @@ def shots(tmp_path) -> Path:
     folder = Path(os.environ.get("RADFLOW_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def catalog_secrets(ctx: SiteContext) -> set[str]:
+    """Every UID, Orthanc id and series description in a site's catalog: strings that must
+    never reach a hub (the leak tests)."""
+    from sqlmodel import select
+
+    from radflow.catalog.db import session_scope
+    from radflow.catalog.models import Series
+
+    found: set[str] = set()
+    with session_scope(ctx.catalog_url) as session:
+        for row in session.exec(select(Series)):
+            found |= {row.series_uid, row.study_uid, row.orthanc_id}
+            if row.series_description:
+                found.add(row.series_description)
+    return found

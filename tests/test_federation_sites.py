@@ -1,6 +1,6 @@
 """A hub and three sites, every part real: the hub (`radflow hub up`: its Prefect server, its
 worker and the federation API, behind a recording reverse proxy), and the sites alpha (the
-session's), beta and gamma, each with its own Orthanc, Prefect server, worker, agent, catalog
+session's), delta and epsilon, each with its own Orthanc, Prefect server, worker, agent, catalog
 and synthetic patients (different seeds: different vendor mixes), plus one patient per site with
 names, IDs, UIDs and descriptions found nowhere else.
 
@@ -21,7 +21,15 @@ import subprocess
 import time
 
 import pytest
-from conftest import RADFLOW, RecordingProxy, distinctive_patient, free_port, send, wait_settled
+from conftest import (
+    RADFLOW,
+    RecordingProxy,
+    catalog_secrets,
+    distinctive_patient,
+    free_port,
+    send,
+    wait_settled,
+)
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
@@ -34,7 +42,7 @@ from radflow.synth import synthesize
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 PACKAGE = "federation/flows/federated-cohort-count"
-SITES = ("alpha", "beta", "gamma")
+SITES = ("alpha", "delta", "epsilon")
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +85,11 @@ def federation(site, manager, synth_dir, tmp_path_factory):
     finally:
         from radflow.site.components import component
 
-        for name in ("beta", "gamma"):
+        for name in ("delta", "epsilon"):  # left as plain sites, joined to nothing
             if name in manager.sites():
                 manager.down(name)
+                shutil.rmtree(manager.settings.home / "sites" / name / "federation",
+                              ignore_errors=True)
         component("agent").process(site).stop()
         hub_cli("hub", "down")
         proxy.close()
@@ -103,7 +113,7 @@ def test_a_hub_and_three_sites(federation, cli, tmp_path) -> None:
     cohort = parse_short(["modality=CT"])
     cohort_file = tmp_path / "cohort.json"
     cohort_file.write_text(cohort.canonical_json())
-    for name in ("beta", "gamma"):  # alpha has not approved the version
+    for name in ("delta", "epsilon"):  # alpha has not approved the version
         save_policy(sites[name].paths.root, SitePolicy(approved=[version], job_mode="auto",
                                                        min_cohort=2, min_cell=2))
     save_policy(sites["alpha"].paths.root, SitePolicy(job_mode="auto", min_cohort=2,
@@ -114,7 +124,7 @@ def test_a_hub_and_three_sites(federation, cli, tmp_path) -> None:
     status = {s["site"]: s for s in first["sites"]}
     assert status["alpha"] == {"site": "alpha", "status": "refused", "refusal": "not_approved"}
     assert audit_actions(sites["alpha"]).count("federation.refused") == refused_before + 1
-    assert status["beta"]["status"] == status["gamma"]["status"] == "released"
+    assert status["delta"]["status"] == status["epsilon"]["status"] == "released"
     assert first["flow_run"].startswith("http://127.0.0.1:")  # watched on the hub's Prefect
 
     cli("site", "approve", version, "--site", "alpha", check=True)  # audited approval
@@ -139,46 +149,42 @@ def test_a_hub_and_three_sites(federation, cli, tmp_path) -> None:
     listed = hub_cli("study", "list")
     assert {first["study"], second["study"]} <= {r["study"] for r in listed}
 
-    # beta takes its jobs by hand; its job reaches it, and then the whole site goes down
-    save_policy(sites["beta"].paths.root, SitePolicy(approved=[version], min_cohort=2,
+    # delta takes its jobs by hand; its job reaches it, and then the whole site goes down
+    save_policy(sites["delta"].paths.root, SitePolicy(approved=[version], min_cohort=2,
                                                      min_cell=2))
     started = hub_cli("study", "run", "federated-cohort-count", "--cohort", str(cohort_file),
                       "--deadline", "40", "--no-wait")
     deadline = time.monotonic() + 60
     waiting: list = []
     while time.monotonic() < deadline and not waiting:
-        waiting = json.loads(cli("site", "jobs", "list", "--site", "beta", "--json",
+        waiting = json.loads(cli("site", "jobs", "list", "--site", "delta", "--json",
                                  check=True).stdout)
     assert waiting and waiting[0]["study"] == started["study"]
     from radflow.site import SiteManager
 
-    SiteManager(sites["beta"].settings).down("beta")
+    SiteManager(sites["delta"].settings).down("delta")
     result_file = federation["hub_home"] / "hub" / "studies" / started["study"] / "result.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not result_file.exists():
         time.sleep(0.5)
     third = json.loads(result_file.read_text())
     status = {s["site"]: s["status"] for s in third["sites"]}
-    assert status == {"alpha": "released", "beta": "missing", "gamma": "released"}
-    assert third["combined"]["sites_not_in"] == {"beta": "missing"}
-    assert third["combined"]["matching"] == local["alpha"][1] + local["gamma"][1]
+    assert status == {"alpha": "released", "delta": "missing", "epsilon": "released"}
+    assert third["combined"]["sites_not_in"] == {"delta": "missing"}
+    assert third["combined"]["matching"] == local["alpha"][1] + local["epsilon"][1]
     shown = hub_cli("study", "show", started["study"])
     assert shown["sites"] == third["sites"]
 
     # a revoked site is cut off at once: the token it holds stops working
-    gamma = HubClient(sites["gamma"].paths.root)
-    assert gamma.get("").status_code == 200
-    hub_cli("hub", "site", "revoke", "gamma")
-    assert gamma.get("").status_code == 401
+    epsilon = HubClient(sites["epsilon"].paths.root)
+    assert epsilon.get("").status_code == 200
+    hub_cli("hub", "site", "revoke", "epsilon")
+    assert epsilon.get("").status_code == 401
 
     # the leak test, over everything the hub keeps and everything it was sent
     secrets = set(federation["distinctive"])
     for ctx in sites.values():
-        with session_scope(ctx.catalog_url) as session:
-            for row in session.exec(select(Series)):
-                secrets |= {row.series_uid, row.study_uid, row.orthanc_id}
-                if row.series_description:
-                    secrets.add(row.series_description)
+        secrets |= catalog_secrets(ctx)
     secrets = {s for s in secrets if len(s) >= 6}
     assert len(secrets) >= 20
     hub_folder = federation["hub_home"] / "hub"

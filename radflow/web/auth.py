@@ -56,22 +56,20 @@ def user(request: Request) -> User:
     return User(who["sub"], who.get("name") or who["sub"], frozenset(who.get("roles", ())))
 
 
-def clinician(request: Request) -> User:
-    """A logged-in user with a clinical role (radiologist or admin); 403 for anyone else."""
-    me = user(request)
-    if not me.has(*CLINICAL_ROLES):
-        raise HTTPException(403, f"this page needs the role radiologist or admin; "
-                                 f"{me.sub} has {', '.join(sorted(me.roles)) or 'no role'}")
-    return me
+def requiring(*roles: str):
+    """A FastAPI dependency: the logged-in user if they have one of ``roles``, else 403 with
+    the reason."""
+    def dependency(request: Request) -> User:
+        me = user(request)
+        if not me.has(*roles):
+            raise HTTPException(403, f"this page needs the role {' or '.join(roles)}; "
+                                     f"{me.sub} has {', '.join(sorted(me.roles)) or 'no role'}")
+        return me
+    return dependency
 
 
-def steward(request: Request) -> User:
-    """A logged-in user with the data-steward or admin role; 403 for anyone else."""
-    me = user(request)
-    if not me.has(*STEWARD_ROLES):
-        raise HTTPException(403, f"this page needs the role data-steward or admin; "
-                                 f"{me.sub} has {', '.join(sorted(me.roles)) or 'no role'}")
-    return me
+clinician = requiring(*CLINICAL_ROLES)  # radiologist or admin
+steward = requiring(*STEWARD_ROLES)  # data-steward or admin
 
 
 def csrf_token(request: Request) -> str:
