@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,7 @@ WORK_POOL = "hub"
 @dataclass
 class HubHome:
     root: Path
+    _engine: Engine | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, radflow_home: Path) -> HubHome:
@@ -105,10 +106,13 @@ class HubHome:
         return PrefectApi(self.prefect_api_url, (user, password), timeout=timeout, site="hub")
 
     def engine(self) -> Engine:
-        from sqlmodel import create_engine
+        """The hub database's engine, made and migrated once per HubHome (the API and the
+        coordinator flow ask for it on every request)."""
+        if self._engine is None:
+            from sqlmodel import create_engine
 
-        from radflow.hub import registry
+            from radflow.hub import registry
 
-        engine = create_engine(f"sqlite:///{self.root / 'hub.db'}")
-        registry.create(engine)
-        return engine
+            self._engine = create_engine(f"sqlite:///{self.root / 'hub.db'}")
+            registry.create(self._engine)
+        return self._engine

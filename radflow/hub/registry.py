@@ -241,6 +241,14 @@ def revoke_api_token(engine: Engine, token_id: str) -> None:
         session.commit()
 
 
+def study(engine: Engine, study_id: str) -> HubStudy | None:
+    with Session(engine) as session:
+        row = session.get(HubStudy, study_id)
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
 def studies(engine: Engine) -> list[HubStudy]:
     return _detached(engine, select(HubStudy).order_by(HubStudy.created_at.desc()))
 

@@ -126,7 +126,7 @@ def study_state(home: Any, study_id: str) -> dict[str, Any] | None:
     out = home.root / "studies" / study_id / "result.json"
     if study_id.isalnum() and out.exists():
         return {"state": "finished", **json.loads(out.read_text())}
-    row = next((s for s in registry.studies(home.engine()) if s.id == study_id), None)
+    row = registry.study(home.engine(), study_id)
     if row is None:
         return None
     return {"state": "running", "study": row.id, "flow": row.name, "version": row.version_hash,
