@@ -171,6 +171,13 @@ class PrefectApi:
                                "create_flow_run", f"starting a run of {deployment}", json=body)
         return FlowRunInfo.from_api(answer.json())
 
+    def flow_runs_tagged(self, tag: str, limit: int = 10) -> list[FlowRunInfo]:
+        """The flow runs carrying ``tag``, newest first."""
+        answer = self._request("POST", "flow_runs/filter", f"finding the flow runs tagged {tag}",
+                               json={"flow_runs": {"tags": {"all_": [tag]}},
+                                     "sort": "EXPECTED_START_TIME_DESC", "limit": limit})
+        return [FlowRunInfo.from_api(run) for run in answer.json()]
+
     def flow_run(self, run_id: str) -> FlowRunInfo:
         return FlowRunInfo.from_api(self._request("GET", f"flow_runs/{run_id}",
                                                   f"reading flow run {run_id}").json())

@@ -189,6 +189,11 @@ def test_a_killed_agent_resumes_a_missing_site_is_reported_and_nothing_leaks(
             AuditEvent.action == "federation.released")).all()
     jobs = [json.loads(e.detail)["study"] for e in released]
     assert jobs.count(study) == 1  # posted exactly once
+    from radflow.federation.steward import jobs as site_jobs
+
+    (row,) = [j for j in site_jobs(site.catalog_url) if j.study == study]  # the agent's state
+    assert (row.state, row.outcome) == ("posted", "released")
+    assert row.flow_run_id == flow_runs_of(site, study)[0]["id"] and row.posted_at is not None
 
     # the leak test: nothing that names a patient, a study or a series reached the hub
     manifest = json.loads((synth_dir / "manifest.json").read_text())
@@ -231,9 +236,9 @@ def test_manual_release_on_the_federation_page(joined, hub, browser, shots, cli)
             deadline_s=150)))
         runner.start()
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not pending_releases(site.paths.root):
+        while time.monotonic() < deadline and not pending_releases(site.catalog_url):
             time.sleep(0.2)
-        (waiting,) = pending_releases(site.paths.root)
+        (waiting,) = pending_releases(site.catalog_url)
         return runner, out, waiting
 
     before = last_seq(site)
@@ -260,7 +265,7 @@ def test_manual_release_on_the_federation_page(joined, hub, browser, shots, cli)
     assert ("federation.release_pending", "radflow:agent") in actions
     approvals = [a for a in actions if a[0] == "federation.release_approved"]
     assert len(approvals) == 1 and approvals[0][1].startswith("web:")
-    assert actions[-1][0] == "federation.released" and pending_releases(site.paths.root) == []
+    assert actions[-1][0] == "federation.released" and pending_releases(site.catalog_url) == []
 
     runner, out, waiting = study_in_background()
     forged = cli("site", "releases", "approve", waiting["job"], "--hash", "sha256:" + "0" * 64,

@@ -187,3 +187,52 @@ def test_a_signed_version_refuses_any_changed_byte(tmp_path: Path) -> None:
     needs = manifest.model_copy(update={"plugins": {"radflow": "9.9", "radflow-none": "1"}})
     assert missing_plugins(needs) == ["missing_plugin:radflow@9.9",
                                       "missing_plugin:radflow-none@1"]
+
+
+ROUNDS = ReleaseSchema.model_validate({"rounds": {
+    "span": {"fields": {"n": {"kind": "count"},
+                        "span_low": {"kind": "coarse", "shape": []},
+                        "span_high": {"kind": "coarse"}}},
+    "histogram": {"fields": {
+        "n": {"kind": "count"},
+        "cells": {"kind": "histogram", "shape": ["features", "bins"]},
+        "sums": {"kind": "matrix", "shape": ["features", "bins"], "counted_by": "cells"}}},
+}})
+
+
+def test_rounds_named_dimensions_coarse_spans_and_counted_sums() -> None:
+    policy = SitePolicy(min_cohort=10, min_cell=5)
+    span = {"n": 30, "span_low": 12.0, "span_high": 99.0}
+    assert gate(span, ROUNDS, policy, {"round": "span"}).released == span
+    assert gate(span | {"span_high": 98.76}, ROUNDS, policy,
+                {"round": "span"}).refusal == "policy_violation:coarse"  # a raw value
+    assert gate(span, ROUNDS, policy, {"round": "other"}).refusal == "policy_violation:schema"
+    assert gate(span, ROUNDS, policy, {}).refusal == "policy_violation:schema"  # no round
+
+    params = {"round": "histogram", "features": ["a", "b"], "bins": 3}
+    body = {"n": 30, "cells": [[10, 3, 17], [0, 12, 18]],
+            "sums": [[1.5, 2.5, 3.5], [0.0, 4.5, 5.5]]}
+    out = gate(body, ROUNDS, policy, params)
+    assert out.ok
+    # the 3 is suppressed, and with it the smallest other non-zero cell of its row (10):
+    # their sums go too (a sum over three values is too close to the values)
+    assert out.released["cells"] == [[None, None, 17], [0, 12, 18]]
+    assert out.released["sums"] == [[None, None, 3.5], [0.0, 4.5, 5.5]]
+    assert out.suppressed == ["cells[0][0]", "cells[0][1]"]
+    assert gate(body, ROUNDS, policy, params | {"bins": 4}).refusal == "policy_violation:shape"
+    assert gate(body, ROUNDS, policy, {"round": "histogram"}).refusal == \
+        "policy_violation:shape"  # nothing sizes the arrays
+
+
+def test_models_too_large_for_the_sites_n_are_refused() -> None:
+    schema = ReleaseSchema(fields={"n": ReleaseField(kind="count"),
+                                   "gradient": ReleaseField(kind="matrix", shape=("parameters",))})
+    policy = SitePolicy(min_cohort=10)  # max_parameters_ratio 0.33 (DataSHIELD's glm rule)
+    body = {"n": 30, "gradient": [0.1] * 10}
+    assert gate(body, schema, policy, {"parameters": 10}).refusal == \
+        "policy_violation:parameters"  # 10 > 0.33 * 30
+    small = {"n": 30, "gradient": [0.1] * 9}
+    assert gate(small, schema, policy, {"parameters": 9}).ok
+    with pytest.raises(ValueError, match="same shape"):
+        ReleaseSchema.model_validate({"fields": {
+            "n": {"kind": "count"}, "s": {"kind": "sum", "counted_by": "n"}}})

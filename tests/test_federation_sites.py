@@ -59,6 +59,7 @@ def federation(site, manager, synth_dir, tmp_path_factory):
     api_port = free_port()
     proxy = RecordingProxy(f"http://127.0.0.1:{api_port}")
     hub_cli("hub", "up", "--port", str(api_port), "--prefect-port", str(free_port()),
+            "--web-port", str(free_port()), "--idp-port", str(free_port()),
             "--public-url", proxy.url)
     distinctive: set[str] = set()
     contexts = {}
@@ -106,7 +107,75 @@ def audit_actions(ctx) -> list[str]:
         return [e.action for e in session.exec(select(AuditEvent).order_by(AuditEvent.seq))]
 
 
-def test_a_hub_and_three_sites(federation, cli, tmp_path) -> None:
+def coordinator_page(browser, hub_cli, user: str, path: str = "/studies"):
+    """A browser logged in to the hub's web app as ``user``, through the hub's provider."""
+    creds = hub_cli("hub", "credentials")
+    web = creds["web"]["url"].removesuffix("/studies")
+    page = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()
+    page.goto(web + path)
+    assert not page.url.startswith(web)  # sent to the provider's log-in page
+    page.fill("input[name=login]", user)
+    page.click("button[type=submit]")
+    page.fill("input[name=password]", creds["web"]["users"][user]["password"])
+    page.click("button[type=submit]")
+    page.wait_for_url(web + "/**")
+    return page, web
+
+
+def hub_web_by_browser(browser, shots, hub_cli, hub_home, local: dict) -> None:
+    """A coordinator logs in to the hub's web app, starts a study in the form and reads its
+    result there; only an admin may revoke a site; without a log-in every page is refused."""
+    import requests
+
+    from radflow.hub.home import HubHome
+    from radflow.hub.web import hub_host
+    from radflow.web.app import app_routes, create_web_app
+
+    page, web = coordinator_page(browser, hub_cli, "coordinator", "/studies/new")
+    assert page.url == web + "/studies/new"
+    page.fill("#cohort", "modality=CT")
+    page.fill("#deadline", "120")
+    page.click("#go")
+    page.wait_for_url(web + "/studies/*")
+    page.wait_for_selector("#state:has-text('finished')", timeout=180_000)
+    page.screenshot(path=str(shots / "hub-study-web.png"), full_page=True)
+    study_id = page.url.rsplit("/", 1)[1]
+    shown = hub_cli("study", "show", study_id)
+    assert shown["started_by"].startswith("web:")  # who started it: the OIDC subject
+    combined = json.loads(page.inner_text("#combined"))
+    assert combined["matching"] == sum(m for _, m in local.values())  # = pooled
+    for name, (n, matching) in local.items():
+        row = page.inner_text(f"#sites tr[data-site='{name}']")
+        assert "released" in row and f'"matching": {matching}' in row and f'"n": {n}' in row
+    chart = page.context.request.get(f"{web}/studies/{study_id}/files/result.png")
+    assert chart.ok and chart.body()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = page.context.request.get(f"{web}/studies/{study_id}/files/report.html").text()
+    assert "data:image/png;base64," in report and "min_cohort 2" in report
+    assert page.context.request.get(f"{web}/studies/{study_id}/files/..%2Fhub.db").status == 404
+
+    # a coordinator may not revoke a site (admin only), whatever the form says
+    page.goto(web + "/sites")
+    assert page.locator("button:has-text('Revoke')").count() == 0
+    refused = page.context.request.post(f"{web}/sites/epsilon/revoke",
+                                        form={"csrf": "anything"})
+    assert refused.status == 403 and "admin" in refused.text()
+    page.context.close()
+
+    # without a log-in: pages go to the log-in, nothing else answers
+    checked = 0
+    for method, path in app_routes(create_web_app(hub_host(HubHome.of(hub_home)))):
+        if path in {"/healthz", "/login", "/auth/callback", "/logged-out"}:
+            continue
+        path = path.replace("{study_id}", study_id).replace("{name}", "epsilon")
+        answer = requests.request(method, web + path, allow_redirects=False, timeout=10)
+        assert answer.status_code in ((303,) if method == "GET" else (303, 401, 403)), path
+        if method == "GET":
+            assert answer.headers["location"].startswith("/login?next=")
+        checked += 1
+    assert checked >= 7
+
+
+def test_a_hub_and_three_sites(federation, cli, tmp_path, browser, shots) -> None:
     hub_cli, sites = federation["hub_cli"], federation["sites"]
     version = hub_cli("publish", PACKAGE)["hash"]
     cohort = parse_short(["modality=CT"])
@@ -121,7 +190,9 @@ def test_a_hub_and_three_sites(federation, cli, tmp_path) -> None:
     first = hub_cli("study", "run", "federated-cohort-count", "--cohort", str(cohort_file),
                     "--deadline", "120")
     status = {s["site"]: s for s in first["sites"]}
-    assert status["alpha"] == {"site": "alpha", "status": "refused", "refusal": "not_approved"}
+    assert status["alpha"] | {"policy": None} == {"site": "alpha", "status": "refused",
+                                                  "refusal": "not_approved", "policy": None}
+    assert status["alpha"]["policy"]["min_cohort"] == 2  # what its gate applied, in the result
     assert audit_actions(sites["alpha"]).count("federation.refused") == refused_before + 1
     assert status["delta"]["status"] == status["epsilon"]["status"] == "released"
     assert first["flow_run"].startswith("http://127.0.0.1:")  # watched on the hub's Prefect
@@ -147,6 +218,7 @@ def test_a_hub_and_three_sites(federation, cli, tmp_path) -> None:
     assert second["combined"]["series"] == sum(n for n, _ in local.values())
     listed = hub_cli("study", "list")
     assert {first["study"], second["study"]} <= {r["study"] for r in listed}
+    hub_web_by_browser(browser, shots, hub_cli, federation["hub_home"], local)
 
     # delta takes its jobs by hand; its job reaches it, and then the whole site goes down
     save_policy(sites["delta"].paths.root, SitePolicy(approved=[version], min_cohort=2,

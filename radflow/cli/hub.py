@@ -1,5 +1,6 @@
-"""``radflow hub``: the hub's federation API and its site registry (phase 6, in progress: the
-hub's own Prefect server, jobs and studies are still to come)."""
+"""``radflow hub``: the hub's processes (its Prefect server and worker, the federation API, the
+coordinators' web app and its OpenID provider), its site registry and coordinators' API
+tokens."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ def up(port: int | None = typer.Option(None, help="Federation API port (default 
        certfile: Path | None = typer.Option(None, help="TLS certificate (PEM)."),
        keyfile: Path | None = typer.Option(None, help="TLS private key (PEM)."),
        public_url: str | None = typer.Option(None, help="The URL sites use (behind TLS)."),
+       web_port: int | None = typer.Option(None, help="The coordinators' web app's port "
+                                                      "(default: API port + 20)."),
+       idp_port: int | None = typer.Option(None, help="The embedded OpenID provider's port "
+                                                      "(default: API port + 30)."),
        json_out: bool = JSON) -> None:
     """Start the hub (creating it and its signing key if new): its Prefect server and worker,
     where coordinator flows run, and the federation API the sites' agents call. Settings given
@@ -57,16 +62,17 @@ def up(port: int | None = typer.Option(None, help="Federation API port (default 
             (certfile or previous.get("certfile")):
         raise ConfigurationError(f"refusing to serve the hub on {bind_to} without TLS",
                                  fix="pass --certfile and --keyfile")
-    config = services.home.make(port, public_url, prefect_port, bind, certfile, keyfile)
+    config = services.home.make(port, public_url, prefect_port, bind, certfile, keyfile,
+                                web_port=web_port, idp_port=idp_port)
     tls = (Path(config["certfile"]), Path(config["keyfile"])) if config["tls"] else (None, None)
     services.up(bind_to, *tls, say=(lambda _: None) if json_out else
                 (lambda line: console.print(f"  {line}", highlight=False)))
     home = services.home
-    data = {"url": home.url(), "prefect": home.prefect_url,
+    data = {"url": home.url(), "prefect": home.prefect_url, "web": f"{home.web_url()}/studies",
             "fingerprint": fingerprint(home.key.with_suffix(".key.pub").read_bytes())}
     report(json_out, data, f"hub up: {data['url']}  signing key {data['fingerprint']}\n"
-                           f"  coordinators watch studies at {data['prefect']} "
-                           "(radflow hub credentials)")
+                           f"  coordinators log in at {data['web']} and watch the runs at "
+                           f"{data['prefect']} (radflow hub credentials)")
 
 
 @app.command()
@@ -82,7 +88,8 @@ def status(json_out: bool = JSON) -> None:
     sites = [{"name": s.name, "status": s.status}
              for s in (registry.sites(home.engine()) if configured else [])]
     data = {"state": "running" if running else "stopped", "url": home.url(),
-            "prefect": home.prefect_url, "components": parts, "sites": sites}
+            "prefect": home.prefect_url, "web": home.web_url() if configured else None,
+            "components": parts, "sites": sites}
     listed = ", ".join(f"{s['name']} ({s['status']})" for s in sites) or "none"
     report(json_out, data, f"hub {data['state']}: {data['url']}  "
                            + "  ".join(f"{k}: {v}" for k, v in parts.items())
@@ -106,12 +113,22 @@ def credentials(json_out: bool = JSON) -> None:
     from radflow.federation.signing import fingerprint
 
     home = _home()
+    from radflow.hub.home import HUB_USERS
+
     user, _, password = home.prefect_auth_string().partition(":")
     data = {"url": home.url(),
             "fingerprint": fingerprint(home.key.with_suffix(".key.pub").read_bytes()),
             "prefect": {"url": home.prefect_url, "username": user, "password": password}}
-    report(json_out, data, f"{data['url']}  signing key {data['fingerprint']}\n"
-                           f"hub Prefect UI {home.prefect_url}  user {user}  password {password}")
+    lines = [f"{data['url']}  signing key {data['fingerprint']}",
+             f"hub Prefect UI {home.prefect_url}  user {user}  password {password}"]
+    if not home.oidc().get("issuer"):  # the embedded provider's demo log-ins
+        users = home.secrets().get("users", {})
+        data["web"] = {"url": f"{home.web_url()}/studies", "users": {
+            name: {"password": users[name], "roles": list(roles)}
+            for name, roles in HUB_USERS.items() if name in users}}
+        lines += [f"web app {data['web']['url']}  user {name}  password {info['password']}"
+                  f"  ({', '.join(info['roles'])})" for name, info in data["web"]["users"].items()]
+    report(json_out, data, "\n".join(lines))
 
 
 @site_app.command("add")

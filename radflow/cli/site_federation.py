@@ -149,14 +149,14 @@ def jobs_list(site: str | None = SITE, json_out: bool = JSON) -> None:
     from radflow.cli.common import emit_rows, site_context
     from radflow.federation.client import HubClient
     from radflow.federation.policy import load_policy
-    from radflow.federation.steward import accepted_file
+    from radflow.federation.steward import is_accepted
 
     ctx = site_context(site)
     approved = set(load_policy(ctx.paths.root).approved)
     answer = HubClient(ctx.paths.root).get("/jobs", wait=0)
     rows = [{"id": j["id"], "study": j["study"], "version": j["version"],
              "approved": j["version"] in approved,
-             "accepted": accepted_file(ctx.paths.root, j["id"]).exists(),
+             "accepted": is_accepted(ctx.catalog_url, j["id"]),
              "params": j["params"]} for j in answer.json().get("jobs", [])]
     emit_rows(rows, json_out, lambda r: f"{r['id']}  study {r['study']}  {r['version'][:19]}  "
               f"{'approved' if r['approved'] else 'NOT approved'}  "
@@ -172,7 +172,7 @@ def jobs_accept(job_id: str = typer.Argument(..., help="The job's id (radflow si
     from radflow.federation.steward import accept_job
 
     ctx = site_context(site)
-    accept_job(ctx.catalog_url, ctx.paths.root, job_id, f"cli:{_user()}")
+    accept_job(ctx.catalog_url, job_id, f"cli:{_user()}")
     report(json_out, {"job": job_id, "accepted": True}, f"job {job_id}: accepted")
 
 
@@ -186,7 +186,7 @@ def releases_list(site: str | None = SITE, json_out: bool = JSON) -> None:
     from radflow.cli.common import emit_rows, site_context
     from radflow.federation.steward import pending_releases
 
-    rows = pending_releases(site_context(site).paths.root)
+    rows = pending_releases(site_context(site).catalog_url)
     emit_rows(rows, json_out, lambda r: f"{r['job']}  study {r['study']}  {r['version'][:19]}  "
               f"{r['hash'][:19]}  {'approved' if r['approved'] else 'waiting'}")
 
@@ -198,7 +198,7 @@ def releases_show(job_id: str = typer.Argument(..., help="The job's id."),
     from radflow.cli.common import site_context
     from radflow.federation.steward import pending_release
 
-    row = pending_release(site_context(site).paths.root, job_id)
+    row = pending_release(site_context(site).catalog_url, job_id)
     if json_out:
         print_json(row)
         return
@@ -219,7 +219,7 @@ def releases_approve(job_id: str = typer.Argument(..., help="The job's id."),
     from radflow.federation.steward import decide_release
 
     ctx = site_context(site)
-    decide_release(ctx.catalog_url, ctx.paths.root, job_id, f"cli:{_user()}", approve=True,
+    decide_release(ctx.catalog_url, job_id, f"cli:{_user()}", approve=True,
                    expected_hash=hash_)
     report(json_out, {"job": job_id, "approved": True}, f"release of job {job_id}: approved")
 
@@ -232,7 +232,7 @@ def releases_decline(job_id: str = typer.Argument(..., help="The job's id."),
     from radflow.federation.steward import decide_release
 
     ctx = site_context(site)
-    decide_release(ctx.catalog_url, ctx.paths.root, job_id, f"cli:{_user()}", approve=False)
+    decide_release(ctx.catalog_url, job_id, f"cli:{_user()}", approve=False)
     report(json_out, {"job": job_id, "approved": False}, f"release of job {job_id}: declined")
 
 def register(site_app: typer.Typer) -> None:

@@ -11,6 +11,10 @@ out, long-polling the hub for jobs, and for each job, in order:
    steward approves exactly that JSON, or declines it: ``declined``);
 5. posts the release or the refusal code once (the hub treats the job id as idempotency key).
 
+How far each job got is its row in the catalog's ``federation_job`` table
+(:mod:`radflow.federation.steward`): a killed agent, restarted, waits on the run it started and
+never posts a job marked posted.
+
 Every step that decides is in the site's audit log.
 
     python -m radflow.federation.agent --site NAME      (started by `radflow site up`)
@@ -64,19 +68,26 @@ class Agent(ServiceLoop):
                              else "")}
 
     def handle(self, job: dict[str, Any]) -> str | None:
-        """Take one job as far as it can go now; returns what was posted (or None)."""
+        """Take one job as far as it can go now; returns what was posted (or None). Its row in
+        ``federation_job`` says how far it got before (a restarted agent goes on from there)."""
+        from radflow.federation import steward
         from radflow.federation.egress import gate
         from radflow.federation.manifest import missing_plugins
         from radflow.federation.policy import load_policy
         from radflow.federation.signing import SignatureInvalid
-        from radflow.federation.steward import accepted_file, release_decision, undecided
         from radflow.federation.versions import fetch
 
+        url = self.ctx.catalog_url
+        row = steward.received(url, job)
+        if row.state == "posted":  # the hub has it (it lists the job until it does)
+            self.logger.warning("job %s: posted already (%s); not posting again", job["id"],
+                                row.outcome)
+            return None
         policy = load_policy(self.root)
         if job["version"] not in policy.approved:
             return self.post(job, refusal="not_approved")
-        if (policy.job_mode == "manual" and not accepted_file(self.root, job["id"]).exists()) \
-                or (policy.manual_release and undecided(self.root, job["id"])):
+        if (policy.job_mode == "manual" and row.accepted_by is None) \
+                or (policy.manual_release and steward.undecided(url, job["id"])):
             self.waiting.append(job["id"])  # a steward decides first
             return None
         try:
@@ -87,15 +98,14 @@ class Agent(ServiceLoop):
         if missing:
             return self.post(job, refusal=missing[0])
         self.install(job["version"], files)
-        release = self.run(job, signed.manifest.site_entrypoint)
+        release = self.run(job, signed.manifest.site_entrypoint, row.flow_run_id)
         if release is None:
             return self.post(job, refusal="site_part_failed")
-        result = gate(release, signed.manifest.release_schema, policy)
+        result = gate(release, signed.manifest.release_schema, policy, job["params"])
         if not result.ok:
             return self.post(job, refusal=result.refusal)
         if policy.manual_release:  # a steward approves exactly this JSON first
-            decision = release_decision(self.ctx.catalog_url, self.root, job, result.released,
-                                        result.suppressed)
+            decision = steward.release_decision(url, job, result.released, result.suppressed)
             if decision == "declined":
                 return self.post(job, refusal="declined")
             if decision == "pending":
@@ -114,14 +124,21 @@ class Agent(ServiceLoop):
                 target.write_bytes(data)
         return folder
 
-    def run(self, job: dict[str, Any], entrypoint: str) -> dict[str, Any] | None:
+    def run(self, job: dict[str, Any], entrypoint: str,
+            flow_run_id: str | None = None) -> dict[str, Any] | None:
+        """Run the site part (or wait on the run a killed agent started) and read its release.
+        The job id is also the run's idempotency key: never two runs of one job."""
+        from radflow.federation.steward import started
+
         api = self.ctx.prefect()
-        run = api.create_flow_run(f"federated-job/{self.ctx.name}", {
-            "job_id": job["id"], "version_hash": job["version"], "entrypoint": entrypoint,
-            "params": job["params"], "site": self.ctx.name},
-            idempotency_key=f"federated-job-{job['id']}",
-            tags=(f"version:{job['version'][7:19]}", f"study:{job['study']}"))
-        done = api.wait(run.id, timeout=24 * 3600, poll=0.25)
+        if flow_run_id is None:
+            flow_run_id = api.create_flow_run(f"federated-job/{self.ctx.name}", {
+                "job_id": job["id"], "version_hash": job["version"], "entrypoint": entrypoint,
+                "params": job["params"], "site": self.ctx.name},
+                idempotency_key=f"federated-job-{job['id']}",
+                tags=(f"version:{job['version'][7:19]}", f"study:{job['study']}")).id
+            started(self.ctx.catalog_url, job, flow_run_id)
+        done = api.wait(flow_run_id, timeout=24 * 3600, poll=0.25)
         if not done.ok:
             self.logger.warning("job %s: the site part ended %s", job["id"], done.state)
             return None
@@ -132,15 +149,17 @@ class Agent(ServiceLoop):
              suppressed: list[str] | None = None) -> str:
         from radflow.audit import record
         from radflow.errors import SiteError
+        from radflow.federation.policy import load_policy
 
         answer = self.hub.post(f"/jobs/{job['id']}/result",
-                               {"release": release, "refusal": refusal})
+                               {"release": release, "refusal": refusal,
+                                "policy": load_policy(self.root).summary()})
         if answer.status_code != 200:
             raise SiteError(f"the hub refused the result of job {job['id']} "
                             f"(HTTP {answer.status_code})", fix="see the hub's log")
-        from radflow.federation.steward import forget
+        from radflow.federation.steward import posted
 
-        forget(self.root, job["id"])
+        posted(self.ctx.catalog_url, job, refusal or "released")
         action = "federation.released" if release is not None else "federation.refused"
         record(self.ctx.catalog_url, actor="radflow:agent", action=action,
                subject=f"job:{job['id']}",

@@ -8,7 +8,9 @@ with a code that reveals nothing about the data.
     else: report(result.refusal)               # e.g. "policy_violation:min_cohort"
 
 Refusal codes: ``policy_violation:<rule>`` with rule one of ``schema``, ``min_cohort``,
-``free_text``, ``identifier``, ``shape``, ``weights``, ``per_case``.
+``free_text``, ``identifier``, ``shape``, ``weights``, ``per_case``, ``coarse`` (a span with
+more than two significant digits), ``parameters`` (a model with more parameters than the
+policy's ``max_parameters_ratio`` allows for the site's n).
 """
 
 from __future__ import annotations
@@ -59,15 +61,22 @@ def looks_identifying(text: str) -> bool:
     return any(p.search(text) for p in IDENTIFIERS)
 
 
-def gate(release: Any, schema: ReleaseSchema, policy: SitePolicy) -> GateResult:
-    """Check one release; never raises for bad data (a refusal is a result)."""
+def gate(release: Any, schema: ReleaseSchema, policy: SitePolicy,
+         params: dict[str, Any] | None = None) -> GateResult:
+    """Check one release of a job with ``params`` (they size named dimensions and pick the
+    round); never raises for bad data (a refusal is a result)."""
     try:
-        return _gate(release, schema, policy)
+        return _gate(release, schema, policy, params or {})
     except Refused as exc:
         return GateResult(None, exc.code)
 
 
-def _gate(release: Any, schema: ReleaseSchema, policy: SitePolicy) -> GateResult:
+def _gate(release: Any, schema: ReleaseSchema, policy: SitePolicy,
+          params: dict[str, Any]) -> GateResult:
+    try:
+        schema = schema.for_round(params.get("round"))
+    except ValueError:
+        raise Refused("schema") from None
     for spec in schema.fields.values():  # the schema itself must not carry identifiers
         if any(looks_identifying(v) for v in spec.values):
             raise Refused("identifier")
@@ -78,26 +87,62 @@ def _gate(release: Any, schema: ReleaseSchema, policy: SitePolicy) -> GateResult
             raise Refused("identifier")
     if set(release) != set(schema.fields):
         raise Refused("schema")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, spec in schema.fields.items():
+        try:
+            shapes[name] = spec.resolved(params)
+        except ValueError:
+            raise Refused("shape") from None
     out: dict[str, Any] = {}
     for name, spec in schema.fields.items():
-        out[name] = _field(release[name], spec, policy)
+        out[name] = _field(release[name], spec, shapes[name], policy)
     n = out[schema.cohort_field]
     if n < policy.min_cohort:
         raise Refused("min_cohort")
+    parameters = params.get("parameters")
+    if isinstance(parameters, int) and parameters > policy.max_parameters_ratio * n:
+        raise Refused("parameters")  # DataSHIELD's rule for models fitted on n cases
     suppressed: list[str] = []
     for name, spec in schema.fields.items():
-        if spec.shape and spec.shape[0] >= n:
-            raise Refused("per_case")  # as many entries as cases: could be one per case
+        if spec.kind in ("matrix", "weights") and shapes[name] and shapes[name][0] >= n:
+            raise Refused("per_case")  # as many rows as cases: could be one per case
         if spec.kind == "count" and name != schema.cohort_field and 0 < out[name] < policy.min_cell:
             out[name] = None
             suppressed.append(name)
         elif spec.kind == "histogram":
-            out[name], cells = _suppress_histogram(out[name], policy.min_cell)
-            suppressed += [f"{name}[{i}]" for i in cells]
+            out[name], cells = _suppress_cells(out[name], policy.min_cell)
+            suppressed += [f"{name}{_index(i)}" for i in cells]
+    for name, spec in schema.fields.items():  # a sum over a suppressed count goes with it
+        if spec.counted_by is not None:
+            out[name] = _blank_like(out[name], out[spec.counted_by])
     return GateResult(out, None, suppressed)
 
 
-def _field(value: Any, spec: ReleaseField, policy: SitePolicy) -> Any:
+def _index(path: tuple[int, ...]) -> str:
+    return "".join(f"[{i}]" for i in path)
+
+
+def _suppress_cells(value: list[Any], min_cell: int,
+                    path: tuple[int, ...] = ()) -> tuple[list[Any], list[tuple[int, ...]]]:
+    """Small-cell suppression of each innermost row of a histogram (of any dimension)."""
+    if value and isinstance(value[0], list):
+        rows, cells = [], []
+        for i, row in enumerate(value):
+            done, found = _suppress_cells(row, min_cell, (*path, i))
+            rows.append(done)
+            cells += found
+        return rows, cells
+    done, found = _suppress_histogram(value, min_cell)
+    return done, [(*path, i) for i in found]
+
+
+def _blank_like(value: Any, counts: Any) -> Any:
+    if isinstance(counts, list):
+        return [_blank_like(v, c) for v, c in zip(value, counts, strict=True)]
+    return None if counts is None else value
+
+
+def _field(value: Any, spec: ReleaseField, shape: tuple[int, ...], policy: SitePolicy) -> Any:
     if spec.kind == "enum":
         if not isinstance(value, str):
             raise Refused("schema")
@@ -109,7 +154,13 @@ def _field(value: Any, spec: ReleaseField, policy: SitePolicy) -> Any:
     if spec.kind == "weights" and not policy.allow_weights:
         raise Refused("weights")
     integer = spec.kind in ("count", "histogram")
-    return _array(value, spec.shape, integer)
+    checked = _array(value, shape, integer)
+    if spec.kind == "coarse":
+        from radflow.federation.stats import is_coarse
+
+        if not is_coarse(checked):
+            raise Refused("coarse")
+    return checked
 
 
 def _array(value: Any, shape: tuple[int, ...], integer: bool) -> Any:

@@ -32,6 +32,11 @@ class SitePolicy(BaseModel):
     approved: list[str] = Field(default_factory=list, description="approved flow versions, by "
                                 "content hash (nothing is approved by default)")
 
+    def summary(self) -> dict[str, Any]:
+        """What the gate applied, sent with every result so that a study's report can say it
+        (the approvals stay at the site)."""
+        return self.model_dump(exclude={"approved"})
+
 
 def policy_path(site_root: Path) -> Path:
     return site_root / "policy.yaml"

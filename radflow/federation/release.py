@@ -8,8 +8,18 @@ Kinds:
     matrix:    numbers of a declared shape (a gradient, a Hessian)
     weights:   numbers of a declared shape that are model weights (only where the policy allows)
     enum:      one string of a declared list (no free text leaves a site)
+    coarse:    a number with at most two significant digits (where values lie, rounded
+               outward: a shared binning's span, never a value of the data)
 
 There is no kind for a minimum, a maximum or a per-case row: a release can never hold them.
+
+A dimension of a shape is a number, or the name of a job parameter: an integer parameter
+(``bins``) or the length of a list parameter (``features``); the gate resolves it from the
+job's parameters. A field ``counted_by`` a histogram of counts of the same shape loses each cell
+whose count is suppressed (a sum over one value is that value).
+
+A flow that runs in rounds declares one schema per round (``rounds``); the job's parameter
+``round`` names the one that applies.
 """
 
 from __future__ import annotations
@@ -18,7 +28,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-Kind = Literal["count", "sum", "histogram", "matrix", "weights", "enum"]
+Kind = Literal["count", "sum", "histogram", "matrix", "weights", "enum", "coarse"]
+PARAM_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 FIELD_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 # Names that say "extreme value": refused whatever their kind (policy: never raw min or max).
 EXTREME_NAMES = ("min", "max", "minimum", "maximum", "range", "extreme")
@@ -28,8 +39,11 @@ class ReleaseField(BaseModel):
     """One field of a release."""
 
     kind: Kind
-    shape: tuple[int, ...] = Field(default=(), description="array shape; () for a scalar")
+    shape: tuple[int | str, ...] = Field(default=(), description="array shape; () for a "
+                                         "scalar; a name: that job parameter's value or length")
     values: tuple[str, ...] = Field(default=(), description="the allowed strings of an enum")
+    counted_by: str | None = Field(default=None, description="a histogram field of the same "
+                                   "shape: its suppressed cells are suppressed here too")
     description: str = ""
 
     @model_validator(mode="after")
@@ -40,18 +54,57 @@ class ReleaseField(BaseModel):
             raise ValueError("only enum fields list values")
         if self.kind in ("histogram", "matrix", "weights") and not self.shape:
             raise ValueError(f"a {self.kind} field declares its shape")
-        if self.kind in ("count", "sum", "enum") and self.shape:
+        if self.kind in ("count", "sum", "enum", "coarse") and self.shape:
             raise ValueError(f"a {self.kind} field is a scalar")
-        if any(d < 1 or d > 100_000 for d in self.shape):
-            raise ValueError("every dimension is between 1 and 100000")
+        import re
+
+        for d in self.shape:
+            if isinstance(d, str) and not re.match(PARAM_NAME, d):
+                raise ValueError(f"dimension {d!r} is not a parameter name")
+            if isinstance(d, int) and not 1 <= d <= 100_000:
+                raise ValueError("every dimension is between 1 and 100000")
         return self
+
+    def resolved(self, params: dict[str, Any]) -> tuple[int, ...]:
+        """The shape for a job with ``params``.
+
+        Raises:
+            ValueError: a named dimension is missing, not a size, or out of range.
+        """
+        out = []
+        for d in self.shape:
+            if isinstance(d, str):
+                value = params.get(d)
+                size = len(value) if isinstance(value, list) else value
+                if isinstance(size, bool) or not isinstance(size, int):
+                    raise ValueError(f"the job has no parameter {d!r} to size an array")
+                d = size
+            if not 1 <= d <= 100_000:
+                raise ValueError("every dimension is between 1 and 100000")
+            out.append(d)
+        return tuple(out)
 
 
 class ReleaseSchema(BaseModel):
-    """The fields a release holds, all required, nothing else allowed."""
+    """The fields a release holds, all required, nothing else allowed; or, for a flow that runs
+    in rounds, one such schema per round."""
 
-    fields: dict[str, ReleaseField]
+    fields: dict[str, ReleaseField] = Field(default_factory=dict)
     cohort_field: str = Field(default="n", description="the count field that is the cohort size")
+    rounds: dict[str, ReleaseSchema] | None = Field(default=None, description="one schema per "
+                                                    "round, by the job parameter `round`")
+
+    def for_round(self, name: Any) -> ReleaseSchema:
+        """The schema of round ``name`` (the schema itself for a one-round flow).
+
+        Raises:
+            ValueError: the flow has rounds and ``name`` is none of them.
+        """
+        if self.rounds is None:
+            return self
+        if not isinstance(name, str) or name not in self.rounds:
+            raise ValueError(f"no round {name!r}")
+        return self.rounds[name]
 
     @field_validator("fields")
     @classmethod
@@ -68,6 +121,16 @@ class ReleaseSchema(BaseModel):
 
     @model_validator(mode="after")
     def _cohort(self) -> ReleaseSchema:
+        if self.rounds is not None:
+            if self.fields or not self.rounds:
+                raise ValueError("a schema with rounds declares its fields in each round")
+            return self
+        for name, spec in self.fields.items():
+            if spec.counted_by is not None:
+                counter = self.fields.get(spec.counted_by)
+                if counter is None or counter.kind != "histogram" or counter.shape != spec.shape:
+                    raise ValueError(f"{name!r} is counted by {spec.counted_by!r}, which is "
+                                     "not a histogram field of the same shape")
         spec = self.fields.get(self.cohort_field)
         if spec is None or spec.kind != "count":
             raise ValueError(f"the cohort size {self.cohort_field!r} must be a count field")
@@ -75,6 +138,9 @@ class ReleaseSchema(BaseModel):
 
     def json_schema(self) -> dict[str, Any]:
         """The release as JSON Schema (what the manifest publishes and sites display)."""
+        if self.rounds is not None:
+            return {"oneOf": [s.json_schema() | {"x-radflow-round": name}
+                              for name, s in self.rounds.items()]}
         props: dict[str, Any] = {}
         for name, spec in self.fields.items():
             if spec.kind == "enum":
@@ -84,7 +150,9 @@ class ReleaseSchema(BaseModel):
             else:
                 item = {"type": "number"}
             for size in reversed(spec.shape):
-                item = {"type": "array", "items": item, "minItems": size, "maxItems": size}
+                item = {"type": "array", "items": item} | (
+                    {"minItems": size, "maxItems": size} if isinstance(size, int)
+                    else {"x-radflow-size": size})
             props[name] = item | {"x-radflow-kind": spec.kind}
         return {"type": "object", "properties": props, "required": sorted(self.fields),
                 "additionalProperties": False}

@@ -21,7 +21,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 def _jobs(ctx: Any, approved: set[str]) -> tuple[list[dict[str, Any]], str | None]:
     from radflow.federation.client import HubClient
-    from radflow.federation.steward import accepted_file, undecided
+    from radflow.federation.steward import is_accepted, undecided
 
     if not (ctx.paths.root / "federation" / "hub.json").exists():
         return [], "This site has not joined a hub (radflow site join HUB_URL --code CODE)."
@@ -35,8 +35,8 @@ def _jobs(ctx: Any, approved: set[str]) -> tuple[list[dict[str, Any]], str | Non
         return [], f"The hub answered HTTP {answer.status_code} (is this site revoked?)."
     return [{"id": j["id"], "study": j["study"], "version": j["version"],
              "approved": j["version"] in approved,
-             "accepted": accepted_file(ctx.paths.root, j["id"]).exists(),
-             "release_waiting": undecided(ctx.paths.root, j["id"]),
+             "accepted": is_accepted(ctx.catalog_url, j["id"]),
+             "release_waiting": undecided(ctx.catalog_url, j["id"]),
              "params": json.dumps(j["params"], indent=2, sort_keys=True)}
             for j in answer.json().get("jobs", [])], None
 
@@ -51,7 +51,7 @@ def federation_page(request: Request, me: User = Depends(steward)) -> Response:
     policy = load_policy(ctx.paths.root)
     jobs, problem = _jobs(ctx, set(policy.approved))
     releases = [{**r, "text": json.dumps(r["release"], indent=2, sort_keys=True)}
-                for r in pending_releases(ctx.paths.root)]
+                for r in pending_releases(ctx.catalog_url)]
     return render(request, "federation.html", {
         "jobs": jobs, "problem": problem, "releases": releases, "policy": policy,
         "flash": request.session.pop("flash", None)})
@@ -65,7 +65,7 @@ def accept(request: Request, job_id: str, csrf: str | None = Form(None),
     check_csrf(request, csrf)
     ctx = request.app.state.ctx
     try:
-        accept_job(ctx.catalog_url, ctx.paths.root, job_id, f"web:{me.sub}")
+        accept_job(ctx.catalog_url, job_id, f"web:{me.sub}")
     except RadflowError as exc:
         raise HTTPException(422, exc.message) from exc
     request.session["flash"] = f"Job {job_id[:8]}: accepted; the agent runs it on its next poll."
@@ -83,7 +83,7 @@ def decide(request: Request, job_id: str, csrf: str | None = Form(None),
         raise HTTPException(422, f"unknown decision {decision!r}: approve or decline")
     ctx = request.app.state.ctx
     try:
-        decide_release(ctx.catalog_url, ctx.paths.root, job_id, f"web:{me.sub}",
+        decide_release(ctx.catalog_url, job_id, f"web:{me.sub}",
                        approve=decision == "approve", expected_hash=hash or None)
     except RadflowError as exc:
         raise HTTPException(409, exc.message) from exc

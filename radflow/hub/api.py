@@ -41,6 +41,7 @@ class StudyRequest(BaseModel):
 class JobResult(BaseModel):
     release: dict[str, Any] | None = None
     refusal: str | None = Field(default=None, pattern=r"^[a-z_]+(:[\w.@-]+)?$", max_length=120)
+    policy: dict[str, int | float | bool | str] | None = Field(default=None, max_length=12)
 
 
 def create_app(engine: Engine, hub_key_path: Path, public_url: str,
@@ -165,7 +166,8 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
         if (body.release is None) == (body.refusal is None):
             raise HTTPException(422, "post a release or a refusal code")
         return {"job": job_id, "status": registry.post_result(engine, site, job_id,
-                                                              body.release, body.refusal)}
+                                                              body.release, body.refusal,
+                                                              body.policy)}
 
     @app.get("/v1/sites/{name}/versions")
     def versions(site: str = Depends(caller)) -> list[dict[str, Any]]:

@@ -1,9 +1,12 @@
 """The hub's folder under ``$RADFLOW_HOME/hub/`` (mode 0700):
 
 - ``hub.json``: the federation API's port and public URL, the hub Prefect server's port;
-- ``secrets.json`` (0600): the hub Prefect server's credential (never given to a site);
+- ``secrets.json`` (0600): the hub Prefect server's credential (never given to a site), the
+  coordinators' web app's session key and OIDC client secret, the embedded provider's key and
+  its demo users' passwords;
 - ``hub.db``: the federation API's database; ``keys/hub.key``: its Ed25519 signing key (0600);
 - ``prefect/``: the hub Prefect server's home and database; ``studies/``: study artifacts;
+- ``idp/``: the embedded OpenID provider (canaille) the coordinators log in with;
 - ``logs/``, ``run/``: the processes' logs and PID files.
 """
 
@@ -23,6 +26,11 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 8700
 WORK_POOL = "hub"
+# The embedded provider's demo users and their roles (groups) on the hub.
+HUB_USERS = {"coordinator": ("coordinator",), "admin": ("admin",)}
+COORDINATOR_ROLES = ("coordinator", "admin")
+OIDC_DEFAULTS = {"issuer": None, "client_id": "radflow-hub", "roles_claim": "groups",
+                 "session_hours": 8.0}
 
 
 @dataclass
@@ -53,7 +61,8 @@ class HubHome:
 
     def make(self, port: int | None, public_url: str | None, prefect_port: int | None = None,
              bind: str | None = None, certfile: Path | None = None,
-             keyfile: Path | None = None) -> dict:
+             keyfile: Path | None = None, web_port: int | None = None,
+             idp_port: int | None = None) -> dict:
         """Create or update the hub's folder and settings. Options left out keep what the last
         ``hub up`` recorded (a restarted hub serves as before)."""
         from radflow.federation.signing import generate
@@ -62,15 +71,14 @@ class HubHome:
         os.chmod(self.root, 0o700)
         if not self.key.exists():
             generate(self.key)
-        secrets_file = self.root / "secrets.json"
-        if not secrets_file.exists():
-            fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                json.dump({"prefect_auth_string": "radflow:" + secrets.token_urlsafe(24)}, out)
+        self._complete_secrets()
         config = self.config()
         config["port"] = port or config.get("port") or DEFAULT_PORT
         config["prefect_port"] = prefect_port or config.get("prefect_port") or \
             config["port"] + 10
+        config["web_port"] = web_port or config.get("web_port") or config["port"] + 20
+        config["idp_port"] = idp_port or config.get("idp_port") or config["port"] + 30
+        config["oidc"] = OIDC_DEFAULTS | config.get("oidc", {})
         if public_url is not None:
             config["public_url"] = public_url or None
         if bind is not None:
@@ -81,6 +89,48 @@ class HubHome:
         config["tls"] = bool(config.get("certfile"))
         self.config_file.write_text(json.dumps(config, indent=2))
         return config
+
+    def _complete_secrets(self) -> None:
+        """``secrets.json`` (0600) with every secret the hub needs; a hub made before one of them
+        existed gets it here, the others are kept."""
+        path = self.root / "secrets.json"
+        have = json.loads(path.read_text()) if path.exists() else {}
+        want = dict(have)
+        want.setdefault("prefect_auth_string", "radflow:" + secrets.token_urlsafe(24))
+        for key in ("web_session_key", "oidc_client_secret", "idp_secret_key"):
+            want.setdefault(key, secrets.token_urlsafe(32))
+        want["users"] = {user: have.get("users", {}).get(user) or secrets.token_urlsafe(12)
+                         for user in HUB_USERS}
+        if want == have:
+            return
+        tmp = path.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(want, out)
+        tmp.replace(path)
+
+    def secrets(self) -> dict:
+        return json.loads((self.root / "secrets.json").read_text())
+
+    def web_url(self) -> str:
+        """The coordinators' web app as browsers reach it."""
+        config = self.config()
+        if config.get("web_public_url"):
+            return config["web_public_url"].rstrip("/")
+        scheme = "https" if config.get("tls") else "http"
+        return f"{scheme}://127.0.0.1:{config.get('web_port', DEFAULT_PORT + 20)}"
+
+    def oidc(self) -> dict:
+        return OIDC_DEFAULTS | self.config().get("oidc", {})
+
+    def issuer(self) -> str:
+        """The provider coordinators log in with: the configured issuer, else the embedded
+        canaille."""
+        configured = self.oidc().get("issuer")
+        if configured:
+            return configured.rstrip("/")
+        return f"http://127.0.0.1:{self.config().get('idp_port', DEFAULT_PORT + 30)}"
 
     def url(self) -> str:
         config = self.config()
@@ -97,7 +147,7 @@ class HubHome:
         return f"{self.prefect_url}/api"
 
     def prefect_auth_string(self) -> str:
-        return json.loads((self.root / "secrets.json").read_text())["prefect_auth_string"]
+        return self.secrets()["prefect_auth_string"]
 
     def prefect(self, timeout: float = 30.0) -> PrefectApi:
         from radflow.prefect_api import PrefectApi

@@ -88,9 +88,11 @@ class HubJob(HubModel, table=True):
     site: str = Field(index=True)
     version_hash: str
     params: str = "{}"
+    round: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # 0, 1, ...
     status: str = Field(default="queued", index=True)  # queued, taken, released, refused
     release: str | None = None  # the released aggregate (JSON), exactly as posted
     refusal: str | None = None  # a code: not_approved, bad_signature, policy_violation:...
+    policy: str | None = None  # the site's policy summary (JSON): what its gate applied
     posted_at: datetime | None = None
 
 

@@ -322,8 +322,10 @@ def check_study(engine: Engine, name: str, sites_: list[str] | None) -> list[str
 
 def start_study(engine: Engine, name: str, params: dict[str, Any], sites_: list[str] | None,
                 deadline_s: float, study_id: str | None = None,
-                started_by: str | None = None) -> tuple[HubStudy, list[HubJob]]:
-    """Queue one job per enrolled site (or per named site) for the newest version of ``name``.
+                started_by: str | None = None,
+                round_params: dict[str, Any] | None = None) -> tuple[HubStudy, list[HubJob]]:
+    """Queue one job per enrolled site (or per named site) for the newest version of ``name``
+    (round 0; a job's parameters are the study's with ``round_params`` over them).
 
     Raises:
         ConfigurationError: no published version of that flow, or an unknown site named.
@@ -339,8 +341,9 @@ def start_study(engine: Engine, name: str, params: dict[str, Any], sites_: list[
                          params=json.dumps(params),
                          deadline=datetime.now(UTC) + timedelta(seconds=deadline_s),
                          started_by=started_by)
+        job_params = json.dumps(params | (round_params or {}))
         jobs = [HubJob(id=uuid.uuid4().hex, study_id=study.id, site=site,
-                       version_hash=version.hash, params=study.params) for site in chosen]
+                       version_hash=version.hash, params=job_params) for site in chosen]
         session.add(study)
         session.add_all(jobs)
         session.commit()
@@ -348,6 +351,36 @@ def start_study(engine: Engine, name: str, params: dict[str, Any], sites_: list[
             session.refresh(row)
             session.expunge(row)
     return study, jobs
+
+
+def queue_round(engine: Engine, study: HubStudy, round_no: int, sites_: list[str],
+                params: dict[str, Any]) -> list[HubJob]:
+    """Queue round ``round_no`` of a study: one job per site, with ``params``."""
+    import json
+    import uuid
+
+    with Session(engine) as session:
+        jobs = [HubJob(id=uuid.uuid4().hex, study_id=study.id, site=site,
+                       version_hash=study.version_hash, params=json.dumps(params),
+                       round=round_no) for site in sites_]
+        session.add_all(jobs)
+        session.commit()
+        for row in jobs:
+            session.refresh(row)
+            session.expunge(row)
+    return jobs
+
+
+def close_round(engine: Engine, study_id: str, round_no: int) -> None:
+    """The round's deadline passed: its unanswered jobs are ``missed`` (no longer handed out,
+    and a late post is refused)."""
+    with Session(engine) as session:
+        for job in session.exec(select(HubJob).where(
+                HubJob.study_id == study_id, HubJob.round == round_no,
+                HubJob.status.in_(("queued", "taken")))):
+            job.status = "missed"
+            session.add(job)
+        session.commit()
 
 
 def new_study_id() -> str:
@@ -369,7 +402,7 @@ def queued_jobs(engine: Engine, site: str) -> list[dict[str, Any]]:
 
 
 def post_result(engine: Engine, site: str, job_id: str, release: dict[str, Any] | None,
-                refusal: str | None) -> str:
+                refusal: str | None, policy: dict[str, Any] | None = None) -> str:
     """Record a site's release or refusal, once: the job id is the idempotency key. Returns
     ``recorded`` or ``already`` (the same post again).
 
@@ -383,17 +416,23 @@ def post_result(engine: Engine, site: str, job_id: str, release: dict[str, Any] 
         job = session.get(HubJob, job_id)
         if job is None or job.site != site:
             raise Refusal("unknown_job", "no such job for this site")
+        if job.status == "missed":
+            raise Refusal("conflict", "the study's deadline passed before this result came")
         if job.status in ("released", "refused"):
             if (job.release, job.refusal) == (body, refusal):
                 return "already"
             raise Refusal("conflict", "this job has a different result already")
         job.status = "released" if release is not None else "refused"
         job.release, job.refusal, job.posted_at = body, refusal, datetime.now(UTC)
+        job.policy = json.dumps(policy, sort_keys=True) if policy else None
         session.add(job)
         session.commit()
     return "recorded"
 
 
-def study_jobs(engine: Engine, study_id: str) -> list[HubJob]:
-    return _detached(engine, select(HubJob).where(HubJob.study_id == study_id)
-                     .order_by(HubJob.site))
+def study_jobs(engine: Engine, study_id: str, round_no: int | None = None) -> list[HubJob]:
+    """A study's jobs (of one round, if given), by round and site."""
+    query = select(HubJob).where(HubJob.study_id == study_id)
+    if round_no is not None:
+        query = query.where(HubJob.round == round_no)
+    return _detached(engine, query.order_by(HubJob.round, HubJob.site))

@@ -4,6 +4,9 @@
   Coordinator flows run here and coordinators watch them; no site ever gets its credential.
 - ``worker``: a Prefect process worker on the hub's work pool ``hub``.
 - ``federation-api``: the API the sites' agents call (enrolment, tokens, jobs, versions).
+- ``idp``: the embedded OpenID provider (canaille, loopback) coordinators log in with, unless
+  ``hub.json`` names another issuer (``oidc.issuer``).
+- ``web``: the coordinators' web app (:mod:`radflow.hub.web`): studies, sites, flows.
 
 Each published flow version becomes the hub deployment ``federated-study/<flow name>`` with the
 version's short hash as its Prefect ``version`` (the history itself is in the hub database).
@@ -36,6 +39,20 @@ def _quiet(_: str) -> None:
 class HubServices:
     def __init__(self, home: HubHome) -> None:
         self.home = home
+
+    def canaille(self):
+        """The embedded provider, or None when ``hub.json`` names an external issuer."""
+        from radflow.hub.home import HUB_USERS
+        from radflow.web.idp import Canaille
+
+        home = self.home
+        if home.oidc().get("issuer"):
+            return None
+        secrets = home.secrets()
+        users = {user: (secrets["users"][user], roles) for user, roles in HUB_USERS.items()}
+        return Canaille(home.root / "idp", home.config()["idp_port"], "radflow hub",
+                        secrets["idp_secret_key"], home.oidc()["client_id"],
+                        secrets["oidc_client_secret"], home.web_url(), users, self.base_env())
 
     def process(self, name: str) -> ManagedProcess:
         log = {"federation-api": "api.log"}.get(name, f"{name}.log")
@@ -83,9 +100,26 @@ class HubServices:
             return False
         return me is not None and me.status == "ONLINE"
 
+    def idp_healthy(self) -> bool:
+        idp = self.canaille()
+        return idp is None or idp.probe()[0]
+
+    def web_healthy(self) -> bool:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InsecureRequestWarning)
+            try:
+                port = self.home.config()["web_port"]
+                scheme = "https" if self.home.config().get("tls") else "http"
+                return requests.get(f"{scheme}://127.0.0.1:{port}/healthz", timeout=2,
+                                    verify=False).ok
+            except (requests.RequestException, KeyError):
+                return False
+
     def status(self) -> dict[str, str]:
         probes = {"prefect-server": self.prefect_healthy, "worker": self.worker_healthy,
-                  "federation-api": self.api_healthy}
+                  "federation-api": self.api_healthy, "web": self.web_healthy}
+        if self.home.config() and self.canaille() is not None:
+            probes["idp"] = self.idp_healthy
         return {name: ("running" if self.process(name).process() is not None and probe()
                        else "starting" if self.process(name).process() is not None
                        else "stopped") for name, probe in probes.items()}
@@ -133,6 +167,22 @@ class HubServices:
                          cwd=home.root)
         self._wait("worker", self.worker_healthy, 60)
         say(f"worker: online in pool {WORK_POOL}")
+        idp = self.canaille()
+        if idp is not None:
+            idp.prepare()
+            if self.process("idp").process() is None:
+                self.process("idp").start(*idp.command(), cwd=home.root)
+            self._wait("idp", self.idp_healthy, 60)
+            say(f"idp: {idp.issuer} (radflow hub credentials)")
+        web = self.process("web")
+        if web.process() is None:
+            argv = [sys.executable, "-m", "radflow.hub.web", "--home", str(home.root.parent),
+                    "--bind", bind]
+            if certfile and keyfile:
+                argv += ["--certfile", str(certfile), "--keyfile", str(keyfile)]
+            web.start(argv, {**self.base_env(), **self.client_env()}, cwd=home.root)
+        self._wait("web", self.web_healthy, 30)
+        say(f"web: {home.web_url()}/studies")
 
     def _wait(self, name: str, probe: Callable[[], bool], timeout: float) -> None:
         proc = self.process(name)
@@ -144,8 +194,9 @@ class HubServices:
             time.sleep(0.25)
 
     def down(self) -> list[str]:
-        """Stop the worker, the federation API and the Prefect server; returns what ran."""
-        return [name for name in ("worker", "federation-api", "prefect-server")
+        """Stop the web app, its provider, the worker, the federation API and the Prefect
+        server; returns what ran."""
+        return [name for name in ("web", "idp", "worker", "federation-api", "prefect-server")
                 if self.process(name).stop()]
 
 

@@ -2,7 +2,9 @@
 combine them. A site that refuses is reported with its code only; a site that does not answer
 by the deadline is reported as missing; the others' results stand.
 
-Results are hub artifacts under ``hub/studies/<id>/``: ``result.json`` and a bar chart.
+Results are hub artifacts under ``hub/studies/<id>/``: ``result.json``, the charts and a report
+(``report.html``, with the charts inside) that says which sites took part, which refused and
+why (the code only), and the policy each site applied.
 """
 
 from __future__ import annotations
@@ -24,33 +26,81 @@ def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
               poll: float = 0.5, study_id: str | None = None,
               on_site: Callable[[dict[str, Any]], None] | None = None,
               started_by: str | None = None) -> dict[str, Any]:
-    """Queue the study's jobs, wait for every site or the deadline, combine, write artifacts.
-    ``on_site`` is told of each site's release or refusal as it arrives."""
+    """Queue the study's jobs, round by round (:mod:`radflow.hub.coordinator`), each round
+    waiting for its sites or ``deadline_s``; combine; write the artifacts. ``on_site`` is told
+    of each site's release or refusal as it arrives."""
+    from radflow.hub.coordinator import coordinator_for
+
+    registry.check_study(engine, name, sites)
+    version = [v for v in registry.versions(engine) if v.name == name][-1]
+    coordinator = coordinator_for(engine, folder, version.hash)
+    first = coordinator.first_round(params) or {}
     study, _ = registry.start_study(engine, name, params, sites, deadline_s, study_id,
-                                    started_by)
-    end = time.monotonic() + deadline_s
-    told: set[str] = set()
+                                    started_by, round_params=first)
+    rounds: list[dict[str, Any]] = []
+    round_no, round_params = 0, first
     while True:
-        rows = registry.study_jobs(engine, study.id)
-        for job in rows:
-            if job.status in ("released", "refused") and job.site not in told:
-                told.add(job.site)
-                if on_site is not None:
-                    on_site(_entry(job))
-        if len(told) == len(rows) or time.monotonic() >= end:
+        entries = _wait_round(engine, study.id, round_no, deadline_s, poll, on_site,
+                              round_params.get("round"))
+        rounds.append({"round": round_params.get("round", "main"), "params": round_params,
+                       "sites": entries})
+        released = [e["site"] for e in entries if e["status"] == "released"]
+        following = coordinator.next_round(params, rounds) if released else None
+        if following is None:
             break
-        time.sleep(poll)
-    per_site = [_entry(job) for job in rows]
+        round_no, round_params = round_no + 1, following
+        registry.queue_round(engine, study, round_no, released, params | following)
+    per_site: dict[str, dict[str, Any]] = {}
+    for done in rounds:  # a site's last release, or the refusal that ended its part
+        for entry in done["sites"]:
+            if per_site.get(entry["site"], {}).get("status", "released") == "released":
+                per_site[entry["site"]] = entry
     result = {"study": study.id, "flow": name, "version": study.version_hash,
-              "params": params, "sites": per_site, "combined": combine(name, per_site),
+              "params": params, "sites": [per_site[k] for k in sorted(per_site)],
+              "rounds": [_round_summary(r) for r in rounds] if len(rounds) > 1 else [],
+              "combined": coordinator.combine(params, rounds),
               "started_by": started_by,
               "finished": datetime.now(UTC).isoformat(timespec="seconds")}
     out = folder / "studies" / study.id
     out.mkdir(parents=True, exist_ok=True)
-    result["artifacts"] = [str(out / "result.json"), str(out / "result.png")]
-    chart(result, out / "result.png")
+    if hasattr(coordinator, "charts"):
+        pictures = [str(out / p) for p in coordinator.charts(result, out)]
+    else:
+        chart(result, out / "result.png")
+        pictures = [str(out / "result.png")]
+    result["artifacts"] = [str(out / "result.json"), str(out / "report.html"), *pictures]
     (out / "result.json").write_text(json.dumps(result, indent=2))
+    write_report(result, out / "report.html", [Path(p) for p in pictures])
     return result
+
+
+def _wait_round(engine: Engine, study_id: str, round_no: int, deadline_s: float, poll: float,
+                on_site: Callable[[dict[str, Any]], None] | None,
+                label: str | None) -> list[dict[str, Any]]:
+    end = time.monotonic() + deadline_s
+    told: set[str] = set()
+    while True:
+        rows = registry.study_jobs(engine, study_id, round_no)
+        for job in rows:
+            if job.status in ("released", "refused") and job.site not in told:
+                told.add(job.site)
+                if on_site is not None:
+                    on_site(_entry(job) | ({"round": label} if label else {}))
+        if len(told) == len(rows) or time.monotonic() >= end:
+            break
+        time.sleep(poll)
+    if len(told) < len(rows):
+        registry.close_round(engine, study_id, round_no)
+    return [_entry(job) for job in rows]
+
+
+def _round_summary(done: dict[str, Any]) -> dict[str, Any]:
+    """A round as the report shows it: who answered how, and how many bytes each released."""
+    return {"round": done["round"], "sites": {
+        e["site"]: {"status": e["status"], **({"refusal": e["refusal"]} if "refusal" in e
+                                                else {}),
+                    "bytes": len(json.dumps(e["release"], sort_keys=True))
+                    if "release" in e else 0} for e in done["sites"]}}
 
 
 def _entry(job: Any) -> dict[str, Any]:
@@ -60,6 +110,8 @@ def _entry(job: Any) -> dict[str, Any]:
         entry["refusal"] = job.refusal
     if job.status == "released":
         entry["release"] = json.loads(job.release)
+    if job.policy:
+        entry["policy"] = json.loads(job.policy)
     return entry
 
 
@@ -76,6 +128,37 @@ def combine(name: str, per_site: list[dict[str, Any]]) -> dict[str, Any]:
             "sites_released": len(released),
             "sites_not_in": {s["site"]: s.get("refusal", "missing") for s in per_site
                              if s["status"] != "released"}}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def write_report(result: dict[str, Any], path: Path, pictures: list[Path]) -> None:
+    """The study report as one HTML file (charts inside): which sites took part, which refused
+    and why (the code only), the policy each applied, the rounds, and the combined result
+    (every list of rows in it as a table)."""
+    import base64
+
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    combined = result.get("combined", {})
+    tables = [(key.replace("_", " "), value) for key, value in combined.items()
+              if isinstance(value, list) and value and all(isinstance(v, dict) for v in value)]
+    scalars = [(key.replace("_", " "), value) for key, value in combined.items()
+               if not (isinstance(value, list) and value and isinstance(value[0], dict))]
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                      autoescape=select_autoescape(default=True))
+    html = env.get_template("study_report.html").render(
+        r=result, tables=tables, scalars=scalars, fmt=_fmt,
+        params=json.dumps(result.get("params", {}), indent=2, sort_keys=True),
+        images=[(p.name, base64.b64encode(p.read_bytes()).decode()) for p in pictures
+                if p.exists()])
+    path.write_text(html)
 
 
 def chart(result: dict[str, Any], path: Path) -> None:

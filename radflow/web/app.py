@@ -28,7 +28,7 @@ from radflow.web.auth import (
     roles_from,
     user,
 )
-from radflow.web.idp import issuer, web_url
+from radflow.web.host import WebHost
 
 log = logging.getLogger("radflow.web")
 TEMPLATES = Path(__file__).parent / "templates"
@@ -42,36 +42,39 @@ def _pages() -> list[WebPages]:
 
 
 def create_app(ctx: SiteContext, *, tls: bool = False) -> FastAPI:
-    """The web app of one site. Its session cookie is signed with the site's own key and named
-    after the site, so a session of one site means nothing to another."""
+    """The web app of one site (its worklist and the pages its plugins add)."""
+    from radflow.web.host import site_host
+
+    return create_web_app(site_host(ctx, tuple(_pages())), tls=tls)
+
+
+def create_web_app(host: WebHost, *, tls: bool = False) -> FastAPI:
+    """A web app with log-in, log-out, a home page and ``host.pages``. Its session cookie is
+    signed with the host's own key and named after it."""
     from authlib.integrations.starlette_client import OAuth
     from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 
-    from radflow.errors import ConfigurationError
-
-    if ctx.secrets.web_session_key is None or ctx.secrets.oidc_client_secret is None:
-        raise ConfigurationError(f"site {ctx.name!r} has no web app secrets yet",
-                                 fix=f"run `radflow site up --site {ctx.name}` once")
-    pages = _pages()
-    app = FastAPI(title=f"radflow site {ctx.name}", docs_url=None, redoc_url=None,
+    pages = host.pages
+    app = FastAPI(title=f"radflow {host.name}", docs_url=None, redoc_url=None,
                   openapi_url=None)
-    app.state.ctx = ctx
-    app.state.session_seconds = ctx.config.oidc.session_hours * 3600
-    app.state.issuer = issuer(ctx)
+    for key, value in host.state.items():
+        setattr(app.state, key, value)
+    app.state.host = host
+    app.state.session_seconds = host.session_hours * 3600
+    app.state.issuer = host.issuer
     app.state.nav = [entry for w in pages for entry in w.nav]
     env = Environment(loader=ChoiceLoader([FileSystemLoader(TEMPLATES)] +
                                           [FileSystemLoader(w.templates) for w in pages]),
                       autoescape=select_autoescape(default=True))
     app.state.templates = Jinja2Templates(env=env)
     oauth = OAuth()
-    oauth.register("site", client_id=ctx.config.oidc.client_id,
-                   client_secret=ctx.secrets.oidc_client_secret.get_secret_value(),
-                   server_metadata_url=f"{app.state.issuer}/.well-known/openid-configuration",
+    oauth.register("site", client_id=host.client_id, client_secret=host.client_secret,
+                   server_metadata_url=f"{host.issuer}/.well-known/openid-configuration",
                    client_kwargs={"scope": "openid profile email groups",
                                   "code_challenge_method": "S256"})
     app.state.oauth = oauth
-    app.add_middleware(SessionMiddleware, secret_key=ctx.secrets.web_session_key.get_secret_value(),
-                       session_cookie=f"radflow_{ctx.name.replace('-', '_')}",
+    app.add_middleware(SessionMiddleware, secret_key=host.session_key,
+                       session_cookie=host.cookie,
                        max_age=int(app.state.session_seconds), same_site="lax", https_only=tls)
 
     @app.exception_handler(LoginRequired)
@@ -99,13 +102,13 @@ def create_app(ctx: SiteContext, *, tls: bool = False) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:
-        return {"ok": True, "site": ctx.name, "issuer": app.state.issuer}
+        return {"ok": True, "site": host.name, "issuer": app.state.issuer}
 
     @app.get("/login")
     async def login(request: Request, next: str | None = None) -> Response:
         request.session.clear()
         request.session["next"] = local_path(next)
-        return await oauth.site.authorize_redirect(request, f"{web_url(ctx)}/auth/callback")
+        return await oauth.site.authorize_redirect(request, f"{host.url}/auth/callback")
 
     @app.get("/auth/callback")
     async def callback(request: Request) -> Response:
@@ -120,14 +123,14 @@ def create_app(ctx: SiteContext, *, tls: bool = False) -> FastAPI:
         claims = dict(token.get("userinfo") or {})
         audience = claims.get("aud")
         audience = [audience] if isinstance(audience, str) else list(audience or ())
-        if ctx.config.oidc.client_id not in audience:  # authlib lets an empty audience pass
+        if host.client_id not in audience:  # authlib lets an empty audience pass
             log.warning("log-in refused: ID token for %s, not this app", audience)
             raise HTTPException(400, "the provider's ID token is not meant for this app; "
                                      "check the client's audience at the provider")
-        roles = roles_from(claims, ctx.config.oidc.roles_claim)
+        roles = roles_from(claims, host.roles_claim)
         if not roles:  # some providers put roles in userinfo only
             claims |= dict(await oauth.site.userinfo(token=token))
-            roles = roles_from(claims, ctx.config.oidc.roles_claim)
+            roles = roles_from(claims, host.roles_claim)
         target = request.session.get("next", "/")
         request.session.clear()
         request.session.update({
@@ -135,7 +138,7 @@ def create_app(ctx: SiteContext, *, tls: bool = False) -> FastAPI:
                      "name": claims.get("name") or claims.get("preferred_username")},
             "login_at": time.time(), "id_token": token.get("id_token")})
         csrf_token(request)
-        _audit(ctx, claims["sub"], "web.login", {"roles": roles})
+        host.audit(claims["sub"], "web.login", {"roles": roles})
         return RedirectResponse(target, 303)
 
     @app.post("/logout")
@@ -146,13 +149,13 @@ def create_app(ctx: SiteContext, *, tls: bool = False) -> FastAPI:
         who = (request.session.get("user") or {}).get("sub")
         request.session.clear()
         if who:
-            _audit(ctx, who, "web.logout", {})
+            host.audit(who, "web.logout", {})
         metadata = await oauth.site.load_server_metadata()
         end = metadata.get("end_session_endpoint")
         if not end:
             return RedirectResponse("/logged-out", 303)
-        query = {"post_logout_redirect_uri": f"{web_url(ctx)}/logged-out",
-                 "client_id": ctx.config.oidc.client_id}
+        query = {"post_logout_redirect_uri": f"{host.url}/logged-out",
+                 "client_id": host.client_id}
         if hint:
             query["id_token_hint"] = hint
         return RedirectResponse(f"{end}?{urlencode(query)}", 303)
@@ -166,7 +169,7 @@ def create_app(ctx: SiteContext, *, tls: bool = False) -> FastAPI:
         visible = [entry for entry in app.state.nav if me.has(*entry[2])]
         if len(visible) >= 1 and request.query_params.get("stay") is None:
             return RedirectResponse(visible[0][1], 303)
-        return render(request, "home.html", {"entries": visible})
+        return render(request, "home.html", {"entries": visible, "hint": host.no_role_hint})
 
     for w in pages:
         app.include_router(w.router)
@@ -200,11 +203,6 @@ def render(request: Request, template: str, context: dict[str, Any], status: int
         if who else None
     nav = [entry for entry in app.state.nav if me is not None and me.has(*entry[2])]
     return app.state.templates.TemplateResponse(request, template, {
-        "site": app.state.ctx.name, "me": me, "nav": nav,
+        "site": app.state.host.name, "me": me, "nav": nav,
         "csrf": csrf_token(request) if me else "", **context}, status_code=status)
 
-
-def _audit(ctx: SiteContext, actor: str, action: str, detail: dict[str, Any]) -> None:
-    from radflow.audit import record
-
-    record(ctx.catalog_url, actor=actor, action=action, subject=f"web:{ctx.name}", detail=detail)

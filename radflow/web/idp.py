@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -60,21 +62,34 @@ def _toml_value(value: object) -> str:
     return json.dumps(value)  # a JSON string or list of strings is valid TOML
 
 
-class IdpComponent(Component):
-    """canaille on loopback, configured and seeded from the site's secrets."""
+@dataclass(frozen=True)
+class Canaille:
+    """One embedded canaille: its folder, port and title, the one confidential client it serves
+    (a web app, by its URL), and its users (name -> password, roles). The site's ``idp``
+    component and the hub's ``idp`` process are both one of these."""
 
-    name = "idp"
-    ports: ClassVar[dict[str, str]] = {"idp": "--idp-port"}
+    folder: Path
+    port: int
+    title: str
+    secret_key: str
+    client_id: str
+    client_secret: str
+    app_url: str
+    users: dict[str, tuple[str, tuple[str, ...]]]
+    env: dict[str, str]
 
-    def enabled(self, ctx: SiteContext) -> bool:
-        return ctx.config.oidc.issuer is None
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
-    def config_file(self, ctx: SiteContext) -> Path:
-        return idp_dir(ctx) / "canaille.toml"
+    @property
+    def config_file(self) -> Path:
+        return self.folder / "canaille.toml"
 
-    def prepare(self, ctx: SiteContext) -> None:
-        folder = idp_dir(ctx)
-        folder.mkdir(mode=0o700, exist_ok=True)
+    def prepare(self) -> None:
+        """Write its configuration (0600) and, once, seed the client, groups and users."""
+        folder = self.folder
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         keys = folder / "jwks.json"
         if not keys.exists():
             from joserfc.jwk import RSAKey
@@ -83,13 +98,13 @@ class IdpComponent(Component):
             _write_private(keys, json.dumps(key.as_dict(private=True) | {"kid": uuid.uuid4().hex}))
         jwk = json.loads(keys.read_text())
         inline = ", ".join(f"{k} = {_toml_value(v)}" for k, v in jwk.items())
-        _write_private(self.config_file(ctx), "\n".join([
-            f"SECRET_KEY = {_toml_value(ctx.secrets.idp_secret_key.get_secret_value())}",
-            f"SERVER_NAME = {_toml_value(f'127.0.0.1:{ctx.config.ports.idp}')}",
+        _write_private(self.config_file, "\n".join([
+            f"SECRET_KEY = {_toml_value(self.secret_key)}",
+            f"SERVER_NAME = {_toml_value(f'127.0.0.1:{self.port}')}",
             'PREFERRED_URL_SCHEME = "http"',
             'BROKER = "dramatiq_eager_broker:EagerBroker"',
             "[CANAILLE]",
-            f"NAME = {_toml_value(f'radflow site {ctx.name}')}",
+            f"NAME = {_toml_value(self.title)}",
             'DATABASE = "sql"',
             "CAPTCHA_ENABLED = false",
             "ENABLE_PASSWORD_RECOVERY = false",
@@ -103,33 +118,33 @@ class IdpComponent(Component):
             "",
         ]))
         if not (folder / "seeded").exists():
-            self._seed(ctx, folder)
+            self._seed()
 
-    def _canaille(self, ctx: SiteContext, *args: str, stdin: str | None = None) -> None:
-        env = ctx.base_env() | {"CANAILLE_CONFIG": str(self.config_file(ctx))}
+    def _run(self, *args: str, stdin: str | None = None) -> None:
+        env = self.env | {"CANAILLE_CONFIG": str(self.config_file)}
         done = subprocess.run([str(Path(sys.executable).with_name("canaille")), *args],
                               input=stdin, env=env, capture_output=True, text=True, timeout=120,
                               check=False)
         if done.returncode != 0:
             raise SiteError(f"the identity provider's `canaille {args[0]}` failed: "
                             f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}",
-                            fix=f"read {idp_dir(ctx)}; remove the folder to seed it afresh")
+                            fix=f"read {self.folder}; remove the folder to seed it afresh")
 
-    def _seed(self, ctx: SiteContext, folder: Path) -> None:
-        """The web app as a client, one group per role, and the demo users (once). canaille
-        hashes the passwords as it restores them (they travel on its stdin, never in argv)."""
-        self._canaille(ctx, "db", "upgrade")
-        groups = {role: str(uuid.uuid4()) for roles in DEMO_USERS.values() for role in roles}
+    def _seed(self) -> None:
+        """The web app as a client, one group per role, and the users (once). canaille hashes
+        the passwords as it restores them (they travel on its stdin, never in argv)."""
+        self._run("db", "upgrade")
+        groups = {role: str(uuid.uuid4()) for _, roles in self.users.values() for role in roles}
+        domain = re.sub(r"[^a-z0-9-]", "-", self.title.lower())
         users = []
-        for user, roles in DEMO_USERS.items():
-            password = ctx.secrets.demo_users[user].get_secret_value()
+        for user, (password, roles) in self.users.items():
             users.append({"id": str(uuid.uuid4()), "user_name": user,
                           "password": password,
                           "given_name": "Demo", "family_name": user.capitalize(),
                           "formatted_name": f"Demo {user.capitalize()}",
-                          "emails": [f"{user}@{ctx.name}.radflow.invalid"],
+                          "emails": [f"{user}@{domain}.radflow.invalid"],
                           "groups": [groups[r] for r in roles]})
-        app = web_url(ctx)
+        app = self.app_url
         client = str(uuid.uuid4())
         dump = {
             "user": users,
@@ -137,31 +152,62 @@ class IdpComponent(Component):
                        "members": [u["id"] for u in users if gid in u["groups"]]}
                       for role, gid in groups.items()],
             "client": [{
-                "id": client, "client_id": ctx.config.oidc.client_id, "audience": [client],
-                "client_secret": ctx.secrets.oidc_client_secret.get_secret_value(),
-                "client_name": f"radflow worklist ({ctx.name})", "client_uri": app,
+                "id": client, "client_id": self.client_id, "audience": [client],
+                "client_secret": self.client_secret,
+                "client_name": self.title, "client_uri": app,
                 "redirect_uris": [f"{app}/auth/callback"],
                 "post_logout_redirect_uris": [f"{app}/logged-out"],
                 "token_endpoint_auth_method": "client_secret_basic",
                 "grant_types": ["authorization_code"], "response_types": ["code"],
                 "scope": ["openid", "profile", "email", "groups"]}],
         }
-        self._canaille(ctx, "restore", stdin=json.dumps(dump))
-        (folder / "seeded").write_text("canaille seeded with the web app client and demo users\n")
+        self._run("restore", stdin=json.dumps(dump))
+        (self.folder / "seeded").write_text("canaille seeded with the web app client and users\n")
 
-    def command(self, ctx: SiteContext) -> tuple[list[str], dict[str, str]]:
-        env = ctx.base_env() | {"CANAILLE_CONFIG": str(self.config_file(ctx))}
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        env = self.env | {"CANAILLE_CONFIG": str(self.config_file)}
         return [str(Path(sys.executable).with_name("canaille")), "run", "--bind",
-                f"127.0.0.1:{ctx.config.ports.idp}"], env
+                f"127.0.0.1:{self.port}"], env
 
-    def probe(self, ctx: SiteContext) -> tuple[bool, str]:
+    def probe(self) -> tuple[bool, str]:
         try:
-            answer = requests.get(f"{issuer(ctx)}/.well-known/openid-configuration", timeout=3)
+            answer = requests.get(f"{self.issuer}/.well-known/openid-configuration", timeout=3)
             if answer.status_code != 200:
                 return False, f"discovery answered HTTP {answer.status_code}"
             return True, f"OpenID provider (canaille), issuer {answer.json()['issuer']}"
         except (requests.RequestException, ValueError, KeyError) as exc:
             return False, type(exc).__name__
+
+
+def site_canaille(ctx: SiteContext) -> Canaille:
+    users = {user: (ctx.secrets.demo_users[user].get_secret_value(), roles)
+             for user, roles in DEMO_USERS.items()}
+    return Canaille(idp_dir(ctx), ctx.config.ports.idp, f"radflow site {ctx.name}",
+                    ctx.secrets.idp_secret_key.get_secret_value(), ctx.config.oidc.client_id,
+                    ctx.secrets.oidc_client_secret.get_secret_value(), web_url(ctx), users,
+                    ctx.base_env())
+
+
+class IdpComponent(Component):
+    """canaille on loopback, configured and seeded from the site's secrets."""
+
+    name = "idp"
+    ports: ClassVar[dict[str, str]] = {"idp": "--idp-port"}
+
+    def enabled(self, ctx: SiteContext) -> bool:
+        return ctx.config.oidc.issuer is None
+
+    def config_file(self, ctx: SiteContext) -> Path:
+        return idp_dir(ctx) / "canaille.toml"
+
+    def prepare(self, ctx: SiteContext) -> None:
+        site_canaille(ctx).prepare()
+
+    def command(self, ctx: SiteContext) -> tuple[list[str], dict[str, str]]:
+        return site_canaille(ctx).command()
+
+    def probe(self, ctx: SiteContext) -> tuple[bool, str]:
+        return site_canaille(ctx).probe()
 
     def urls(self, ctx: SiteContext) -> dict[str, str]:
         return {"issuer": issuer(ctx), "accounts": f"{issuer(ctx)}/login"}

@@ -10,6 +10,7 @@
 * :mod:`~radflow.catalog.models.cohorts`: saved cohorts and the membership pinned by runs.
 * :mod:`~radflow.catalog.models.audit`: the site's append-only, hash-chained audit log.
 * :mod:`~radflow.catalog.models.reviews`: review steps and their decisions.
+* :mod:`~radflow.catalog.models.federation`: the site agent's hub jobs.
 
 The schema is created and upgraded by Alembic migrations (:mod:`radflow.catalog.migrate`).
 """
@@ -17,11 +18,13 @@ The schema is created and upgraded by Alembic migrations (:mod:`radflow.catalog.
 from radflow.catalog.models.audit import AuditEvent
 from radflow.catalog.models.base import utcnow
 from radflow.catalog.models.cohorts import CohortPin, CohortRecord
+from radflow.catalog.models.federation import FederationJob
 from radflow.catalog.models.ingest import IngestRequest, SettlingSeries, WatcherState
 from radflow.catalog.models.mirror import Finding, Instance, Patient, Series, Study
 from radflow.catalog.models.results import DerivedResult, FeatureValue
 from radflow.catalog.models.reviews import Review
 
-__all__ = ["AuditEvent", "CohortPin", "CohortRecord", "DerivedResult", "FeatureValue", "Finding",
+__all__ = ["AuditEvent", "CohortPin", "CohortRecord", "DerivedResult", "FeatureValue",
+           "FederationJob", "Finding",
            "IngestRequest", "Instance", "Patient", "Review", "Series", "SettlingSeries", "Study",
            "WatcherState", "utcnow"]

@@ -1,0 +1,258 @@
+"""The coordinators' web app on the hub: log in with OpenID Connect (roles ``coordinator`` and
+``admin``; the same machinery as a site's worklist, :mod:`radflow.web.app`), see the studies,
+start one, watch it and read its result; see the sites and the published flow versions. An
+admin may revoke a site.
+
+    python -m radflow.hub.web --home RADFLOW_HOME     # started by `radflow hub up`
+
+Everything a page does goes through the same functions as the CLI and the API
+(:mod:`radflow.hub.studies`, :mod:`radflow.hub.registry`), and each study records who started
+it (``web:<subject>``). Log-ins, started studies and revocations go to ``hub/audit.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+from radflow.errors import RadflowError
+from radflow.hub.home import COORDINATOR_ROLES, HubHome
+from radflow.web import WebPages
+from radflow.web.auth import User, check_csrf, requiring
+from radflow.web.host import WebHost
+
+TEMPLATES = Path(__file__).parent / "templates"
+coordinator = requiring(*COORDINATOR_ROLES)
+admin = requiring("admin")
+router = APIRouter()
+
+
+def audit(home: HubHome, actor: str, action: str, detail: dict[str, Any]) -> None:
+    """Append one event to ``hub/audit.jsonl`` (0600)."""
+    path = home.root / "audit.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as out:
+        out.write(json.dumps({"at": datetime.now(UTC).isoformat(timespec="seconds"),
+                              "actor": actor, "action": action, "detail": detail}) + "\n")
+
+
+def hub_pages() -> WebPages:
+    return WebPages(router=router, templates=TEMPLATES, nav=(
+        ("Studies", "/studies", COORDINATOR_ROLES),
+        ("Sites", "/sites", COORDINATOR_ROLES),
+        ("Flows", "/flows", COORDINATOR_ROLES)))
+
+
+def hub_host(home: HubHome) -> WebHost:
+    oidc = home.oidc()
+    secrets = home.secrets()
+    return WebHost(
+        name="hub", cookie="radflow_hub", url=home.web_url(), issuer=home.issuer(),
+        client_id=oidc["client_id"], client_secret=secrets["oidc_client_secret"],
+        session_key=secrets["web_session_key"], session_hours=float(oidc["session_hours"]),
+        roles_claim=oidc["roles_claim"], pages=(hub_pages(),),
+        audit=lambda actor, action, detail: audit(home, actor, action, detail),
+        state={"home": home},
+        no_role_hint="Ask the hub's admin for the role coordinator.")
+
+
+def _home(request: Request) -> HubHome:
+    return request.app.state.home
+
+
+def _flash(request: Request, text: str, error: bool = False) -> None:
+    request.session["flash"] = {"text": text, "error": error}
+
+
+@router.get("/studies")
+def studies_page(request: Request, me: User = Depends(coordinator)) -> Response:
+    from radflow.hub.studies import study_rows
+    from radflow.web.app import render
+
+    return render(request, "hub_studies.html", {
+        "rows": study_rows(_home(request)), "flash": request.session.pop("flash", None)})
+
+
+def _form_context(home: HubHome) -> dict[str, Any]:
+    from radflow.hub import registry
+
+    newest: dict[str, Any] = {}
+    for version in registry.versions(home.engine()):
+        newest[version.name] = version
+    return {"flows": sorted(newest.values(), key=lambda v: v.name),
+            "sites": [s for s in registry.sites(home.engine()) if s.status == "enrolled"]}
+
+
+@router.get("/studies/new")
+def new_study_page(request: Request, me: User = Depends(coordinator)) -> Response:
+    from radflow.web.app import render
+
+    return render(request, "hub_study_new.html", {
+        **_form_context(_home(request)), "flash": request.session.pop("flash", None),
+        "form": {"cohort": "modality=CT", "deadline": "600"}})
+
+
+def parse_cohort(text: str) -> dict[str, Any] | None:
+    """A cohort from the form: a JSON definition (as `radflow cohort save` writes it) or one
+    filter per line in the short form (``modality=CT``); empty: every series.
+
+    Raises:
+        RadflowError: neither parses (the message names the bad part).
+    """
+    from radflow.cohorts.definition import CohortDefinition, parse_short
+
+    text = text.strip()
+    if not text:
+        return None
+    if text.startswith("{"):
+        return CohortDefinition.parse(text).canonical()
+    return parse_short([line.strip() for line in text.splitlines() if line.strip()]).canonical()
+
+
+@router.post("/studies")
+def start_study(request: Request, csrf: str | None = Form(None), flow: str = Form(...),
+                cohort: str = Form(""), deadline: float = Form(600.0),
+                sites: list[str] | None = Form(None),
+                me: User = Depends(coordinator)) -> Response:
+    from radflow.hub.studies import launch
+    from radflow.web.app import render
+
+    check_csrf(request, csrf)
+    home = _home(request)
+    try:
+        if not 0 < deadline <= 7 * 24 * 3600:
+            raise HTTPException(422, "the deadline is between 1 s and 7 days")
+        params: dict[str, Any] = {}
+        definition = parse_cohort(cohort)
+        if definition is not None:
+            params["cohort"] = definition
+        started = launch(home, flow, params, sites or None, deadline, f"web:{me.sub}")
+    except (RadflowError, ValueError, HTTPException) as exc:
+        message = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
+        fix = getattr(exc, "fix", None)
+        return render(request, "hub_study_new.html", {
+            **_form_context(home), "flash": {"text": f"Not started: {message}"
+                                             + (f" ({fix})" if fix else ""), "error": True},
+            "form": {"cohort": cohort, "deadline": f"{deadline:g}", "flow": flow,
+                     "sites": sites or []}}, status=422)
+    audit(home, f"web:{me.sub}", "study.started", {"study": started["study"], "flow": flow,
+                                                   "sites": sites or "all"})
+    _flash(request, f"Study {started['study']} started.")
+    return RedirectResponse(f"/studies/{started['study']}", 303)
+
+
+def _state(request: Request, study_id: str) -> dict[str, Any]:
+    from radflow.hub.studies import study_state
+
+    found = study_state(_home(request), study_id) if study_id.isalnum() else None
+    if found is None:
+        raise HTTPException(404, f"there is no study {study_id!r} on this hub")
+    return found
+
+
+@router.get("/studies/{study_id}")
+def study_page(request: Request, study_id: str, me: User = Depends(coordinator)) -> Response:
+    from radflow.web.app import render
+
+    found = _state(request, study_id)
+    home = _home(request)
+    run_url = None
+    try:
+        api = home.prefect(timeout=3)
+        runs = api.flow_runs_tagged(f"study:{study_id}")
+        run_url = api.flow_run_ui(runs[0].id) if runs else None
+    except (RadflowError, OSError, AttributeError):
+        run_url = None
+    sites = [{**s, "text": json.dumps(s["release"], sort_keys=True)
+              if s.get("release") is not None else ""} for s in found["sites"]]
+    return render(request, "hub_study.html", {
+        "study": found, "sites": sites, "run_url": run_url,
+        "combined": json.dumps(found.get("combined", {}), indent=2, sort_keys=True),
+        "params": json.dumps(found.get("params", {}), indent=2, sort_keys=True),
+        "charts": sorted(p.name for p in (home.root / "studies" / study_id).glob("*.png"))
+        if found["state"] == "finished" else [],
+        "report": found["state"] == "finished" and
+        (home.root / "studies" / study_id / "report.html").exists(),
+        "flash": request.session.pop("flash", None)})
+
+
+@router.get("/studies/{study_id}/files/{name}")
+def study_file(request: Request, study_id: str, name: str,
+               me: User = Depends(coordinator)) -> Response:
+    """A study artifact: a chart (PNG) or the report (HTML, to read or download)."""
+    _state(request, study_id)
+    folder = _home(request).root / "studies" / study_id
+    media = {".png": "image/png", ".html": "text/html; charset=utf-8"}.get(Path(name).suffix)
+    path = folder / name
+    if media is None or "/" in name or name.startswith(".") or not path.is_file():
+        raise HTTPException(404, "this study has no such file (yet)")
+    return FileResponse(path, media_type=media)
+
+
+@router.get("/sites")
+def sites_page(request: Request, me: User = Depends(coordinator)) -> Response:
+    from radflow.hub import registry
+    from radflow.web.app import render
+
+    return render(request, "hub_sites.html", {
+        "sites": registry.sites(_home(request).engine()),
+        "flash": request.session.pop("flash", None)})
+
+
+@router.post("/sites/{name}/revoke")
+def revoke(request: Request, name: str, csrf: str | None = Form(None),
+           me: User = Depends(admin)) -> Response:
+    from radflow.hub import registry
+
+    check_csrf(request, csrf)
+    home = _home(request)
+    if name not in {s.name for s in registry.sites(home.engine())}:
+        raise HTTPException(404, f"there is no site {name!r}")
+    registry.revoke_site(home.engine(), name)
+    audit(home, f"web:{me.sub}", "site.revoked", {"site": name})
+    _flash(request, f"Site {name} is revoked: its token no longer works, and it cannot get a "
+                    "new one. Enrol it again with radflow hub site add.")
+    return RedirectResponse("/sites", 303)
+
+
+@router.get("/flows")
+def flows_page(request: Request, me: User = Depends(coordinator)) -> Response:
+    from radflow.hub import registry
+    from radflow.web.app import render
+
+    return render(request, "hub_flows.html", {
+        "versions": list(reversed(registry.versions(_home(request).engine())))})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m radflow.hub.web")
+    parser.add_argument("--home", required=True, type=Path)
+    parser.add_argument("--bind", default="127.0.0.1")
+    parser.add_argument("--certfile")
+    parser.add_argument("--keyfile")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvicorn
+
+    from radflow.web.app import create_web_app
+
+    home = HubHome.of(args.home)
+    app = create_web_app(hub_host(home), tls=bool(args.certfile and args.keyfile))
+    # no access log: the log-in callback's query holds the authorization code
+    uvicorn.run(app, host=args.bind, port=home.config()["web_port"], access_log=False,
+                ssl_certfile=args.certfile, ssl_keyfile=args.keyfile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
