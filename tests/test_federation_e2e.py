@@ -70,7 +70,8 @@ def test_a_federated_count_through_the_agent(joined, hub, cli) -> None:
     refused = run_study(hub["engine"], hub["folder"], "federated-cohort-count", params,
                         ["alpha"], deadline_s=90)
     assert refused["sites"] == [{"site": "alpha", "status": "refused",
-                                 "refusal": "not_approved"}]
+                                 "refusal": "not_approved",
+                                 "policy": SitePolicy().summary()}]  # what its gate applied
     assert [e.action for e in audit_since(site, before)] == ["federation.refused"]
 
     # job mode manual (the default): the job waits until a data steward accepts it
@@ -276,7 +277,8 @@ def test_manual_release_on_the_federation_page(joined, hub, browser, shots, cli)
     assert shown["hash"] == waiting["hash"]
     cli("site", "releases", "decline", waiting["job"], "--site", "alpha", check=True)
     runner.join(120)
-    assert out["sites"] == [{"site": "alpha", "status": "refused", "refusal": "declined"}]
+    assert [{k: v for k, v in s.items() if k != "policy"} for s in out["sites"]] == \
+        [{"site": "alpha", "status": "refused", "refusal": "declined"}]
     (job,) = registry.study_jobs(hub["engine"], out["study"])
     assert job.release is None and job.refusal == "declined"  # nothing else reached the hub
     assert verify(site.catalog_url).ok

@@ -236,3 +236,42 @@ def test_models_too_large_for_the_sites_n_are_refused() -> None:
     with pytest.raises(ValueError, match="same shape"):
         ReleaseSchema.model_validate({"fields": {
             "n": {"kind": "count"}, "s": {"kind": "sum", "counted_by": "n"}}})
+
+
+def test_a_small_count_that_other_fields_reveal_refuses_the_release() -> None:
+    schema = ReleaseSchema.model_validate({"fields": {
+        "n": {"kind": "count"}, "events": {"kind": "count", "small": "refuse"},
+        "gradient": {"kind": "matrix", "shape": [2]}}})
+    policy = SitePolicy(min_cohort=10, min_cell=5)
+    assert gate({"n": 30, "events": 4, "gradient": [0.1, 0.2]}, schema, policy).refusal == \
+        "policy_violation:min_cell"
+    assert gate({"n": 30, "events": 0, "gradient": [0.1, 0.2]}, schema, policy).refusal == \
+        "policy_violation:min_cell"  # no event at all is as telling
+    assert gate({"n": 30, "events": 5, "gradient": [0.1, 0.2]}, schema, policy).ok
+
+
+def test_a_version_is_verified_as_published_not_as_parsed(tmp_path: Path) -> None:
+    """The hash covers the manifest's JSON as the hub published it: a site whose radflow knows
+    more fields (with defaults) than the hub's still verifies it; a manifest with a field this
+    radflow does not know is refused as unreadable, not silently half-understood."""
+    import json
+
+    from radflow.federation.signing import sign as sign_bytes
+    from radflow.hashing import digest
+
+    hub = generate(tmp_path / "hub.key")
+    hub_public = (tmp_path / "hub.key.pub").read_bytes()
+    files = {"site.py": b"def count(cohort):\n    return 1\n"}
+    manifest = FlowVersion(name="federated-cohort-count", site_entrypoint="site.py:count",
+                           release_schema=SCHEMA, files=file_hashes(files), publisher="hub")
+    older = json.loads(manifest.model_dump_json())  # as an older hub, without newer defaults
+    for spec in older["release_schema"]["fields"].values():
+        spec.pop("small"), spec.pop("counted_by")
+    older["release_schema"].pop("rounds")
+    wire = {"manifest": older, "hash": digest(older),
+            "signature": sign_bytes(hub, digest(older).encode())}
+    assert verify_version(SignedVersion.from_wire(wire), hub_public, files) == digest(older)
+    newer = copy.deepcopy(older)
+    newer["release_schema"]["fields"]["n"]["noise"] = "laplace"  # a rule this radflow lacks
+    with pytest.raises(ValueError, match="noise"):
+        SignedVersion.from_wire({**wire, "manifest": newer})

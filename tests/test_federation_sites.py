@@ -63,6 +63,7 @@ def federation(site, manager, synth_dir, tmp_path_factory):
             "--public-url", proxy.url)
     distinctive: set[str] = set()
     contexts = {}
+    sent: dict[str, list[str]] = {}
     try:
         for name in SITES:
             code = hub_cli("hub", "site", "add", name)["code"]
@@ -72,17 +73,19 @@ def federation(site, manager, synth_dir, tmp_path_factory):
             ctx = manager.context(name)
             assert manager.status(name).component("agent").state == "running"
             data = synth_dir if name == "alpha" else tmp_path_factory.mktemp(f"synth-{name}")
-            if name != "alpha":
-                synthesize(data, 2, seed=len(name) * 7 + ord(name[0]), matrix=64)
+            if name != "alpha":  # other seeds: other vendor mixes, organs and demographics
+                synthesize(data, 4, seed=len(name) * 7 + ord(name[0]), matrix=64)
             leak = tmp_path_factory.mktemp(f"leak-{name}")
-            distinctive |= set(distinctive_patient(data / "case_000" / "dicom", leak,
-                                                   name.title()).values())
+            made = distinctive_patient(data / "case_000" / "dicom", leak, name.title())
+            distinctive |= set(made.values())
             send(ctx, data, leak)
             contexts[name] = ctx
+            sent[name] = [c["series_uid"] for c in json.loads(
+                (data / "manifest.json").read_text())["cases"]] + [made["SeriesInstanceUID"]]
         for ctx in contexts.values():
             wait_settled(ctx)
         yield {"hub_cli": hub_cli, "hub_home": hub_home, "proxy": proxy, "sites": contexts,
-               "distinctive": distinctive}
+               "distinctive": distinctive, "sent": sent}
     finally:
         from radflow.site.components import component
 
@@ -105,6 +108,155 @@ def pooled(ctx, cohort) -> tuple[int, int]:
 def audit_actions(ctx) -> list[str]:
     with session_scope(ctx.catalog_url) as session:
         return [e.action for e in session.exec(select(AuditEvent).order_by(AuditEvent.seq))]
+
+
+FEATURES = ["original_firstorder_Mean", "original_shape_VoxelVolume"]
+SEGMENTS = ["liver", "spleen"]
+ANALYTICS = ("federated-feature-statistics", "federated-harmonization-check",
+             "federated-logistic-regression")
+
+
+def quantify(ctx, series_uids: list[str]) -> None:
+    """segment-and-quantify (the real model and pyradiomics) on the site's own worker."""
+    api = ctx.prefect()
+    run = api.create_flow_run(f"segment-and-quantify/{ctx.name}", {
+        "site": ctx.name, "series_uids": series_uids, "max_parallel": 2})
+    done = api.wait(run.id, timeout=900)
+    assert done.ok, (ctx.name, done.state, done.message)
+
+
+def pooled_table(ctx, cohort, feature: str, segment: str) -> list[tuple[float, Series]]:
+    """The site's values of one feature, computed here on its own: the newest result per
+    series that is neither rejected nor superseded, over the cohort's series."""
+    from radflow.catalog.models import DerivedResult, FeatureValue
+    from radflow.cohorts.query import select_series
+
+    with session_scope(ctx.catalog_url) as session:
+        chosen = {}
+        for series in select_series(session, cohort):
+            chosen.setdefault(series.series_uid, series)
+        newest: dict[str, tuple[int, float]] = {}
+        for value, result in session.exec(select(FeatureValue, DerivedResult).where(
+                FeatureValue.result_pk == DerivedResult.id, FeatureValue.feature == feature,
+                FeatureValue.segment_label == segment)):
+            if value.source_series_uid in chosen and str(result.status) not in (
+                    "rejected", "superseded"):
+                if result.id >= newest.get(value.source_series_uid, (-1, 0.0))[0]:
+                    newest[value.source_series_uid] = (result.id, value.value)
+        for series in chosen.values():
+            session.expunge(series)
+    return [(v, chosen[uid]) for uid, (_, v) in sorted(newest.items())]
+
+
+def test_federated_statistics_regression_and_harmonization(federation, tmp_path) -> None:
+    """Three studies over the three sites, each checked against the pooled computation done
+    here on the same data: moments (1e-9 relative), quantiles (inside their stated bounds),
+    Levene's test (scipy), logistic regression (statsmodels, 1e-6); a site under its minimum
+    cohort refuses and the study says so; a site whose n is too small for the model refuses."""
+    import numpy as np
+    import statsmodels.api as sm
+    from scipy import stats as scipy_stats
+
+    hub_cli, sites = federation["hub_cli"], federation["sites"]
+    for name, ctx in sites.items():
+        quantify(ctx, federation["sent"][name])
+    cohort = parse_short(["modality=CT"])
+    cohort_file = tmp_path / "cohort.json"
+    cohort_file.write_text(cohort.canonical_json())
+    versions = {flow: hub_cli("publish", f"federation/flows/{flow}")["hash"]
+                for flow in ANALYTICS}
+    approved = list(versions.values())
+
+    def policy(name: str, **values) -> None:
+        save_policy(sites[name].paths.root, SitePolicy(approved=approved, job_mode="auto",
+                                                       **({"min_cohort": 2, "min_cell": 2}
+                                                          | values)))
+
+    def study(flow: str, *params: str) -> dict:
+        return hub_cli("study", "run", flow, "--cohort", str(cohort_file), "--deadline", "240",
+                       *[x for p in params for x in ("--param", p)])
+
+    # 1. feature statistics; epsilon's minimum cohort is above its n: it refuses
+    policy("alpha")
+    policy("delta")
+    policy("epsilon", min_cohort=500)
+    released_before = {n: audit_actions(c).count("federation.released")
+                       for n, c in sites.items()}
+    stats = study("federated-feature-statistics", f"features={','.join(FEATURES)}",
+                  f"segments={','.join(SEGMENTS)}", "bins=48")
+    combined = stats["combined"]
+    assert combined["sites_not_in"] == {"epsilon": "policy_violation:min_cohort"}
+    assert {s["site"]: s["status"] for s in stats["sites"]} == {
+        "alpha": "released", "delta": "released", "epsilon": "refused"}
+    assert [r["round"] for r in stats["rounds"]] == ["span", "histogram"]
+    assert audit_actions(sites["epsilon"])[-1] == "federation.refused"
+    for name in ("alpha", "delta"):  # the gate recorded every release of every round
+        assert audit_actions(sites[name]).count("federation.released") == \
+            released_before[name] + 2
+    report = (federation["hub_home"] / "hub" / "studies" / stats["study"] / "report.html")
+    assert "policy_violation:min_cohort" in report.read_text()
+    checked = 0
+    for row in combined["features"]:
+        values = np.concatenate([
+            np.array([v for v, _ in pooled_table(sites[n], cohort, row["feature"],
+                                                 row["segment"])]) for n in ("alpha", "delta")])
+        assert row["n"] == values.size >= 6
+        for key, want in (("mean", values.mean()), ("variance", values.var(ddof=1)),
+                          ("sd", values.std(ddof=1))):
+            assert abs(row[key] - want) <= 1e-9 * abs(want), (row["feature"], key)
+        for interval in (i for i in combined["quantile_intervals"]
+                         if (i["feature"], i["segment"]) == (row["feature"], row["segment"])):
+            pooled_q = float(np.quantile(values, interval["quantile"]))
+            assert interval["low"] <= pooled_q <= interval["high"], interval
+            assert interval["error_bound"] == (interval["high"] - interval["low"]) / 2
+            checked += 1
+    assert checked == 5 * len(FEATURES) * len(SEGMENTS)
+
+    # 2. the harmonization check across the three sites and the vendors
+    for name in sites:
+        policy(name, min_cell=1)
+    by_site = {n: pooled_table(c, cohort, FEATURES[0], "liver") for n, c in sites.items()}
+    vendors = sorted({series.manufacturer for rows in by_site.values() for _, series in rows})
+    assert len(vendors) >= 2
+    harmony = study("federated-harmonization-check", f"features={FEATURES[0]}",
+                    "segments=liver", f"vendors={json.dumps(vendors)}")
+    rows = {r["across"]: r for r in harmony["combined"]["levene"]}
+    want = scipy_stats.levene(*[np.array([v for v, _ in by_site[n]]) for n in sorted(sites)],
+                              center="mean")
+    assert abs(rows["site"]["levene_w"] - want.statistic) <= 1e-9 * want.statistic
+    assert abs(rows["site"]["p_value"] - want.pvalue) <= 1e-9 * want.pvalue
+    groups = [np.array([v for rows_ in by_site.values() for v, s in rows_
+                        if s.manufacturer == vendor]) for vendor in vendors]
+    want = scipy_stats.levene(*[g for g in groups if g.size], center="mean")
+    assert abs(rows["vendor"]["levene_w"] - want.statistic) <= 1e-9 * want.statistic
+    assert abs(rows["vendor"]["p_value"] - want.pvalue) <= 1e-9 * want.pvalue
+    assert any(a.endswith("harmonization.png") for a in harmony["artifacts"])
+
+    # 3. logistic regression; delta keeps DataSHIELD's ratio (0.33 n): 3 parameters are too
+    #    many for its n, and it refuses
+    policy("delta", min_cell=1, max_parameters_ratio=0.33)
+    for name in ("alpha", "epsilon"):
+        policy(name, min_cell=1, max_parameters_ratio=1.0)
+    terms = [f"feature:{FEATURES[0]}@liver", "age"]
+    fit = study("federated-logistic-regression", "outcome=sex_female",
+                f"terms={json.dumps(terms)}")
+    combined = fit["combined"]
+    assert combined["sites_not_in"] == {"delta": "policy_violation:parameters"}
+    assert combined["converged"] and combined["sites_in_fit"] == ["alpha", "epsilon"]
+    x, y = [], []
+    for name in ("alpha", "epsilon"):
+        for value, series in pooled_table(sites[name], cohort, FEATURES[0], "liver"):
+            if series.age_years is not None and series.patient_sex is not None:
+                x.append([1.0, value, series.age_years / 10])
+                y.append(float(series.patient_sex == "F"))
+    pooled_fit = sm.Logit(np.array(y), np.array(x)).fit(disp=0, tol=1e-12, maxiter=100)
+    assert combined["n"] == len(y)
+    got = combined["coefficients"]
+    np.testing.assert_allclose([c["estimate"] for c in got], pooled_fit.params, atol=1e-6)
+    np.testing.assert_allclose([c["std_error"] for c in got], pooled_fit.bse, atol=1e-6)
+    np.testing.assert_allclose([c["p_value"] for c in got], pooled_fit.pvalues, atol=1e-6)
+    steps = [c["max_step"] for c in combined["convergence"][1:]]
+    assert steps[-1] < 1e-10 and len(steps) >= 3  # convergence, reported per round
 
 
 def coordinator_page(browser, hub_cli, user: str, path: str = "/studies"):
@@ -142,7 +294,7 @@ def hub_web_by_browser(browser, shots, hub_cli, hub_home, local: dict) -> None:
     study_id = page.url.rsplit("/", 1)[1]
     shown = hub_cli("study", "show", study_id)
     assert shown["started_by"].startswith("web:")  # who started it: the OIDC subject
-    combined = json.loads(page.inner_text("#combined"))
+    combined = json.loads(page.text_content("#combined"))
     assert combined["matching"] == sum(m for _, m in local.values())  # = pooled
     for name, (n, matching) in local.items():
         row = page.inner_text(f"#sites tr[data-site='{name}']")

@@ -130,10 +130,16 @@ def versions(site: str | None = SITE, json_out: bool = JSON) -> None:
     rows = offered(site_context(site).paths.root)
 
     def line(r: dict) -> str:
+        if r["signature"] == "unsupported_version":
+            return (f"{r['name']} {r['hash']}  unsupported_version: this radflow cannot read "
+                    "its manifest (upgrade radflow at the site)")
         changed = r["changed_since_approved"]
         since = "first of its name" if changed is None else (
             f"changed: {', '.join(changed)}" if changed else "unchanged")
-        fields = ", ".join(r["release_schema"]["properties"])
+        schema = r["release_schema"]
+        fields = "; ".join(f"round {part['x-radflow-round']}: {', '.join(part['properties'])}"
+                           for part in schema["oneOf"]) if "oneOf" in schema \
+            else ", ".join(schema["properties"])
         return (f"{r['name']} {r['label']:<4} {r['hash']}  {r['signature']:<13} "
                 f"{'APPROVED' if r['approved'] else 'not approved'}  by {r['publisher']}  "
                 f"releases {fields}  ({since})")

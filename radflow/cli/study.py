@@ -53,6 +53,11 @@ class LocalHub:
 
         return study_rows(self.home)
 
+    def flows(self) -> list[dict]:
+        from radflow.hub.studies import flow_rows
+
+        return flow_rows(self.home.engine())
+
 
 class RemoteHub:
     """A hub reached through its API with a coordinator's token."""
@@ -99,14 +104,41 @@ class RemoteHub:
     def rows(self) -> list[dict]:
         return self._call("GET", "/studies")
 
+    def flows(self) -> list[dict]:
+        return self._call("GET", "/flows")
+
 
 def _hub(url: str | None) -> LocalHub | RemoteHub:
     return RemoteHub(url) if url else LocalHub()
 
 
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``k=v`` pairs: v as JSON when it parses (``bins=32``, ``terms=["age"]``), else a list
+    when it has commas (``features=a,b``), else a string.
+
+    Raises:
+        ConfigurationError: an item is not ``k=v``.
+    """
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigurationError(f"--param {item!r} is not KEY=VALUE",
+                                     fix="e.g. --param bins=32 --param features=a,b")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = [v.strip() for v in value.split(",")] if "," in value else value
+    return out
+
+
 @app.command("run")
 def run(name: str = typer.Argument(..., help="The flow, e.g. federated-cohort-count."),
         cohort: Path | None = typer.Option(None, help="A cohort definition (JSON file)."),
+        param: list[str] | None = typer.Option(None, "--param", help="A parameter KEY=VALUE "
+                                               "(JSON, or a,b for a list); repeatable."),
         sites: list[str] | None = typer.Option(None, "--sites", help="Only these sites."),
         deadline: float = typer.Option(600, help="Seconds to wait for the sites."),
         wait: bool = typer.Option(True, help="Wait for the result (else print the run)."),
@@ -115,7 +147,7 @@ def run(name: str = typer.Argument(..., help="The flow, e.g. federated-cohort-co
     of ``federated-study/NAME`` on the hub's Prefect (watch it there)."""
     from radflow.cohorts.definition import CohortDefinition
 
-    params: dict = {}
+    params: dict = parse_params(param)
     if cohort is not None:
         params["cohort"] = CohortDefinition.parse(cohort.read_text()).canonical()
     target = _hub(hub)
@@ -160,11 +192,52 @@ def show(result: dict) -> None:
         bound = " (at least: a site suppressed a small count)" if \
             combined["matching_is_lower_bound"] else ""
         console.print(f"  total: {combined['matching']}{bound}", highlight=False)
+    else:
+        from rich.table import Table
+
+        from radflow.hub.studies import fmt, split_combined
+
+        tables, scalars = split_combined(combined)
+        for title, rows in tables:
+            table = Table(title=title, title_justify="left")
+            for column in rows[0]:
+                table.add_column(column)
+            for row in rows:
+                table.add_row(*(fmt(v) for v in row.values()))
+            console.print(table)
+        for key, value in scalars:
+            console.print(f"  {key}: {fmt(value)}", highlight=False)
+    for i, done in enumerate(result.get("rounds") or []):
+        console.print(f"  round {i} {done['round']}: {done.get('seconds', 0):.1f} s, "
+                      + ", ".join(f"{site} {v['status']}" for site, v in done["sites"].items()),
+                      highlight=False)
     if result.get("artifacts"):
         console.print(f"  artifacts (on the hub): {', '.join(result['artifacts'])}",
                       highlight=False)
     if result.get("flow_run"):
         console.print(f"  flow run: {result['flow_run']}", highlight=False)
+
+
+@app.command("flows")
+def flows(hub: str | None = HUB, json_out: bool = JSON) -> None:
+    """The published flows a study can run, with the parameters each takes."""
+    import json
+
+    target = _hub(hub)
+    rows = target.flows()
+    if json_out:
+        print_json(rows)
+        return
+    for row in rows:
+        schema = row.get("parameter_schema") or {}
+        required = set(schema.get("required", []))
+        console.print(f"[bold]{row['name']}[/bold]  version {row['hash'][:19]}  "
+                      f"({row['publisher']})", highlight=False)
+        for key, spec in (schema.get("properties") or {}).items():
+            mark = "required" if key in required else f"default {json.dumps(spec['default'])}" \
+                if "default" in spec else "optional"
+            console.print(f"    --param {key}  {spec.get('type', '')}  {mark}  "
+                          f"{spec.get('description', '')}".rstrip(), highlight=False)
 
 
 @app.command("list")

@@ -75,7 +75,7 @@ class Agent(ServiceLoop):
         from radflow.federation.manifest import missing_plugins
         from radflow.federation.policy import load_policy
         from radflow.federation.signing import SignatureInvalid
-        from radflow.federation.versions import fetch
+        from radflow.federation.versions import UnsupportedVersion, fetch
 
         url = self.ctx.catalog_url
         row = steward.received(url, job)
@@ -92,8 +92,13 @@ class Agent(ServiceLoop):
             return None
         try:
             signed, files = fetch(self.root, job["version"])
-        except SignatureInvalid:
+        except SignatureInvalid as exc:
+            self.logger.warning("job %s: version %s refused: %s", job["id"], job["version"],
+                                exc.message)
             return self.post(job, refusal="bad_signature")
+        except UnsupportedVersion as exc:
+            self.logger.warning("job %s: %s", job["id"], exc.message)
+            return self.post(job, refusal="unsupported_version")
         missing = missing_plugins(signed.manifest)
         if missing:
             return self.post(job, refusal=missing[0])

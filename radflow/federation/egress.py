@@ -8,7 +8,8 @@ with a code that reveals nothing about the data.
     else: report(result.refusal)               # e.g. "policy_violation:min_cohort"
 
 Refusal codes: ``policy_violation:<rule>`` with rule one of ``schema``, ``min_cohort``,
-``free_text``, ``identifier``, ``shape``, ``weights``, ``per_case``, ``coarse`` (a span with
+``free_text``, ``identifier``, ``shape``, ``weights``, ``per_case``, ``min_cell`` (a small count
+that other fields would reveal), ``coarse`` (a span with
 more than two significant digits), ``parameters`` (a model with more parameters than the
 policy's ``max_parameters_ratio`` allows for the site's n).
 """
@@ -106,6 +107,9 @@ def _gate(release: Any, schema: ReleaseSchema, policy: SitePolicy,
     for name, spec in schema.fields.items():
         if spec.kind in ("matrix", "weights") and shapes[name] and shapes[name][0] >= n:
             raise Refused("per_case")  # as many rows as cases: could be one per case
+        if spec.kind == "count" and name != schema.cohort_field and 0 <= out[name] < \
+                policy.min_cell and spec.small == "refuse":
+            raise Refused("min_cell")  # other fields would reveal this small count
         if spec.kind == "count" and name != schema.cohort_field and 0 < out[name] < policy.min_cell:
             out[name] = None
             suppressed.append(name)
@@ -158,8 +162,14 @@ def _field(value: Any, spec: ReleaseField, shape: tuple[int, ...], policy: SiteP
     if spec.kind == "coarse":
         from radflow.federation.stats import is_coarse
 
-        if not is_coarse(checked):
-            raise Refused("coarse")
+        def check(v: Any) -> None:
+            if isinstance(v, list):
+                for item in v:
+                    check(item)
+            elif not is_coarse(v):
+                raise Refused("coarse")
+
+        check(checked)
     return checked
 
 

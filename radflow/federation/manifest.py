@@ -11,7 +11,7 @@ import hashlib
 from importlib import metadata
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from radflow.federation.release import ReleaseSchema
 from radflow.federation.signing import SignatureInvalid, sign, verify
@@ -39,11 +39,30 @@ class FlowVersion(BaseModel):
 
 
 class SignedVersion(BaseModel):
-    """A manifest with its content hash and the hub's signature of that hash."""
+    """A manifest with its content hash and the hub's signature of that hash.
+
+    The hash covers the manifest exactly as the hub published it (its JSON), not this
+    radflow's parsing of it: a site whose models know a field the hub's did not (or the other
+    way round) still verifies it. Read one from the wire with :meth:`from_wire`.
+    """
 
     manifest: FlowVersion
     hash: str
     signature: str
+    _published: dict[str, Any] | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> SignedVersion:
+        """A signed version as received: its hash is checked against the manifest's JSON."""
+        signed = cls.model_validate(data)
+        signed._published = data["manifest"]
+        return signed
+
+    def published_hash(self) -> str:
+        """The hash of the manifest as published (as parsed, for one made here)."""
+        if self._published is not None:
+            return digest(self._published)
+        return self.manifest.content_hash()
 
 
 def sign_version(manifest: FlowVersion, hub_key: Any) -> SignedVersion:
@@ -63,7 +82,7 @@ def verify_version(signed: SignedVersion, hub_public_pem: bytes,
         SignatureInvalid: the manifest does not hash to the signed hash, the signature does not
             verify against the pinned key, or a file is missing, extra or changed.
     """
-    content = signed.manifest.content_hash()
+    content = signed.published_hash()
     if content != signed.hash:
         raise SignatureInvalid("the manifest does not match its signed hash",
                                fix="refuse the bundle: it was changed after signing")

@@ -8,15 +8,18 @@ Kinds:
     matrix:    numbers of a declared shape (a gradient, a Hessian)
     weights:   numbers of a declared shape that are model weights (only where the policy allows)
     enum:      one string of a declared list (no free text leaves a site)
-    coarse:    a number with at most two significant digits (where values lie, rounded
+    coarse:    numbers with at most two significant digits (where values lie, rounded
                outward: a shared binning's span, never a value of the data)
 
 There is no kind for a minimum, a maximum or a per-case row: a release can never hold them.
 
 A dimension of a shape is a number, or the name of a job parameter: an integer parameter
 (``bins``) or the length of a list parameter (``features``); the gate resolves it from the
-job's parameters. A field ``counted_by`` a histogram of counts of the same shape loses each cell
-whose count is suppressed (a sum over one value is that value).
+job's parameters. A count field with ``small: refuse`` refuses the whole release when it is under
+min_cell (``policy_violation:min_cell``): for a count that other fields reveal anyway (a
+logistic gradient reveals the number of events). A field ``counted_by`` a histogram of counts
+of the same shape loses each cell whose count is suppressed (a sum over one value is that
+value).
 
 A flow that runs in rounds declares one schema per round (``rounds``); the job's parameter
 ``round`` names the one that applies.
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Kind = Literal["count", "sum", "histogram", "matrix", "weights", "enum", "coarse"]
 PARAM_NAME = r"^[a-z][a-z0-9_]{0,63}$"
@@ -36,7 +39,10 @@ EXTREME_NAMES = ("min", "max", "minimum", "maximum", "range", "extreme")
 
 
 class ReleaseField(BaseModel):
-    """One field of a release."""
+    """One field of a release. Unknown attributes are refused: a site never runs a flow whose
+    release rules it does not fully understand (an older radflow would ignore them)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     kind: Kind
     shape: tuple[int | str, ...] = Field(default=(), description="array shape; () for a "
@@ -44,6 +50,10 @@ class ReleaseField(BaseModel):
     values: tuple[str, ...] = Field(default=(), description="the allowed strings of an enum")
     counted_by: str | None = Field(default=None, description="a histogram field of the same "
                                    "shape: its suppressed cells are suppressed here too")
+    small: Literal["suppress", "refuse"] = Field(default="suppress", description="a count "
+                                                 "under min_cell: suppressed, or the whole "
+                                                 "release refused (where other fields would "
+                                                 "reveal it)")
     description: str = ""
 
     @model_validator(mode="after")
@@ -54,7 +64,7 @@ class ReleaseField(BaseModel):
             raise ValueError("only enum fields list values")
         if self.kind in ("histogram", "matrix", "weights") and not self.shape:
             raise ValueError(f"a {self.kind} field declares its shape")
-        if self.kind in ("count", "sum", "enum", "coarse") and self.shape:
+        if self.kind in ("count", "sum", "enum") and self.shape:
             raise ValueError(f"a {self.kind} field is a scalar")
         import re
 
@@ -88,6 +98,8 @@ class ReleaseField(BaseModel):
 class ReleaseSchema(BaseModel):
     """The fields a release holds, all required, nothing else allowed; or, for a flow that runs
     in rounds, one such schema per round."""
+
+    model_config = ConfigDict(extra="forbid")
 
     fields: dict[str, ReleaseField] = Field(default_factory=dict)
     cohort_field: str = Field(default="n", description="the count field that is the cohort size")

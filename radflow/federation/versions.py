@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from radflow.errors import RadflowError
 from radflow.federation.bundle import unpack
 from radflow.federation.client import HubClient, federation_dir
 from radflow.federation.manifest import SignedVersion, verify_version
@@ -23,7 +24,13 @@ def offered(site_root: Path) -> list[dict[str, Any]]:
     approved = set(load_policy(site_root).approved)
     rows, last_approved = [], {}
     for item in client.get("/versions").json():
-        signed = SignedVersion.model_validate(item["signed"])
+        try:
+            signed = SignedVersion.from_wire(item["signed"])
+        except ValueError:
+            rows.append({"hash": item["hash"], "name": item["signed"]["manifest"].get("name"),
+                         "signature": "unsupported_version", "approved": item["hash"] in
+                         approved, "published_at": item["published_at"]})
+            continue
         try:
             verify_version(signed, pinned)
             state = "verified"
@@ -43,6 +50,11 @@ def offered(site_root: Path) -> list[dict[str, Any]]:
     return rows
 
 
+class UnsupportedVersion(RadflowError):
+    """A manifest with fields or rules this radflow does not know (refusal
+    ``unsupported_version``)."""
+
+
 def fetch(site_root: Path, version_hash: str) -> tuple[SignedVersion, dict[str, bytes]]:
     """A version's manifest and files, verified: the signature against the pinned key, the
     manifest against its hash, every file against the manifest.
@@ -56,7 +68,13 @@ def fetch(site_root: Path, version_hash: str) -> tuple[SignedVersion, dict[str, 
     if version_hash not in listing:
         raise SignatureInvalid(f"the hub offers no version {version_hash}",
                                fix="see radflow site versions")
-    signed = SignedVersion.model_validate(listing[version_hash]["signed"])
+    try:
+        signed = SignedVersion.from_wire(listing[version_hash]["signed"])
+    except ValueError as exc:  # pydantic: a field or rule this radflow does not know
+        raise UnsupportedVersion(f"version {version_hash} has a manifest this radflow cannot "
+                                 f"read: {str(exc).splitlines()[0]}",
+                                 fix="upgrade radflow at the site, or ask the hub for a version "
+                                     "built for it") from None
     answer = client.get(f"/versions/{version_hash}/bundle")
     try:
         files = unpack(answer.content)
@@ -64,5 +82,15 @@ def fetch(site_root: Path, version_hash: str) -> tuple[SignedVersion, dict[str, 
         raise SignatureInvalid("the bundle cannot be read", fix="refuse it") from exc
     if signed.hash != version_hash:
         raise SignatureInvalid("the listing's hash is not the manifest's", fix="refuse it")
-    verify_version(signed, pinned, files)
+    try:
+        verify_version(signed, pinned, files)
+    except SignatureInvalid as exc:
+        from radflow.federation.manifest import file_hashes
+
+        got = file_hashes(files)
+        changed = sorted(k for k in set(got) | set(signed.manifest.files)
+                         if got.get(k) != signed.manifest.files.get(k))
+        raise SignatureInvalid(f"{exc.message} (files: {', '.join(changed) or 'none'}; "
+                               f"bundle {len(answer.content)} bytes, HTTP "
+                               f"{answer.status_code})", fix=exc.fix) from None
     return signed, files

@@ -85,9 +85,10 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
 
     @app.get("/v1/flows")
     def flows(who: str = Depends(coordinator)) -> list[dict[str, Any]]:
-        """The published flow versions, oldest first."""
-        return [{"name": v.name, "label": v.label, "hash": v.hash, "publisher": v.publisher,
-                 "published_at": v.published_at.isoformat()} for v in registry.versions(engine)]
+        """The newest version of each published flow, with its parameter schema."""
+        from radflow.hub.studies import flow_rows
+
+        return flow_rows(engine)
 
     @app.get("/v1/studies")
     def studies(who: str = Depends(coordinator)) -> list[dict[str, Any]]:

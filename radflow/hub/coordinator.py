@@ -10,7 +10,7 @@ A coordinator module defines:
         the next round's parameters, or None when the study is done
     def combine(params, rounds) -> dict
         the study's combined result (JSON)
-    def charts(result, folder) -> list[str]          (optional)
+    def charts(result, rounds, folder) -> list[str]          (optional)
         PNG files written into ``folder``; the study report shows them
 
 ``rounds`` is every round so far: ``{"round": name, "params": {...}, "sites": [{"site",

@@ -31,7 +31,13 @@ def federated_study(name: str, params: dict[str, Any] | None = None,
                 if isinstance(v, int | float | str) or v is None}} for s in result["sites"]]
     create_table_artifact(rows, key=f"study-{result['study']}",
                           description=f"{name}: what each site released or why it refused")
-    combined = "\n".join(f"| {k} | {v} |" for k, v in result["combined"].items())
+    tables = {k: v for k, v in result["combined"].items()
+              if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)}
+    for key, table in tables.items():  # the result's tables (features, coefficients, ...)
+        create_table_artifact(table, key=f"study-{result['study']}-{key.replace('_', '-')}",
+                              description=f"{name}: {key.replace('_', ' ')}")
+    combined = "\n".join(f"| {k} | {v} |" for k, v in result["combined"].items()
+                         if k not in tables)
     create_markdown_artifact(f"# {name} ({result['study']})\n\nversion `{result['version']}`\n\n"
                              f"| | |\n|---|---|\n{combined}\n\nArtifacts: "
                              + ", ".join(f"`{a}`" for a in result["artifacts"]),

@@ -320,6 +320,31 @@ def check_study(engine: Engine, name: str, sites_: list[str] | None) -> list[str
     return chosen
 
 
+def check_params(engine: Engine, name: str, params: dict[str, Any]) -> None:
+    """Check a study's parameters against the newest version's parameter schema.
+
+    Raises:
+        ConfigurationError: a parameter is missing or invalid (the message says which).
+    """
+    import json
+
+    import jsonschema
+
+    with Session(engine) as session:
+        row = session.exec(select(HubVersion).where(HubVersion.name == name)
+                           .order_by(HubVersion.published_at.desc())).first()
+    if row is None:
+        return
+    schema = json.loads(row.signed)["manifest"].get("parameter_schema") or {}
+    try:
+        jsonschema.validate(params, schema)
+    except jsonschema.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.absolute_path) or "the parameters"
+        raise ConfigurationError(f"{name}: {where}: {exc.message}",
+                                 fix="pass the parameters its schema asks for (radflow study "
+                                     "flows shows them); e.g. --param features=a,b") from None
+
+
 def start_study(engine: Engine, name: str, params: dict[str, Any], sites_: list[str] | None,
                 deadline_s: float, study_id: str | None = None,
                 started_by: str | None = None,
@@ -334,6 +359,7 @@ def start_study(engine: Engine, name: str, params: dict[str, Any], sites_: list[
     import uuid
 
     chosen = check_study(engine, name, sites_)
+    check_params(engine, name, params)
     with Session(engine) as session:
         version = session.exec(select(HubVersion).where(HubVersion.name == name)
                                .order_by(HubVersion.published_at.desc())).first()

@@ -40,10 +40,11 @@ def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
     rounds: list[dict[str, Any]] = []
     round_no, round_params = 0, first
     while True:
+        began = time.monotonic()
         entries = _wait_round(engine, study.id, round_no, deadline_s, poll, on_site,
                               round_params.get("round"))
         rounds.append({"round": round_params.get("round", "main"), "params": round_params,
-                       "sites": entries})
+                       "sites": entries, "seconds": time.monotonic() - began})
         released = [e["site"] for e in entries if e["status"] == "released"]
         following = coordinator.next_round(params, rounds) if released else None
         if following is None:
@@ -64,7 +65,7 @@ def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
     out = folder / "studies" / study.id
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(coordinator, "charts"):
-        pictures = [str(out / p) for p in coordinator.charts(result, out)]
+        pictures = [str(out / p) for p in coordinator.charts(result, rounds, out)]
     else:
         chart(result, out / "result.png")
         pictures = [str(out / "result.png")]
@@ -96,7 +97,7 @@ def _wait_round(engine: Engine, study_id: str, round_no: int, deadline_s: float,
 
 def _round_summary(done: dict[str, Any]) -> dict[str, Any]:
     """A round as the report shows it: who answered how, and how many bytes each released."""
-    return {"round": done["round"], "sites": {
+    return {"round": done["round"], "seconds": round(done["seconds"], 3), "sites": {
         e["site"]: {"status": e["status"], **({"refusal": e["refusal"]} if "refusal" in e
                                                 else {}),
                     "bytes": len(json.dumps(e["release"], sort_keys=True))
@@ -130,12 +131,21 @@ def combine(name: str, per_site: list[dict[str, Any]]) -> dict[str, Any]:
                              if s["status"] != "released"}}
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, list | dict):
         return json.dumps(value)
     return "" if value is None else str(value)
+
+
+def split_combined(combined: dict[str, Any]) -> tuple[list[tuple[str, list]], list[tuple]]:
+    """A combined result as (title, rows) tables (its lists of rows) and (name, value) pairs."""
+    tables = [(key.replace("_", " "), value) for key, value in combined.items()
+              if isinstance(value, list) and value and all(isinstance(v, dict) for v in value)]
+    scalars = [(key.replace("_", " "), value) for key, value in combined.items()
+               if not (isinstance(value, list) and value and isinstance(value[0], dict))]
+    return tables, scalars
 
 
 def write_report(result: dict[str, Any], path: Path, pictures: list[Path]) -> None:
@@ -146,15 +156,11 @@ def write_report(result: dict[str, Any], path: Path, pictures: list[Path]) -> No
 
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    combined = result.get("combined", {})
-    tables = [(key.replace("_", " "), value) for key, value in combined.items()
-              if isinstance(value, list) and value and all(isinstance(v, dict) for v in value)]
-    scalars = [(key.replace("_", " "), value) for key, value in combined.items()
-               if not (isinstance(value, list) and value and isinstance(value[0], dict))]
+    tables, scalars = split_combined(result.get("combined", {}))
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                       autoescape=select_autoescape(default=True))
     html = env.get_template("study_report.html").render(
-        r=result, tables=tables, scalars=scalars, fmt=_fmt,
+        r=result, tables=tables, scalars=scalars, fmt=fmt,
         params=json.dumps(result.get("params", {}), indent=2, sort_keys=True),
         images=[(p.name, base64.b64encode(p.read_bytes()).decode()) for p in pictures
                 if p.exists()])
@@ -196,6 +202,7 @@ def launch(home: Any, name: str, params: dict[str, Any], sites: list[str] | None
         ConfigurationError: the flow is not published, or a site is unknown.
     """
     registry.check_study(home.engine(), name, sites)
+    registry.check_params(home.engine(), name, params)
     study_id = registry.new_study_id()
     api = home.prefect()
     run = api.create_flow_run(f"federated-study/{name}", {
@@ -226,3 +233,16 @@ def study_rows(home: Any) -> list[dict[str, Any]]:
                      "started_by": row.started_by, "created_at": row.created_at.isoformat(),
                      "state": "finished" if done else "running"})
     return rows
+
+
+def flow_rows(engine: Engine) -> list[dict[str, Any]]:
+    """The newest version of each published flow: name, hash, publisher, parameter schema."""
+    newest: dict[str, Any] = {}
+    for version in registry.versions(engine):
+        newest[version.name] = version
+    return [{"name": v.name, "label": v.label, "hash": v.hash, "publisher": v.publisher,
+             "published_at": v.published_at.isoformat(),
+             "parameter_schema": json.loads(v.signed)["manifest"].get("parameter_schema", {}),
+             "rounds": sorted(json.loads(v.signed)["manifest"]["release_schema"].get("rounds")
+                              or [])}
+            for v in sorted(newest.values(), key=lambda v: v.name)]

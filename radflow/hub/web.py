@@ -84,11 +84,9 @@ def studies_page(request: Request, me: User = Depends(coordinator)) -> Response:
 
 def _form_context(home: HubHome) -> dict[str, Any]:
     from radflow.hub import registry
+    from radflow.hub.studies import flow_rows
 
-    newest: dict[str, Any] = {}
-    for version in registry.versions(home.engine()):
-        newest[version.name] = version
-    return {"flows": sorted(newest.values(), key=lambda v: v.name),
+    return {"flows": flow_rows(home.engine()),
             "sites": [s for s in registry.sites(home.engine()) if s.status == "enrolled"]}
 
 
@@ -121,6 +119,7 @@ def parse_cohort(text: str) -> dict[str, Any] | None:
 @router.post("/studies")
 def start_study(request: Request, csrf: str | None = Form(None), flow: str = Form(...),
                 cohort: str = Form(""), deadline: float = Form(600.0),
+                parameters: str = Form(""),
                 sites: list[str] | None = Form(None),
                 me: User = Depends(coordinator)) -> Response:
     from radflow.hub.studies import launch
@@ -131,7 +130,9 @@ def start_study(request: Request, csrf: str | None = Form(None), flow: str = For
     try:
         if not 0 < deadline <= 7 * 24 * 3600:
             raise HTTPException(422, "the deadline is between 1 s and 7 days")
-        params: dict[str, Any] = {}
+        params: dict[str, Any] = json.loads(parameters) if parameters.strip() else {}
+        if not isinstance(params, dict):
+            raise ValueError("the parameters are a JSON object, e.g. {\"bins\": 32}")
         definition = parse_cohort(cohort)
         if definition is not None:
             params["cohort"] = definition
@@ -143,7 +144,7 @@ def start_study(request: Request, csrf: str | None = Form(None), flow: str = For
             **_form_context(home), "flash": {"text": f"Not started: {message}"
                                              + (f" ({fix})" if fix else ""), "error": True},
             "form": {"cohort": cohort, "deadline": f"{deadline:g}", "flow": flow,
-                     "sites": sites or []}}, status=422)
+                     "sites": sites or [], "parameters": parameters}}, status=422)
     audit(home, f"web:{me.sub}", "study.started", {"study": started["study"], "flow": flow,
                                                    "sites": sites or "all"})
     _flash(request, f"Study {started['study']} started.")
@@ -172,10 +173,14 @@ def study_page(request: Request, study_id: str, me: User = Depends(coordinator))
         run_url = api.flow_run_ui(runs[0].id) if runs else None
     except (RadflowError, OSError, AttributeError):
         run_url = None
+    from radflow.hub.studies import fmt, split_combined
+
     sites = [{**s, "text": json.dumps(s["release"], sort_keys=True)
               if s.get("release") is not None else ""} for s in found["sites"]]
+    tables, scalars = split_combined(found.get("combined", {}))
     return render(request, "hub_study.html", {
-        "study": found, "sites": sites, "run_url": run_url,
+        "study": found, "sites": sites, "run_url": run_url, "tables": tables,
+        "scalars": scalars, "fmt": fmt,
         "combined": json.dumps(found.get("combined", {}), indent=2, sort_keys=True),
         "params": json.dumps(found.get("params", {}), indent=2, sort_keys=True),
         "charts": sorted(p.name for p in (home.root / "studies" / study_id).glob("*.png"))

@@ -1,0 +1,126 @@
+"""The coordinator part of federated-harmonization-check (runs on the hub). Round ``means``:
+each vendor's pooled mean per feature and segment (from the sites' counts and sums). Round
+``deviations``: Levene's W across sites (centre: each site's own mean) and across vendors
+(centre: each vendor's pooled mean), from the released sums of absolute deviations and of
+their squares. A feature is flagged when p < alpha. Location and scale per site and vendor
+come from the exact pooled moments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _released(done: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["site"]: s["release"] for s in done["sites"] if s["status"] == "released"}
+
+
+def first_round(params: dict[str, Any]) -> dict[str, Any]:
+    return {"round": "means"}
+
+
+def _vendor_moments(sites: dict[str, dict[str, Any]], f: int, g: int, v: int):
+    from radflow.federation.stats import Moments, merge_moments
+
+    return merge_moments(Moments(r["cells"][f][g][v], r["sums"][f][g][v], r["m2"][f][g][v])
+                         for r in sites.values() if r["cells"][f][g][v])
+
+
+def next_round(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if rounds[-1]["round"] != "means":
+        return None
+    sites = _released(rounds[-1])
+    means = [[[(m.mean if m.n else None) for m in
+               (_vendor_moments(sites, f, g, v) for v in range(len(params["vendors"])))]
+              for g in range(len(params["segments"]))] for f in range(len(params["features"]))]
+    return {"round": "deviations", "vendor_means": means}
+
+
+def combine(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    from radflow.federation.stats import Moments, levene
+
+    alpha = float(params.get("alpha", 0.05))
+    first = _released(rounds[0])
+    last = _released(rounds[1]) if len(rounds) > 1 else {}
+    tests, locations = [], []
+    for f, feature in enumerate(params["features"]):
+        for g, segment in enumerate(params["segments"]):
+            by_site = {}
+            for site, r in first.items():
+                if site not in last or not r["site_cells"][f][g] \
+                        or last[site]["site_abs"][f][g] is None:
+                    continue  # no values, or too few (suppressed)
+                m = Moments(r["site_cells"][f][g], r["site_sums"][f][g], r["site_m2"][f][g])
+                if m.n:
+                    by_site[site] = m
+                    locations.append({"feature": feature, "segment": segment, "group": site,
+                                      "by": "site", "n": m.n, "mean": m.mean, "sd": m.sd})
+            site_groups = [(by_site[s].n, last[s]["site_abs"][f][g], last[s]["site_sq"][f][g])
+                           for s in sorted(by_site)]
+            vendor_groups = []
+            for v, vendor in enumerate(params["vendors"]):
+                m = _vendor_moments(first, f, g, v)
+                sums = [(r["vendor_abs"][f][g][v], r["vendor_sq"][f][g][v])
+                        for site, r in last.items() if r["cells"][f][g][v]]
+                if m.n and sums and len(sums) == sum(1 for r in first.values()
+                                                      if r["cells"][f][g][v]):
+                    vendor_groups.append((m.n, sum(a for a, _ in sums), sum(b for _, b in sums)))
+                    locations.append({"feature": feature, "segment": segment, "group": vendor,
+                                      "by": "vendor", "n": m.n, "mean": m.mean, "sd": m.sd})
+            for by, groups in (("site", site_groups), ("vendor", vendor_groups)):
+                row: dict[str, Any] = {"feature": feature, "segment": segment, "across": by,
+                                       "groups": len(groups)}
+                if len(groups) >= 2 and sum(n for n, _, _ in groups) > len(groups):
+                    test = levene(groups)
+                    row |= {"levene_w": test.statistic, "p_value": test.p_value,
+                            "df": f"{test.df[0]}, {test.df[1]}",
+                            "effect": "yes" if test.p_value < alpha else "no"}
+                else:
+                    row |= {"levene_w": None, "p_value": None, "df": "",
+                            "effect": "too few groups"}
+                tests.append(row)
+    return {"levene": tests, "location_and_scale": locations,
+            "flagged": sorted({f"{r['feature']} / {r['segment']} ({r['across']})"
+                               for r in tests if r["effect"] == "yes"}),
+            "sites_released": len(last),
+            "sites_not_in": {s["site"]: s.get("refusal", "missing")
+                             for s in rounds[0]["sites"] if s["status"] != "released"},
+            "method": "Levene's test, centre = group mean (scipy.stats.levene center='mean'), "
+                      "from per-group sums of |x - mean| and their squares"}
+
+
+def charts(result: dict[str, Any], rounds: list[dict[str, Any]], folder: Path) -> list[str]:
+    """Location and scale per site and per vendor (mean with +/- 1 sd), one panel per feature
+    and segment."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["combined"]["location_and_scale"]
+    cells = sorted({(r["feature"], r["segment"]) for r in rows})[:12]
+    if not cells:
+        return []
+    columns = min(3, len(cells))
+    lines = math.ceil(len(cells) / columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(4.4 * columns, 3.2 * lines),
+                             squeeze=False)
+    for ax, (feature, segment) in zip(axes.flat, cells, strict=False):
+        mine = [r for r in rows if (r["feature"], r["segment"]) == (feature, segment)]
+        labels = [f"{r['group'][:12]}" for r in mine]
+        colours = ["#1f5fbf" if r["by"] == "site" else "#c0651a" for r in mine]
+        ax.errorbar(range(len(mine)), [r["mean"] for r in mine],
+                    yerr=[0 if r["sd"] != r["sd"] else r["sd"] for r in mine], fmt="none",
+                    ecolor="#888")
+        ax.scatter(range(len(mine)), [r["mean"] for r in mine], c=colours, zorder=3)
+        ax.set_xticks(range(len(mine)), labels, rotation=40, ha="right", fontsize=7)
+        ax.set_title(f"{feature}\n{segment} (blue: sites, orange: vendors)", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in list(axes.flat)[len(cells):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(folder / "harmonization.png", dpi=90)
+    plt.close(fig)
+    return ["harmonization.png"]
