@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +43,7 @@ class FlowRunInfo:
     state: str  # COMPLETED, FAILED, RUNNING...
     message: str | None = None
     deployment_id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def is_final(self) -> bool:
@@ -56,7 +57,8 @@ class FlowRunInfo:
     def from_api(cls, body: dict[str, Any]) -> FlowRunInfo:
         state = body.get("state") or {}
         return cls(str(body["id"]), body.get("name", ""), state.get("type", "PENDING"),
-                   state.get("message"), body.get("deployment_id"))
+                   state.get("message"), body.get("deployment_id"),
+                   body.get("parameters") or {})
 
 
 @dataclass(frozen=True)

@@ -147,10 +147,16 @@ def run(name: str = typer.Argument(..., help="The flow, e.g. federated-cohort-co
     of ``federated-study/NAME`` on the hub's Prefect (watch it there)."""
     from radflow.cohorts.definition import CohortDefinition
 
+    target = _hub(hub)
     params: dict = parse_params(param)
+    if params:  # `--param segments=liver` for a list parameter means ["liver"]
+        flow = next((f for f in target.flows() if f["name"] == name), None)
+        properties = ((flow or {}).get("parameter_schema") or {}).get("properties", {})
+        for key, value in params.items():
+            if properties.get(key, {}).get("type") == "array" and not isinstance(value, list):
+                params[key] = [value]
     if cohort is not None:
         params["cohort"] = CohortDefinition.parse(cohort.read_text()).canonical()
-    target = _hub(hub)
     started = target.start(name, params, sites or None, deadline)
     if not wait:
         report(json_out, started, f"study {started['study']}: running, watch it at "
@@ -162,6 +168,9 @@ def run(name: str = typer.Argument(..., help="The flow, e.g. federated-cohort-co
         result = target.state(started["study"])
         if result is not None and result["state"] == "finished":
             break
+        if result is not None and result["state"] == "failed":
+            raise SiteError(f"study {started['study']} failed before it queued its jobs: "
+                            f"{result.get('message', '')}", fix=f"see {started['url']}")
         if isinstance(target, LocalHub):
             run_state = target.home.prefect().flow_run(started["flow_run"])
             if run_state.is_final and not run_state.ok:

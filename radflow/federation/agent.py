@@ -108,7 +108,9 @@ class Agent(ServiceLoop):
             return self.post(job, refusal="site_part_failed")
         result = gate(release, signed.manifest.release_schema, policy, job["params"])
         if not result.ok:
-            return self.post(job, refusal=result.refusal)
+            self.logger.warning("job %s: the egress gate refused: %s (%s)", job["id"],
+                                result.refusal, result.detail or "")
+            return self.post(job, refusal=result.refusal, detail=result.detail)
         if policy.manual_release:  # a steward approves exactly this JSON first
             decision = steward.release_decision(url, job, result.released, result.suppressed)
             if decision == "declined":
@@ -151,7 +153,8 @@ class Agent(ServiceLoop):
         return out.get("release")
 
     def post(self, job: dict[str, Any], release: dict | None = None, refusal: str | None = None,
-             suppressed: list[str] | None = None) -> str:
+             suppressed: list[str] | None = None, detail: str | None = None) -> str:
+        """Post the result once; the audit event (local) also says why a gate refused."""
         from radflow.audit import record
         from radflow.errors import SiteError
         from radflow.federation.policy import load_policy
@@ -170,6 +173,7 @@ class Agent(ServiceLoop):
                subject=f"job:{job['id']}",
                detail={"version": job["version"], "study": job["study"], "refusal": refusal,
                        "release": release, "suppressed": suppressed or [],
+                       **({"detail": detail} if detail else {}),
                        "hub": answer.json()["status"]})
         self.logger.info("job %s: %s", job["id"], refusal or "released")
         return refusal or "released"

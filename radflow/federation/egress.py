@@ -39,9 +39,10 @@ IDENTIFIERS = (
 class Refused(Exception):
     """The gate's outcome for a release that may not leave (not a program error)."""
 
-    def __init__(self, rule: str) -> None:
+    def __init__(self, rule: str, detail: str | None = None) -> None:
         super().__init__(rule)
         self.code = f"policy_violation:{rule}"
+        self.detail = detail  # for the site's own log and audit trail, never for the hub
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class GateResult:
     released: dict[str, Any] | None
     refusal: str | None = None
     suppressed: list[str] = field(default_factory=list)
+    detail: str | None = None  # which field broke which rule: stays at the site
 
     @property
     def ok(self) -> bool:
@@ -69,7 +71,7 @@ def gate(release: Any, schema: ReleaseSchema, policy: SitePolicy,
     try:
         return _gate(release, schema, policy, params or {})
     except Refused as exc:
-        return GateResult(None, exc.code)
+        return GateResult(None, exc.code, detail=exc.detail)
 
 
 def _gate(release: Any, schema: ReleaseSchema, policy: SitePolicy,
@@ -87,26 +89,35 @@ def _gate(release: Any, schema: ReleaseSchema, policy: SitePolicy,
         if not isinstance(key, str) or looks_identifying(key):
             raise Refused("identifier")
     if set(release) != set(schema.fields):
-        raise Refused("schema")
+        raise Refused("schema", f"fields missing: {sorted(set(schema.fields) - set(release))}, "
+                                f"not declared: {sorted(set(release) - set(schema.fields))}")
     shapes: dict[str, tuple[int, ...]] = {}
     for name, spec in schema.fields.items():
         try:
             shapes[name] = spec.resolved(params)
-        except ValueError:
-            raise Refused("shape") from None
+        except ValueError as exc:
+            raise Refused("shape", f"{name}: {exc}") from None
     out: dict[str, Any] = {}
     for name, spec in schema.fields.items():
-        out[name] = _field(release[name], spec, shapes[name], policy)
+        try:
+            out[name] = _field(release[name], spec, shapes[name], policy)
+        except Refused as exc:
+            exc.detail = exc.detail or f"field {name!r} ({spec.kind}, shape {shapes[name]})"
+            raise
     n = out[schema.cohort_field]
     if n < policy.min_cohort:
-        raise Refused("min_cohort")
+        raise Refused("min_cohort", f"n = {n}, the policy's min_cohort is {policy.min_cohort}")
     parameters = params.get("parameters")
     if isinstance(parameters, int) and parameters > policy.max_parameters_ratio * n:
-        raise Refused("parameters")  # DataSHIELD's rule for models fitted on n cases
+        raise Refused("parameters", f"{parameters} parameters for n = {n} (at most "
+                                    f"{policy.max_parameters_ratio} n)")
     suppressed: list[str] = []
     for name, spec in schema.fields.items():
-        if spec.kind in ("matrix", "weights") and shapes[name] and shapes[name][0] >= n:
-            raise Refused("per_case")  # as many rows as cases: could be one per case
+        if spec.kind in ("matrix", "weights") and shapes[name] and \
+                isinstance(spec.shape[0], int) and shapes[name][0] >= n:
+            # as many rows as cases: could be one per case (a dimension the job's parameters
+            # size, e.g. one row per feature, is the coordinator's choice, not the data's)
+            raise Refused("per_case")
         if spec.kind == "count" and name != schema.cohort_field and 0 <= out[name] < \
                 policy.min_cell and spec.small == "refuse":
             raise Refused("min_cell")  # other fields would reveal this small count

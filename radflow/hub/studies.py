@@ -218,10 +218,30 @@ def study_state(home: Any, study_id: str) -> dict[str, Any] | None:
         return {"state": "finished", **json.loads(out.read_text())}
     row = registry.study(home.engine(), study_id)
     if row is None:
-        return None
+        return _before_start(home, study_id)
     return {"state": "running", "study": row.id, "flow": row.name, "version": row.version_hash,
             "started_by": row.started_by,
             "sites": [_entry(job) for job in registry.study_jobs(home.engine(), row.id)]}
+
+
+def _before_start(home: Any, study_id: str) -> dict[str, Any] | None:
+    """A study whose coordinator run exists but has not queued its jobs yet (``starting``),
+    or ended before it could (``failed``, with Prefect's message); None for no such run."""
+    from radflow.errors import RadflowError
+
+    if not study_id.isalnum():
+        return None
+    try:
+        runs = home.prefect(timeout=5).flow_runs_tagged(f"study:{study_id}", limit=1)
+    except (RadflowError, OSError):
+        return None
+    if not runs:
+        return None
+    run = runs[0]
+    state = "failed" if run.is_final and not run.ok else "starting"
+    return {"state": state, "study": study_id, "flow": run.parameters.get("name", ""),
+            "version": "",
+            "sites": [], **({"message": run.message or run.state} if state == "failed" else {})}
 
 
 def study_rows(home: Any) -> list[dict[str, Any]]:

@@ -81,13 +81,7 @@ def combine(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, A
 def charts(result: dict[str, Any], rounds: list[dict[str, Any]], folder: Path) -> list[str]:
     """One panel per feature and segment: each site's distribution as a box drawn from its
     released histogram (5th-95th percentile whiskers), and the pooled one."""
-    import math
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from radflow.federation.charts import panel_grid, save_grid
     from radflow.federation.stats import quantile_bounds
 
     params = result["params"]
@@ -96,11 +90,9 @@ def charts(result: dict[str, Any], rounds: list[dict[str, Any]], folder: Path) -
     sites = _released(rounds[1])
     cells = [(f, g) for f in range(len(params["features"]))
              for g in range(len(params["segments"]))][:12]
-    columns = min(3, len(cells))
-    rows = math.ceil(len(cells) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    fig, axes = panel_grid(len(cells))
     edges = rounds[1]["params"]["edges"]
-    for ax, (f, g) in zip(axes.flat, cells, strict=False):
+    for ax, (f, g) in zip(axes, cells, strict=False):
         stats = []
         for s in sites:
             counts = s["release"]["histograms"][f][g]
@@ -122,9 +114,5 @@ def charts(result: dict[str, Any], rounds: list[dict[str, Any]], folder: Path) -
             ax.bxp(stats, showfliers=False)
         ax.set_title(f"{params['features'][f]}\n{params['segments'][g]}", fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(cells):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(folder / "distributions.png", dpi=90)
-    plt.close(fig)
+    save_grid(fig, axes, len(cells), folder / "distributions.png")
     return ["distributions.png"]

@@ -27,13 +27,23 @@ def _vendor_moments(sites: dict[str, dict[str, Any]], f: int, g: int, v: int):
 
 
 def next_round(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    from radflow.federation.stats import shared_edges
+
     if rounds[-1]["round"] != "means":
         return None
     sites = _released(rounds[-1])
+    cells = [(f, g) for f in range(len(params["features"]))
+             for g in range(len(params["segments"]))]
     means = [[[(m.mean if m.n else None) for m in
                (_vendor_moments(sites, f, g, v) for v in range(len(params["vendors"])))]
               for g in range(len(params["segments"]))] for f in range(len(params["features"]))]
-    return {"round": "deviations", "vendor_means": means}
+    bins = int(params.get("bins", 24))
+    edges: list[list[Any]] = [[None] * len(params["segments"]) for _ in params["features"]]
+    for f, g in cells:
+        spans = [(r["span_low"][f][g], r["span_high"][f][g]) for r in sites.values()
+                 if r["site_cells"][f][g]]
+        edges[f][g] = shared_edges(spans, bins) if spans else None
+    return {"round": "deviations", "vendor_means": means, "edges": edges, "bins": bins}
 
 
 def combine(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -90,24 +100,16 @@ def combine(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, A
 
 
 def charts(result: dict[str, Any], rounds: list[dict[str, Any]], folder: Path) -> list[str]:
-    """Location and scale per site and per vendor (mean with +/- 1 sd), one panel per feature
-    and segment."""
-    import math
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Location and scale per site and per vendor (mean with +/- 1 sd), and each site's
+    distribution from its released histogram, one panel per feature and segment."""
+    from radflow.federation.charts import panel_grid, save_grid
 
     rows = result["combined"]["location_and_scale"]
     cells = sorted({(r["feature"], r["segment"]) for r in rows})[:12]
     if not cells:
         return []
-    columns = min(3, len(cells))
-    lines = math.ceil(len(cells) / columns)
-    fig, axes = plt.subplots(lines, columns, figsize=(4.4 * columns, 3.2 * lines),
-                             squeeze=False)
-    for ax, (feature, segment) in zip(axes.flat, cells, strict=False):
+    fig, axes = panel_grid(len(cells))
+    for ax, (feature, segment) in zip(axes, cells, strict=False):
         mine = [r for r in rows if (r["feature"], r["segment"]) == (feature, segment)]
         labels = [f"{r['group'][:12]}" for r in mine]
         colours = ["#1f5fbf" if r["by"] == "site" else "#c0651a" for r in mine]
@@ -118,9 +120,33 @@ def charts(result: dict[str, Any], rounds: list[dict[str, Any]], folder: Path) -
         ax.set_xticks(range(len(mine)), labels, rotation=40, ha="right", fontsize=7)
         ax.set_title(f"{feature}\n{segment} (blue: sites, orange: vendors)", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
-    for ax in list(axes.flat)[len(cells):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(folder / "harmonization.png", dpi=90)
-    plt.close(fig)
-    return ["harmonization.png"]
+    save_grid(fig, axes, len(cells), folder / "harmonization.png")
+    return ["harmonization.png", *_distributions(result, rounds, folder)]
+
+
+def _distributions(result: dict[str, Any], rounds: list[dict[str, Any]],
+                   folder: Path) -> list[str]:
+    from radflow.federation.charts import panel_grid, save_grid
+
+    if len(rounds) < 2:
+        return []
+    params = result["params"]
+    edges = rounds[1]["params"]["edges"]
+    sites = _released(rounds[1])
+    cells = [(f, g) for f in range(len(params["features"]))
+             for g in range(len(params["segments"])) if edges[f][g]][:12]
+    if not cells or not sites:
+        return []
+    fig, axes = panel_grid(len(cells), height=3.0)
+    for ax, (f, g) in zip(axes, cells, strict=False):
+        cell_edges = edges[f][g]
+        for site, release in sorted(sites.items()):
+            counts = [c or 0 for c in release["histograms"][f][g]]  # suppressed bins: 0
+            total = sum(counts) or 1
+            ax.stairs([c / total for c in counts], cell_edges, label=site)
+        ax.set_title(f"{params['features'][f]}\n{params['segments'][g]}: each site's "
+                     "distribution", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    save_grid(fig, axes, len(cells), folder / "site-distributions.png")
+    return ["site-distributions.png"]

@@ -12,9 +12,10 @@ import numpy as np
 
 def harmonization(cohort: dict[str, Any], features: list[str], segments: list[str],
                   vendors: list[str], round: str, vendor_means: list | None = None,
+                  edges: list | None = None, bins: int | None = None,
                   site: str | None = None, **_study: Any) -> dict[str, Any]:
     from radflow.federation.site_data import feature_table
-    from radflow.federation.stats import absolute_deviations, moments
+    from radflow.federation.stats import absolute_deviations, coarse_span, histogram, moments
     from radflow.runtime import site_runtime
 
     table = feature_table(site_runtime(site).catalog_url, cohort, features, segments)
@@ -29,18 +30,25 @@ def harmonization(cohort: dict[str, Any], features: list[str], segments: list[st
         return every, by_vendor
 
     cells, sums, m2 = [], [], []
-    site_cells, site_sums, site_m2 = [], [], []
+    site_cells, site_sums, site_m2, span_low, span_high, histograms = [], [], [], [], [], []
     site_abs, site_sq, vendor_abs, vendor_sq = [], [], [], []
     for i, f in enumerate(features):
         rows = [[], [], []]
         dev = [[], [], [], []]
-        own = [[], [], []]
+        own = [[], [], [], [], [], []]
         for j, g in enumerate(segments):
             every, by_vendor = groups(f, g)
             whole = moments(every)
             own[0].append(whole.n)
             own[1].append(whole.sum)
             own[2].append(whole.m2)
+            low, high = coarse_span(every) if every.size else (0.0, 0.0)
+            own[3].append(low)
+            own[4].append(high)
+            if round == "deviations":
+                cell_edges = edges[i][j]
+                own[5].append(histogram(every, cell_edges) if every.size and cell_edges
+                              else [0] * int(bins))
             stats = [moments(v) for v in by_vendor]
             rows[0].append([m.n for m in stats])
             rows[1].append([m.sum for m in stats])
@@ -61,15 +69,20 @@ def harmonization(cohort: dict[str, Any], features: list[str], segments: list[st
         site_cells.append(own[0])
         site_sums.append(own[1])
         site_m2.append(own[2])
+        span_low.append(own[3])
+        span_high.append(own[4])
+        histograms.append(own[5])
         for target, value in zip((site_abs, site_sq, vendor_abs, vendor_sq), dev, strict=True):
             target.append(value)
     n = len(table.series)
     if round == "means":
         release = {"n": n, "cells": cells, "sums": sums, "m2": m2, "site_cells": site_cells,
-                   "site_sums": site_sums, "site_m2": site_m2}
+                   "site_sums": site_sums, "site_m2": site_m2, "span_low": span_low,
+                   "span_high": span_high}
     elif round == "deviations":
         release = {"n": n, "cells": cells, "site_cells": site_cells, "site_abs": site_abs,
-                   "site_sq": site_sq, "vendor_abs": vendor_abs, "vendor_sq": vendor_sq}
+                   "site_sq": site_sq, "vendor_abs": vendor_abs, "vendor_sq": vendor_sq,
+                   "histograms": histograms}
     else:
         raise ValueError(f"no round {round!r} in federated-harmonization-check")
     return {"local": {"series": n, "round": round}, "release": release}

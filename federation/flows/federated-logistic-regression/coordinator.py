@@ -42,7 +42,12 @@ def next_round(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str
         return None
     gradient, hessian, _ = _sums(rounds[-1])
     beta = np.asarray(last["beta"], dtype=float)
-    new = newton_step(beta, gradient, hessian)
+    try:
+        new = newton_step(beta, gradient, hessian)
+    except np.linalg.LinAlgError:
+        return None  # a singular Hessian: reported as not converged
+    if not np.all(np.isfinite(new)) or np.max(np.abs(new)) > 1e8:
+        return None  # diverging: (quasi-)separation; reported as not converged
     return {"round": "irls", "iteration": last["iteration"] + 1,
             "beta": [float(v) for v in new], "parameters": len(new),
             "step": float(np.max(np.abs(new - beta)))}
@@ -62,11 +67,15 @@ def combine(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, A
     last_step = final["params"].get("step")
     converged = last_step is not None and last_step < float(params.get("tolerance", 1e-10))
     out: dict[str, Any] = {
-        "converged": converged, "rounds": len(rounds), "convergence": convergence,
+        "converged": converged,
+        **({} if converged else {"note": "no convergence: the coefficients diverge or the "
+                                          "Hessian is singular (perfect separation, or too "
+                                          "few cases for the terms); no fit is reported"}),
+        "rounds": len(rounds), "convergence": convergence,
         "sites_in_fit": sorted(s["site"] for s in final["sites"] if s["status"] == "released"),
         "sites_not_in": {s["site"]: s.get("refusal", "missing")
                          for done in rounds for s in done["sites"] if s["status"] != "released"}}
-    if not _released(final):
+    if not _released(final) or not converged:
         return out
     _, hessian, loglik = _sums(final)
     fit = logistic_summary(np.asarray(final["params"]["beta"], dtype=float), hessian, loglik)

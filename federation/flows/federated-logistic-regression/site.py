@@ -56,6 +56,7 @@ def logistic(cohort: dict[str, Any], outcome: str, terms: list[str], beta: list[
     gradient, hessian, loglik = logistic_terms(x, y, np.asarray(beta, dtype=float))
     return {"local": {"cases": len(y)},
             "release": {"n": len(y), "events": int(y.sum()),
+                        "nonevents": len(y) - int(y.sum()),
                         "gradient": [float(v) for v in gradient],
                         "hessian": [[float(v) for v in row] for row in hessian],
                         "loglik": float(loglik)}}
