@@ -48,6 +48,21 @@ done
 echo
 "$radflow" study run federated-cohort-count --cohort "$home/abdomen-ct.json" --deadline 180
 
+echo
+echo "federated feature statistics over both sites' radiomics (exact moments, bounded quantiles):"
+stats=$("$radflow" publish federation/flows/federated-feature-statistics --json | python3 -c "import json,sys; print(json.load(sys.stdin)['hash'])")
+for site in "$site_a" "$site_b"; do
+    "$radflow" site approve "$stats" --site "$site" > /dev/null
+    # the demo's sites hold 5 quantified studies each: the demo lowers the minimum cohort
+    # (default 10) to 5 and the small-cell limit (default 5) to 2, and says so
+    "$radflow" site policy set min_cohort=5 min_cell=2 --site "$site" > /dev/null
+done
+echo "  (demo policy at both sites: min_cohort=5, min_cell=2; the defaults are 10 and 5)"
+"$radflow" study run federated-feature-statistics --cohort "$home/abdomen-ct.json" \
+    --param features=original_firstorder_Mean,original_shape_VoxelVolume \
+    --param segments=liver,spleen,kidney --param bins=32 --deadline 180
+
+web() { "$radflow" hub credentials --json | python3 -c "import json,sys; print(json.load(sys.stdin)['web']['url'])"; }
 creds() { "$radflow" hub credentials --json | python3 -c "import json,sys; p=json.load(sys.stdin)['prefect']; print(p['$1'])"; }
 worklist() { "$radflow" worklist url --site "$1" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['url'])"; }
 cat <<MSG
@@ -56,6 +71,8 @@ The hub and two sites are running. Where to look:
   Hub Prefect UI    $(creds url)   (user $(creds username); password: radflow hub credentials)
                     the study as a run of federated-study/federated-cohort-count, with its
                     per-site log lines and its table; artifacts under $home/hub/studies/
+  Hub web app       $(web)   (coordinator log-ins: radflow hub credentials)
+                    the studies, their results, charts and reports; the sites; the flows
   Federation API    $hub_url   (the sites' agents call it; the hub never calls a site)
   Site $site_a      worklist $(worklist "$site_a")   radflow site status --site $site_a
   Site $site_b    worklist $(worklist "$site_b")   radflow site status --site $site_b
