@@ -130,3 +130,31 @@ def test_levene_from_group_sums_equals_scipy() -> None:
     assert abs(got.statistic - want.statistic) <= 1e-9 * want.statistic
     assert abs(got.p_value - want.pvalue) <= 1e-9 * max(want.pvalue, 1e-300)
     assert got.df == (2, sum(p.size for p in parts) - 3)
+
+
+def test_the_regression_coordinator_stops_on_separation() -> None:
+    """Perfectly separated data have no finite fit: the coordinator stops early (the log-
+    likelihood reaches 0) and reports no coefficients, instead of running every round."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "federation" / "flows" / \
+        "federated-logistic-regression" / "coordinator.py"
+    spec = importlib.util.spec_from_file_location("lr_coordinator", path)
+    coordinator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(coordinator)
+    x = np.column_stack([np.ones(8), np.arange(8.0)])
+    y = (np.arange(8) >= 4).astype(float)  # separated at 3.5
+    params = {"terms": ["feature:x@liver"], "max_rounds": 60}
+    rounds = []
+    round_params = coordinator.first_round(params)
+    while round_params is not None:
+        gradient, hessian, loglik = logistic_terms(x, y, np.asarray(round_params["beta"]))
+        rounds.append({"round": "irls", "params": round_params, "sites": [
+            {"site": "a", "status": "released", "release": {
+                "n": 8, "gradient": list(gradient), "hessian": hessian.tolist(),
+                "loglik": loglik}}]})
+        round_params = coordinator.next_round(params, rounds)
+    result = coordinator.combine(params, rounds)
+    assert not result["converged"] and "coefficients" not in result
+    assert len(rounds) < 60 and "separation" in result["note"]

@@ -40,7 +40,9 @@ def next_round(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str
         return None  # the last round evaluated the converged coefficients
     if len(rounds) >= int(params.get("max_rounds", 30)):
         return None
-    gradient, hessian, _ = _sums(rounds[-1])
+    gradient, hessian, loglik = _sums(rounds[-1])
+    if loglik > -1e-6:
+        return None  # the model fits (almost) every case exactly: separation, no finite MLE
     beta = np.asarray(last["beta"], dtype=float)
     try:
         new = newton_step(beta, gradient, hessian)
