@@ -187,44 +187,49 @@ def run(name: str = typer.Argument(..., help="The flow, e.g. federated-cohort-co
     show(result)
 
 
+def _plain_table(title: str, rows: list[dict]) -> list[str]:
+    """A table as plain lines, never truncated (wide results stay readable in a log)."""
+    from radflow.hub.studies import fmt
+
+    columns = list(rows[0])
+    cells = [[fmt(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    line = "  ".join
+    return [f"  {title}:", "    " + line(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
+            *("    " + line(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells)]
+
+
 def show(result: dict) -> None:
+    from radflow.hub.studies import fmt, split_combined
+
+    say = lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
     combined = result.get("combined", {})
-    console.print(f"study {result['study']}: {result['flow']} ({result['version'][:19]})"
-                  + (f", started by {result['started_by']}" if result.get("started_by") else ""),
-                  highlight=False)
+    count = "matching" in combined
+    say(f"study {result['study']}: {result['flow']} ({result['version'][:19]})"
+        + (f", started by {result['started_by']}" if result.get("started_by") else ""))
     for s in result["sites"]:
         value = (s.get("release") or {}).get("matching")
-        what = s.get("refusal") or ("<k" if s["status"] == "released" and value is None
-                                    else value if value is not None else s["status"])
-        console.print(f"  {s['site']:<20} {s['status']:<9} {what}", highlight=False)
-    if "matching" in combined:
+        what = s.get("refusal") or (("<k" if value is None else value) if count
+                                    and s["status"] == "released" else "")
+        say(f"  {s['site']:<20} {s['status']:<9} {what}")
+    if count:
         bound = " (at least: a site suppressed a small count)" if \
             combined["matching_is_lower_bound"] else ""
-        console.print(f"  total: {combined['matching']}{bound}", highlight=False)
+        say(f"  total: {combined['matching']}{bound}")
     else:
-        from rich.table import Table
-
-        from radflow.hub.studies import fmt, split_combined
-
         tables, scalars = split_combined(combined)
         for title, rows in tables:
-            table = Table(title=title, title_justify="left")
-            for column in rows[0]:
-                table.add_column(column)
-            for row in rows:
-                table.add_row(*(fmt(v) for v in row.values()))
-            console.print(table)
+            for text in _plain_table(title, rows):
+                say(text)
         for key, value in scalars:
-            console.print(f"  {key}: {fmt(value)}", highlight=False)
+            say(f"  {key}: {fmt(value)}")
     for i, done in enumerate(result.get("rounds") or []):
-        console.print(f"  round {i} {done['round']}: {done.get('seconds', 0):.1f} s, "
-                      + ", ".join(f"{site} {v['status']}" for site, v in done["sites"].items()),
-                      highlight=False)
+        say(f"  round {i} {done['round']}: {done.get('seconds', 0):.1f} s, "
+            + ", ".join(f"{site} {v['status']}" for site, v in done["sites"].items()))
     if result.get("artifacts"):
-        console.print(f"  artifacts (on the hub): {', '.join(result['artifacts'])}",
-                      highlight=False)
+        say(f"  artifacts (on the hub): {', '.join(result['artifacts'])}")
     if result.get("flow_run"):
-        console.print(f"  flow run: {result['flow_run']}", highlight=False)
+        say(f"  flow run: {result['flow_run']}")
 
 
 @app.command("flows")
