@@ -47,6 +47,8 @@ FIELDS: dict[str, FieldSpec] = {
     "protocol_name": FieldSpec("text", "ProtocolName"),
     "contrast_agent": FieldSpec("text", "ContrastBolusAgent"),
     "status": FieldSpec("text", "worst finding of the series: ok, warning, error"),
+    "finding": FieldSpec("text", "a finding's code on the series (missing_slices, "
+                                 "missing_tag...); ne and not_in: no such finding"),
     "field_strength": FieldSpec("number", "MagneticFieldStrength, tesla"),
     "kvp": FieldSpec("number", "KVP, kilovolts"),
     "slice_thickness": FieldSpec("number", "SliceThickness, mm"),

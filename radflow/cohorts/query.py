@@ -10,7 +10,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
-from radflow.catalog.models import Series
+from radflow.catalog.models import Finding, Series
 from radflow.cohorts.definition import FIELDS, CohortDefinition
 
 
@@ -18,7 +18,23 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _finding(op: str, value: Any) -> ColumnElement[bool]:
+    """A condition on the series' findings: ``eq``/``in``/``contains`` hold when one finding
+    matches, ``ne``/``not_in`` when none does; ``exists`` when the series has any finding."""
+    code = func.lower(col(Finding.code))
+    match = {"eq": code == value, "ne": code == value, "in": code.in_(value or [None]),
+             "not_in": code.in_(value or [None]),
+             "contains": code.like(f"%{_like_escape(str(value))}%", escape="\\"),
+             "exists": true()}[op]
+    found = exists().where(col(Finding.series_pk) == col(Series.id), match)
+    if op == "exists":
+        return found if value else not_(found)
+    return not_(found) if op in ("ne", "not_in") else found
+
+
 def _condition(field: str, op: str, value: Any) -> ColumnElement[bool]:
+    if field == "finding":
+        return _finding(op, value)
     kind = FIELDS[field].kind
     column = getattr(Series, field)
     if op == "exists":

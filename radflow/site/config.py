@@ -106,9 +106,11 @@ class SiteSecrets(BaseModel):
         update = {k: SecretStr(secrets.token_urlsafe(32)) for k in
                   ("web_session_key", "oidc_client_secret", "idp_secret_key")
                   if getattr(self, k) is None}
-        if not self.demo_users:
-            update["demo_users"] = {user: SecretStr(secrets.token_urlsafe(12))
-                                    for user in DEMO_USERS}
+        missing = [user for user in DEMO_USERS if user not in self.demo_users]
+        if missing:  # sites made before a demo user existed get it on their next start
+            update["demo_users"] = {**self.demo_users,
+                                    **{user: SecretStr(secrets.token_urlsafe(12))
+                                       for user in missing}}
         return self.model_copy(update=update) if update else self
 
     @classmethod
@@ -120,7 +122,8 @@ class SiteSecrets(BaseModel):
 
 
 # The embedded provider's demo users and their roles (groups).
-DEMO_USERS = {"radiologist": ("radiologist",), "steward": ("data-steward",), "admin": ("admin",)}
+DEMO_USERS = {"radiologist": ("radiologist",), "steward": ("data-steward",),
+              "researcher": ("researcher",), "admin": ("admin",)}
 
 
 def check_site_name(name: str) -> str:

@@ -47,12 +47,21 @@ class Labels:
     dataset: Any = None
 
 
+def shared(request: Any) -> Renderer:
+    """The web app's one renderer (the worklist's case pages and the series viewer share its
+    cache)."""
+    state = request.app.state
+    if getattr(state, "renderer", None) is None:
+        state.renderer = Renderer(state.ctx.orthanc_client())
+    return state.renderer
+
+
 class Renderer:
     """Stacks and label maps of one site's Orthanc, a few kept in memory (LRU)."""
 
-    def __init__(self, orthanc: Any, keep: int = 4) -> None:
+    def __init__(self, orthanc: Any, budget_mb: int = 1024) -> None:
         self.orthanc = orthanc
-        self.keep = keep
+        self.budget = budget_mb * 2**20  # what the cache may hold, in bytes of arrays
         self._cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -64,9 +73,15 @@ class Renderer:
         value = make()
         with self._lock:
             self._cache[key] = value
-            while len(self._cache) > self.keep * 3:
-                self._cache.popitem(last=False)
+            held = sum(map(_size, self._cache.values()))
+            while held > self.budget and len(self._cache) > 1:
+                held -= _size(self._cache.popitem(last=False)[1])
         return value
+
+    def cached(self, kind: str, key: str) -> bool:
+        """Whether ``(kind, key)`` is in the cache (the benchmark's cold and warm)."""
+        with self._lock:
+            return (kind, key) in self._cache
 
     def stack(self, series_uid: str) -> Stack:
         def make() -> Stack:
@@ -128,10 +143,103 @@ class Renderer:
             return Labels(seg_uid, str(ds.SOPInstanceUID), labels, segments, ds)
         return self._cached(("labels", f"{seg_uid}/{series_uid}"), make)
 
+    # One slice at a time (the series viewer): the first slice shows after one instance is
+    # read, not the whole series. ``order`` is the series' instances in slice order, as
+    # (Orthanc instance id, SOP Instance UID) pairs: the catalog keeps it (``position_z``).
+
+    def slice_hu(self, series_uid: str, order: list[tuple[str, str]], z: int) -> np.ndarray:
+        """Slice ``z`` in HU: from the whole stack when it is loaded, else from its instance."""
+        with self._lock:
+            stack = self._cache.get(("stack", series_uid))
+        if stack is not None:
+            return stack.hu[z]
+
+        def make() -> np.ndarray:
+            import pydicom
+
+            data = self.orthanc.instance_file(order[z][0])
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ds = pydicom.dcmread(io.BytesIO(data))
+                    pixels = ds.pixel_array.astype(np.float32)
+            except Exception as exc:  # pydicom raises many kinds on undecodable pixel data
+                raise DicomInputError(f"slice {z} of series {series_uid} cannot be decoded: "
+                                      f"{exc}", fix="check its transfer syntax (`radflow "
+                                                    "catalog findings`)") from exc
+            slope = float(ds.get("RescaleSlope", 1) or 1)
+            intercept = float(ds.get("RescaleIntercept", 0) or 0)
+            if pixels.ndim != 2:
+                raise DicomInputError(f"slice {z} of series {series_uid} is not one 2D frame",
+                                      fix="open multi-frame objects in OHIF or 3D Slicer")
+            return np.clip(pixels * slope + intercept, -32768, 32767).astype(np.int16)
+        return self._cached(("slice", f"{series_uid}/{z}"), make)
+
+    def segmentation(self, seg_uid: str) -> Any:
+        """The SEG as a highdicom Segmentation (its frame index built once)."""
+        def make() -> Any:
+            import highdicom as hd
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return hd.seg.Segmentation.from_dataset(self.seg_dataset(seg_uid), copy=False)
+        return self._cached(("seg", seg_uid), make)
+
+    def label_slice(self, seg_uid: str, series_uid: str, sop_uid: str, z: int,
+                    shape: tuple[int, int]) -> np.ndarray:
+        """Slice ``z`` (SOP Instance ``sop_uid``) of the SEG as segment numbers: from the whole
+        label map when it is loaded, else from the SEG's frames of that one source image."""
+        with self._lock:
+            whole = self._cache.get(("labels", f"{seg_uid}/{series_uid}"))
+        if whole is not None:
+            return whole.labels[z]
+
+        def make() -> np.ndarray:
+            seg = self.segmentation(seg_uid)
+            ds = self.seg_dataset(seg_uid)
+            referenced = [s.SeriesInstanceUID for s in ds.get("ReferencedSeriesSequence", [])]
+            if series_uid not in referenced:
+                raise DicomInputError(f"SEG {seg_uid} does not reference series {series_uid}",
+                                      fix="pick a SEG made on this series")
+            numbers = [int(s.SegmentNumber) for s in ds.SegmentSequence]
+            out = np.zeros(shape, dtype=np.uint8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if sop_uid not in self._seg_sources(seg_uid):
+                    return out
+                binary = seg.get_pixels_by_source_instance(
+                    [sop_uid], segment_numbers=numbers, assert_missing_frames_are_empty=True,
+                    skip_overlap_checks=True)[0]
+            if binary.shape[:2] != shape:
+                raise DicomInputError(f"SEG {seg_uid} frames are {binary.shape[1]}x"
+                                      f"{binary.shape[0]}, the series {shape[1]}x{shape[0]}",
+                                      fix="open it in 3D Slicer, which resamples")
+            for i, number in enumerate(numbers):
+                out[binary[..., i] > 0] = number
+            return out
+        return self._cached(("label", f"{seg_uid}/{series_uid}/{z}"), make)
+
+    def _seg_sources(self, seg_uid: str) -> set[str]:
+        def make() -> set[str]:
+            return {uid for _, _, uid in self.segmentation(seg_uid).get_source_image_uids()}
+        return self._cached(("segsrc", seg_uid), make)
+
     def forget(self, seg_uid: str) -> None:
         with self._lock:
             for key in [k for k in self._cache if seg_uid in k[1]]:
                 self._cache.pop(key)
+
+
+def _size(value: Any) -> int:
+    """Bytes an entry of the cache holds (its arrays; a SEG dataset counts its pixel data)."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, Stack):
+        return value.hu.nbytes * 2  # and the datasets' pixel data
+    if isinstance(value, Labels):
+        return value.labels.nbytes
+    pixel_data = getattr(value, "PixelData", None) if hasattr(value, "SOPInstanceUID") else None
+    return len(pixel_data) if isinstance(pixel_data, bytes) else 4096
 
 
 def colour(segment: Any) -> list[int]:

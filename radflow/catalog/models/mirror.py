@@ -16,11 +16,40 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import Column, Index, Text, text
 from sqlmodel import Field, SQLModel
 
 from radflow.catalog.models.base import enum_column, utcnow
 from radflow.enums import SeriesStatus, Severity
+
+# The catalog dashboard's facets (radflow.explore.facets) group series by these expressions.
+THICKNESS_EDGES = (0.0, 1.0, 2.0, 3.0, 5.0)  # mm; the last bin is open
+AGE_STEP = 10  # years per band
+
+
+def _bins(column: str, edges: tuple[float, ...]) -> str:
+    """SQL for the lower edge of the bin a value falls in (NULL when it has none)."""
+    whens = " ".join(f"WHEN {column} >= {edge!r} THEN {edge!r}" for edge in reversed(edges))
+    return f"CASE {whens} END"
+
+
+# The facets' bucket expressions, as SQL text: each has an index on exactly this expression
+# (``ix_series_facet_*``), so a facet over the whole catalog reads its index in order instead
+# of sorting the series table. They are expressions no cohort query uses in its WHERE clause,
+# on purpose: an index on a plain column of low selectivity makes SQLite's planner slower for
+# cohort queries (see above).
+BUCKETS: dict[str, str] = {
+    "manufacturer": "manufacturer",
+    "model": "model",
+    "field_strength": "field_strength + 0.0",
+    "kvp": "kvp + 0.0",
+    "slice_thickness": _bins("slice_thickness", THICKNESS_EDGES),
+    "slice_spacing": _bins("slice_spacing", THICKNESS_EDGES),
+    "study_year": "substr(study_date, 1, 4)",
+    "age": f"CAST(age_years / {AGE_STEP} AS INTEGER) * {AGE_STEP}",
+    "patient_sex": "upper(patient_sex)",
+    "status": "status",
+}
 
 
 class Patient(SQLModel, table=True):
@@ -44,6 +73,7 @@ class Study(SQLModel, table=True):
 class Series(SQLModel, table=True):
     __table_args__ = (
         Index("ix_series_modality_date", "modality", "study_date"),
+        *(Index(f"ix_series_facet_{key}", text(sql)) for key, sql in BUCKETS.items()),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -102,6 +132,8 @@ class Instance(SQLModel, table=True):
 
 class Finding(SQLModel, table=True):
     """Something odd about a series or one of its instances, with the reason."""
+
+    __table_args__ = (Index("ix_finding_code_series", "code", "series_pk"),)
 
     id: int | None = Field(default=None, primary_key=True)
     series_pk: int = Field(foreign_key="series.id", index=True)

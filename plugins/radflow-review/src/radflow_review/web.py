@@ -41,12 +41,9 @@ def _ctx(request: Request) -> Any:
 
 
 def _renderer(request: Request) -> Any:
-    from radflow.web.render import Renderer
+    from radflow.web.render import shared
 
-    state = request.app.state
-    if getattr(state, "renderer", None) is None:
-        state.renderer = Renderer(state.ctx.orthanc_client())
-    return state.renderer
+    return shared(request)
 
 
 def _stack(request: Request, series_uid: str) -> Any:
