@@ -22,10 +22,14 @@ def _finding(op: str, value: Any) -> ColumnElement[bool]:
     """A condition on the series' findings: ``eq``/``in``/``contains`` hold when one finding
     matches, ``ne``/``not_in`` when none does; ``exists`` when the series has any finding."""
     code = func.lower(col(Finding.code))
-    match = {"eq": code == value, "ne": code == value, "in": code.in_(value or [None]),
-             "not_in": code.in_(value or [None]),
-             "contains": code.like(f"%{_like_escape(str(value))}%", escape="\\"),
-             "exists": true()}[op]
+    if op in ("in", "not_in"):
+        match = code.in_(value)
+    elif op == "contains":
+        match = code.like(f"%{_like_escape(value)}%", escape="\\")
+    elif op == "exists":
+        match = true()
+    else:  # eq, ne
+        match = code == value
     found = exists().where(col(Finding.series_pk) == col(Series.id), match)
     if op == "exists":
         return found if value else not_(found)

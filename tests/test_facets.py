@@ -1,0 +1,136 @@
+"""The catalog dashboard's facets on a real SQLite catalog: counts per bucket against the same
+counts made in Python from the rows, the exclusion of a facet's own filter, the filter state as
+a cohort definition, and the indexes the facet queries read."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import date, timedelta
+
+import pytest
+from conftest import one_study_catalog
+from sqlalchemy import insert, text
+from sqlmodel import select
+
+from radflow.catalog.db import get_engine, session_scope
+from radflow.catalog.models import Finding, Series
+from radflow.cohorts import CohortDefinition, count_series, parse_short
+from radflow.enums import Severity
+from radflow.errors import ConfigurationError
+from radflow.explore.facets import definition_of, facet_counts, parse_state, where_of
+
+N = 3000
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory) -> tuple[str, list[dict]]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('facets') / 'catalog.db'}"
+    study_pk = one_study_catalog(url)
+    rng = random.Random(11)
+    rows = []
+    for i in range(N):
+        modality = rng.choice(["CT", "CT", "MR", "SEG"])
+        rows.append({
+            "orthanc_id": f"s{i}", "series_uid": f"1.2.{i}", "study_pk": study_pk,
+            "study_uid": "1", "modality": modality,
+            "body_part": rng.choice(["ABDOMEN", "CHEST", None]),
+            "manufacturer": rng.choice(["SIEMENS", "Philips", "GE MEDICAL SYSTEMS", None]),
+            "slice_thickness": rng.choice([0.625, 1.0, 2.5, 3.0, 5.0, None]),
+            "kvp": rng.choice([100.0, 120.0]) if modality == "CT" else None,
+            "study_date": date(2015, 1, 1) + timedelta(days=rng.randrange(8 * 365)),
+            "patient_sex": rng.choice(["F", "M", None]),
+            "age_years": rng.choice([None, rng.uniform(18, 95)]),
+        })
+    with session_scope(url) as session:
+        session.execute(insert(Series), rows)
+        ids = {r.orthanc_id: r.id for r in session.exec(select(Series))}
+        for i in range(0, N, 7):
+            session.add(Finding(series_pk=ids[f"s{i}"], code="missing_slices",
+                                severity=Severity.WARNING, message="gap"))
+            rows[i]["finding"] = "missing_slices"
+    return url, rows
+
+
+def bucket(facet: str, row: dict) -> str | None:
+    """The bucket of one row, computed in Python (the reference for the SQL)."""
+    value = {"age": row["age_years"], "study_year": row["study_date"],
+             "slice_thickness": row["slice_thickness"]}.get(facet, row.get(facet))
+    if value is None:
+        return None
+    if facet == "age":
+        return str(int(value // 10 * 10))
+    if facet == "study_year":
+        return str(value.year)
+    if facet == "slice_thickness":
+        return f"{max(e for e in (0.0, 1.0, 2.0, 3.0, 5.0) if value >= e):g}"
+    if facet == "kvp":
+        return f"{value:g}"
+    return str(value)
+
+
+def matches(row: dict, state: dict[str, list[str]], without: str | None = None) -> bool:
+    return all(bucket(k, row) in v for k, v in state.items() if k != without)
+
+
+@pytest.mark.parametrize("state", [
+    {}, {"modality": ["CT"]}, {"modality": ["CT", "MR"], "age": ["60"]},
+    {"slice_thickness": ["1"], "study_year": ["2019", "2020"], "patient_sex": ["F"]},
+    {"finding": ["missing_slices"], "manufacturer": ["Philips"]},
+])
+def test_facet_counts_match_the_rows(catalog, state) -> None:
+    url, rows = catalog
+    counts = facet_counts(url, parse_state(state))
+    assert counts["catalog"] == N
+    assert counts["total"] == sum(matches(r, state) for r in rows)
+    by_key = {f["key"]: f for f in counts["facets"]}
+    for facet in ("modality", "body_part", "manufacturer", "kvp", "slice_thickness",
+                  "study_year", "age", "patient_sex", "finding"):
+        # each facet counts over the rows that match every *other* facet's filter
+        expected = Counter(bucket(facet, r) for r in rows if matches(r, state, without=facet))
+        expected.pop(None, None)
+        got = {b["key"]: b["count"] for b in by_key[facet]["buckets"]}
+        assert got == dict(expected), facet
+        assert {b["key"] for b in by_key[facet]["buckets"] if b["chosen"]} == \
+            set(state.get(facet, ())) & set(got)
+    # the state is a cohort definition that selects the same series
+    definition = definition_of(parse_state(state))
+    if definition is not None:
+        with session_scope(url) as session:
+            assert count_series(session, definition) == counts["total"]
+
+
+def test_a_dashboard_view_is_the_cli_cohort() -> None:
+    state = parse_state({"modality": ["CT"], "age": ["60"], "nonsense": ["x"]})
+    assert state == {"age": ["60"], "modality": ["CT"]}  # unknown names ignored
+    cli = parse_short(["modality=CT", "age_years>=60", "age_years<70"])
+    assert definition_of(state).content_hash == cli.content_hash  # bins join the conditions
+    assert where_of(state, without="age") == {"field": "modality", "op": "eq", "value": "CT"}
+    assert definition_of({}) is None
+    with pytest.raises(ConfigurationError, match="age='old'"):
+        parse_state({"age": ["old"]})
+
+
+def test_finding_field(catalog) -> None:
+    url, rows = catalog
+    with session_scope(url) as session:
+        def count(where: dict) -> int:
+            return count_series(session, CohortDefinition.parse({"where": where}))
+        flagged = sum("finding" in r for r in rows)
+        assert count({"field": "finding", "op": "eq", "value": "MISSING_SLICES"}) == flagged
+        assert count({"field": "finding", "op": "ne", "value": "missing_slices"}) == N - flagged
+        assert count({"field": "finding", "op": "exists", "value": False}) == N - flagged
+        assert count({"field": "finding", "op": "in", "value": ["bad_value"]}) == 0
+        assert count({"field": "finding", "op": "contains", "value": "slices"}) == flagged
+
+
+def test_facets_read_their_indexes(catalog) -> None:
+    from radflow.catalog.models.mirror import BUCKETS
+
+    url, _ = catalog
+    with get_engine(url).connect() as connection:
+        for key, sql in BUCKETS.items():
+            plan = " ".join(str(r[-1]) for r in connection.execute(
+                text(f"EXPLAIN QUERY PLAN SELECT {sql}, count(*) FROM series GROUP BY {sql}")))
+            assert f"ix_series_facet_{key}" in plan, (key, plan)
+            assert "TEMP B-TREE" not in plan, (key, plan)  # no sort of the series table
