@@ -73,7 +73,8 @@ class Study(SQLModel, table=True):
 class Series(SQLModel, table=True):
     __table_args__ = (
         Index("ix_series_modality_date", "modality", "study_date"),
-        *(Index(f"ix_series_facet_{key}", text(sql)) for key, sql in BUCKETS.items()),
+        *(Index(f"ix_series_facet_{key}", sql if sql.isidentifier() else text(sql))
+          for key, sql in BUCKETS.items()),
     )
 
     id: int | None = Field(default=None, primary_key=True)
