@@ -246,7 +246,8 @@ def routes(site) -> list[tuple[str, str]]:
     from radflow.web.app import app_routes, create_app
 
     return [(method, path.replace("{review_id}", "1").replace("{z}", "0")
-             .replace("{seg_uid}", "1.2.3")) for method, path in app_routes(create_app(site))]
+             .replace("{seg_uid}", "1.2.3").replace("{uid}", "1.2.3")
+             .replace("{name}", "demo")) for method, path in app_routes(create_app(site))]
 
 
 PUBLIC = {"/healthz", "/login", "/auth/callback", "/logged-out"}
