@@ -73,14 +73,15 @@ def matches(row: dict, state: dict[str, list[str]], without: str | None = None) 
     return all(bucket(k, row) in v for k, v in state.items() if k != without)
 
 
+@pytest.mark.parametrize("indexed", [True, False], ids=["per-facet", "one-pass"])
 @pytest.mark.parametrize("state", [
     {}, {"modality": ["CT"]}, {"modality": ["CT", "MR"], "age": ["60"]},
     {"slice_thickness": ["1"], "study_year": ["2019", "2020"], "patient_sex": ["F"]},
     {"finding": ["missing_slices"], "manufacturer": ["Philips"]},
 ])
-def test_facet_counts_match_the_rows(catalog, state) -> None:
+def test_facet_counts_match_the_rows(catalog, state, indexed) -> None:
     url, rows = catalog
-    counts = facet_counts(url, parse_state(state))
+    counts = facet_counts(url, parse_state(state), indexed=indexed)
     assert counts["catalog"] == N
     assert counts["total"] == sum(matches(r, state) for r in rows)
     by_key = {f["key"]: f for f in counts["facets"]}

@@ -33,6 +33,10 @@ from radflow.cohorts.query import to_sql
 from radflow.errors import ConfigurationError
 
 TOP = 12  # values shown per categorical facet (the rest: "other")
+# When at least this share of the catalog matches, a facet reads its index in bucket order
+# (no sort; each row is looked up to test the filter); below it, a scan of the table that
+# sorts only the matching rows is faster (bench/bench_explore.py measures both).
+INDEXED_FRACTION = 0.2
 
 
 def bucket_sql(key: str) -> ColumnElement[Any]:
@@ -179,35 +183,97 @@ def _where_sql(state: Mapping[str, list[str]], without: str | None) -> ColumnEle
     return to_sql(CohortDefinition.parse({"where": where}).where) if where else None
 
 
-def facet_counts(url: str, state: Mapping[str, list[str]], workers: int = 2) -> dict[str, Any]:
-    """Every facet's buckets ``{key, label, count, chosen}`` and the total that matches the
-    whole state: one GROUP BY per facet over the series table (findings: joined), run on
-    ``workers`` connections at once (SQLite answers them in parallel)."""
+def _facet_query(facet: Facet, where: ColumnElement[bool] | None) -> Any:
+    """One facet's GROUP BY over the series table (its index gives the buckets in order)."""
+    bucket = facet.bucket().label("bucket")
+    query = select(bucket, func.count(func.distinct(col(Series.id))) if facet.join_findings
+                   else func.count()).select_from(Series)
+    if facet.join_findings:
+        query = query.join(Finding, col(Finding.series_pk) == col(Series.id))
+    return (query.where(where) if where is not None else query).group_by(bucket)
+
+
+def _on_series(engine: Any, state: Mapping[str, list[str]], where_all: Any,
+               workers: int) -> list[list[Any]]:
+    """Each facet as its own query over the series table, ``workers`` at a time: best when
+    much of the catalog matches (each reads its index in order, no sort)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from radflow.catalog.db import get_engine
-
-    where_all = _where_sql(state, None)
-    total = select(func.count()).select_from(Series)
-    queries: list[Any] = [total.where(where_all) if where_all is not None else total, total]
-    for facet in FACETS:
-        bucket = facet.bucket().label("bucket")
-        query = select(bucket, func.count(func.distinct(col(Series.id))) if facet.join_findings
-                       else func.count()).select_from(Series)
-        if facet.join_findings:
-            query = query.join(Finding, col(Finding.series_pk) == col(Series.id))
-        where = where_all if facet.key not in state else _where_sql(state, facet.key)
-        queries.append((query.where(where) if where is not None else query).group_by(bucket))
-    engine = get_engine(url)
+    queries = [_facet_query(f, where_all if f.key not in state else _where_sql(state, f.key))
+               for f in FACETS]
 
     def run(query: Any) -> list[Any]:
         with engine.connect() as connection:
             return list(connection.execute(query))
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        answers = list(pool.map(run, queries))
-    out: dict[str, Any] = {"total": answers[0][0][0], "catalog": answers[1][0][0], "facets": []}
-    for facet, found in zip(FACETS, answers[2:], strict=True):
+        return list(pool.map(run, queries))
+
+
+def _on_matches(engine: Any, state: Mapping[str, list[str]]) -> list[list[Any]]:
+    """The facets from one pass over the series table: the rows that fail at most one of the
+    active filters go to a temporary table with every bucket and a flag per filter, and each
+    facet groups those rows (those passing every filter but its own). Best when few series
+    match: the filter is evaluated once, not once per facet."""
+    from sqlalchemy import Column, Integer, MetaData, Table, case, insert, text
+
+    active = sorted(state)
+    plain = [f for f in FACETS if not f.join_findings]
+    flags = {k: case((_where_sql({k: state[k]}, None), 1), else_=0) for k in active}
+    rows = Table("explore_facet_rows", MetaData(), Column("id", Integer),
+                 *[Column(f"b_{f.key}") for f in plain],
+                 *[Column(f"f_{k}", Integer) for k in active], prefixes=["TEMPORARY"])
+    names = ["id", *[f"b_{f.key}" for f in plain], *[f"f_{k}" for k in active]]
+    needed = sum(flags.values()) >= max(len(active) - 1, 1)  # type: ignore[operator]
+    source = select(col(Series.id), *[f.bucket() for f in plain], *flags.values()).where(needed)
+    answers = []
+    with engine.connect() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS temp.explore_facet_rows"))
+        connection.execute(text(f"CREATE TEMP TABLE explore_facet_rows ({', '.join(names)})"))
+        connection.execute(insert(rows).from_select(names, source))
+        for facet in FACETS:
+            others = [rows.c[f"f_{k}"] == 1 for k in active if k != facet.key]
+            if not others:  # only its own filter is active: the whole catalog (its index)
+                query = _facet_query(facet, None)
+            elif facet.join_findings:
+                query = (select(col(Finding.code), func.count(func.distinct(rows.c.id)))
+                         .select_from(rows.join(Finding, col(Finding.series_pk) == rows.c.id))
+                         .where(*others).group_by(col(Finding.code)))
+            else:
+                bucket = rows.c[f"b_{facet.key}"]
+                query = select(bucket, func.count()).where(*others).group_by(bucket)
+            answers.append(list(connection.execute(query)))
+        connection.execute(text("DROP TABLE temp.explore_facet_rows"))
+        connection.rollback()
+    return answers
+
+
+def facet_counts(url: str, state: Mapping[str, list[str]], workers: int = 2,
+                 indexed: bool | None = None) -> dict[str, Any]:
+    """Every facet's buckets ``{key, label, count, chosen}``, the number of series that match
+    the whole state and the catalog's size.
+
+    Args:
+        workers: connections for the per-facet queries (SQLite answers them in parallel).
+        indexed: per-facet queries over the series table (True) or one pass into a temporary
+            table (False); None picks by the share of the catalog that matches.
+    """
+    from radflow.catalog.db import get_engine
+
+    engine = get_engine(url)
+    where_all = _where_sql(state, None)
+    total = select(func.count()).select_from(Series)
+    with engine.connect() as connection:
+        matched = connection.execute(total.where(where_all) if where_all is not None
+                                     else total).scalar_one()
+        catalog = connection.execute(total).scalar_one()
+    if indexed is None:
+        indexed = not state or matched >= INDEXED_FRACTION * catalog \
+            or engine.dialect.name != "sqlite"
+    answers = _on_series(engine, state, where_all, workers) if indexed \
+        else _on_matches(engine, state)
+    out: dict[str, Any] = {"total": matched, "catalog": catalog, "facets": []}
+    for facet, found in zip(FACETS, answers, strict=True):
         rows = [(facet.to_key(b), n) for b, n in found if b is not None and b != ""]
         rows.sort(key=(lambda r: _sort_key(r[0])) if facet.ordered else (lambda r: (-r[1], r[0])))
         chosen = set(state.get(facet.key, ()))
