@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_cohort import build  # noqa: E402
+from bench_cohort import build
 
-from radflow.catalog.db import get_engine, optimize  # noqa: E402
-from radflow.explore.facets import facet_counts, parse_state  # noqa: E402
+from radflow.catalog.db import get_engine, optimize
+from radflow.explore.facets import facet_counts, parse_state
 
 STATES = {
     "no filter": {},

@@ -288,7 +288,7 @@ def test_roles_csrf_and_cookies(site, cases, browser) -> None:
             continue  # the steward's own pages (test_federation_e2e)
         explore = path.startswith(("/explore", "/api/explore", "/cohorts", "/api/cohorts",
                                    "/series"))
-        if explore and not (path.endswith(".png") or method == "POST" and path.endswith("/runs")):
+        if explore and not (path.endswith(".png") or (method == "POST" and path.endswith("/runs"))):
             continue  # metadata, counts and cohorts are a steward's too (test_explore)
         path = path.replace("/1", f"/{review_id}", 1)
         answer = http.request(method, app_url(site) + path, allow_redirects=False, timeout=10,
