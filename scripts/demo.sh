@@ -52,6 +52,10 @@ The demo site '$site' is running. Where to look:
                     one case waits for review: log in as radiologist, open it, accept,
                     correct it in the editor, or reject it (docs/clinician-guide.md)
 $("$radflow" site credentials --site "$site" | grep '^Worklist' | sed 's/^Worklist [^ ]* */                    /')
+  Explore           $(url worklist explore)
+                    the catalog as clickable facets, the cohort builder, series with their
+                    SEG overlays and features: log in as researcher (metadata) or radiologist
+                    (images too) (docs/explore.md)
   Review (CLI)      radflow review list --site $site; radflow review decide ID accept
                     (or resume the suspended run from the Prefect UI's own form)
   Audit log         radflow site audit verify --site $site

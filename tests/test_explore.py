@@ -11,6 +11,7 @@ Screenshots go to $RADFLOW_SCREENSHOTS (the guide's are made with
 from __future__ import annotations
 
 import json
+import shlex
 import warnings
 
 import pydicom
@@ -119,12 +120,15 @@ def test_build_and_save_a_cohort_with_the_cli_hash(site, case, browser, shots) -
     page.fill("#name", COHORT)
     page.screenshot(path=str(shots / "explore-cohort-builder.png"), full_page=True)
     web_hash = page.inner_text("#hash")
+    command = shlex.split(page.inner_text("#cli"))
+    assert command[:4] == ["radflow", "cohort", "create", COHORT]
     page.click("#savebutton")
     page.wait_for_url(f"**/cohorts/{COHORT}")
     assert page.inner_text("#hash") == web_hash
     # the CLI makes the same cohort with the same hash
-    cli = run_cli("cohort", "create", "explore-cli", "--site", site.name, "-f", "modality=CT",
-                  "-f", f"study_date={case['study_date']}", "--json", check=True)
+    cli = run_cli("cohort", "create", "explore-cli", *command[4:], "--site", site.name, "--json",
+                  check=True)  # the command the page shows
+    assert command[4:] == ["-f", "modality=CT", "-f", f"study_date={case['study_date']}"]
     assert json.loads(cli.stdout)["hash"] == web_hash
     shown = run_cli("cohort", "list", "--site", site.name, "--json", check=True).stdout
     assert COHORT in shown and web_hash in shown

@@ -275,6 +275,9 @@ def facet_counts(url: str, state: Mapping[str, list[str]], workers: int = 2,
     out: dict[str, Any] = {"total": matched, "catalog": catalog, "facets": []}
     for facet, found in zip(FACETS, answers, strict=True):
         rows = [(facet.to_key(b), n) for b, n in found if b is not None and b != ""]
+        if facet.key == "study_year" and rows:  # a histogram over time: empty years too
+            years = {int(k) for k, _ in rows}
+            rows += [(str(y), 0) for y in range(min(years), max(years) + 1) if y not in years]
         rows.sort(key=(lambda r: _sort_key(r[0])) if facet.ordered else (lambda r: (-r[1], r[0])))
         chosen = set(state.get(facet.key, ()))
         shown = rows if facet.ordered else rows[:TOP] + [r for r in rows[TOP:] if r[0] in chosen]

@@ -87,7 +87,7 @@ def dashboard(request: Request, me: User = Depends(explorer)) -> Response:
     for chip in active:
         chip["href"] = _link(state, chip["key"], chip["value"], False)
     definition = definition_of(state)
-    series = _series_rows(request, definition, 0, 20)
+    series = _series_rows(request, definition, 0, 20, newest=True)
     return render(request, "explore.html", {
         "counts": counts, "chips": active, "took_ms": took_ms, "series": series,
         "definition": definition.canonical() if definition else None,
@@ -109,8 +109,10 @@ def dashboard_api(request: Request, me: User = Depends(explorer)) -> dict[str, A
 # ---------------------------------------------------------------- series lists
 
 
-def _series_rows(request: Request, definition: Any, offset: int, limit: int) -> list[dict]:
-    """Series (of a definition, or all) with their findings and results, oldest study first."""
+def _series_rows(request: Request, definition: Any, offset: int, limit: int,
+                 newest: bool = False) -> list[dict]:
+    """Series (of a definition, or all) with their findings and results: oldest study first,
+    or the last cataloged first (``newest``: no sort of the whole table)."""
     from sqlalchemy import func
     from sqlmodel import col, select
 
@@ -122,8 +124,8 @@ def _series_rows(request: Request, definition: Any, offset: int, limit: int) -> 
         query = select(Series)
         if definition is not None:
             query = query.where(to_sql(definition.where))
-        rows = list(session.exec(query.order_by(col(Series.study_date), col(Series.id))
-                                 .offset(offset).limit(limit)))
+        order = (col(Series.id).desc(),) if newest else (col(Series.study_date), col(Series.id))
+        rows = list(session.exec(query.order_by(*order).offset(offset).limit(limit)))
         ids = [r.id for r in rows]
         uids = [r.series_uid for r in rows]
         findings: dict[int, list[str]] = {}

@@ -36,4 +36,4 @@ class WorklistComponent(Component):
             return False, type(exc).__name__
 
     def urls(self, ctx: SiteContext) -> dict[str, str]:
-        return {"worklist": f"{web_url(ctx)}/reviews"}
+        return {"worklist": f"{web_url(ctx)}/reviews", "explore": f"{web_url(ctx)}/explore"}
