@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/explore-screenshots.py [--site demo] [--out docs/images]
 
-Logs in through the site's embedded provider as `researcher` (dashboard, builder, a cohort)
+Logs in through the site's embedded provider as `researcher` (dashboard, builder, the demo's cohort abdomen-ct)
 and as `radiologist` (a series with its SEG overlaid). It changes nothing at the site.
 """
 
@@ -42,13 +42,15 @@ def main() -> None:
         page = log_in(browser, ctx, "researcher", "/explore")
         page.click("section[data-facet=modality] a[data-key=CT]")
         page.wait_for_url("**modality=CT*")
+        page.screenshot(path=str(args.out / "explore-dashboard.png"), full_page=True)
         page.locator("section[data-facet=manufacturer] a.bar").first.click()
         page.wait_for_url("**manufacturer=*")
-        page.screenshot(path=str(args.out / "explore-dashboard.png"), full_page=True)
         page.click("#to-builder")
         page.wait_for_function("document.getElementById('count').textContent !== '…'")
         page.fill("#name", "ct-one-vendor")
         page.screenshot(path=str(args.out / "explore-cohort-builder.png"), full_page=True)
+        page.goto(web_url(ctx) + "/cohorts/abdomen-ct")
+        page.screenshot(path=str(args.out / "explore-cohort.png"), full_page=True)
         page.goto(web_url(ctx) + "/explore?modality=CT")
         series = page.get_attribute("#series tbody a", "href")
         page.context.close()
