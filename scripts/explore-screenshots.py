@@ -2,8 +2,9 @@
 
     .venv/bin/python scripts/explore-screenshots.py [--site demo] [--out docs/images]
 
-Logs in through the site's embedded provider as `researcher` (dashboard, builder, the demo's cohort abdomen-ct)
-and as `radiologist` (a series with its SEG overlaid). It changes nothing at the site.
+Logs in through the site's embedded provider as `researcher` (dashboard, builder, the demo's
+cohort abdomen-ct) and as `radiologist` (a series with its SEG overlaid). It changes nothing
+at the site.
 """
 
 from __future__ import annotations
