@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import psutil
 import pytest
@@ -45,7 +46,8 @@ def test_second_site_runs_beside_the_first_and_stops_without_orphans(site, manag
     beta = json.loads(up.stdout)
     assert beta["state"] == "running"
     assert [c["name"] for c in beta["components"]] == ["orthanc", "prefect-server", "worker",
-                                                       "watcher", "idp", "worklist", "reviews"]
+                                                       "watcher", "idp", "worklist", "reviews",
+                                                       "supervisor"]
 
     alpha = json.loads(cli("site", "status", "--site", "alpha", "--json", check=True).stdout)
     assert alpha["state"] == "running"
@@ -56,18 +58,53 @@ def test_second_site_runs_beside_the_first_and_stops_without_orphans(site, manag
     again = json.loads(cli("site", "up", "--site", "beta", "--json", check=True).stdout)
     assert [c["pid"] for c in again["components"]] == [c["pid"] for c in beta["components"]]
 
-    pids = family([c["pid"] for c in beta["components"]])
+    # a component killed outright comes back by itself (the supervisor), and is counted
+    killed = {}
+    for name in ("watcher", "worker", "orthanc"):
+        pid = next(c["pid"] for c in beta["components"] if c["name"] == name)
+        psutil.Process(pid).kill()
+        killed[name] = pid
+        back = wait_back(cli, name, pid)
+        assert back["state"] == "running" and back["restarts"] == 1, back
+    status = json.loads(cli("site", "status", "--site", "beta", "--json", check=True).stdout)
+    assert {c["name"]: c["restarts"] for c in status["components"]} == {
+        "orthanc": 1, "prefect-server": 0, "worker": 1, "watcher": 1, "idp": 0, "worklist": 0,
+        "reviews": 0, "supervisor": 0}
+    log = (manager.context("beta").paths.logs / "supervisor.log").read_text()
+    assert "watcher died; starting it again in 1 s" in log and "worker is back (restart 1)" in log
+    shown = cli("site", "status", "--site", "beta", check=True).stdout
+    assert "restarted 1 time" in shown
+    # a restart asked for is no death
+    cli("site", "restart", "--site", "beta", "-c", "watcher", check=True)
+    status = json.loads(cli("site", "status", "--site", "beta", "--json", check=True).stdout)
+    assert next(c for c in status["components"] if c["name"] == "watcher")["restarts"] == 1
+
+    pids = family([c["pid"] for c in status["components"]])
     assert len(pids) >= 4
     down = cli("site", "down", "--site", "beta", check=True)
     stopped = set(down.stdout.split("stopped ")[1].strip().split(", "))
     assert stopped == {"watcher", "worker", "reviews", "prefect-server", "orthanc", "idp",
-                       "worklist"}
+                       "worklist", "supervisor"}
     assert alive(pids) == set()
+    time.sleep(3)  # nothing comes back after a clean stop
+    assert manager.status("beta").state == "stopped"
 
     after = cli("site", "status", "--site", "beta", "--json")
     assert after.returncode == 1
     assert json.loads(after.stdout)["state"] == "stopped"
     assert manager.status("alpha").state == "running"  # the other site is untouched
+
+
+def wait_back(cli, name: str, old_pid: int, timeout: float = 90) -> dict:
+    """The component's status once it runs again under another PID."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = json.loads(cli("site", "status", "--site", "beta", "--json").stdout)
+        part = next(c for c in status["components"] if c["name"] == name)
+        if part["pid"] not in (None, old_pid) and part["state"] == "running":
+            return part
+        time.sleep(1)
+    raise AssertionError(f"{name} did not come back within {timeout} s: {part}")
 
 
 def free_port() -> int:

@@ -131,6 +131,31 @@ def credentials(json_out: bool = JSON) -> None:
     report(json_out, data, "\n".join(lines))
 
 
+@app.command("install-service")
+def install_service(
+    user: str | None = typer.Option(None, help="The user the hub runs as (default: you)."),
+    out: Path | None = typer.Option(None, help="Folder for the unit (default: the hub's "
+                                                "systemd/ folder)."),
+    memory_max: str | None = typer.Option(None, help="MemoryMax for the hub, e.g. 8G."),
+    cpu_quota: str | None = typer.Option(None, help="CPUQuota for the hub, e.g. 200%."),
+    json_out: bool = JSON,
+) -> None:
+    """Write the hub's systemd unit (radflow-hub.service) and print how to install it."""
+    from radflow.settings import get_settings
+    from radflow.site.systemd import Limits, hub_unit
+
+    home = _home()
+    folder = out or home.root / "systemd"
+    folder.mkdir(parents=True, exist_ok=True)
+    unit = folder / "radflow-hub.service"
+    unit.write_text(hub_unit(home.root, get_settings().home, user=user,
+                             limits=Limits(memory_max, cpu_quota)))
+    steps = [f"sudo cp {unit} /etc/systemd/system/", "sudo systemctl daemon-reload",
+             "sudo systemctl enable --now radflow-hub"]
+    report(json_out, {"unit": str(unit), "install": steps},
+           f"wrote {unit}\nbefore: radflow hub down; then install it:\n  " + "\n  ".join(steps))
+
+
 @site_app.command("add")
 def site_add(name: str = typer.Argument(..., help="The site's name, as it calls itself."),
              json_out: bool = JSON) -> None:

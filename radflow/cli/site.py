@@ -23,8 +23,13 @@ def show(status: SiteStatus) -> None:
     for c in status.components:
         colour = _STYLE.get(c.state, "white")
         pid = f"pid {c.pid}" if c.pid else ""
-        console.print(f"  {c.name:<15} [{colour}]{c.state:<9}[/{colour}] {pid:<10} {c.detail}",
-                      highlight=False)
+        restarted = ""
+        if c.restarts:
+            restarted = f"  restarted {c.restarts} time{'s' if c.restarts > 1 else ''}"
+            if c.restart_error:
+                restarted += f" (last attempt failed: {c.restart_error})"
+        console.print(f"  {c.name:<15} [{colour}]{c.state:<9}[/{colour}] {pid:<10} {c.detail}"
+                      f"{restarted}", highlight=False)
         for key, url in c.urls.items():
             console.print(f"      {key:<9} {url}", highlight=False, soft_wrap=True)
 
@@ -138,6 +143,34 @@ def restart(
     status = manager.restart(manager.resolve(site), component)
     report(json_out, vars(status), f"{status.name}: {status.state} (pid {status.pid}) "
                                    f"{status.detail}")
+
+
+@app.command("install-service")
+def install_service(
+    site: str | None = SITE,
+    user: str | None = typer.Option(None, help="The user the site runs as (default: you)."),
+    out: Path | None = typer.Option(None, help="Folder for the unit (default: the site's "
+                                                "systemd/ folder)."),
+    memory_max: str | None = typer.Option(None, help="MemoryMax for the whole site, e.g. 24G."),
+    cpu_quota: str | None = typer.Option(None, help="CPUQuota for the whole site, e.g. 300% "
+                                                    "for three cores."),
+    json_out: bool = JSON,
+) -> None:
+    """Write the site's systemd unit (radflow-site-NAME.service) and print how to install it
+    (docs/operations.md). The unit holds no secret."""
+    from radflow.site.systemd import Limits, site_unit
+
+    manager = SiteManager()
+    ctx = manager.context(manager.resolve(site))
+    folder = out or ctx.paths.root / "systemd"
+    folder.mkdir(parents=True, exist_ok=True)
+    unit = folder / f"radflow-site-{ctx.name}.service"
+    unit.write_text(site_unit(ctx, user=user, limits=Limits(memory_max, cpu_quota)))
+    steps = [f"sudo cp {unit} /etc/systemd/system/", "sudo systemctl daemon-reload",
+             f"sudo systemctl enable --now radflow-site-{ctx.name}"]
+    report(json_out, {"unit": str(unit), "install": steps},
+           f"wrote {unit}\nbefore: radflow site down --site {ctx.name}; then install it:\n  "
+           + "\n  ".join(steps))
 
 
 @app.command("list")

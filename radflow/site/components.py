@@ -39,6 +39,8 @@ class ComponentStatus:
     pid: int | None = None
     detail: str = ""
     urls: dict[str, str] = field(default_factory=dict)
+    restarts: int = 0  # by the supervisor, since the site was started
+    restart_error: str | None = None  # why the last restart failed, if it did
 
 
 class Component:
@@ -108,12 +110,17 @@ class Component:
         )
 
     def status(self, ctx: SiteContext) -> ComponentStatus:
+        from radflow.site.supervisor import read_restarts
+
+        record = read_restarts(ctx.paths.run).get(self.name, {})
+        restarts = {"restarts": int(record.get("count", 0)),
+                    "restart_error": record.get("error")}
         pid = self.process(ctx).pid
         if pid is None:
-            return ComponentStatus(self.name, "stopped")
+            return ComponentStatus(self.name, "stopped", **restarts)
         healthy, detail = self.probe(ctx)
         return ComponentStatus(self.name, "running" if healthy else "unhealthy", pid, detail,
-                               self.urls(ctx))
+                               self.urls(ctx), **restarts)
 
 
 _ERROR_LINE = re.compile(r"^([\w.]+(Error|Exception)\b|[EF]\d{4} )")
@@ -313,8 +320,23 @@ class WatcherComponent(ServiceComponent):
     depends_on = ("orthanc", "prefect-server")
 
 
+class SupervisorComponent(ServiceComponent):
+    """Restarts components that die (:mod:`radflow.site.supervisor`); started after every
+    other component, stopped before them."""
+
+    name = "supervisor"
+    module = "radflow.site.supervisor"
+    depends_on = ("orthanc", "prefect-server", "worker", "watcher")
+
+    def process(self, ctx: SiteContext) -> ManagedProcess:
+        proc = super().process(ctx)
+        proc.stop_children = False  # the components it restarted stop on their own
+        return proc
+
+
 CORE_COMPONENTS: tuple[Component, ...] = (OrthancComponent(), PrefectServerComponent(),
-                                          WorkerComponent(), WatcherComponent())
+                                          WorkerComponent(), WatcherComponent(),
+                                          SupervisorComponent())
 
 
 def site_components() -> list[Component]:
@@ -348,7 +370,7 @@ def site_components() -> list[Component]:
 
     for component in declared:
         visit(component)
-    return ordered
+    return sorted(ordered, key=lambda c: c.name == "supervisor")  # last (a stable sort)
 
 
 def component(name: str) -> Component:

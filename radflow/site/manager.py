@@ -41,6 +41,7 @@ from radflow.site.config import (
     save_secrets,
 )
 from radflow.site.context import SiteContext
+from radflow.site.process import lifecycle_lock
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -200,26 +201,31 @@ class SiteManager:
             )
         ctx = self._create_or_update(name, ports or {}, database_url, stable_age, modalities,
                                      oidc, oidc_client_secret)
-        try:
-            from radflow.catalog.migrate import upgrade
-            from radflow.prefect_api import outside_event_loop
+        if not running:  # restart counts start again with the site
+            from radflow.site.supervisor import restarts_file
 
-            say(f"catalog: schema revision {upgrade(ctx.catalog_url)}")
-            for part in site_components():
-                if not part.enabled(ctx):
-                    continue
-                self._start_one(ctx, part, say)
-                outside_event_loop(part.after_healthy, ctx, say)
-        except Exception as exc:
-            stopped = self._stop_all(ctx)
-            message = exc.message if isinstance(exc, RadflowError) else f"{type(exc).__name__}: {exc}"
-            fix = exc.fix if isinstance(exc, RadflowError) else (
-                f"read the logs in {ctx.paths.logs} and run `radflow site up --site {name}` again")
-            raise SiteError(
-                f"site {name!r} failed to start: {message}\n"
-                f"Stopped again: {', '.join(stopped) or 'nothing was running'}.",
-                fix=fix,
-            ) from exc
+            restarts_file(ctx.paths.run).unlink(missing_ok=True)
+        with lifecycle_lock(ctx.paths.run):  # the supervisor waits while the site starts
+            try:
+                from radflow.catalog.migrate import upgrade
+                from radflow.prefect_api import outside_event_loop
+
+                say(f"catalog: schema revision {upgrade(ctx.catalog_url)}")
+                for part in site_components():
+                    if not part.enabled(ctx):
+                        continue
+                    self._start_one(ctx, part, say)
+                    outside_event_loop(part.after_healthy, ctx, say)
+            except Exception as exc:
+                stopped = self._stop_all(ctx)
+                message = exc.message if isinstance(exc, RadflowError) else f"{type(exc).__name__}: {exc}"
+                fix = exc.fix if isinstance(exc, RadflowError) else (
+                    f"read the logs in {ctx.paths.logs} and run `radflow site up --site {name}` again")
+                raise SiteError(
+                    f"site {name!r} failed to start: {message}\n"
+                    f"Stopped again: {', '.join(stopped) or 'nothing was running'}.",
+                    fix=fix,
+                ) from exc
         return self.status(name)
 
     def _start_one(self, ctx: SiteContext, part: Component, say: Progress) -> None:
@@ -250,6 +256,9 @@ class SiteManager:
         parts = site_components()
         remaining = {p.name: p for p in parts}
         stopped: list[str] = []
+        supervisor = remaining.pop("supervisor", None)
+        if supervisor is not None and supervisor.process(ctx).stop():  # first: it restarts
+            stopped.append(supervisor.name)
         while remaining:
             needed = {d for p in remaining.values() for d in p.depends_on}
             wave = [p for name, p in remaining.items() if name not in needed] or \
@@ -265,14 +274,17 @@ class SiteManager:
         """Stop and start one component of a running site, and wait until it is healthy."""
         ctx = self.context(name)
         part = component(part_name)
-        part.process(ctx).stop()
-        part.start(ctx)
-        part.wait_healthy(ctx, self.settings.start_timeout)
+        with lifecycle_lock(ctx.paths.run):
+            part.process(ctx).stop()
+            part.start(ctx)
+            part.wait_healthy(ctx, self.settings.start_timeout)
         return part.status(ctx)
 
     def down(self, name: str) -> list[str]:
         """Stop every component of the site; returns the names of those that were running."""
-        return self._stop_all(self.context(name))
+        ctx = self.context(name)
+        with lifecycle_lock(ctx.paths.run):
+            return self._stop_all(ctx)
 
     def status(self, name: str) -> SiteStatus:
         """Probe each component of the site."""

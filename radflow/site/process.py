@@ -8,13 +8,15 @@ unrelated process after a reboot is never signalled.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,15 +41,31 @@ class ManagedProcess:
     run_dir: Path
     log_path: Path
     stop_signal: int = signal.SIGINT
+    stop_children: bool = True  # the supervisor's children are components: they stop on their own
 
     @property
     def pidfile(self) -> Path:
         return self.run_dir / f"{self.name}.pid"
 
+    @property
+    def died_marker(self) -> Path:
+        """Left where the PID file was when the process ended without a clean stop."""
+        return self.run_dir / f"{self.name}.died"
+
+    def died(self) -> bool:
+        """Whether the process ended without being stopped (crashed, killed) since it was last
+        started."""
+        return self.process() is None and self.died_marker.exists()
+
+    def mark_died(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.died_marker.touch()
+
     def start(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> int:
         """Start the process in the background; returns its PID."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.died_marker.unlink(missing_ok=True)
         with open(self.log_path, "ab") as log:
             log.write(f"\n--- radflow: starting {self.name} at {time.ctime()} ---\n".encode())
             log.flush()
@@ -69,7 +87,8 @@ class ManagedProcess:
         return proc.pid
 
     def process(self) -> psutil.Process | None:
-        """The running process, or None (stale PID files are removed)."""
+        """The running process, or None. A PID file whose process is gone becomes the died
+        marker (a clean stop removes the PID file first)."""
         try:
             info = json.loads(self.pidfile.read_text())
         except (FileNotFoundError, ValueError):
@@ -83,7 +102,10 @@ class ManagedProcess:
                 raise psutil.NoSuchProcess(info["pid"])
             return proc
         except psutil.NoSuchProcess:
-            self.pidfile.unlink(missing_ok=True)
+            try:
+                self.pidfile.replace(self.died_marker)
+            except FileNotFoundError:  # another caller saw it first
+                pass
             return None
 
     @property
@@ -94,10 +116,11 @@ class ManagedProcess:
     def stop(self, timeout: float = 20.0) -> bool:
         """Stop the process and everything it spawned. Returns True if something was running."""
         proc = self.process()
+        self.died_marker.unlink(missing_ok=True)
         if proc is None:
             return False
         try:
-            family = [proc, *proc.children(recursive=True)]
+            family = [proc, *(proc.children(recursive=True) if self.stop_children else ())]
         except psutil.NoSuchProcess:
             family = [proc]
         for sig, wait in ((self.stop_signal, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
@@ -119,6 +142,23 @@ class ManagedProcess:
         except FileNotFoundError:
             return "(no log)"
         return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+@contextmanager
+def lifecycle_lock(run_dir: Path, wait: bool = True) -> Iterator[bool]:
+    """The site's lock for starting and stopping components (`site up`, `down`, `restart` and
+    the supervisor). Yields whether it is held (``wait=False`` does not wait for it)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "lifecycle.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _signal_group(pid: int, sig: int) -> None:
