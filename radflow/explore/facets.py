@@ -36,7 +36,7 @@ TOP = 12  # values shown per categorical facet (the rest: "other")
 # When at least this share of the catalog matches, a facet reads its index in bucket order
 # (no sort; each row is looked up to test the filter); below it, a scan of the table that
 # sorts only the matching rows is faster (bench/bench_explore.py measures both).
-INDEXED_FRACTION = 0.2
+INDEXED_FRACTION = 0.35
 
 
 def bucket_sql(key: str) -> ColumnElement[Any]:
@@ -211,41 +211,55 @@ def _on_series(engine: Any, state: Mapping[str, list[str]], where_all: Any,
 
 
 def _on_matches(engine: Any, state: Mapping[str, list[str]]) -> list[list[Any]]:
-    """The facets from one pass over the series table: the rows that fail at most one of the
-    active filters go to a temporary table with every bucket and a flag per filter, and each
-    facet groups those rows (those passing every filter but its own). Best when few series
-    match: the filter is evaluated once, not once per facet."""
-    from sqlalchemy import Column, Integer, MetaData, Table, case, insert, text
+    """The facets when few series match: the matching series go to a temporary table with
+    every bucket in one pass (the filter is evaluated once, not once per facet), and each facet
+    without a filter of its own groups those rows. Meanwhile, on a second connection, each
+    facet with a filter of its own is counted over the series table without it."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    active = sorted(state)
+    from sqlalchemy import Column, Integer, MetaData, Table, insert, text
+
     plain = [f for f in FACETS if not f.join_findings]
-    flags = {k: case((_where_sql({k: state[k]}, None), 1), else_=0) for k in active}
     rows = Table("explore_facet_rows", MetaData(), Column("id", Integer),
-                 *[Column(f"b_{f.key}") for f in plain],
-                 *[Column(f"f_{k}", Integer) for k in active], prefixes=["TEMPORARY"])
-    names = ["id", *[f"b_{f.key}" for f in plain], *[f"f_{k}" for k in active]]
-    needed = sum(flags.values()) >= max(len(active) - 1, 1)  # type: ignore[operator]
-    source = select(col(Series.id), *[f.bucket() for f in plain], *flags.values()).where(needed)
-    answers = []
-    with engine.connect() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS temp.explore_facet_rows"))
-        connection.execute(text(f"CREATE TEMP TABLE explore_facet_rows ({', '.join(names)})"))
-        connection.execute(insert(rows).from_select(names, source))
-        for facet in FACETS:
-            others = [rows.c[f"f_{k}"] == 1 for k in active if k != facet.key]
-            if not others:  # only its own filter is active: the whole catalog (its index)
-                query = _facet_query(facet, None)
-            elif facet.join_findings:
-                query = (select(col(Finding.code), func.count(func.distinct(rows.c.id)))
-                         .select_from(rows.join(Finding, col(Finding.series_pk) == rows.c.id))
-                         .where(*others).group_by(col(Finding.code)))
-            else:
-                bucket = rows.c[f"b_{facet.key}"]
-                query = select(bucket, func.count()).where(*others).group_by(bucket)
-            answers.append(list(connection.execute(query)))
-        connection.execute(text("DROP TABLE temp.explore_facet_rows"))
-        connection.rollback()
-    return answers
+                 *[Column(f"b_{f.key}") for f in plain], prefixes=["TEMPORARY"])
+    names = ["id", *[f"b_{f.key}" for f in plain]]
+    source = select(col(Series.id), *[f.bucket() for f in plain])
+    where_all = _where_sql(state, None)
+    if where_all is not None:
+        source = source.where(where_all)
+
+    def matching() -> dict[str, list[Any]]:
+        answers = {}
+        with engine.connect() as connection:
+            connection.execute(text("DROP TABLE IF EXISTS temp.explore_facet_rows"))
+            connection.execute(text(f"CREATE TEMP TABLE explore_facet_rows "
+                                    f"({', '.join(names)})"))
+            connection.execute(insert(rows).from_select(names, source))
+            for facet in FACETS:
+                if facet.key in state:
+                    continue
+                if facet.join_findings:
+                    query = (select(col(Finding.code), func.count(func.distinct(rows.c.id)))
+                             .select_from(rows.join(Finding,
+                                                    col(Finding.series_pk) == rows.c.id))
+                             .group_by(col(Finding.code)))
+                else:
+                    bucket = rows.c[f"b_{facet.key}"]
+                    query = select(bucket, func.count()).group_by(bucket)
+                answers[facet.key] = list(connection.execute(query))
+            connection.execute(text("DROP TABLE temp.explore_facet_rows"))
+            connection.rollback()
+        return answers
+
+    def own(facet: Facet) -> list[Any]:
+        with engine.connect() as connection:
+            return list(connection.execute(_facet_query(facet, _where_sql(state, facet.key))))
+
+    with ThreadPoolExecutor(2) as pool:
+        others = pool.submit(matching)
+        filtered = {f.key: pool.submit(own, f) for f in FACETS if f.key in state}
+        answers = others.result() | {key: job.result() for key, job in filtered.items()}
+    return [answers[f.key] for f in FACETS]
 
 
 def facet_counts(url: str, state: Mapping[str, list[str]], workers: int = 2,
