@@ -3,6 +3,7 @@ on free loopback ports under a temporary RADFLOW_HOME, and synthetic data."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -53,6 +54,33 @@ def orthanc(site: SiteContext):
     for patient in client.patients():
         client.delete("patients", patient)
     return client
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator:
+    """A PostgreSQL cluster (Debian's package) in a temporary folder on a loopback port, for the
+    whole session; removed afterwards."""
+    from radflow.postgres import TemporaryCluster
+
+    with TemporaryCluster() as cluster:
+        yield cluster
+
+
+ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+_databases = itertools.count()
+
+
+def new_database(request: pytest.FixtureRequest, engine: str, folder: Path, name: str) -> str:
+    """A new, empty database on ``engine`` (``sqlite``: a file in ``folder``; ``postgresql``: a
+    database in the session's cluster); its SQLAlchemy URL."""
+    from radflow.postgres import sync_url
+
+    if engine == "sqlite":
+        return f"sqlite:///{folder / f'{name}.db'}"
+    cluster = request.getfixturevalue("postgres")
+    return sync_url(cluster.create_database(f"{name}_{next(_databases)}"))
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from conftest import one_study_catalog
+from conftest import ENGINES, new_database, one_study_catalog
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
@@ -54,9 +54,9 @@ def test_unsupported_version_is_refused() -> None:
         CohortDefinition.parse({"version": 2, "where": {"has_result": "SEG"}})
 
 
-@pytest.fixture()
-def catalog(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+@pytest.fixture(params=ENGINES)
+def catalog(request, tmp_path: Path) -> str:
+    url = new_database(request, request.param, tmp_path, "cohorts")
     rows = [  # modality, manufacturer, thickness, date, sex, age, contrast, description
         ("CT", "SIEMENS", 1.0, date(2020, 5, 1), "F", 34.0, True, "ABD 50% portal"),
         ("CT", "GE MEDICAL SYSTEMS", 5.0, date(2021, 7, 9), "M", 71.0, False, "abd native"),

@@ -114,3 +114,16 @@ def _revisions(scripts: Path = SCRIPTS) -> set[str]:
     from alembic.script import ScriptDirectory
 
     return {s.revision for s in ScriptDirectory(str(scripts)).walk_revisions()}
+
+
+def timestamps_with_time_zone(op, columns: dict[str, tuple[str, ...]], aware: bool = True) -> None:
+    """On PostgreSQL, make the timestamp ``columns`` (table -> names) ``timestamp with time
+    zone``, the type the models declare (their values are UTC), or back with ``aware=False``.
+    SQLite has one type for both: nothing to do there."""
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    kind = "TIMESTAMP WITH TIME ZONE" if aware else "TIMESTAMP WITHOUT TIME ZONE"
+    for table, names in columns.items():
+        changes = ", ".join(f"ALTER COLUMN {name} TYPE {kind} USING {name} AT TIME ZONE 'UTC'"
+                            for name in names)
+        op.execute(f"ALTER TABLE {table} {changes}")

@@ -22,12 +22,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, literal_column
+from sqlalchemy import func
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, select
 
 from radflow.catalog.models import Finding, Series
-from radflow.catalog.models.mirror import AGE_STEP, BUCKETS, THICKNESS_EDGES
+from radflow.catalog.models.mirror import AGE_STEP, THICKNESS_EDGES, bucket_expression
 from radflow.cohorts.definition import CohortDefinition
 from radflow.cohorts.query import to_sql
 from radflow.errors import ConfigurationError
@@ -39,8 +40,22 @@ TOP = 12  # values shown per categorical facet (the rest: "other")
 INDEXED_FRACTION = 0.35
 
 
+class Bucket(ColumnElement[Any]):
+    """A facet's bucket expression, written for the database it runs on."""
+
+    inherit_cache = True
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+@compiles(Bucket)
+def _bucket(element: Bucket, compiler: Any, **_kw: Any) -> str:
+    return bucket_expression(element.key, compiler.dialect.name)
+
+
 def bucket_sql(key: str) -> ColumnElement[Any]:
-    return literal_column(BUCKETS[key])
+    return Bucket(key)
 
 
 def _range_condition(field: str, edges: tuple[float, ...]) -> Callable[[str], dict[str, Any]]:
@@ -217,24 +232,22 @@ def _on_matches(engine: Any, state: Mapping[str, list[str]]) -> list[list[Any]]:
     facet with a filter of its own is counted over the series table without it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from sqlalchemy import Column, Integer, MetaData, Table, insert, text
+    from sqlalchemy import text
 
     plain = [f for f in FACETS if not f.join_findings]
-    rows = Table("explore_facet_rows", MetaData(), Column("id", Integer),
-                 *[Column(f"b_{f.key}") for f in plain], prefixes=["TEMPORARY"])
-    names = ["id", *[f"b_{f.key}" for f in plain]]
-    source = select(col(Series.id), *[f.bucket() for f in plain])
+    source = select(col(Series.id).label("id"),
+                    *[f.bucket().label(f"b_{f.key}") for f in plain])
     where_all = _where_sql(state, None)
     if where_all is not None:
         source = source.where(where_all)
+    create = source.into("explore_facet_rows", temporary=True)
+    rows = create.table
 
     def matching() -> dict[str, list[Any]]:
         answers = {}
         with engine.connect() as connection:
-            connection.execute(text("DROP TABLE IF EXISTS temp.explore_facet_rows"))
-            connection.execute(text(f"CREATE TEMP TABLE explore_facet_rows "
-                                    f"({', '.join(names)})"))
-            connection.execute(insert(rows).from_select(names, source))
+            connection.execute(text("DROP TABLE IF EXISTS explore_facet_rows"))
+            connection.execute(create)
             for facet in FACETS:
                 if facet.key in state:
                     continue
@@ -247,7 +260,7 @@ def _on_matches(engine: Any, state: Mapping[str, list[str]]) -> list[list[Any]]:
                     bucket = rows.c[f"b_{facet.key}"]
                     query = select(bucket, func.count()).group_by(bucket)
                 answers[facet.key] = list(connection.execute(query))
-            connection.execute(text("DROP TABLE temp.explore_facet_rows"))
+            connection.execute(text("DROP TABLE explore_facet_rows"))
             connection.rollback()
         return answers
 

@@ -50,6 +50,26 @@ BUCKETS: dict[str, str] = {
     "patient_sex": "upper(patient_sex)",
     "status": "status",
 }
+# Where PostgreSQL needs another expression for the same buckets: a date is no text there, and
+# its CAST to INTEGER rounds where SQLite's truncates (an index needs immutable functions).
+POSTGRES_BUCKETS: dict[str, str] = {
+    "study_year": "CAST(CAST(EXTRACT(YEAR FROM study_date) AS INTEGER) AS TEXT)",
+    "age": f"CAST(floor(age_years / {AGE_STEP}) AS INTEGER) * {AGE_STEP}",
+}
+
+
+def bucket_expression(key: str, dialect: str) -> str:
+    """A facet's bucket expression as SQL text for a database dialect."""
+    if dialect == "postgresql":
+        return POSTGRES_BUCKETS.get(key, BUCKETS[key])
+    return BUCKETS[key]
+
+
+def index_expression(key: str, dialect: str) -> str:
+    """The bucket expression as an index element (PostgreSQL wants an expression in
+    parentheses)."""
+    sql = bucket_expression(key, dialect)
+    return sql if sql.isidentifier() or dialect != "postgresql" else f"({sql})"
 
 
 class Patient(SQLModel, table=True):

@@ -17,10 +17,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    from radflow.catalog.models.mirror import BUCKETS
+    from radflow.catalog.models.mirror import BUCKETS, index_expression
 
-    for key, expression in BUCKETS.items():
-        op.create_index(f"ix_series_facet_{key}", "series", [sa.text(expression)])
+    dialect = op.get_bind().dialect.name
+    for key in BUCKETS:
+        op.create_index(f"ix_series_facet_{key}", "series",
+                        [sa.text(index_expression(key, dialect))])
     op.create_index("ix_finding_code_series", "finding", ["code", "series_pk"])
 
 
