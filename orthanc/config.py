@@ -69,6 +69,7 @@ class OrthancConfig:
     username: str
     password: str
     stable_age: int = 10
+    index_url: str | None = None  # PostgreSQL for the index (the plugin must be in plugins)
     remote_access: bool = False
     modalities: list[DicomModality] = field(default_factory=list)
 
@@ -115,6 +116,11 @@ def write_config_dir(config: OrthancConfig, folder: Path) -> Path:
     creds = folder / "credentials.json"
     fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump({"RegisteredUsers": {config.username: config.password}}, fh)
+        secret: dict[str, Any] = {"RegisteredUsers": {config.username: config.password}}
+        if config.index_url:  # the index plugin's settings hold the database password
+            from radflow.postgres import orthanc_settings
+
+            secret["PostgreSQL"] = orthanc_settings(config.index_url)
+        json.dump(secret, fh)
     os.chmod(creds, 0o600)
     return folder

@@ -42,6 +42,13 @@ def up(port: int | None = typer.Option(None, help="Federation API port (default 
                                                       "(default: API port + 20)."),
        idp_port: int | None = typer.Option(None, help="The embedded OpenID provider's port "
                                                       "(default: API port + 30)."),
+       database_url: str | None = typer.Option(
+           None, envvar="RADFLOW_HUB_DATABASE_URL", show_default=False,
+           help="The hub database (sites, versions, studies), postgresql://USER:PASSWORD@HOST:"
+                "PORT/DB ('' goes back to SQLite; kept in secrets.json)."),
+       prefect_database_url: str | None = typer.Option(
+           None, envvar="RADFLOW_HUB_PREFECT_DATABASE_URL", show_default=False,
+           help="The hub Prefect server's database, postgresql://… ('' goes back to SQLite)."),
        json_out: bool = JSON) -> None:
     """Start the hub (creating it and its signing key if new): its Prefect server and worker,
     where coordinator flows run, and the federation API the sites' agents call. Settings given
@@ -63,7 +70,9 @@ def up(port: int | None = typer.Option(None, help="Federation API port (default 
         raise ConfigurationError(f"refusing to serve the hub on {bind_to} without TLS",
                                  fix="pass --certfile and --keyfile")
     config = services.home.make(port, public_url, prefect_port, bind, certfile, keyfile,
-                                web_port=web_port, idp_port=idp_port)
+                                web_port=web_port, idp_port=idp_port,
+                                databases={"database_url": database_url,
+                                           "prefect_database_url": prefect_database_url})
     tls = (Path(config["certfile"]), Path(config["keyfile"])) if config["tls"] else (None, None)
     services.up(bind_to, *tls, say=(lambda _: None) if json_out else
                 (lambda line: console.print(f"  {line}", highlight=False)))

@@ -44,7 +44,16 @@ def up(
     prefect_port: int | None = typer.Option(
         None, help="Prefect server port (default: first free from 4200)."),
     database_url: str | None = typer.Option(
-        None, help="Prefect database, e.g. postgresql+asyncpg://user:pw@host/db (default: SQLite)."),
+        None, envvar="RADFLOW_DATABASE_URL", show_default=False,
+        help="The site's Prefect database, postgresql://USER:PASSWORD@HOST:PORT/DB ('' goes back "
+             "to SQLite; kept in secrets.json)."),
+    catalog_url: str | None = typer.Option(
+        None, envvar="RADFLOW_CATALOG_URL", show_default=False,
+        help="The catalog (and worklist) database, postgresql://… ('' goes back to SQLite)."),
+    orthanc_index_url: str | None = typer.Option(
+        None, envvar="RADFLOW_ORTHANC_INDEX_URL", show_default=False,
+        help="Orthanc's index on PostgreSQL (Debian's orthanc-postgresql plugin), postgresql://… "
+             "('' goes back to SQLite). A new index is empty: set it before sending images."),
     stable_age: int | None = typer.Option(
         None, help="Seconds without a new instance before Orthanc calls a series stable."),
     allow_modality: list[str] | None = typer.Option(
@@ -80,7 +89,8 @@ def up(
     say = (lambda _m: None) if json_out else (lambda m: console.print(f"  {m}", highlight=False))
     if not json_out:
         console.print(f"starting site [bold]{site}[/bold] under {manager.home}")
-    status = manager.up(site, ports=ports, database_url=database_url, stable_age=stable_age,
+    status = manager.up(site, ports=ports, database_url=database_url, catalog_url=catalog_url,
+                        orthanc_index_url=orthanc_index_url, stable_age=stable_age,
                         modalities=allow_modality, oidc=oidc, oidc_client_secret=oidc_client_secret,
                         progress=say)
     if json_out:

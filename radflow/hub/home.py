@@ -62,16 +62,18 @@ class HubHome:
     def make(self, port: int | None, public_url: str | None, prefect_port: int | None = None,
              bind: str | None = None, certfile: Path | None = None,
              keyfile: Path | None = None, web_port: int | None = None,
-             idp_port: int | None = None) -> dict:
+             idp_port: int | None = None, databases: dict[str, str | None] | None = None) -> dict:
         """Create or update the hub's folder and settings. Options left out keep what the last
-        ``hub up`` recorded (a restarted hub serves as before)."""
+        ``hub up`` recorded (a restarted hub serves as before). ``databases``: ``database_url``
+        (the hub database) and ``prefect_database_url`` (its Prefect server), PostgreSQL URLs
+        kept with the secrets ("" goes back to SQLite)."""
         from radflow.federation.signing import generate
 
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         if not self.key.exists():
             generate(self.key)
-        self._complete_secrets()
+        self._complete_secrets({k: v for k, v in (databases or {}).items() if v is not None})
         config = self.config()
         config["port"] = port or config.get("port") or DEFAULT_PORT
         config["prefect_port"] = prefect_port or config.get("prefect_port") or \
@@ -90,12 +92,20 @@ class HubHome:
         self.config_file.write_text(json.dumps(config, indent=2))
         return config
 
-    def _complete_secrets(self) -> None:
+    def _complete_secrets(self, databases: dict[str, str] | None = None) -> None:
         """``secrets.json`` (0600) with every secret the hub needs; a hub made before one of them
         existed gets it here, the others are kept."""
+        from radflow.postgres import check_url
+
         path = self.root / "secrets.json"
         have = json.loads(path.read_text()) if path.exists() else {}
         want = dict(have)
+        for key, url in (databases or {}).items():
+            if url:
+                want[key] = check_url(url, "hub database" if key == "database_url"
+                                      else "hub Prefect database")
+            else:
+                want.pop(key, None)
         want.setdefault("prefect_auth_string", "radflow:" + secrets.token_urlsafe(24))
         for key in ("web_session_key", "oidc_client_secret", "idp_secret_key"):
             want.setdefault(key, secrets.token_urlsafe(32))
@@ -112,6 +122,20 @@ class HubHome:
 
     def secrets(self) -> dict:
         return json.loads((self.root / "secrets.json").read_text())
+
+    def database_url(self) -> str:
+        """The hub database (SQLAlchemy URL): PostgreSQL when configured, else SQLite here."""
+        from radflow.postgres import sync_url
+
+        url = self.secrets().get("database_url")
+        return sync_url(url) if url else f"sqlite:///{self.root / 'hub.db'}"
+
+    def prefect_database_url(self) -> str:
+        """The hub Prefect server's database (async driver)."""
+        from radflow.postgres import async_url
+
+        url = self.secrets().get("prefect_database_url")
+        return async_url(url) if url else f"sqlite+aiosqlite:///{self.prefect_home / 'prefect.db'}"
 
     def web_url(self) -> str:
         """The coordinators' web app as browsers reach it."""
@@ -163,6 +187,6 @@ class HubHome:
 
             from radflow.hub import registry
 
-            self._engine = create_engine(f"sqlite:///{self.root / 'hub.db'}")
+            self._engine = create_engine(self.database_url())
             registry.create(self._engine)
         return self._engine

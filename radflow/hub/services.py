@@ -134,8 +134,7 @@ class HubServices:
         if server.process() is None:
             env = self.base_env()
             env.update({
-                "PREFECT_API_DATABASE_CONNECTION_URL":
-                    f"sqlite+aiosqlite:///{home.prefect_home / 'prefect.db'}",
+                "PREFECT_API_DATABASE_CONNECTION_URL": home.prefect_database_url(),
                 "PREFECT_SERVER_API_HOST": "127.0.0.1",
                 "PREFECT_SERVER_API_PORT": str(config["prefect_port"]),
                 "PREFECT_SERVER_API_AUTH_STRING": home.prefect_auth_string(),

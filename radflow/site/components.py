@@ -153,6 +153,13 @@ class OrthancComponent(Component):
         if not plugin.exists():
             raise SiteError(f"the DICOMweb plugin is missing ({plugin})",
                             fix="run `make setup` (installs Debian's orthanc-dicomweb package)")
+        plugins = [plugin]
+        index_url = ctx.secrets.orthanc_index_url
+        if index_url is not None:
+            plugins.append(ctx.settings.orthanc_plugins / "libOrthancPostgreSQLIndex.so")
+            if not plugins[-1].exists():
+                raise SiteError(f"Orthanc's PostgreSQL plugin is missing ({plugins[-1]})",
+                                fix="sudo apt-get install orthanc-postgresql  (or make setup)")
         modalities = [DicomModality("radflow-push", PUSH_AET, "127.0.0.1", 11112)]
         modalities += [DicomModality.parse(spec) for spec in cfg.modalities]
         write_config_dir(OrthancConfig(
@@ -162,7 +169,8 @@ class OrthancComponent(Component):
             dicom_port=cfg.ports.orthanc_dicom,
             storage_dir=ctx.paths.orthanc_storage,
             index_dir=ctx.paths.orthanc_index,
-            plugins=[plugin],
+            plugins=plugins,
+            index_url=index_url.get_secret_value() if index_url is not None else None,
             username=ctx.secrets.orthanc_username,
             password=ctx.secrets.orthanc_password.get_secret_value(),
             stable_age=cfg.stable_age,
@@ -202,7 +210,9 @@ class PrefectServerComponent(Component):
 
     def database_url(self, ctx: SiteContext) -> str:
         if ctx.secrets.database_url is not None:
-            return ctx.secrets.database_url.get_secret_value()
+            from radflow.postgres import async_url
+
+            return async_url(ctx.secrets.database_url.get_secret_value())
         return f"sqlite+aiosqlite:///{ctx.paths.prefect_home / 'prefect.db'}"
 
     def command(self, ctx: SiteContext) -> tuple[list[str], dict[str, str]]:

@@ -48,7 +48,9 @@ class SiteContext:
     @property
     def catalog_url(self) -> str:
         if self.secrets.catalog_url is not None:
-            return self.secrets.catalog_url.get_secret_value()
+            from radflow.postgres import sync_url
+
+            return sync_url(self.secrets.catalog_url.get_secret_value())
         return f"sqlite:///{self.paths.root / 'catalog.db'}"
 
     @property

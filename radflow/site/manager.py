@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from radflow.errors import ConfigurationError, RadflowError, SiteError
+from radflow.postgres import check_url
 from radflow.settings import RadflowSettings, get_settings
 from radflow.site.components import Component, ComponentStatus, component, site_components
 from radflow.site.config import (
@@ -44,6 +45,9 @@ from radflow.site.context import SiteContext
 from radflow.site.process import lifecycle_lock
 
 logger = logging.getLogger(__name__)
+# the site's databases (secrets.json keys) and what each holds
+DATABASES = {"database_url": "Prefect database", "catalog_url": "catalog",
+             "orthanc_index_url": "Orthanc index"}
 Progress = Callable[[str], None]
 
 @dataclass
@@ -118,8 +122,9 @@ class SiteManager:
             )
         return SiteContext(self.settings, paths, config, load_or_create_secrets(paths))
 
-    def _create_or_update(self, name: str, ports: dict[str, int | None], database_url: str | None,
-                          stable_age: int | None, modalities: list[str] | None,
+    def _create_or_update(self, name: str, ports: dict[str, int | None],
+                          databases: dict[str, str | None], stable_age: int | None,
+                          modalities: list[str] | None,
                           oidc: dict[str, Any] | None = None,
                           oidc_client_secret: str | None = None) -> SiteContext:
         check_site_name(name)
@@ -152,8 +157,10 @@ class SiteManager:
             if completed is not secrets_:
                 secrets_ = completed
                 save_secrets(paths, secrets_)
-            if database_url is not None:  # kept with the secrets: the URL holds a password
-                secrets_.database_url = SecretStr(database_url) if database_url else None
+            changed = {key: SecretStr(check_url(url, DATABASES[key])) if url
+                       else None for key, url in databases.items() if url is not None}
+            if changed:  # kept with the secrets: a database URL holds a password
+                secrets_ = secrets_.model_copy(update=changed)
                 save_secrets(paths, secrets_)
         return SiteContext(self.settings, paths, config, secrets_)
 
@@ -163,6 +170,8 @@ class SiteManager:
         *,
         ports: dict[str, int | None] | None = None,
         database_url: str | None = None,
+        catalog_url: str | None = None,
+        orthanc_index_url: str | None = None,
         stable_age: int | None = None,
         modalities: list[str] | None = None,
         oidc: dict[str, Any] | None = None,
@@ -178,6 +187,9 @@ class SiteManager:
             name: the site name (a new one is created with free ports).
             ports: explicit ports (keys ``orthanc_http``, ``orthanc_dicom``, ``prefect``).
             database_url: PostgreSQL URL for the site's Prefect server ("" for SQLite).
+            catalog_url: PostgreSQL URL for the site's catalog ("" for SQLite).
+            orthanc_index_url: PostgreSQL URL for Orthanc's index (Debian's orthanc-postgresql
+                plugin; "" for SQLite). Changing it starts Orthanc on an empty index.
             stable_age: seconds after the last instance before Orthanc calls a series stable.
             modalities: DICOM peers allowed to C-STORE, as ``NAME=AET@HOST:PORT``.
             oidc: web app log-in settings (:class:`OidcConfig` fields; issuer "" for the
@@ -191,7 +203,10 @@ class SiteManager:
         say = progress or (lambda _msg: None)
         running = {c.name for c in self.status(name).components if c.state != "stopped"} \
             if name in self.sites() else set()
-        if running and (any((ports or {}).values()) or database_url is not None or oidc
+        databases = {"database_url": database_url, "catalog_url": catalog_url,
+                     "orthanc_index_url": orthanc_index_url}
+        if running and (any((ports or {}).values()) or any(v is not None for v in
+                                                            databases.values()) or oidc
                         or oidc_client_secret):
             raise ConfigurationError(
                 f"site {name!r} is running ({', '.join(sorted(running))}); its ports, database "
@@ -199,7 +214,7 @@ class SiteManager:
                 "cannot change while it runs",
                 fix=f"run `radflow site down --site {name}` first",
             )
-        ctx = self._create_or_update(name, ports or {}, database_url, stable_age, modalities,
+        ctx = self._create_or_update(name, ports or {}, databases, stable_age, modalities,
                                      oidc, oidc_client_secret)
         if not running:  # restart counts start again with the site
             from radflow.site.supervisor import restarts_file
