@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -162,18 +163,26 @@ def free_port() -> int:
 def hub(tmp_path_factory):
     """A hub's federation API under a real uvicorn on loopback (a thread of the test process),
     with its own signing key and database."""
+    from sqlmodel import create_engine
+
+    folder = tmp_path_factory.mktemp("hub")
+    with serving_hub(folder, create_engine(f"sqlite:///{folder / 'hub.db'}")) as served:
+        yield served
+
+
+@contextmanager
+def serving_hub(folder: Path, engine) -> Iterator[dict]:
+    """The hub's federation API on ``engine`` (its database), served on a free loopback port
+    by a thread of this process; every request body it receives is kept."""
     import threading
 
     import requests
     import uvicorn
-    from sqlmodel import create_engine
 
     from radflow.federation.signing import generate
     from radflow.hub.api import create_app
 
-    folder = tmp_path_factory.mktemp("hub")
     generate(folder / "hub.key")
-    engine = create_engine(f"sqlite:///{folder / 'hub.db'}")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     app = create_app(engine, folder / "hub.key", url)
@@ -199,9 +208,11 @@ def hub(tmp_path_factory):
                 break
         except requests.RequestException:
             time.sleep(0.1)
-    yield {"url": url, "engine": engine, "folder": folder, "app": app, "bodies": bodies}
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield {"url": url, "engine": engine, "folder": folder, "app": app, "bodies": bodies}
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 class RecordingProxy:
