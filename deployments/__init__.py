@@ -59,8 +59,11 @@ def apply_site_deployments(ctx: SiteContext) -> list[str]:
 
     from radflow.plugins import deployment_name, site_deployments
     from radflow.site.registration import site_prefect
+    from radflow.site.workpools import site_job_variables
 
     names = []
+    variables = site_job_variables(ctx.config.work_pool_type, ctx.config.image_registry,
+                                   site=ctx.config.name, home=str(ctx.settings.home))
     with site_prefect(ctx):
         for spec in site_deployments():
             flow = import_object(spec.flow)
@@ -72,6 +75,7 @@ def apply_site_deployments(ctx: SiteContext) -> list[str]:
                 description=spec.description,
                 tags=list(spec.tags),
                 concurrency_limit=spec.concurrency_limit,
+                job_variables=variables.get(spec.flow) or None,
             )
             deployment.apply(work_pool_name=ctx.config.work_pool)
             names.append(deployment_name(flow.name, ctx.config.name))

@@ -98,7 +98,8 @@ def segment_and_quantify(cohort: str | None = None, series_uids: list[str] | Non
                          segmenter: str | None = None, quantifier: str | None = None,
                          review: bool = False, assignee: str = "role:radiologist",
                          review_hours: float = 72.0,
-                         on_expiry: str = "exclude") -> dict[str, Any]:
+                         on_expiry: str = "exclude",
+                         dask_address: str | None = None) -> dict[str, Any]:
     """Segment and quantify every series of a cohort (pinned once), one case flow per series.
 
     Args:
@@ -110,8 +111,9 @@ def segment_and_quantify(cohort: str | None = None, series_uids: list[str] | Non
         site: the site (default: RADFLOW_SITE of the worker).
         max_parallel: cases in flight at once.
         force: compute again even when results with the same keys exist.
-        isolation: ``inline`` (subflows in this process, the model shared) or ``runs`` (one
-            flow run of the case deployment per series).
+        isolation: ``inline`` (subflows in this process, the model shared), ``runs`` (one
+            flow run of the case deployment per series) or ``dask`` (subflows on a Dask
+            cluster: a LocalCluster of ``max_parallel`` processes, or ``dask_address``).
         expect_hash: refuse to run unless the cohort's content hash is this one.
         segmenter: plugin whose segment task to use, when several offer one.
         quantifier: plugin whose quantify task to use, when several offer one.
@@ -120,6 +122,8 @@ def segment_and_quantify(cohort: str | None = None, series_uids: list[str] | Non
         assignee: who reviews (a user's subject or ``role:<role>``).
         review_hours: when a review expires.
         on_expiry: ``exclude`` or ``continue`` for a review that expired.
+        dask_address: a Dask scheduler (``tcp://host:8786``) for ``isolation="dask"``; none:
+            a LocalCluster on the worker's machine.
     """
     logger = get_run_logger()
     if review:
@@ -136,7 +140,7 @@ def segment_and_quantify(cohort: str | None = None, series_uids: list[str] | Non
         options.update(review=True, assignee=assignee, review_hours=review_hours,
                        on_expiry=on_expiry)
     rows = run_cases(segment_and_quantify_case, refs, options, max_parallel=max_parallel,
-                     isolation=isolation, site=rt.name)
+                     isolation=isolation, site=rt.name, dask_address=dask_address)
     if rows:
         pipeline_report(rows, model, site)
     ok = sum(r["status"] == "ok" for r in rows)

@@ -125,10 +125,15 @@ class PrefectApi:
         return str(self._request("GET", "admin/version", "reading the version").json())
 
     # -- work pools and workers --------------------------------------------------------------
-    def ensure_work_pool(self, name: str, pool_type: str = "process") -> bool:
-        """Create a work pool unless it exists; returns True if created."""
+    def ensure_work_pool(self, name: str, pool_type: str = "process",
+                         base_job_template: dict | None = None) -> bool:
+        """Create a work pool unless it exists (with this base job template, when given: the
+        server validates it); returns True if created."""
+        body: dict = {"name": name, "type": pool_type}
+        if base_job_template is not None:
+            body["base_job_template"] = base_job_template
         answer = self._request("POST", "work_pools/", f"creating work pool {name}",
-                               ok=(201, 409), json={"name": name, "type": pool_type})
+                               ok=(201, 409), json=body)
         return answer.status_code == 201
 
     def workers(self, pool: str) -> dict[str, WorkerInfo]:
@@ -179,6 +184,22 @@ class PrefectApi:
                                json={"flow_runs": {"tags": {"all_": [tag]}},
                                      "sort": "EXPECTED_START_TIME_DESC", "limit": limit})
         return [FlowRunInfo.from_api(run) for run in answer.json()]
+
+    def crashed_deployment_runs(self, since: datetime, limit: int = 50) -> list[FlowRunInfo]:
+        """Flow runs of deployments (not subflows) that crashed since ``since``, oldest first."""
+        answer = self._request("POST", "flow_runs/filter", "finding crashed flow runs", json={
+            "flow_runs": {"state": {"type": {"any_": ["CRASHED"]}},
+                          "deployment_id": {"is_null_": False},
+                          "expected_start_time": {"after_": since.isoformat()}},
+            "sort": "EXPECTED_START_TIME_ASC", "limit": limit})
+        return [FlowRunInfo.from_api(run) for run in answer.json()]
+
+    def reschedule(self, run_id: str, message: str) -> None:
+        """Put a crashed flow run back in its work pool's queue (state Scheduled, now): the
+        worker runs it again from the start, under the same flow run."""
+        self._request("POST", f"flow_runs/{run_id}/set_state", f"rescheduling flow run {run_id}",
+                      json={"state": {"type": "SCHEDULED", "name": "Rescheduled",
+                                      "message": message}, "force": True})
 
     def flow_run(self, run_id: str) -> FlowRunInfo:
         return FlowRunInfo.from_api(self._request("GET", f"flow_runs/{run_id}",

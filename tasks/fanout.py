@@ -7,6 +7,10 @@ started as soon as one finishes (never waiting for a whole chunk).
   the site's work pool: it can suspend on its own (review steps), and survives this process. A
   case that suspends for review counts as done here (its slot goes to the next case, and this
   run ends without waiting for the reviews); its row says ``awaiting review``.
+* ``dask``: each case is a subflow run inside a task on a Dask cluster (prefect-dask): a
+  ``LocalCluster`` of ``max_parallel`` worker processes on this machine (one thread each; each
+  process loads its own model), or the scheduler at ``dask_address`` (its workers need radflow,
+  the plugins and the site's RADFLOW_HOME).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from radflow.plugins import deployment_name
 from radflow.tasks.pipeline_report import failed_row
 from radflow.types import SeriesRef
 
-ISOLATIONS = ("inline", "runs")
+ISOLATIONS = ("inline", "runs", "dask")
 POLL_SECONDS = 0.5
 
 
@@ -46,7 +50,8 @@ def _row(state: Any, series: SeriesRef) -> dict[str, Any]:
 
 
 def run_cases(case_flow: Any, refs: list[SeriesRef], options: dict[str, Any], *,
-              max_parallel: int, isolation: str, site: str) -> list[dict[str, Any]]:
+              max_parallel: int, isolation: str, site: str,
+              dask_address: str | None = None) -> list[dict[str, Any]]:
     """Run the case flow for every series, at most ``max_parallel`` at a time; returns one row
     per case, in the order of ``refs``.
 
@@ -55,17 +60,46 @@ def run_cases(case_flow: Any, refs: list[SeriesRef], options: dict[str, Any], *,
     """
     if isolation not in ISOLATIONS:
         raise ConfigurationError(f"isolation {isolation!r} is not one of {', '.join(ISOLATIONS)}",
-                                 fix="use 'inline' (fast, shared model) or 'runs' (review steps)")
+                                 fix="use 'inline' (fast, shared model), 'runs' (review steps) "
+                                     "or 'dask' (a Dask cluster)")
     if max_parallel < 1:
         raise ConfigurationError(f"max_parallel must be at least 1, got {max_parallel}",
                                  fix="e.g. max_parallel=2 on a two-core machine")
     if isolation == "inline":
-        submit = lambda ref: inline_case.submit(case_flow, ref, options)  # noqa: E731
-        done = lambda f: f.state.is_final()  # noqa: E731
-        collect = lambda f, ref: f.result() if f.state.is_completed() else failed_row(  # noqa: E731
-            ref, f.state.message or "failed")
-        return _window(refs, max_parallel, submit, done, collect)
+        return _inline(case_flow, refs, options, max_parallel)
+    if isolation == "dask":
+        return _on_dask(case_flow, refs, options, max_parallel, dask_address)
     return _runs(case_flow, refs, options, max_parallel, site)
+
+
+def _inline(case_flow: Any, refs: list[SeriesRef], options: dict[str, Any],
+            limit: int) -> list[dict[str, Any]]:
+    """Each case a task of the current flow run, on its task runner."""
+    submit = lambda ref: inline_case.submit(case_flow, ref, options)  # noqa: E731
+    done = lambda f: f.state.is_final()  # noqa: E731
+    collect = lambda f, ref: f.result() if f.state.is_completed() else failed_row(  # noqa: E731
+        ref, f.state.message or "failed")
+    return _window(refs, limit, submit, done, collect)
+
+
+def _on_dask(case_flow: Any, refs: list[SeriesRef], options: dict[str, Any], limit: int,
+             address: str | None) -> list[dict[str, Any]]:
+    """The cases as tasks of a subflow whose task runner is Dask's."""
+    from prefect import flow
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        runner = DaskTaskRunner(address=address)
+    else:  # loopback only, no dashboard; a process per case in flight
+        runner = DaskTaskRunner(cluster_kwargs={
+            "n_workers": limit, "threads_per_worker": 1, "processes": True,
+            "host": "127.0.0.1", "dashboard_address": None})
+
+    @flow(name="cases-on-dask", task_runner=runner, log_prints=False)
+    def cases_on_dask() -> list[dict[str, Any]]:
+        return _inline(case_flow, refs, options, limit)
+
+    return cases_on_dask()
 
 
 def _window(refs: list[SeriesRef], limit: int, submit: Callable, done: Callable,

@@ -165,7 +165,7 @@ def test_a_killed_agent_resumes_a_missing_site_is_reported_and_nothing_leaks(
     out: dict = {}
     runner = threading.Thread(target=lambda: out.update(run_study(
         hub["engine"], hub["folder"], "federated-cohort-count", params, ["alpha", "ghost"],
-        deadline_s=150)))
+        deadline_s=75)))  # the ghost never answers: the study waits this long
     runner.start()
     deadline = time.monotonic() + 90
     study = None
@@ -234,7 +234,7 @@ def test_manual_release_on_the_federation_page(joined, hub, browser, shots, cli)
         out: dict = {}
         runner = threading.Thread(target=lambda: out.update(run_study(
             hub["engine"], hub["folder"], "federated-cohort-count", params, ["alpha"],
-            deadline_s=150)))
+            deadline_s=75)))  # the ghost never answers: the study waits this long
         runner.start()
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not pending_releases(site.catalog_url):

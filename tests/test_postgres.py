@@ -18,10 +18,7 @@ from conftest import serving_hub, wait_settled
 from test_federation_e2e import joined, test_a_federated_count_through_the_agent  # noqa: F401
 from test_ingest import odd_files, test_catalog_matches_orthanc_exactly  # noqa: F401
 from test_pipeline import ct_cases, test_segment_and_quantify_end_to_end  # noqa: F401
-from test_review import (  # noqa: F401
-    test_a_correction_is_recorded_and_quantified,
-    test_accept_resumes_the_run_and_quantifies_the_model_seg,
-)
+from test_review import test_accept_resumes_the_run_and_quantifies_the_model_seg  # noqa: F401
 
 from radflow.postgres import sync_url
 from radflow.settings import RadflowSettings

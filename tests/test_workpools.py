@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,45 @@ def test_every_plugin_has_a_dockerfile_and_the_worker_copies_every_package() -> 
         "package-dir"]
     text = (ROOT / "docker" / "worker.Dockerfile").read_text()
     assert all(f"COPY {folder} ./{folder}" in text for folder in packages.values())
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("pool_type", ["docker", "kubernetes"])
+def test_the_site_prefect_server_takes_the_pools_and_deployments(site, pool_type: str) -> None:
+    """The real server validates as it does for any pool: the template when the pool is made,
+    the job variables when a deployment is made and again, all required ones, for a flow run."""
+    import requests
+
+    api = site.prefect_api_url
+    auth = tuple(site.secrets.prefect_auth_string.get_secret_value().split(":", 1))
+    pool = f"check-{pool_type}"
+
+    def call(method: str, path: str, **body) -> requests.Response:
+        for _ in range(10):  # a busy SQLite answers 503: Prefect's own clients try again
+            answer = requests.request(method, f"{api}/{path}", auth=auth, json=body, timeout=30)
+            if answer.status_code != 503:
+                break
+            time.sleep(0.5)
+        return answer
+
+    made = call("POST", "work_pools/", name=pool, type=pool_type,
+                base_job_template=base_job_template(pool_type))
+    assert made.status_code == 201, made.text
+    try:
+        flow_id = call("POST", "flows/", name="segment-and-quantify-case").json()["id"]
+        flow = "radflow.flows.segment_quantify.segment_and_quantify_case"
+        variables = site_job_variables(pool_type, site=site.config.name,
+                                       home=str(site.settings.home))[flow]
+        refused = call("POST", "deployments/", name=f"{pool}-bad", flow_id=flow_id,
+                       work_pool_name=pool, entrypoint=f"{flow}", job_variables={"image": 5})
+        assert refused.status_code == 422 and "image" in refused.text
+        deployment = call("POST", "deployments/", name=pool, flow_id=flow_id,
+                          work_pool_name=pool, entrypoint=flow, job_variables=variables)
+        assert deployment.status_code in (200, 201), deployment.text
+        run = call("POST", f"deployments/{deployment.json()['id']}/create_flow_run")
+        assert run.status_code == 201, run.text
+        assert run.json()["work_pool_name"] == pool
+        call("DELETE", f"flow_runs/{run.json()['id']}")
+        call("DELETE", f"deployments/{deployment.json()['id']}")
+    finally:
+        call("DELETE", f"work_pools/{pool}")

@@ -30,8 +30,12 @@ def run(
     review: bool = typer.Option(False, help="Have a clinician review each SEG (the cases wait "
                                             "on the worklist; the run ends without waiting)."),
     max_parallel: int = typer.Option(2, help="Cases in flight at once."),
-    isolation: str = typer.Option("inline", help="inline (one process, model shared) or runs "
-                                                 "(one flow run per case)."),
+    isolation: str = typer.Option("inline", help="inline (one process, model shared), runs "
+                                                 "(one flow run per case) or dask (a Dask "
+                                                 "cluster)."),
+    dask_address: str | None = typer.Option(
+        None, help="With --isolation dask: a Dask scheduler, tcp://HOST:8786 (default: a "
+                   "LocalCluster of --max-parallel processes on the worker's machine)."),
     timeout: float = typer.Option(1800, help="Seconds to wait for the run."),
     json_out: bool = JSON,
 ) -> None:
@@ -41,7 +45,8 @@ def run(
     api = ctx.prefect()
     parameters = {"cohort": cohort, "series_uids": series or None, "model": model,
                   "params": params, "site": ctx.name, "force": force,
-                  "max_parallel": max_parallel, "isolation": isolation, "review": review}
+                  "max_parallel": max_parallel, "isolation": isolation, "review": review,
+                  "dask_address": dask_address}
     started = api.create_flow_run(f"segment-and-quantify/{ctx.name}", parameters,
                                   tags=("radflow", "cli"))
     if json_out:

@@ -76,6 +76,11 @@ def up(
     public_url: str | None = typer.Option(
         None, help="The web app's address as browsers reach it when it is served beyond "
                    "loopback (see `radflow worklist serve`)."),
+    work_pool_type: str | None = typer.Option(
+        None, help="Where flow runs execute: process (default), docker or kubernetes "
+                   "(docs/containers.md)."),
+    image_registry: str | None = typer.Option(
+        None, help="Where docker/kubernetes pools pull radflow's images from."),
     json_out: bool = JSON,
 ) -> None:
     """Start the site's components that are not running (creating the site if it is new)."""
@@ -91,6 +96,7 @@ def up(
         console.print(f"starting site [bold]{site}[/bold] under {manager.home}")
     status = manager.up(site, ports=ports, database_url=database_url, catalog_url=catalog_url,
                         orthanc_index_url=orthanc_index_url, stable_age=stable_age,
+                        work_pool_type=work_pool_type, image_registry=image_registry,
                         modalities=allow_modality, oidc=oidc, oidc_client_secret=oidc_client_secret,
                         progress=say)
     if json_out:
@@ -291,3 +297,35 @@ def audit_export(site: str | None = SITE,
     out.write_text("".join(f"{line}\n" for line in lines))
     report(json_out, {"events": len(lines), "file": str(out)},
            f"wrote {len(lines)} events to {out}")
+
+
+@app.command("work-pool")
+def work_pool(
+    site: str | None = SITE,
+    pool_type: str | None = typer.Option(None, "--type", help="process, docker or kubernetes "
+                                                              "(default: the site's)."),
+    json_out: bool = JSON,
+) -> None:
+    """The site's work pool for a pool type: its base job template and each deployment's job
+    variables (image, CPU, memory, GPU), validated as Prefect validates them. Use it to create
+    the pool yourself (`prefect work-pool create --base-job-template`)."""
+    from radflow.cli.common import site_context
+    from radflow.site.workpools import base_job_template, check, site_job_variables
+
+    ctx = site_context(site)
+    kind = pool_type or ctx.config.work_pool_type
+    template = base_job_template(kind)
+    variables = site_job_variables(kind, ctx.config.image_registry, site=ctx.name,
+                                   home=str(ctx.settings.home))
+    for values in variables.values():
+        check(kind, template, values)
+    data = {"work_pool": f"{ctx.name}-{kind}", "type": kind, "base_job_template": template,
+            "job_variables": variables}
+    if json_out:
+        print_json(data)
+        return
+    console.print(f"work pool [bold]{data['work_pool']}[/bold] ({kind}); valid for Prefect",
+                  highlight=False)
+    for flow, values in variables.items():
+        shown = ", ".join(f"{k}={v}" for k, v in values.items() if k != "env") or "(none)"
+        console.print(f"  {flow.rsplit('.', 1)[-1]:<28} {shown}", highlight=False, soft_wrap=True)

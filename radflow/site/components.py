@@ -243,14 +243,24 @@ class PrefectServerComponent(Component):
         from radflow.deployments import apply_site_deployments
         from radflow.site.registration import register_site_blocks
 
-        ctx.prefect().ensure_work_pool(ctx.config.work_pool)
+        ensure_site_pool(ctx)
         register_site_blocks(ctx)
         say("blocks: registered")
         say(f"deployments: {', '.join(apply_site_deployments(ctx))}")
 
 
+def ensure_site_pool(ctx: SiteContext) -> None:
+    """The site's work pool, of its type (a container pool gets radflow's base job template)."""
+    from radflow.site.workpools import base_job_template
+
+    pool_type = ctx.config.work_pool_type
+    ctx.prefect().ensure_work_pool(ctx.config.work_pool, pool_type,
+                                   None if pool_type == "process" else base_job_template(pool_type))
+
+
 class WorkerComponent(Component):
-    """A Prefect process worker serving the site's work pool."""
+    """A Prefect worker serving the site's work pool (a process worker by default; a docker or
+    kubernetes worker for those pool types)."""
 
     name = "worker"
     depends_on = ("prefect-server",)
@@ -259,7 +269,7 @@ class WorkerComponent(Component):
         return f"{ctx.config.name}-worker"
 
     def prepare(self, ctx: SiteContext) -> None:
-        ctx.prefect().ensure_work_pool(ctx.config.work_pool)
+        ensure_site_pool(ctx)
 
     def command(self, ctx: SiteContext) -> tuple[list[str], dict[str, str]]:
         env = ctx.base_env()
@@ -267,7 +277,7 @@ class WorkerComponent(Component):
         env["PREFECT_WORKER_QUERY_SECONDS"] = "1"  # default 10 s: a slow start for every run
         env["PREFECT_WORKER_HEARTBEAT_SECONDS"] = "10"
         argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", ctx.config.work_pool,
-                "--type", "process", "--name", self.worker_name(ctx)]
+                "--type", ctx.config.work_pool_type, "--name", self.worker_name(ctx)]
         return argv, env
 
     def probe(self, ctx: SiteContext) -> tuple[bool, str]:

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
@@ -74,6 +75,11 @@ class SiteConfig(BaseModel):
     modalities: list[str] = Field(default_factory=list, description="DICOM peers allowed to "
                                   "store, as NAME=AET@HOST:PORT")
     oidc: OidcConfig = Field(default_factory=lambda: OidcConfig())
+    work_pool_type: Literal["process", "docker", "kubernetes"] = Field(
+        default="process", description="where flow runs execute: subprocesses of the site's "
+        "worker, a container each (prefect-docker) or a Kubernetes Job each (docs/containers.md)")
+    image_registry: str = Field(default="ghcr.io/radflow", description="where the container "
+                                "pools pull radflow's images from")
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @field_validator("name")
@@ -84,7 +90,7 @@ class SiteConfig(BaseModel):
 
     @property
     def work_pool(self) -> str:
-        return f"{self.name}-process"
+        return f"{self.name}-{self.work_pool_type}"
 
 
 class SiteSecrets(BaseModel):

@@ -43,6 +43,7 @@ from radflow.site.config import (
 )
 from radflow.site.context import SiteContext
 from radflow.site.process import lifecycle_lock
+from radflow.site.workpools import check_pool_type
 
 logger = logging.getLogger(__name__)
 # the site's databases (secrets.json keys) and what each holds
@@ -126,7 +127,8 @@ class SiteManager:
                           databases: dict[str, str | None], stable_age: int | None,
                           modalities: list[str] | None,
                           oidc: dict[str, Any] | None = None,
-                          oidc_client_secret: str | None = None) -> SiteContext:
+                          oidc_client_secret: str | None = None,
+                          pool: dict[str, str | None] | None = None) -> SiteContext:
         check_site_name(name)
         paths = SitePaths(self.home, name)
         with home_lock(self.home):
@@ -142,6 +144,10 @@ class SiteManager:
                 config.stable_age = stable_age
             if modalities is not None:
                 config.modalities = list(modalities)
+            for key, value in (pool or {}).items():
+                if value is not None:
+                    setattr(config, key, check_pool_type(value) if key == "work_pool_type"
+                            else value)
             if oidc:
                 update = dict(oidc)
                 if update.get("issuer") == "":
@@ -158,7 +164,7 @@ class SiteManager:
                 secrets_ = completed
                 save_secrets(paths, secrets_)
             changed = {key: SecretStr(check_url(url, DATABASES[key])) if url
-                       else None for key, url in databases.items() if url is not None}
+                       else None for key, url in (databases or {}).items() if url is not None}
             if changed:  # kept with the secrets: a database URL holds a password
                 secrets_ = secrets_.model_copy(update=changed)
                 save_secrets(paths, secrets_)
@@ -176,6 +182,8 @@ class SiteManager:
         modalities: list[str] | None = None,
         oidc: dict[str, Any] | None = None,
         oidc_client_secret: str | None = None,
+        work_pool_type: str | None = None,
+        image_registry: str | None = None,
         progress: Progress | None = None,
     ) -> SiteStatus:
         """Start every component of the site that is not running, and wait until all are healthy.
@@ -195,6 +203,8 @@ class SiteManager:
             oidc: web app log-in settings (:class:`OidcConfig` fields; issuer "" for the
                 embedded provider).
             oidc_client_secret: the web app's client secret at an external issuer.
+            work_pool_type: ``process``, ``docker`` or ``kubernetes`` (docs/containers.md).
+            image_registry: where container pools pull radflow's images from.
             progress: called with one line per step.
 
         Raises:
@@ -205,17 +215,17 @@ class SiteManager:
             if name in self.sites() else set()
         databases = {"database_url": database_url, "catalog_url": catalog_url,
                      "orthanc_index_url": orthanc_index_url}
+        pool = {"work_pool_type": work_pool_type, "image_registry": image_registry}
         if running and (any((ports or {}).values()) or any(v is not None for v in
                                                             databases.values()) or oidc
-                        or oidc_client_secret):
+                        or oidc_client_secret or any(v is not None for v in pool.values())):
             raise ConfigurationError(
-                f"site {name!r} is running ({', '.join(sorted(running))}); its ports, database "
-                "and log-in settings "
-                "cannot change while it runs",
+                f"site {name!r} is running ({', '.join(sorted(running))}); its ports, databases, "
+                "work pool and log-in settings cannot change while it runs",
                 fix=f"run `radflow site down --site {name}` first",
             )
         ctx = self._create_or_update(name, ports or {}, databases, stable_age, modalities,
-                                     oidc, oidc_client_secret)
+                                     oidc, oidc_client_secret, pool)
         if not running:  # restart counts start again with the site
             from radflow.site.supervisor import restarts_file
 

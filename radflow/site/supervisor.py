@@ -1,5 +1,11 @@
 """The site's supervisor (the ``supervisor`` component): brings back a component that died.
 
+It also reschedules a flow run that crashed (its worker or the machine died under it): the run
+goes back to its work pool, at most ``MAX_RESCHEDULES`` times, and runs again from the start.
+The pipeline's steps find the results an earlier attempt stored (same keys), so only what is
+missing is computed, and nothing is stored twice. Reschedules are logged and counted in
+``run/rescheduled.json``.
+
 `radflow site up` starts it after every other component. Once a second it looks at each
 component's PID file. A clean stop (`site down`, `site restart`) removes that file first, so a
 PID file whose process is gone means the process died: the supervisor starts the component
@@ -27,6 +33,8 @@ from radflow.service import ServiceLoop
 
 WINDOW = 600.0  # seconds of deaths that count towards the delay
 MAX_DELAY = 60.0
+MAX_RESCHEDULES = 3  # times one crashed flow run is put back in its queue
+RESCHEDULE_EVERY = 3.0  # seconds between looks for crashed flow runs
 
 
 def restarts_file(run_dir: Path) -> Path:
@@ -55,6 +63,8 @@ class Supervisor(ServiceLoop):
         self.ctx = ctx
         self.deaths: dict[str, list[float]] = {}
         self.due: dict[str, float] = {}  # component -> when to start it again
+        self.started = time.time()
+        self.next_look = 0.0
 
     def _record(self, name: str, **update: Any) -> None:
         run_dir = self.ctx.paths.run
@@ -71,6 +81,44 @@ class Supervisor(ServiceLoop):
                 "watching", "due": waiting}
 
     def tick(self) -> None:
+        self._restart_died()
+        if time.time() >= self.next_look:
+            self.next_look = time.time() + RESCHEDULE_EVERY
+            self._reschedule_crashed()
+
+    def _reschedule_crashed(self) -> None:
+        """Crashed deployment runs since the site started go back to their queue (at most
+        MAX_RESCHEDULES times each); the Prefect server may be down: then next time."""
+        from datetime import UTC, datetime, timedelta
+
+        path = self.ctx.paths.run / "rescheduled.json"
+        try:
+            counts = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            counts = {}
+        since = datetime.fromtimestamp(self.started, UTC) - timedelta(days=1)
+        try:
+            api = self.ctx.prefect(timeout=5)
+            crashed = api.crashed_deployment_runs(since)
+        except RadflowError:
+            return
+        for run in crashed:
+            done = counts.get(run.id, 0)
+            if done >= MAX_RESCHEDULES:
+                continue
+            try:
+                api.reschedule(run.id, f"rescheduled by radflow's supervisor after a crash "
+                                       f"({done + 1} of {MAX_RESCHEDULES})")
+            except RadflowError as exc:
+                self.logger.warning("flow run %s could not be rescheduled: %s", run.name,
+                                    exc.message)
+                continue
+            counts[run.id] = done + 1
+            path.write_text(json.dumps(counts, indent=1))
+            self.logger.warning("flow run %s (%s) crashed: rescheduled (%d of %d)", run.name,
+                                run.id, done + 1, MAX_RESCHEDULES)
+
+    def _restart_died(self) -> None:
         from radflow.site.components import site_components
         from radflow.site.process import lifecycle_lock
 
@@ -106,6 +154,8 @@ class Supervisor(ServiceLoop):
         count = read_restarts(self.ctx.paths.run).get(part.name, {}).get("count", 0) + 1
         try:
             part.start(self.ctx)
+            # counted as soon as it runs again: `site status` never shows a new PID uncounted
+            self._record(part.name, count=count, last=time.time(), error=None)
             part.wait_healthy(self.ctx, self.ctx.settings.start_timeout)
             outside_event_loop(part.after_healthy, self.ctx, self.logger.info)
         except RadflowError as exc:
@@ -121,7 +171,6 @@ class Supervisor(ServiceLoop):
             return
         self.due.pop(part.name, None)
         self.logger.info("%s is back (restart %d)", part.name, count)
-        self._record(part.name, count=count, last=time.time(), error=None)
 
 
 def main(argv: list[str] | None = None) -> int:

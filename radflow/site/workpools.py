@@ -63,13 +63,23 @@ def base_job_template(pool_type: str) -> dict[str, Any]:
     """The base job template radflow gives a new pool of this type."""
     template = copy.deepcopy(_worker(pool_type).get_default_base_job_template())
     if pool_type == "kubernetes":
-        template["variables"]["properties"]["gpu_limit"] = {
+        properties = template["variables"]["properties"]
+        properties["gpu_limit"] = {
             "title": "GPU limit", "type": "integer", "minimum": 0,
             "description": "GPUs the flow run's container gets (nvidia.com/gpu); radflow sets "
                            "it for flows whose tasks need a GPU."}
-        container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"][
-            "containers"][0]
+        properties["radflow_home"] = {
+            "title": "RADFLOW_HOME", "type": "string", "default": "/var/lib/radflow",
+            "description": "Where the site folder is mounted (the same path as on the site)."}
+        properties["radflow_home_claim"] = {
+            "title": "RADFLOW_HOME volume claim", "type": "string", "default": "radflow-home",
+            "description": "The PersistentVolumeClaim that holds RADFLOW_HOME."}
+        pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+        container = pod["containers"][0]
         container["resources"]["limits"]["nvidia.com/gpu"] = "{{ gpu_limit }}"
+        container["volumeMounts"] = [{"name": "radflow-home", "mountPath": "{{ radflow_home }}"}]
+        pod["volumes"] = [{"name": "radflow-home",
+                           "persistentVolumeClaim": {"claimName": "{{ radflow_home_claim }}"}}]
     return template
 
 
@@ -104,22 +114,34 @@ def needs_of(owner: Plugin, plugins: list[Plugin], registry: str, version: str) 
     return Needs(image_of(owner, registry, version), combined([t.resources for t in owner.tasks]))
 
 
-def job_variables(pool_type: str, needs: Needs) -> dict[str, Any]:
-    """The deployment's job variables for a pool type (none for ``process``)."""
+def job_variables(pool_type: str, needs: Needs, site: str | None = None,
+                  home: str | None = None) -> dict[str, Any]:
+    """The deployment's job variables for a pool type (none for ``process``). A flow run reads
+    its site's configuration from RADFLOW_HOME, so the container gets the site folder at the
+    same path (``home``), and ``RADFLOW_SITE``."""
     r = needs.resources
     gpus = 1 if r.gpu == "required" else 0
+    env = {k: v for k, v in {"RADFLOW_SITE": site, "RADFLOW_HOME": home,
+                             "TCP_NODELAY": "1"}.items() if v}
     if check_pool_type(pool_type) == "docker":
         create: dict[str, Any] = {"nano_cpus": int(r.cpus * 1e9)}
         if gpus:
             create["device_requests"] = [{"Driver": "nvidia", "Count": gpus,
                                           "Capabilities": [["gpu"]]}]
-        return {"image": needs.image, "mem_limit": f"{math.ceil(r.memory_gb * 1024)}m",
-                "container_create_kwargs": create}
+        values = {"image": needs.image, "mem_limit": f"{math.ceil(r.memory_gb * 1024)}m",
+                  "container_create_kwargs": create, "env": env,
+                  # the site's Orthanc and Prefect listen on loopback only
+                  "network_mode": "host"}
+        if home:
+            values["volumes"] = [f"{home}:{home}"]
+        return values
     if pool_type == "kubernetes":
         memory = f"{math.ceil(r.memory_gb * 1024)}Mi"
-        values: dict[str, Any] = {"image": needs.image, "cpu_request": f"{int(r.cpus * 1000)}m",
-                                  "cpu_limit": f"{int(r.cpus * 1000)}m",
-                                  "memory_request": memory, "memory_limit": memory}
+        values = {"image": needs.image, "cpu_request": f"{int(r.cpus * 1000)}m",
+                  "cpu_limit": f"{int(r.cpus * 1000)}m", "memory_request": memory,
+                  "memory_limit": memory, "env": env}
+        if home:
+            values["radflow_home"] = home
         if gpus:
             values["gpu_limit"] = gpus
         return values
@@ -165,6 +187,11 @@ def _check_job(manifest: dict[str, Any]) -> None:
 
     from kubernetes_asyncio.client import ApiClient
 
+    manifest = copy.deepcopy(manifest)
+    for container in manifest["spec"]["template"]["spec"]["containers"]:
+        if isinstance(container.get("env"), dict):  # the worker lists them so at run time
+            container["env"] = [{"name": k, "value": v} for k, v in container["env"].items()]
+
     async def read() -> Any:
         async with ApiClient() as client:  # the client's own reader of API objects
             return client._ApiClient__deserialize(manifest, "V1Job")
@@ -182,12 +209,13 @@ def _check_job(manifest: dict[str, Any]) -> None:
 
 
 def site_job_variables(pool_type: str, registry: str = DEFAULT_REGISTRY,
-                       version: str | None = None) -> dict[str, dict[str, Any]]:
+                       version: str | None = None, site: str | None = None,
+                       home: str | None = None) -> dict[str, dict[str, Any]]:
     """Job variables of every deployment the installed plugins declare, by flow module path."""
     from radflow import __version__
     from radflow.plugins import plugins as installed_plugins
 
     plugins = installed_plugins()
     return {spec.flow: job_variables(pool_type, needs_of(plugin, plugins, registry,
-                                                         version or __version__))
+                                                         version or __version__), site, home)
             for plugin in plugins for spec in plugin.deployments}
