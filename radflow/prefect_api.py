@@ -44,6 +44,7 @@ class FlowRunInfo:
     message: str | None = None
     deployment_id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict, compare=False)
+    tags: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def is_final(self) -> bool:
@@ -58,7 +59,7 @@ class FlowRunInfo:
         state = body.get("state") or {}
         return cls(str(body["id"]), body.get("name", ""), state.get("type", "PENDING"),
                    state.get("message"), body.get("deployment_id"),
-                   body.get("parameters") or {})
+                   body.get("parameters") or {}, tuple(body.get("tags") or ()))
 
 
 @dataclass(frozen=True)
@@ -194,12 +195,15 @@ class PrefectApi:
             "sort": "EXPECTED_START_TIME_ASC", "limit": limit})
         return [FlowRunInfo.from_api(run) for run in answer.json()]
 
-    def reschedule(self, run_id: str, message: str) -> None:
-        """Put a crashed flow run back in its work pool's queue (state Scheduled, now): the
-        worker runs it again from the start, under the same flow run."""
-        self._request("POST", f"flow_runs/{run_id}/set_state", f"rescheduling flow run {run_id}",
-                      json={"state": {"type": "SCHEDULED", "name": "Rescheduled",
-                                      "message": message}, "force": True})
+    def rerun(self, run: FlowRunInfo, tags: tuple[str, ...], idempotency_key: str) -> FlowRunInfo:
+        """A new run of a flow run's deployment with its parameters (a crashed run stays as it
+        ended: Prefect would read back its crashed task runs if it ran again under the same
+        id). The idempotency key keeps a repeated call from making two."""
+        answer = self._request("POST", f"deployments/{run.deployment_id}/create_flow_run",
+                               f"running flow run {run.id} again",
+                               json={"parameters": run.parameters, "tags": list(tags),
+                                     "idempotency_key": idempotency_key})
+        return FlowRunInfo.from_api(answer.json())
 
     def flow_run(self, run_id: str) -> FlowRunInfo:
         return FlowRunInfo.from_api(self._request("GET", f"flow_runs/{run_id}",

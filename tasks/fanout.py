@@ -77,8 +77,19 @@ def _inline(case_flow: Any, refs: list[SeriesRef], options: dict[str, Any],
     """Each case a task of the current flow run, on its task runner."""
     submit = lambda ref: inline_case.submit(case_flow, ref, options)  # noqa: E731
     done = lambda f: f.state.is_final()  # noqa: E731
-    collect = lambda f, ref: f.result() if f.state.is_completed() else failed_row(  # noqa: E731
-        ref, f.state.message or "failed")
+
+    def collect(future: Any, ref: SeriesRef) -> dict[str, Any]:
+        if future.state.is_crashed():  # measured: when the site's worker is killed, the case
+            # running in its flow-run process is aborted (SystemExit) while the fan-out goes
+            # on; once more, reusing what the first attempt stored
+            get_run_logger().warning("case %s crashed (%s); running it again",
+                                     ref.series_uid, future.state.message)
+            future = submit(ref)
+            future.wait()
+        if future.state.is_completed():
+            return future.result()
+        return failed_row(ref, future.state.message or "failed")
+
     return _window(refs, limit, submit, done, collect)
 
 

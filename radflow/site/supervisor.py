@@ -1,9 +1,10 @@
 """The site's supervisor (the ``supervisor`` component): brings back a component that died.
 
-It also reschedules a flow run that crashed (its worker or the machine died under it): the run
-goes back to its work pool, at most ``MAX_RESCHEDULES`` times, and runs again from the start.
-The pipeline's steps find the results an earlier attempt stored (same keys), so only what is
-missing is computed, and nothing is stored twice. Reschedules are logged and counted in
+It also reschedules a flow run of a deployment that crashed (its worker or the machine died
+under it): a new run of the same deployment with the same parameters, tagged
+``rerun-of:<first run's id>`` and ``attempt:<n>``, at most ``MAX_RESCHEDULES`` times per first
+run. The pipeline's steps find the results an earlier attempt stored (same keys), so only what
+is missing is computed, and nothing is stored twice. Reschedules are logged and kept in
 ``run/rescheduled.json``.
 
 `radflow site up` starts it after every other component. Once a second it looks at each
@@ -33,7 +34,7 @@ from radflow.service import ServiceLoop
 
 WINDOW = 600.0  # seconds of deaths that count towards the delay
 MAX_DELAY = 60.0
-MAX_RESCHEDULES = 3  # times one crashed flow run is put back in its queue
+MAX_RESCHEDULES = 3  # new runs after a crash, per first run
 RESCHEDULE_EVERY = 3.0  # seconds between looks for crashed flow runs
 
 
@@ -103,20 +104,30 @@ class Supervisor(ServiceLoop):
         except RadflowError:
             return
         for run in crashed:
-            done = counts.get(run.id, 0)
-            if done >= MAX_RESCHEDULES:
+            if run.id in counts:  # handled (rescheduled, or out of attempts)
                 continue
-            try:
-                api.reschedule(run.id, f"rescheduled by radflow's supervisor after a crash "
-                                       f"({done + 1} of {MAX_RESCHEDULES})")
-            except RadflowError as exc:
-                self.logger.warning("flow run %s could not be rescheduled: %s", run.name,
-                                    exc.message)
-                continue
-            counts[run.id] = done + 1
+            first = next((t.split(":", 1)[1] for t in run.tags if t.startswith("rerun-of:")),
+                         run.id)
+            attempt = 1 + next((int(t.split(":", 1)[1]) for t in run.tags
+                                if t.startswith("attempt:")), 0)
+            if attempt > MAX_RESCHEDULES:
+                self.logger.error("flow run %s (%s) crashed again; it was rescheduled %d "
+                                  "times: giving up", run.name, run.id, MAX_RESCHEDULES)
+                counts[run.id] = None
+            else:
+                tags = (*[t for t in run.tags if not t.startswith(("rerun-of:", "attempt:"))],
+                        f"rerun-of:{first}", f"attempt:{attempt}")
+                try:
+                    again = api.rerun(run, tags, idempotency_key=f"rerun-{first}-{attempt}")
+                except RadflowError as exc:
+                    self.logger.warning("flow run %s could not be rescheduled: %s", run.name,
+                                        exc.message)
+                    continue
+                counts[run.id] = again.id
+                self.logger.warning("flow run %s (%s) crashed: rescheduled as %s (%s), attempt "
+                                    "%d of %d", run.name, run.id, again.name, again.id,
+                                    attempt, MAX_RESCHEDULES)
             path.write_text(json.dumps(counts, indent=1))
-            self.logger.warning("flow run %s (%s) crashed: rescheduled (%d of %d)", run.name,
-                                run.id, done + 1, MAX_RESCHEDULES)
 
     def _restart_died(self) -> None:
         from radflow.site.components import site_components
