@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_cohort import build
+from bench_cohort import timed as median_ms
 
 from radflow.catalog.db import get_engine, optimize
 from radflow.explore.facets import facet_counts, parse_state
@@ -41,15 +42,6 @@ STATES = {
     "2 vendors, thick slices": {"manufacturer": ["SIEMENS", "Philips"],
                                 "slice_thickness": ["3", "5"]},
 }
-
-
-def median_ms(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times) * 1000
 
 
 def dashboard(n: int, repeat: int) -> None:

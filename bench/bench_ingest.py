@@ -1,8 +1,10 @@
-"""Ingest benchmark: DICOM C-STORE into Orthanc alone vs Orthanc + catalog, in the same run.
+"""Ingest benchmark: DICOM C-STORE into Orthanc alone vs Orthanc + catalog, in the same run, on
+SQLite and on PostgreSQL (Prefect, the catalog and Orthanc's index; a throwaway cluster).
 
     .venv/bin/python bench/bench_ingest.py [--cases 40] [--matrix 512] [--stable-age 1]
+                                           [--engines sqlite,postgresql]
 
-A temporary site is started. The same synthetic CT studies (512x512 slices by default) are sent
+A temporary site is started per engine. The same synthetic CT studies (512x512 slices by default) are sent
 three times with DCMTK storescu (TCP_NODELAY on both sides):
 
   (an untimed warm-up round, then)  A1 B1 A2 B2, where
@@ -82,12 +84,66 @@ def phase_with_catalog(manager: SiteManager, ctx, data: Path, expected: int) -> 
     return {"n": n, "intake": n / seconds, "push_s": seconds, "total_s": total, "runs": runs}
 
 
+def measure(home: Path, data: Path, n: int, stable_age: int, engine: str) -> dict:
+    """A1 B1 A2 B2 on a new site whose databases are on ``engine``."""
+    manager = SiteManager(RadflowSettings(home=home))
+    cluster = None
+    urls: dict[str, str] = {}
+    if engine == "postgresql":  # Prefect, the catalog and Orthanc's index
+        from radflow.postgres import TemporaryCluster
+
+        cluster = TemporaryCluster().start()
+        urls = {"database_url": cluster.create_database("prefect"),
+                "catalog_url": cluster.create_database("catalog"),
+                "orthanc_index_url": cluster.create_database("orthanc")}
+    name = f"bench-{engine[:2]}"
+    manager.up(name, stable_age=stable_age, **urls)
+    ctx = manager.context(name)
+    try:
+        phase_alone(manager, ctx, data)  # warm-up: caches, Orthanc's first writes
+        a1 = phase_alone(manager, ctx, data)
+        b1 = phase_with_catalog(manager, ctx, data, n)
+        a2 = phase_alone(manager, ctx, data)
+        b2 = phase_with_catalog(manager, ctx, data, n)
+    finally:
+        manager.down(name)
+        if cluster is not None:
+            cluster.stop()
+    return {"a1": a1, "a2": a2, "b1": b1, "b2": b2, "a": statistics.mean([a1, a2]),
+            "intake": statistics.mean([b1["intake"], b2["intake"]]),
+            "total_s": statistics.mean([b1["total_s"], b2["total_s"]]),
+            "runs": f"{b1['runs']}+{b2['runs']}"}
+
+
+def report(engine: str, r: dict, n: int, settle: float) -> None:
+    a, b1, b2 = r["a"], r["b1"], r["b2"]
+    e2e = n / r["total_s"]
+    e2e_net = n / (r["total_s"] - settle)
+    print(f"[{engine}]")
+    print(f"Orthanc alone          A1 {r['a1']:6.0f} inst/s   A2 {r['a2']:6.0f} inst/s   "
+          f"mean {a:6.0f} inst/s")
+    print(f"Orthanc + catalog      B1 {b1['intake']:6.0f} inst/s   B2 {b2['intake']:6.0f} inst/s   "
+          f"mean {r['intake']:6.0f} inst/s   ratio {r['intake'] / a:.2f}  (Orthanc's intake while "
+          "cataloging runs)")
+    print(f"                       end to end {e2e:6.0f} inst/s   ratio {e2e / a:.2f}  "
+          f"(all {n} cataloged {r['total_s']:.1f} s after the first was sent; {r['runs']} ingest "
+          "runs)")
+    print(f"                       without the {settle:.0f} s settle time: {e2e_net:6.0f} inst/s   "
+          f"ratio {e2e_net / a:.2f}")
+    intake = r["intake"] / a
+    print(f"target: with cataloging on, Orthanc keeps at least 80% of its own rate -> {intake:.0%} "
+          f"({'met' if intake >= 0.8 else 'MISSED'}); end to end {e2e / a:.0%} for this burst")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", type=int, default=40)
     parser.add_argument("--matrix", type=int, default=512)
     parser.add_argument("--stable-age", type=int, default=1)
+    parser.add_argument("--engines", default="sqlite,postgresql",
+                        help="the databases to measure on, in this run (comma-separated)")
     args = parser.parse_args()
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         os.environ["RADFLOW_HOME"] = str(home)
@@ -97,36 +153,14 @@ def main() -> None:
         n = sum(c.slices for c in cases)
         print(f"{args.cases} CT studies, {n} instances of {args.matrix}x{args.matrix} "
               f"synthesized in {time.perf_counter() - began:.0f} s")
-        manager = SiteManager(RadflowSettings(home=home))
-        manager.up("bench", stable_age=args.stable_age)
-        ctx = manager.context("bench")
-        try:
-            phase_alone(manager, ctx, data)  # warm-up: caches, Orthanc's first writes
-            a1 = phase_alone(manager, ctx, data)
-            b1 = phase_with_catalog(manager, ctx, data, n)
-            a2 = phase_alone(manager, ctx, data)
-            b2 = phase_with_catalog(manager, ctx, data, n)
-        finally:
-            manager.down("bench")
-    a = statistics.mean([a1, a2])
-    b = {"intake": statistics.mean([b1["intake"], b2["intake"]]),
-         "total_s": statistics.mean([b1["total_s"], b2["total_s"]]),
-         "runs": f"{b1['runs']}+{b2['runs']}"}
+        results = {engine: measure(home, data, n, args.stable_age, engine) for engine in engines}
     settle = args.stable_age + WatcherConfig().poll_seconds
-    e2e = n / b["total_s"]
-    e2e_net = n / (b["total_s"] - settle)
-    print(f"Orthanc alone          A1 {a1:6.0f} inst/s   A2 {a2:6.0f} inst/s   mean {a:6.0f} inst/s")
-    print(f"Orthanc + catalog      B1 {b1['intake']:6.0f} inst/s   B2 {b2['intake']:6.0f} inst/s   "
-          f"mean {b['intake']:6.0f} inst/s   ratio {b['intake'] / a:.2f}  (Orthanc's intake while "
-          "cataloging runs)")
-    print(f"                       end to end {e2e:6.0f} inst/s   ratio {e2e / a:.2f}  "
-          f"(all {n} cataloged {b['total_s']:.1f} s after the first was sent; {b['runs']} ingest runs)")
-    print(f"                       without the {settle:.0f} s settle time: {e2e_net:6.0f} inst/s   "
-          f"ratio {e2e_net / a:.2f}")
-    intake = b["intake"] / a
-    print(f"target: with cataloging on, Orthanc keeps at least 80% of its own rate -> {intake:.0%} "
-          f"({'met' if intake >= 0.8 else 'MISSED'}); end to end {e2e / a:.0%} for this burst "
-          "(the fixed tail matters less as the stream grows)")
+    for engine, r in results.items():
+        report(engine, r, n, settle)
+    if {"sqlite", "postgresql"} <= results.keys():
+        s, p = results["sqlite"], results["postgresql"]
+        print(f"PostgreSQL / SQLite: Orthanc alone {p['a'] / s['a']:.2f}, with the catalog "
+              f"{p['intake'] / s['intake']:.2f}, end to end {s['total_s'] / p['total_s']:.2f}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@
 3. Ahead of the CLI: the model kept loaded against `nnUNetv2_predict` started per case.
    Target: at least 15x.
 4. At clinical size: 512x512 CT, seconds per case and the peak memory of the process.
+5. (in 2.) The same fan-out on Dask: a LocalCluster of 2 worker processes (each loads the
+   model) against the thread runner (one process, the model shared).
 
 Everything runs against a real site (Orthanc + Prefect) with the real model; results are
 recomputed (force=True) where a step is timed, and every run writes the same deterministic
@@ -99,14 +101,14 @@ def segment_steps(ctx, refs: list, model_name: str) -> tuple[list[float], list[d
     return walls, parts
 
 
-def pipeline(ctx, uids: list[str], parallel: int) -> float:
+def pipeline(ctx, uids: list[str], parallel: int, isolation: str = "inline") -> float:
     from radflow.flows.segment_quantify import segment_and_quantify
     from radflow.site.registration import site_prefect
 
     with site_prefect(ctx):
         began = time.perf_counter()
         result = segment_and_quantify(series_uids=uids, site=ctx.name, max_parallel=parallel,
-                                      force=True)
+                                      force=True, isolation=isolation)
         elapsed = time.perf_counter() - began
     assert result["failed"] == 0, result["rows"]
     return elapsed
@@ -149,6 +151,8 @@ def main() -> None:
                         help="cases at 128x128 (throughput wants enough to amortize the tail)")
     parser.add_argument("--clinical", type=int, default=1, help="512x512 cases (0: skip)")
     parser.add_argument("--model", default="radflow-abdomen-demo")
+    parser.add_argument("--dask", action=argparse.BooleanOptionalAction, default=True,
+                        help="also the fan-out on Dask (a LocalCluster of 2 processes)")
     args = parser.parse_args()
     from radflow.catalog.sync import wait_in_step
     from radflow.data.push import push
@@ -178,6 +182,7 @@ def main() -> None:
             t_step, parts = segment_steps(ctx, refs, args.model)
             t_one = pipeline(ctx, uids, 1)
             t_two = pipeline(ctx, uids, 2)
+            t_dask = pipeline(ctx, uids, 2, isolation="dask") if args.dask else None
             t_cli = cli_per_case(volumes, args.model, tmp / "cli")
             clinical = []
             for case in big:
@@ -202,6 +207,9 @@ def main() -> None:
     print(f"2. pipeline, 2 cases in flight {t_two:5.1f} s   1 at a time {t_one:5.1f} s   "
           f"throughput {t_one / t_two:.2f}x (target at least 1.3x: "
           f"{'met' if t_one / t_two >= 1.3 else 'MISSED'})")
+    if t_dask is not None:
+        print(f"   on Dask (LocalCluster, 2 worker processes, cluster start included) {t_dask:5.1f} s"
+              f"   thread runner {t_two:5.1f} s   Dask / threads {t_dask / t_two:.2f}x time")
     print(f"3. model kept loaded {bare:5.2f} s/case   nnUNetv2_predict {cli:5.2f} s/case   "
           f"{cli / bare:.1f}x (target at least 15x: {'met' if cli / bare >= 15 else 'MISSED'})")
     for seconds, peak, slices in clinical:
@@ -210,6 +218,7 @@ def main() -> None:
     print(json.dumps({"cases": n, "segment_step_s": round(step, 3), "bare_predict_s": round(bare, 3),
                       "breakdown_s": {k: round(v, 3) for k, v in breakdown.items()},
                       "pipeline_1_s": round(t_one, 2), "pipeline_2_s": round(t_two, 2),
+                      "pipeline_2_dask_s": round(t_dask, 2) if t_dask is not None else None,
                       "cli_per_case_s": round(cli, 2),
                       "clinical": [{"seconds": round(s, 1), "peak_gib": round(p / 2**30, 2),
                                     "slices": k} for s, p, k in clinical]}))

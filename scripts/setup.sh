@@ -22,6 +22,9 @@ missing=()
 [ -x /usr/bin/storescu ] || missing+=(dcmtk)
 # the browser tests drive Debian's chromium (headless, through Playwright)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# PostgreSQL: the tests' throwaway cluster, and Orthanc's index on it (site up --orthanc-index-url)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+[ -e /usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so ] || missing+=(orthanc-postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -34,8 +37,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     if command -v service >/dev/null && service orthanc status >/dev/null 2>&1; then
         $sudo service orthanc stop >/dev/null 2>&1 || true
     fi
+    # nor Debian's own PostgreSQL cluster: radflow's tests make their own
+    if command -v service >/dev/null && service postgresql status >/dev/null 2>&1; then
+        $sudo service postgresql stop >/dev/null 2>&1 || true
+    fi
 else
-    say "Debian packages present (orthanc, orthanc-dicomweb, dcmtk, chromium)"
+    say "Debian packages present (orthanc, orthanc-dicomweb, orthanc-postgresql, dcmtk, chromium, postgresql)"
 fi
 
 # --- 2. the virtual environment ---------------------------------------------------------------

@@ -158,8 +158,11 @@ def test_federated_statistics_regression_and_harmonization(federation, tmp_path)
     from scipy import stats as scipy_stats
 
     hub_cli, sites = federation["hub_cli"], federation["sites"]
-    for name, ctx in sites.items():
-        quantify(ctx, federation["sent"][name])
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(sites)) as pool:  # each site on its own worker, at once
+        list(pool.map(lambda item: quantify(item[1], federation["sent"][item[0]]),
+                      sites.items()))
     cohort = parse_short(["modality=CT"])
     cohort_file = tmp_path / "cohort.json"
     cohort_file.write_text(cohort.canonical_json())

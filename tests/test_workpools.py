@@ -157,3 +157,18 @@ def test_the_site_prefect_server_takes_the_pools_and_deployments(site, pool_type
         call("DELETE", f"deployments/{deployment.json()['id']}")
     finally:
         call("DELETE", f"work_pools/{pool}")
+
+
+@pytest.mark.services
+def test_the_cli_prints_a_valid_pool_for_the_site(site, cli) -> None:
+    import json
+
+    out = json.loads(cli("site", "work-pool", "--site", "alpha", "--type", "kubernetes",
+                         "--json", check=True).stdout)
+    assert out["work_pool"] == "alpha-kubernetes" and out["type"] == "kubernetes"
+    case = out["job_variables"]["radflow.flows.segment_quantify.segment_and_quantify_case"]
+    assert case["env"]["RADFLOW_SITE"] == "alpha"
+    assert case["radflow_home"] == str(site.settings.home)
+    check("kubernetes", out["base_job_template"], case)
+    bad = cli("site", "work-pool", "--site", "alpha", "--type", "nomad")
+    assert bad.returncode == 1 and "not one of process, docker, kubernetes" in bad.stderr
