@@ -81,6 +81,7 @@ def test_dashboard_filters_by_clicking_facets(site, case, browser, shots) -> Non
     page.screenshot(path=str(shots / "explore-dashboard.png"), full_page=True)
     # the view is shareable: a new browser context at the same address shows the same count
     shared = log_in(browser, site, "radiologist", page.url.removeprefix(app_url(site)))
+    shared.wait_for_url(page.url, timeout=10_000)  # the filters survive the log-in
     assert total(shared) == total(page)
     shared.context.close()
     # removing the modality chip keeps the year

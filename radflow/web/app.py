@@ -81,7 +81,9 @@ def create_web_app(host: WebHost, *, tls: bool = False) -> FastAPI:
     async def _login(request: Request, _exc: LoginRequired) -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": "not logged in", "fix": "log in at /login"}, 401)
-        return RedirectResponse(f"/login?{urlencode({'next': request.url.path})}", 303)
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # the query is kept: a shared dashboard address holds its filters there
+        return RedirectResponse(f"/login?{urlencode({'next': here})}", 303)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Response:
