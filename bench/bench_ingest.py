@@ -33,11 +33,11 @@ from radflow.catalog.models import IngestRequest, Series, WatcherState
 from radflow.data.push import push
 from radflow.settings import RadflowSettings
 from radflow.site import SiteManager
-from radflow.site.components import COMPONENTS
+from radflow.site.components import component
 from radflow.synth import synthesize
 from radflow.watcher.core import CURSOR, WatcherConfig
 
-WATCHER = next(c for c in COMPONENTS if c.name == "watcher")
+WATCHER = component("watcher")
 
 
 def send(ctx, data: Path) -> tuple[int, float]:
