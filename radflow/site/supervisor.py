@@ -88,8 +88,9 @@ class Supervisor(ServiceLoop):
             self._reschedule_crashed()
 
     def _reschedule_crashed(self) -> None:
-        """Crashed deployment runs since the site started go back to their queue (at most
-        MAX_RESCHEDULES times each); the Prefect server may be down: then next time."""
+        """Each crashed deployment run (from a day before the supervisor started on) is run
+        again as a new run of its deployment, at most MAX_RESCHEDULES times per first run; the
+        Prefect server may be down: then next time."""
         from datetime import UTC, datetime, timedelta
 
         path = self.ctx.paths.run / "rescheduled.json"
