@@ -35,6 +35,11 @@ class RadflowSettings(BaseSettings):
         default=Path("/usr/bin"),
         description="Folder holding DCMTK's storescu/echoscu (Debian's dcmtk package).",
     )
+    columns_from: int = Field(
+        default=20_000,
+        description="Catalogs of at least this many series keep a columnar copy for cohort "
+                    "queries (radflow.cohorts.columns); smaller ones answer in SQL.",
+    )
     start_timeout: float = Field(
         default=90.0,
         description="Seconds to wait for each site component to become healthy.",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -77,15 +78,17 @@ def _inline(case_flow: Any, refs: list[SeriesRef], options: dict[str, Any],
     """Each case a task of the current flow run, on its task runner."""
     submit = lambda ref: inline_case.submit(case_flow, ref, options)  # noqa: E731
     done = lambda f: f.state.is_final()  # noqa: E731
+    again: set[str] = set()
 
-    def collect(future: Any, ref: SeriesRef) -> dict[str, Any]:
-        if future.state.is_crashed():  # measured: when the site's worker is killed, the case
-            # running in its flow-run process is aborted (SystemExit) while the fan-out goes
-            # on; once more, reusing what the first attempt stored
+    def collect(future: Any, ref: SeriesRef) -> dict[str, Any] | Again:
+        if future.state.is_crashed() and ref.orthanc_id not in again:
+            # measured: when the site's worker is killed, the case running in its flow-run
+            # process is aborted (SystemExit) while the fan-out goes on; once more, in its
+            # slot, reusing what the first attempt stored
             get_run_logger().warning("case %s crashed (%s); running it again",
                                      ref.series_uid, future.state.message)
-            future = submit(ref)
-            future.wait()
+            again.add(ref.orthanc_id)
+            return Again(submit(ref))
         if future.state.is_completed():
             return future.result()
         return failed_row(ref, future.state.message or "failed")
@@ -113,8 +116,18 @@ def _on_dask(case_flow: Any, refs: list[SeriesRef], options: dict[str, Any], lim
     return cases_on_dask()
 
 
+@dataclass(frozen=True)
+class Again:
+    """What ``collect`` returns to run a case once more: the new run's handle, which keeps the
+    case's slot while the other slots go on."""
+
+    handle: Any
+
+
 def _window(refs: list[SeriesRef], limit: int, submit: Callable, done: Callable,
-            collect: Callable, on_progress: Callable[[int], None] | None = None) -> list[dict]:
+            collect: Callable[[Any, SeriesRef], dict[str, Any] | Again]) -> list[dict]:
+    """Keep ``limit`` cases running; ``collect`` turns a finished handle into the case's row
+    (or :class:`Again`). Rows come back in the order of ``refs``."""
     rows: dict[int, dict[str, Any]] = {}
     waiting = list(enumerate(refs))
     running: dict[int, Any] = {}
@@ -124,7 +137,11 @@ def _window(refs: list[SeriesRef], limit: int, submit: Callable, done: Callable,
             running[index] = submit(ref)
         finished = [i for i, handle in running.items() if done(handle)]
         for index in finished:
-            rows[index] = collect(running.pop(index), refs[index])
+            outcome = collect(running.pop(index), refs[index])
+            if isinstance(outcome, Again):
+                running[index] = outcome.handle
+            else:
+                rows[index] = outcome
         if not finished:
             time.sleep(POLL_SECONDS)
     return [rows[i] for i in range(len(refs))]

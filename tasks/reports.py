@@ -6,11 +6,12 @@ import base64
 import io
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_table_artifact
 
 from radflow.catalog.db import optimize, session_scope
 from radflow.catalog.store import catalog_stats
+from radflow.cohorts import columns
 from radflow.runtime import site_runtime
 
 
@@ -43,6 +44,14 @@ def ingest_report(rows: list[dict[str, Any]], site: str | None = None) -> dict[s
     """Publish a table of the run's series and a PNG chart of the whole catalog."""
     rt = site_runtime(site)
     optimize(rt.catalog_url)  # keep cohort queries on good plans as the catalog grows
+    try:  # and, for a big catalog, their columnar copy current
+        built = columns.refresh(rt.catalog_url)
+        if built["state"] == "built":
+            get_run_logger().info("cohort copy of the catalog rebuilt: %d series in %.1f s",
+                                  built["series"], built["seconds"])
+    except Exception as exc:  # noqa: BLE001  (queries answer in SQL meanwhile: nothing is lost)
+        get_run_logger().warning("the catalog's columnar copy could not be rebuilt (%s); cohort "
+                                 "queries answer in SQL until the next ingest", exc)
     with session_scope(rt.catalog_url) as session:
         stats = catalog_stats(session)
     table = [{**row, "findings": ", ".join(row.get("findings", [])) or "-"} for row in rows]

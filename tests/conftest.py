@@ -27,6 +27,9 @@ def radflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("radflow-home")
     old = os.environ.get("RADFLOW_HOME")
     os.environ["RADFLOW_HOME"] = str(home)
+    # every catalog keeps its columnar copy (radflow.cohorts.columns), not only big ones, so that
+    # the sites' cohort queries in these tests are answered from it wherever it is current
+    os.environ.setdefault("RADFLOW_COLUMNS_FROM", "1")
     yield home
     if old is None:
         os.environ.pop("RADFLOW_HOME", None)

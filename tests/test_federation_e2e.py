@@ -22,7 +22,7 @@ from radflow.cohorts.definition import parse_short
 from radflow.cohorts.query import count_series
 from radflow.federation.client import join
 from radflow.federation.policy import SitePolicy, policy_path, save_policy
-from radflow.hub import registry
+from radflow.hub import registry, study_jobs
 from radflow.hub.models import HubVersion
 from radflow.hub.studies import run_study
 
@@ -91,7 +91,7 @@ def test_a_federated_count_through_the_agent(joined, hub, cli) -> None:
                                 check=True).stdout)
     assert listed and listed[0]["approved"] and not listed[0]["accepted"]
     time.sleep(3)  # the agent has seen it and waits
-    assert registry.study_jobs(hub["engine"], listed[0]["study"])[0].status == "queued"
+    assert study_jobs.study_jobs(hub["engine"], listed[0]["study"])[0].status == "queued"
     cli("site", "jobs", "accept", listed[0]["id"], "--site", "alpha", check=True)
     runner.join(150)
     assert manual["sites"][0]["status"] == "released"
@@ -114,8 +114,8 @@ def test_a_federated_count_through_the_agent(joined, hub, cli) -> None:
     assert events[-1].action == "federation.released"
     assert json.loads(events[-1].detail)["release"] == {"n": total, "matching": matching}
     # the release went out once: the job is done at the hub, and the agent took nothing else
-    (job,) = registry.study_jobs(hub["engine"], result["study"])
-    assert job.status == "released" and registry.queued_jobs(hub["engine"], "alpha") == []
+    (job,) = study_jobs.study_jobs(hub["engine"], result["study"])
+    assert job.status == "released" and study_jobs.queued_jobs(hub["engine"], "alpha") == []
 
     # one byte of the published bundle changes at the hub: the site refuses it
     with Session(hub["engine"]) as session:
@@ -170,7 +170,7 @@ def test_a_killed_agent_resumes_a_missing_site_is_reported_and_nothing_leaks(
     deadline = time.monotonic() + 90
     study = None
     while time.monotonic() < deadline and study is None:  # the study's job reaches alpha
-        jobs = registry.queued_jobs(hub["engine"], "alpha")
+        jobs = study_jobs.queued_jobs(hub["engine"], "alpha")
         study = jobs[0]["study"] if jobs else None
         time.sleep(0.1)
     assert study is not None
@@ -245,7 +245,7 @@ def test_manual_release_on_the_federation_page(joined, hub, browser, shots, cli)
     before = last_seq(site)
     runner, out, waiting = study_in_background()
     time.sleep(2)
-    assert registry.study_jobs(hub["engine"], waiting["study"])[0].status == "queued"  # held
+    assert study_jobs.study_jobs(hub["engine"], waiting["study"])[0].status == "queued"  # held
     listed = json.loads(cli("site", "releases", "list", "--site", "alpha", "--json",
                             check=True).stdout)
     assert [r["job"] for r in listed] == [waiting["job"]]
@@ -279,6 +279,6 @@ def test_manual_release_on_the_federation_page(joined, hub, browser, shots, cli)
     runner.join(120)
     assert [{k: v for k, v in s.items() if k != "policy"} for s in out["sites"]] == \
         [{"site": "alpha", "status": "refused", "refusal": "declined"}]
-    (job,) = registry.study_jobs(hub["engine"], out["study"])
+    (job,) = study_jobs.study_jobs(hub["engine"], out["study"])
     assert job.release is None and job.refusal == "declined"  # nothing else reached the hub
     assert verify(site.catalog_url).ok

@@ -275,15 +275,20 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return certfile, keyfile
 
 
-def test_a_hub_behind_tls(tmp_path) -> None:
+@pytest.mark.postgres
+def test_a_hub_behind_tls(tmp_path, postgres) -> None:
     """`hub up` with a certificate: sites reach it only over TLS, a site that does not trust
     the certificate is told what to pass, and one given the CA joins and gets tokens; a
-    restarted hub keeps serving TLS without the flags again."""
+    restarted hub keeps serving TLS without the flags again. This hub's database and its
+    Prefect server's are on PostgreSQL (the other hub tests run on SQLite)."""
     import json
     import os
     import subprocess
 
+    import psycopg
     from conftest import RADFLOW
+
+    databases = {part: postgres.create_database(f"tls_hub_{part}") for part in ("hub", "prefect")}
 
     certfile, keyfile = self_signed(tmp_path)
     env = {**os.environ, "RADFLOW_HOME": str(tmp_path / "home")}
@@ -297,7 +302,9 @@ def test_a_hub_behind_tls(tmp_path) -> None:
         half = hub_cli("hub", "up", "--certfile", str(certfile))
         assert half.returncode == 1 and "both --certfile and --keyfile" in half.stderr
         up = hub_cli("hub", "up", "--port", str(port), "--prefect-port", str(free_port()),
-                     "--certfile", str(certfile), "--keyfile", str(keyfile), "--json")
+                     "--certfile", str(certfile), "--keyfile", str(keyfile), "--json",
+                     "--database-url", databases["hub"],
+                     "--prefect-database-url", databases["prefect"])
         assert up.returncode == 0, up.stderr
         url = json.loads(up.stdout)["url"]
         assert url == f"https://127.0.0.1:{port}"
@@ -311,9 +318,18 @@ def test_a_hub_behind_tls(tmp_path) -> None:
         client = HubClient(tmp_path / "mainz")
         assert client.get("").json() == {"site": "mainz", "scope": "site:mainz"}
         assert hub_cli("hub", "down").returncode == 0
-        again = hub_cli("hub", "up", "--json")  # the TLS settings were kept
+        again = hub_cli("hub", "up", "--json")  # the TLS settings were kept, and the databases
         assert again.returncode == 0 and json.loads(again.stdout)["url"] == url
         client._token = None
         assert client.get("").status_code == 200
+        with psycopg.connect(databases["hub"]) as connection:
+            assert connection.execute("SELECT name FROM hub_site").fetchall() == [("mainz",)]
+        with psycopg.connect(databases["prefect"]) as connection:
+            assert connection.execute("SELECT name FROM work_pool WHERE name = 'hub'").fetchall()
+            assert connection.execute("SELECT count(*) FROM worker").fetchone()[0] > 0
+        assert not [p for p in (tmp_path / "home").rglob("*.db") if "prefect" in p.name]
+        password = databases["hub"].split(":")[2].split("@")[0]
+        logs = [p for p in (tmp_path / "home").rglob("*.log") if p.is_file()]
+        assert logs and not [p for p in logs if password in p.read_text(errors="replace")]
     finally:
         hub_cli("hub", "down")

@@ -14,10 +14,12 @@ import pytest
 import requests
 from conftest import send, wait_settled
 from pydicom.uid import generate_uid
+from sqlalchemy import func
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import Finding, IngestRequest, Series
+from radflow.cohorts import CohortDefinition, columns, count_series
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
@@ -154,6 +156,21 @@ def test_each_ingest_run_publishes_a_table_and_a_chart(orthanc, site, synth_dir:
     assert series_id in json.dumps(table["data"])
     chart = next(a for a in found if a["key"] == "catalog-chart")
     assert chart["data"].startswith("data:image/png;base64,")
+
+    # the report also brought the catalog's columnar copy up to date, and cohorts read it
+    ct = CohortDefinition.parse({"where": {"field": "modality", "op": "eq", "value": "CT"}})
+    deadline = time.monotonic() + 30
+    while True:
+        with session_scope(site.catalog_url) as session:
+            copy = columns.current(session.connection())
+            if copy is not None or time.monotonic() > deadline:
+                break
+        time.sleep(1)
+    assert copy is not None, "no current columnar copy after the ingest run reported"
+    with session_scope(site.catalog_url) as session:
+        in_sql = session.exec(select(func.count()).select_from(Series).where(
+            Series.modality == "CT")).one()
+        assert copy.count(ct.where) == count_series(session, ct) == in_sql > 0
 
 
 def test_a_corrupt_file_in_storage_is_a_finding_not_a_failure(orthanc, site, manager,

@@ -89,3 +89,30 @@ def reconcile(site: str | None = SITE, json_out: bool = JSON) -> None:
         return
     console.print(f"requested {result['requested']} series; removed {result['removed']} that "
                   "Orthanc no longer holds. The site's watcher submits the requests.")
+
+
+@app.command()
+def optimize(site: str | None = SITE,
+             force: bool = typer.Option(False, "--force",
+                                        help="Keep a columnar copy even below RADFLOW_COLUMNS_FROM."),
+             json_out: bool = JSON) -> None:
+    """Bring the query planner's statistics and the catalog's columnar copy for cohort queries
+    up to date now: after a bulk import (the ingest flow does this after each burst)."""
+    from radflow.catalog.db import optimize as analyze
+    from radflow.cohorts import columns
+
+    url = site_catalog_url(site)
+    analyze(url)
+    result = columns.refresh(url, force=force)
+    if json_out:
+        print_json(result)
+        return
+    message = {
+        "built": f"columnar copy built: {result.get('series')} series in {result.get('seconds')} s",
+        "current": "columnar copy already current",
+        "small": f"{result.get('series')} series: below RADFLOW_COLUMNS_FROM, cohort queries "
+                 "answer in SQL (--force keeps a copy anyway)",
+        "busy": "the catalog changed while it was read; run this again when ingest is quiet",
+        "unsupported": "an in-memory catalog keeps no columnar copy",
+    }[result["state"]]
+    console.print(message, highlight=False)

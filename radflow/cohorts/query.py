@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from typing import Any
 
@@ -11,7 +12,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from radflow.catalog.models import Finding, Series
+from radflow.cohorts import columns
 from radflow.cohorts.definition import FIELDS, CohortDefinition
+
+logger = logging.getLogger(__name__)
 
 
 def _like_escape(text: str) -> str:
@@ -81,14 +85,32 @@ def to_sql(node: dict[str, Any]) -> ColumnElement[bool]:
 
 
 def count_series(session: Session, definition: CohortDefinition) -> int:
-    """How many series match."""
+    """How many series match (from the catalog's columnar copy when it is current)."""
+    copy = columns.current(session.connection())
+    if copy is not None:
+        try:
+            return copy.count(definition.where)
+        except OSError as exc:  # removed by a refresh in another process meanwhile
+            logger.warning("the catalog's columnar copy is gone (%s): counting in SQL", exc)
     return session.exec(select(func.count()).select_from(Series).where(to_sql(definition.where))).one()
 
 
-def select_series(session: Session, definition: CohortDefinition, limit: int | None = None) -> list[Series]:
-    """The matching series, oldest study first."""
+def select_series(session: Session, definition: CohortDefinition, limit: int | None = None,
+                  offset: int = 0) -> list[Series]:
+    """The matching series, oldest study first (``ORDER BY study_date, id``: where undated
+    series go is the database's rule, first on SQLite and last on PostgreSQL); a page of them
+    with ``limit`` and ``offset``."""
+    copy = columns.current(session.connection()) if limit and limit <= columns.LIST_LIMIT else None
+    if copy is not None:
+        try:
+            ids = copy.first_ids(definition.where, limit or 0, offset)
+        except OSError as exc:
+            logger.warning("the catalog's columnar copy is gone (%s): listing in SQL", exc)
+        else:
+            rows = {s.id: s for s in session.exec(select(Series).where(col(Series.id).in_(ids)))}
+            return [rows[i] for i in ids]
     query = select(Series).where(to_sql(definition.where)).order_by(
         col(Series.study_date), col(Series.id))
     if limit:
         query = query.limit(limit)
-    return list(session.exec(query))
+    return list(session.exec(query.offset(offset) if offset else query))

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
-from radflow.hub import registry
+from radflow.hub import registry, study_jobs
 from radflow.hub.registry import ASSERTION_TYPE, Refusal
 
 MAX_WAIT = 25.0  # seconds a long poll is held open
@@ -155,7 +155,7 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
         known = set(skip.split(",")[:200]) if skip else set()
         deadline = asyncio.get_running_loop().time() + min(max(wait, 0.0), MAX_WAIT)
         while True:
-            every = registry.queued_jobs(engine, name)
+            every = study_jobs.queued_jobs(engine, name)
             found = every if any(j["id"] not in known for j in every) else []
             if found or asyncio.get_running_loop().time() >= deadline:
                 return {"jobs": every}
@@ -166,7 +166,7 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
         """A site's release (already through its egress gate) or refusal code, posted once."""
         if (body.release is None) == (body.refusal is None):
             raise HTTPException(422, "post a release or a refusal code")
-        return {"job": job_id, "status": registry.post_result(engine, site, job_id,
+        return {"job": job_id, "status": study_jobs.post_result(engine, site, job_id,
                                                               body.release, body.refusal,
                                                               body.policy)}
 

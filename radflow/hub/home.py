@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 8700
 WORK_POOL = "hub"
+# the hub's databases (secrets.json keys) and what each holds, as the site's DATABASES
+DATABASES = {"database_url": "hub database", "prefect_database_url": "hub Prefect database"}
 # The embedded provider's demo users and their roles (groups) on the hub.
 HUB_USERS = {"coordinator": ("coordinator",), "admin": ("admin",)}
 COORDINATOR_ROLES = ("coordinator", "admin")
@@ -102,8 +104,7 @@ class HubHome:
         want = dict(have)
         for key, url in (databases or {}).items():
             if url:
-                want[key] = check_url(url, "hub database" if key == "database_url"
-                                      else "hub Prefect database")
+                want[key] = check_url(url, DATABASES[key])
             else:
                 want.pop(key, None)
         want.setdefault("prefect_auth_string", "radflow:" + secrets.token_urlsafe(24))

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from radflow.hub import registry
+from radflow.hub import registry, study_jobs
 
 
 def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
@@ -31,11 +31,11 @@ def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
     of each site's release or refusal as it arrives."""
     from radflow.hub.coordinator import coordinator_for
 
-    registry.check_study(engine, name, sites)
+    study_jobs.check_study(engine, name, sites)
     version = [v for v in registry.versions(engine) if v.name == name][-1]
     coordinator = coordinator_for(engine, folder, version.hash)
     first = coordinator.first_round(params) or {}
-    study, _ = registry.start_study(engine, name, params, sites, deadline_s, study_id,
+    study, _ = study_jobs.start_study(engine, name, params, sites, deadline_s, study_id,
                                     started_by, round_params=first)
     rounds: list[dict[str, Any]] = []
     round_no, round_params = 0, first
@@ -50,7 +50,7 @@ def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
         if following is None:
             break
         round_no, round_params = round_no + 1, following
-        registry.queue_round(engine, study, round_no, released, params | following)
+        study_jobs.queue_round(engine, study, round_no, released, params | following)
     per_site: dict[str, dict[str, Any]] = {}
     for done in rounds:  # a site's last release, or the refusal that ended its part
         for entry in done["sites"]:
@@ -81,7 +81,7 @@ def _wait_round(engine: Engine, study_id: str, round_no: int, deadline_s: float,
     end = time.monotonic() + deadline_s
     told: set[str] = set()
     while True:
-        rows = registry.study_jobs(engine, study_id, round_no)
+        rows = study_jobs.study_jobs(engine, study_id, round_no)
         for job in rows:
             if job.status in ("released", "refused") and job.site not in told:
                 told.add(job.site)
@@ -91,7 +91,7 @@ def _wait_round(engine: Engine, study_id: str, round_no: int, deadline_s: float,
             break
         time.sleep(poll)
     if len(told) < len(rows):
-        registry.close_round(engine, study_id, round_no)
+        study_jobs.close_round(engine, study_id, round_no)
     return [_entry(job) for job in rows]
 
 
@@ -201,9 +201,9 @@ def launch(home: Any, name: str, params: dict[str, Any], sites: list[str] | None
     Raises:
         ConfigurationError: the flow is not published, or a site is unknown.
     """
-    registry.check_study(home.engine(), name, sites)
-    registry.check_params(home.engine(), name, params)
-    study_id = registry.new_study_id()
+    study_jobs.check_study(home.engine(), name, sites)
+    study_jobs.check_params(home.engine(), name, params)
+    study_id = study_jobs.new_study_id()
     api = home.prefect()
     run = api.create_flow_run(f"federated-study/{name}", {
         "name": name, "params": params, "sites": sites or None, "deadline_s": deadline_s,
@@ -216,12 +216,12 @@ def study_state(home: Any, study_id: str) -> dict[str, Any] | None:
     out = home.root / "studies" / study_id / "result.json"
     if study_id.isalnum() and out.exists():
         return {"state": "finished", **json.loads(out.read_text())}
-    row = registry.study(home.engine(), study_id)
+    row = study_jobs.study(home.engine(), study_id)
     if row is None:
         return _before_start(home, study_id)
     return {"state": "running", "study": row.id, "flow": row.name, "version": row.version_hash,
             "started_by": row.started_by,
-            "sites": [_entry(job) for job in registry.study_jobs(home.engine(), row.id)]}
+            "sites": [_entry(job) for job in study_jobs.study_jobs(home.engine(), row.id)]}
 
 
 def _before_start(home: Any, study_id: str) -> dict[str, Any] | None:
@@ -247,7 +247,7 @@ def _before_start(home: Any, study_id: str) -> dict[str, Any] | None:
 def study_rows(home: Any) -> list[dict[str, Any]]:
     """Every study, newest first: id, flow, who started it, finished or running."""
     rows = []
-    for row in registry.studies(home.engine()):
+    for row in study_jobs.studies(home.engine()):
         done = (home.root / "studies" / row.id / "result.json").exists()
         rows.append({"study": row.id, "flow": row.name, "version": row.version_hash,
                      "started_by": row.started_by, "created_at": row.created_at.isoformat(),

@@ -20,11 +20,18 @@ from radflow.catalog.models.base import utcnow
 from radflow.catalog.models.cohorts import CohortPin, CohortRecord
 from radflow.catalog.models.federation import FederationJob
 from radflow.catalog.models.ingest import IngestRequest, SettlingSeries, WatcherState
-from radflow.catalog.models.mirror import Finding, Instance, Patient, Series, Study
+from radflow.catalog.models.mirror import (
+                                          CatalogGeneration,
+                                          Finding,
+                                          Instance,
+                                          Patient,
+                                          Series,
+                                          Study,
+)
 from radflow.catalog.models.results import DerivedResult, FeatureValue
 from radflow.catalog.models.reviews import Review
 
-__all__ = ["AuditEvent", "CohortPin", "CohortRecord", "DerivedResult", "FeatureValue",
+__all__ = ["AuditEvent", "CatalogGeneration", "CohortPin", "CohortRecord", "DerivedResult", "FeatureValue",
            "FederationJob", "Finding",
            "IngestRequest", "Instance", "Patient", "Review", "Series", "SettlingSeries", "Study",
            "WatcherState", "utcnow"]

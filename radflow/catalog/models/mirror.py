@@ -162,3 +162,17 @@ class Finding(SQLModel, table=True):
     code: str = Field(index=True)
     severity: Severity = Field(sa_column=enum_column(Severity))
     message: str = Field(sa_column=Column(Text))
+
+
+class CatalogGeneration(SQLModel, table=True):
+    """One row that says which state of the series and finding tables a reader saw: ``value``
+    counts changes (database triggers add one on every insert, update and delete of either
+    table, in the writing transaction), and ``token`` is drawn when the database is made, so that
+    a catalog made again does not reuse a count. The columnar copy of the catalog
+    (:mod:`radflow.cohorts.columns`) is used only while both match what it was built from."""
+
+    __tablename__ = "catalog_generation"
+
+    id: int = Field(default=1, primary_key=True)
+    token: str
+    value: int = 0
