@@ -188,6 +188,7 @@ def test_the_threshold_comes_from_the_environment(catalog: str, monkeypatch) -> 
     monkeypatch.setenv("RADFLOW_COLUMNS_FROM", "1000")
     assert columns.refresh(catalog)["state"] == "built"
     assert (folder / "current.json").is_file()
+    assert folder.stat().st_mode & 0o777 == 0o700  # patients' ages and dates: owner only
     monkeypatch.setenv("RADFLOW_COLUMNS_FROM", "2000")
     with session_scope(catalog) as session:
         session.execute(update(Series).where(col(Series.id) == 1).values(kvp=99.0))

@@ -14,7 +14,7 @@ import pytest
 import requests
 from conftest import send, wait_settled
 from pydicom.uid import generate_uid
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
@@ -133,7 +133,8 @@ def test_deleting_in_orthanc_removes_from_the_catalog(orthanc, site, synth_dir: 
     assert info["catalog_series"] == 1
 
 
-def test_each_ingest_run_publishes_a_table_and_a_chart(orthanc, site, synth_dir: Path) -> None:
+def test_each_ingest_run_publishes_a_table_and_a_chart(orthanc, site, synth_dir: Path, cli,
+                                                      monkeypatch) -> None:
     wait_settled(site)
     send(site, synth_dir / "case_002")
     wait_settled(site)
@@ -171,6 +172,20 @@ def test_each_ingest_run_publishes_a_table_and_a_chart(orthanc, site, synth_dir:
         in_sql = session.exec(select(func.count()).select_from(Series).where(
             Series.modality == "CT")).one()
         assert copy.count(ct.where) == count_series(session, ct) == in_sql > 0
+    optimized = json.loads(cli("catalog", "optimize", "--site", "alpha", "--json", check=True).stdout)
+    assert optimized["state"] == "current"
+    monkeypatch.setenv("RADFLOW_COLUMNS_FROM", "1000000")  # an admin sets the threshold higher
+    with session_scope(site.catalog_url) as session:  # any change makes the copy stale
+        session.execute(update(Series).where(Series.id == int(copy.array("id")[0])).values(
+            kvp=Series.kvp))
+    small = cli("catalog", "optimize", "--site", "alpha", check=True).stdout
+    assert "below RADFLOW_COLUMNS_FROM" in small and "--force" in small
+    with session_scope(site.catalog_url) as session:
+        assert columns.current(session.connection()) is None
+        assert count_series(session, ct) == in_sql  # in SQL now
+    forced = json.loads(cli("catalog", "optimize", "--site", "alpha", "--force", "--json",
+                            check=True).stdout)
+    assert forced["state"] == "built" and forced["series"] >= in_sql
 
 
 def test_a_corrupt_file_in_storage_is_a_finding_not_a_failure(orthanc, site, manager,

@@ -191,6 +191,7 @@ def refresh(engine_or_url: Engine | str, *, force: bool = False) -> dict[str, An
         shutil.rmtree(folder, ignore_errors=True)
         return {"state": "small", "series": size}
     folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)  # study dates, ages, sexes: the owner's only, as the catalog
     with open(folder / ".lock", "w") as lock:
         try:  # one build at a time per catalog, across processes
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
