@@ -26,6 +26,7 @@ from sqlmodel import select
 from radflow.catalog.db import get_engine, optimize, session_scope
 from radflow.catalog.models import Patient, Series, Study
 from radflow.cohorts import CohortDefinition, columns, count_series, select_series, to_sql
+from radflow.settings import get_settings
 
 QUERIES = {
     "CT": {"field": "modality", "op": "eq", "value": "CT"},
@@ -142,7 +143,8 @@ def run(url: str, n: int, repeat: int) -> float:
         definition = CohortDefinition.parse({"where": where})
         sql = select(func.count()).select_from(Series).where(to_sql(definition.where))
         with session_scope(url) as session:
-            assert columns.current(session.connection()) is not None or n < 20_000
+            assert columns.current(session.connection()) is not None \
+                or n < get_settings().columns_from
             count = count_series(session, definition)
             t_count = timed(lambda s=session, d=definition: count_series(s, d), repeat)
             t_list = timed(lambda s=session, d=definition: select_series(s, d, limit=100), repeat)

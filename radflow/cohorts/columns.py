@@ -48,7 +48,6 @@ import shutil
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +55,13 @@ import numpy as np
 from sqlalchemy.engine import Connection, Engine
 
 from radflow.cohorts.definition import FIELDS
+from radflow.cohorts.masks import EPOCH, evaluate
 
 logger = logging.getLogger(__name__)
 
 FORMAT = 1
 CHUNK = 50_000  # rows read per round while building
 LIST_LIMIT = 10_000  # larger listings load their rows in SQL anyway: no gain from the copy
-_EPOCH = np.datetime64("1970-01-01", "D")
 _FIELDS = [name for name in FIELDS if name != "finding"]
 
 
@@ -121,7 +120,7 @@ def _convert(kind: str, values: tuple[Any, ...], words: _Dictionary | None) -> n
                            count=len(values))
     if kind == "date":
         days = np.array(values, dtype="datetime64[D]")
-        out = (days - _EPOCH).astype(np.float64)
+        out = (days - EPOCH).astype(np.float64)
         out[np.isnat(days)] = np.nan
         return out
     return np.array(values, dtype=np.float64)  # None -> nan
@@ -266,7 +265,7 @@ class Columns:
 
     def matches(self, node: dict[str, Any]) -> np.ndarray:
         """The positions' truth for a canonical filter node (true only: unknown is not a match)."""
-        return _evaluate(self, node)[0]
+        return evaluate(self, node)[0]
 
     def count(self, node: dict[str, Any]) -> int:
         return int(np.count_nonzero(self.matches(node)))
@@ -305,99 +304,3 @@ def current(connection: Connection) -> Columns | None:
             return None
         _loaded[folder] = copy
         return copy
-
-
-# -- evaluation: (true, false) masks; a position in neither is unknown (SQL's NULL) ----------
-
-
-def _evaluate(cols: Columns, node: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    if "field" in node:
-        return _condition(cols, node["field"], node["op"], node["value"])
-    key, value = next(iter(node.items()))
-    if key == "not":
-        true, false = _evaluate(cols, value)
-        return false, true
-    if key in ("all", "any"):
-        parts = [_evaluate(cols, child) for child in value]
-        true, false = parts[0][0].copy(), parts[0][1].copy()
-        for t, f in parts[1:]:
-            if key == "all":
-                true &= t
-                false |= f
-            else:
-                true |= t
-                false &= f
-        return true, false
-    found = _linked(cols, "result", lambda word: word == value)  # has_result
-    return found, ~found
-
-
-def _linked(cols: Columns, name: str, test) -> np.ndarray:
-    """Series with at least one linked row (finding, derived result) whose word passes."""
-    hit = np.fromiter((bool(test(w)) for w in cols.words(name)), dtype=bool,
-                      count=len(cols.words(name)))
-    rows = cols.array(f"{name}_pos")[hit[cols.array(f"{name}_code")]] if hit.size else []
-    found = np.zeros(cols.size, dtype=bool)
-    found[rows] = True
-    return found
-
-
-def _word_test(op: str, value: Any):
-    if op in ("eq", "ne"):
-        return lambda w: w == value
-    if op in ("in", "not_in"):
-        wanted = set(value)
-        return lambda w: w in wanted
-    if op == "contains":
-        return lambda w: value in w
-    return lambda w: True  # exists
-
-
-def _condition(cols: Columns, name: str, op: str, value: Any) -> tuple[np.ndarray, np.ndarray]:
-    negated = op in ("ne", "not_in")  # SQL: "not X" also holds where the field is unknown
-    if name == "finding":
-        found = _linked(cols, "finding", _word_test(op, value))
-        if op == "exists" and not value:
-            negated = True
-        return (~found, found) if negated else (found, ~found)
-    kind = FIELDS[name].kind
-    column = cols.array(name)
-    if kind in ("code", "text"):
-        known = column >= 0
-        if op == "exists":
-            return (known, ~known) if value else (~known, known)
-        test = _word_test(op, value)
-        hit = np.fromiter((bool(test(w)) for w in cols.words(name)), dtype=bool,
-                          count=len(cols.words(name)))
-        match = np.append(hit, False)[column]  # -1 (unknown) reads the appended False
-    else:
-        if kind == "bool":
-            known = column >= 0
-            numbers = column
-            value = int(value) if op != "exists" else value
-        else:
-            known = ~np.isnan(column)
-            numbers = column
-        if op == "exists":
-            return (known, ~known) if value else (~known, known)
-        if kind == "date":
-            value = [_days(v) for v in value] if isinstance(value, list) else _days(value)
-        match = _compare(numbers, op, value)
-    if negated:
-        return ~match, match  # match is false where unknown, so ~match holds there
-    return match, known & ~match
-
-
-def _days(value: str) -> float:
-    return float((np.datetime64(date.fromisoformat(value), "D") - _EPOCH).astype(np.int64))
-
-
-def _compare(column: np.ndarray, op: str, value: Any) -> np.ndarray:
-    if op in ("eq", "ne"):
-        return column == value
-    if op in ("in", "not_in"):
-        return np.isin(column, value)
-    if op == "between":
-        return (column >= value[0]) & (column <= value[1])
-    return {"lt": np.less, "lte": np.less_equal, "gt": np.greater,
-            "gte": np.greater_equal}[op](column, value)

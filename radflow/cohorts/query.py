@@ -103,7 +103,7 @@ def select_series(session: Session, definition: CohortDefinition, limit: int | N
     copy = columns.current(session.connection()) if limit and limit <= columns.LIST_LIMIT else None
     if copy is not None:
         try:
-            ids = copy.first_ids(definition.where, limit or 0, offset)
+            ids = copy.first_ids(definition.where, limit, offset)
         except OSError as exc:
             logger.warning("the catalog's columnar copy is gone (%s): listing in SQL", exc)
         else:

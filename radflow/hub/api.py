@@ -167,8 +167,8 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
         if (body.release is None) == (body.refusal is None):
             raise HTTPException(422, "post a release or a refusal code")
         return {"job": job_id, "status": study_jobs.post_result(engine, site, job_id,
-                                                              body.release, body.refusal,
-                                                              body.policy)}
+                                                                body.release, body.refusal,
+                                                                body.policy)}
 
     @app.get("/v1/sites/{name}/versions")
     def versions(site: str = Depends(caller)) -> list[dict[str, Any]]:

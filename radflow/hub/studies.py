@@ -36,7 +36,7 @@ def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
     coordinator = coordinator_for(engine, folder, version.hash)
     first = coordinator.first_round(params) or {}
     study, _ = study_jobs.start_study(engine, name, params, sites, deadline_s, study_id,
-                                    started_by, round_params=first)
+                                      started_by, round_params=first)
     rounds: list[dict[str, Any]] = []
     round_no, round_params = 0, first
     while True:

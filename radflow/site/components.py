@@ -10,7 +10,6 @@ site agent) by declaring it in ``Plugin.components``.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -93,10 +92,9 @@ class Component:
         detail = "no answer yet"
         while time.monotonic() < deadline:
             if proc.process() is None:
-                tail = proc.log_tail(40)
                 raise SiteError(
-                    f"{self.name} exited during start-up: {_last_error(tail)}\n"
-                    f"Last lines of {proc.log_path}:\n{_shorten(tail, 8)}",
+                    f"{self.name} exited during start-up: {proc.last_error()}\n"
+                    f"Last lines of {proc.log_path}:\n{proc.log_tail(8)}",
                     fix=f"read {proc.log_path}; fix the cause and run `radflow site up` again",
                 )
             healthy, detail = self.probe(ctx)
@@ -121,20 +119,6 @@ class Component:
         healthy, detail = self.probe(ctx)
         return ComponentStatus(self.name, "running" if healthy else "unhealthy", pid, detail,
                                self.urls(ctx), **restarts)
-
-
-_ERROR_LINE = re.compile(r"^([\w.]+(Error|Exception)\b|[EF]\d{4} )")
-
-
-def _last_error(log: str) -> str:
-    """The most telling line of a start-up log: the last Python exception or Orthanc error."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    errors = [line for line in lines if _ERROR_LINE.match(line)]
-    return (errors or lines or ["(empty log)"])[-1]
-
-
-def _shorten(log: str, lines: int) -> str:
-    return "\n".join(log.splitlines()[-lines:])
 
 
 class OrthancComponent(Component):

@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -23,6 +24,8 @@ from pathlib import Path
 import psutil
 
 logger = logging.getLogger(__name__)
+# a start-up log's telling lines: a Python exception, or an Orthanc error (E0123 ...)
+_ERROR_LINE = re.compile(r"^([\w.]+(Error|Exception)\b|[EF]\d{4} )")
 
 
 @dataclass
@@ -142,6 +145,13 @@ class ManagedProcess:
         except FileNotFoundError:
             return "(no log)"
         return "\n".join(text.rstrip().splitlines()[-lines:])
+
+    def last_error(self, lines: int = 40) -> str:
+        """The most telling line of the end of its log: the last Python exception or Orthanc
+        error, else the last line."""
+        tail = [line.strip() for line in self.log_tail(lines).splitlines() if line.strip()]
+        errors = [line for line in tail if _ERROR_LINE.match(line)]
+        return (errors or tail or ["(empty log)"])[-1]
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from radflow.catalog.models.mirror import (
 from radflow.catalog.models.results import DerivedResult, FeatureValue
 from radflow.catalog.models.reviews import Review
 
-__all__ = ["AuditEvent", "CatalogGeneration", "CohortPin", "CohortRecord", "DerivedResult", "FeatureValue",
-           "FederationJob", "Finding",
+__all__ = ["AuditEvent", "CatalogGeneration", "CohortPin", "CohortRecord", "DerivedResult",
+           "FeatureValue", "FederationJob", "Finding",
            "IngestRequest", "Instance", "Patient", "Review", "Series", "SettlingSeries", "Study",
            "WatcherState", "utcnow"]
