@@ -72,7 +72,7 @@ class OrthancClient:
                 f"{what} was refused: wrong or missing credentials",
                 status=exc.http_status_code,
                 url=exc.url or self.url,
-                fix="use the site's credentials (`radflow site credentials --name SITE`)",
+                fix="use the site's credentials (`radflow site credentials --site SITE`)",
             ) from exc
         except oac.ResourceNotFound as exc:
             raise OrthancError(
@@ -95,7 +95,7 @@ class OrthancClient:
                 f"{what}: {exc.msg}",
                 status=None,
                 url=exc.url or self.url,
-                fix="start the site (`radflow site up --name SITE`) or check the Orthanc URL",
+                fix="start the site (`radflow site up --site SITE`) or check the Orthanc URL",
             ) from exc
 
     def _get(self, endpoint: str, what: str) -> Any:
@@ -137,7 +137,7 @@ class OrthancClient:
             answer = self._session.post(url, data=data, timeout=self.timeout)
         except requests.RequestException as exc:
             raise OrthancError(f"{what}: {type(exc).__name__}", status=None, url=url,
-                               fix="start the site (`radflow site up --name SITE`)") from exc
+                               fix="start the site (`radflow site up --site SITE`)") from exc
         if answer.status_code == 200:
             body = answer.json()
             if isinstance(body, list):  # a zip archive: several instances
@@ -164,7 +164,7 @@ class OrthancClient:
         if answer.status_code in (401, 403):
             raise OrthancError(f"{what} was refused: wrong or missing credentials",
                                status=answer.status_code, url=url,
-                               fix="use the site's credentials (`radflow site credentials --name SITE`)")
+                               fix="use the site's credentials (`radflow site credentials --site SITE`)")
         raise OrthancError(f"{what} failed: {error.get('Message', answer.text[:200])}",
                            status=answer.status_code, url=url,
                            fix="see Orthanc's log (RADFLOW_HOME/sites/SITE/logs/orthanc.log)")
@@ -223,7 +223,7 @@ class OrthancClient:
                 "STOW-RS: connection refused",
                 status=None,
                 url=f"{self.url}/dicom-web/studies",
-                fix="start the site (`radflow site up --name SITE`)",
+                fix="start the site (`radflow site up --site SITE`)",
             ) from exc
         failed = [item.ReferencedSOPInstanceUID for item in answer.get("FailedSOPSequence", [])]
         if failed:

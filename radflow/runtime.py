@@ -44,6 +44,6 @@ def site_runtime(site: str | None = None) -> SiteRuntime:
     except ValueError as exc:
         raise ConfigurationError(
             f"no Site block named {name!r} on this Prefect server",
-            fix=f"run `radflow site up --name {name}` (it saves the block)",
+            fix=f"run `radflow site up --site {name}` (it saves the block)",
         ) from exc
     return SiteRuntime(name, block.orthanc.client(), block.catalog_url.get_secret_value())

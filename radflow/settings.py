@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -12,7 +12,7 @@ class RadflowSettings(BaseSettings):
     """Settings read from the environment.
 
     Example:
-        ``RADFLOW_HOME=/srv/radflow radflow site up --name lab`` keeps all of the site's state
+        ``RADFLOW_HOME=/srv/radflow radflow site up --site lab`` keeps all of the site's state
         (Orthanc storage, Prefect database, logs, credentials) under ``/srv/radflow/sites/lab``.
     """
 
@@ -20,7 +20,9 @@ class RadflowSettings(BaseSettings):
 
     home: Path = Field(
         default=Path("~/.radflow"),
-        description="Where sites keep their state, configuration and credentials.",
+        validate_default=True,
+        description="Where sites and the hub keep their state, configuration and credentials "
+                    "(always expanded and absolute: `~` and relative paths never reach a caller).",
         examples=["~/.radflow", "/srv/radflow"],
     )
     orthanc_binary: Path = Field(
@@ -45,10 +47,18 @@ class RadflowSettings(BaseSettings):
         description="Seconds to wait for each site component to become healthy.",
     )
 
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        """``~/.radflow`` (the default) or a relative RADFLOW_HOME would otherwise become a
+        folder named ``~`` (or one under whatever the current directory is) in the caller's
+        hands; the home is resolved once, here, for everyone."""
+        return value.expanduser().resolve()
+
     @property
     def home_dir(self) -> Path:
-        """The expanded, absolute RADFLOW_HOME."""
-        return self.home.expanduser().resolve()
+        """The expanded, absolute RADFLOW_HOME (the same as ``home``)."""
+        return self.home
 
 
 def get_settings() -> RadflowSettings:

@@ -109,15 +109,39 @@ def join(hub_url: str = typer.Argument(..., help="The hub's URL, e.g. https://hu
          site: str | None = SITE, json_out: bool = JSON) -> None:
     """Enrol this site at a hub: make the site's key pair (the private key stays here, 0600),
     register its public key, and pin the hub's signing key. Compare both fingerprints with the
-    hub's operator by another channel."""
+    hub's operator by another channel. A running site starts its agent (which takes the hub's
+    jobs) at once; a stopped one starts it with its next `radflow site up`."""
     from radflow.cli.common import site_context
     from radflow.federation.client import join as join_hub
 
     ctx = site_context(site)
     info = join_hub(hub_url, ctx.name, code, ctx.paths.root, ca_bundle)
-    report(json_out, info, f"{ctx.name} joined {info['url']}\n  this site's key  "
-                           f"{info['site_fingerprint']}\n  the hub's key    "
-                           f"{info['hub_fingerprint']}  (compare both by another channel)")
+    agent = _start_agent(ctx.name)
+    report(json_out, {**info, "agent": agent},
+           f"{ctx.name} joined {info['url']}\n  this site's key  "
+           f"{info['site_fingerprint']}\n  the hub's key    "
+           f"{info['hub_fingerprint']}  (compare both by another channel)\n  " + (
+               "agent: started (it takes the hub's jobs)" if agent == "started" else
+               f"agent: not started, the site is not running (`radflow site up --site "
+               f"{ctx.name}` starts it with its agent)"))
+
+
+def _start_agent(name: str) -> str:
+    """Start the agent of a site that just joined, when the rest of the site runs: "started",
+    else "site-not-running"."""
+    from radflow.errors import SiteError
+    from radflow.site import SiteManager
+
+    manager = SiteManager()
+    others = [c.state for c in manager.status(name).components if c.name != "agent"]
+    if not others or any(state != "running" for state in others):
+        return "site-not-running"
+    try:
+        manager.restart(name, "agent")
+    except SiteError as exc:
+        raise SiteError(f"site {name!r} joined the hub, but its agent did not start: "
+                        f"{exc.message}", fix=exc.fix) from exc
+    return "started"
 
 
 @commands.command()

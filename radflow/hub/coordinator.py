@@ -63,7 +63,8 @@ def coordinator_for(engine: Engine, hub_root: Path, version_hash: str) -> Any:
         row = session.get(HubVersion, version_hash)
         if row is None:
             raise ConfigurationError(f"no published version {version_hash}",
-                                     fix="radflow publish the flow")
+                                     fix="publish its flow package on the hub "
+                                         "(`radflow publish PATH`)")
         manifest = json.loads(row.signed)["manifest"]
         bundle = row.bundle
     entrypoint = manifest.get("coordinator_entrypoint")

@@ -5,8 +5,6 @@ leaves the results as hub artifacts and as Prefect artifacts of the run."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -20,9 +18,10 @@ def federated_study(name: str, params: dict[str, Any] | None = None,
 
     from radflow.hub.home import HubHome
     from radflow.hub.studies import run_study
+    from radflow.settings import get_settings
 
     logger = get_run_logger()
-    home = HubHome.of(Path(os.environ["RADFLOW_HOME"]))
+    home = HubHome.of(get_settings().home)  # the hub worker sets RADFLOW_HOME
     result = run_study(home.engine(), home.root, name, params or {}, sites, deadline_s,
                        study_id=study_id, started_by=started_by, on_site=lambda s: logger.info(
                            "%s: %s", s["site"], s.get("refusal") or s["status"]))

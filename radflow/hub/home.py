@@ -35,6 +35,14 @@ OIDC_DEFAULTS = {"issuer": None, "client_id": "radflow-hub", "roles_claim": "gro
                  "session_hours": 8.0}
 
 
+def _first_free(port: int, taken: set[int]) -> int:
+    from radflow.site.config import port_is_free
+
+    while port in taken or not port_is_free(port):
+        port += 1
+    return port
+
+
 @dataclass
 class HubHome:
     root: Path
@@ -77,11 +85,14 @@ class HubHome:
             generate(self.key)
         self._complete_secrets({k: v for k, v in (databases or {}).items() if v is not None})
         config = self.config()
-        config["port"] = port or config.get("port") or DEFAULT_PORT
-        config["prefect_port"] = prefect_port or config.get("prefect_port") or \
-            config["port"] + 10
-        config["web_port"] = web_port or config.get("web_port") or config["port"] + 20
-        config["idp_port"] = idp_port or config.get("idp_port") or config["port"] + 30
+        taken: set[int] = set()
+        for key, given, offset in (("port", port, 0), ("prefect_port", prefect_port, 10),
+                                   ("web_port", web_port, 20), ("idp_port", idp_port, 30)):
+            # given, else kept, else the first free one from the conventional port on (another
+            # hub or site on this machine may hold 8700...)
+            config[key] = given or config.get(key) or \
+                _first_free((config["port"] if offset else DEFAULT_PORT) + offset, taken)
+            taken.add(config[key])
         config["oidc"] = OIDC_DEFAULTS | config.get("oidc", {})
         if public_url is not None:
             config["public_url"] = public_url or None

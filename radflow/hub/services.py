@@ -29,6 +29,9 @@ from radflow.hub.home import WORK_POOL, HubHome
 from radflow.site.process import ManagedProcess
 
 COORDINATOR_FLOW = "radflow.hub.flows.federated_study"
+# hub.json's ports and the `radflow hub up` options that set them
+PORT_OPTIONS = {"port": "--port", "prefect_port": "--prefect-port", "web_port": "--web-port",
+                "idp_port": "--idp-port"}
 Say = Callable[[str], None]
 
 
@@ -132,6 +135,7 @@ class HubServices:
         config = home.config()
         server = self.process("prefect-server")
         if server.process() is None:
+            self._port_free("prefect-server", "prefect_port")
             env = self.base_env()
             env.update({
                 "PREFECT_API_DATABASE_CONNECTION_URL": home.prefect_database_url(),
@@ -144,6 +148,7 @@ class HubServices:
                           "127.0.0.1", "--port", str(config["prefect_port"])], env, cwd=home.root)
         api = self.process("federation-api")
         if api.process() is None:
+            self._port_free("federation-api", "port")
             argv = [sys.executable, "-m", "radflow.hub", "--home", str(home.root.parent),
                     "--bind", bind]
             if certfile and keyfile:
@@ -170,11 +175,13 @@ class HubServices:
         if idp is not None:
             idp.prepare()
             if self.process("idp").process() is None:
+                self._port_free("idp", "idp_port")
                 self.process("idp").start(*idp.command(), cwd=home.root)
             self._wait("idp", self.idp_healthy, 60)
             say(f"idp: {idp.issuer} (radflow hub credentials)")
         web = self.process("web")
         if web.process() is None:
+            self._port_free("web", "web_port")
             argv = [sys.executable, "-m", "radflow.hub.web", "--home", str(home.root.parent),
                     "--bind", bind]
             if certfile and keyfile:
@@ -182,6 +189,17 @@ class HubServices:
             web.start(argv, {**self.base_env(), **self.client_env()}, cwd=home.root)
         self._wait("web", self.web_healthy, 30)
         say(f"web: {home.web_url()}/studies")
+
+    def _port_free(self, name: str, key: str) -> None:
+        """Refuse to start ``name`` on a port something else holds (its probe would answer for
+        that other process, another hub's perhaps)."""
+        from radflow.site.config import port_is_free
+
+        port = self.home.config()[key]
+        if not port_is_free(port):
+            raise SiteError(f"port {port} for the hub's {name} is already in use",
+                            fix=f"stop whatever listens on {port}, or choose another port "
+                                f"with `radflow hub up {PORT_OPTIONS[key]} N`")
 
     def _wait(self, name: str, probe: Callable[[], bool], timeout: float) -> None:
         proc = self.process(name)

@@ -50,8 +50,8 @@ def check_study(engine: Engine, name: str, sites_: list[str] | None) -> list[str
     chosen = sites_ or enrolled
     if not chosen:
         raise ConfigurationError("no site has joined this hub yet",
-                                 fix="radflow hub site add NAME, then radflow site join at the "
-                                     "site")
+                                 fix="radflow hub site add NAME, then at the site: "
+                                     "radflow site join HUB_URL --code CODE")
     unknown = sorted(set(chosen) - set(enrolled))
     if unknown:
         raise ConfigurationError(f"sites {unknown} are not enrolled",
@@ -79,8 +79,8 @@ def check_params(engine: Engine, name: str, params: dict[str, Any]) -> None:
     except jsonschema.ValidationError as exc:
         where = ".".join(str(p) for p in exc.absolute_path) or "the parameters"
         raise ConfigurationError(f"{name}: {where}: {exc.message}",
-                                 fix="pass the parameters its schema asks for (radflow study "
-                                     "flows shows them); e.g. --param features=a,b") from None
+                                 fix="pass the parameters its schema asks for (`radflow study "
+                                     "flows` shows them); e.g. --param features=a,b") from None
 
 
 def start_study(engine: Engine, name: str, params: dict[str, Any], sites_: list[str] | None,
