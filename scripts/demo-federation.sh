@@ -28,12 +28,13 @@ fi
     --description "all abdominal CT" -f modality=CT -f body_part=ABDOMEN
 "$radflow" pipeline run --site "$site_b" --cohort abdomen-ct
 
+# `site join` starts the agent of a running site (a site that joined in an earlier run of the
+# demo started its agent with its `site up` above)
 for site in "$site_a" "$site_b"; do
     if [ ! -f "$home/sites/$site/federation/hub.json" ]; then
         code=$("$radflow" hub site add "$site" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['code'])")
         "$radflow" site join "$hub_url" --code "$code" --site "$site"
     fi
-    "$radflow" site up --site "$site" > /dev/null   # starts the site's agent, now that it joined
 done
 
 echo
@@ -62,8 +63,9 @@ echo "  (demo policy at both sites: min_cohort=5, min_cell=2; the defaults are 1
     --param features=original_firstorder_Mean,original_shape_VoxelVolume \
     --param segments=liver,spleen,kidney --param bins=32 --deadline 180
 
-web() { "$radflow" hub credentials --json | python3 -c "import json,sys; print(json.load(sys.stdin)['web']['url'])"; }
-creds() { "$radflow" hub credentials --json | python3 -c "import json,sys; p=json.load(sys.stdin)['prefect']; print(p['$1'])"; }
+hub=$("$radflow" hub credentials --json)  # once: the hub's URLs and log-ins below are in it
+web() { python3 -c "import json,sys; print(json.load(sys.stdin)['web']['url'])" <<< "$hub"; }
+creds() { python3 -c "import json,sys; p=json.load(sys.stdin)['prefect']; print(p['$1'])" <<< "$hub"; }
 worklist() { "$radflow" worklist url --site "$1" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['url'])"; }
 cat <<MSG
 

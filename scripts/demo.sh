@@ -32,8 +32,9 @@ first=$("$radflow" cohort series contrast-ct --site "$site" --json | python3 -c 
 "$radflow" pipeline run --site "$site" --series "$first" --review
 "$radflow" review list --site "$site"
 
-url() { "$radflow" site status --site "$site" --json | python3 -c \
-    "import json,sys; c={x['name']: x for x in json.load(sys.stdin)['components']}; print(c['$1']['urls']['$2'])"; }
+status=$("$radflow" site status --site "$site" --json) || true  # once: the URLs below
+url() { python3 -c "import json,sys; c={x['name']: x for x in json.load(sys.stdin)['components']}; \
+print(c['$1']['urls']['$2'])" <<< "$status"; }
 cat <<MSG
 
 The demo site '$site' is running. Where to look:

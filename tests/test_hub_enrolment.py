@@ -20,6 +20,9 @@ from radflow.federation.client import HubClient, join
 from radflow.federation.signing import fingerprint, generate
 from radflow.hub import registry
 from radflow.hub.models import HubToken
+from radflow.settings import RadflowSettings
+from radflow.site import SiteManager
+from radflow.site.components import component
 
 pytestmark = [pytest.mark.services]
 
@@ -222,6 +225,9 @@ def test_the_hub_and_join_from_the_command_line(site, cli) -> None:
         joined = json.loads(cli("site", "join", up["url"], "--code", code, "--site", "alpha",
                                 "--json", check=True).stdout)
         assert joined["hub_fingerprint"] == up["fingerprint"]  # both sides print the same
+        # the site runs: joining started its agent, which `site status` now shows running
+        assert joined["agent"] == "started"
+        assert component("agent").status(site).state == "running"
         listed = json.loads(cli("hub", "site", "list", "--json", check=True).stdout)
         assert {"name": "alpha", "status": "enrolled",
                 "fingerprint": joined["site_fingerprint"]} in listed
@@ -241,8 +247,40 @@ def test_the_hub_and_join_from_the_command_line(site, cli) -> None:
         cli("hub", "down")
         import shutil
 
+        component("agent").process(site).stop()  # the session site leaves the hub again
         shutil.rmtree(site.paths.root / "federation", ignore_errors=True)
     assert cli("hub", "status").returncode == 1
+
+
+def test_a_stopped_site_joins_and_is_told_how_to_start_its_agent(hub, tmp_path) -> None:
+    """`site join` of a site that is not running enrols it, starts nothing, and says that
+    `radflow site up --site NAME` starts the agent."""
+    import os
+    import subprocess
+
+    from conftest import RADFLOW
+
+    from radflow.site.config import SiteConfig, SitePaths, aet_for, allocate_ports, save_config
+
+    home = tmp_path / "home"
+    paths = SitePaths(home, "beta")
+    paths.make()
+    save_config(paths, SiteConfig(name="beta", aet=aet_for("beta"), ports=allocate_ports(home, {})))
+    code = registry.add_site(hub["engine"], "beta")
+    env = {**os.environ, "RADFLOW_HOME": str(home)}
+
+    def join_beta(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*RADFLOW, "site", "join", hub["url"], "--code", code, "--site",
+                               "beta", *extra], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    said = join_beta()
+    assert said.returncode == 0, said.stderr
+    assert "agent: not started" in said.stdout
+    assert "`radflow site up --site beta` starts it" in " ".join(said.stdout.split())
+    assert [s.status for s in registry.sites(hub["engine"]) if s.name == "beta"] == ["enrolled"]
+    assert component("agent").process(SiteManager(RadflowSettings(home=home))
+                                      .context("beta")).pid is None
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:

@@ -127,14 +127,15 @@ def join(hub_url: str = typer.Argument(..., help="The hub's URL, e.g. https://hu
 
 
 def _start_agent(name: str) -> str:
-    """Start the agent of a site that just joined, when the rest of the site runs: "started",
-    else "site-not-running"."""
+    """Start the agent of a site that just joined, when what it needs (the site's Prefect
+    server and worker) runs: "started", else "site-not-running"."""
     from radflow.errors import SiteError
     from radflow.site import SiteManager
+    from radflow.site.components import component
 
     manager = SiteManager()
-    others = [c.state for c in manager.status(name).components if c.name != "agent"]
-    if not others or any(state != "running" for state in others):
+    states = {c.name: c.state for c in manager.status(name).components}
+    if any(states.get(needed) != "running" for needed in component("agent").depends_on):
         return "site-not-running"
     try:
         manager.restart(name, "agent")
