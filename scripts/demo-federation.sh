@@ -38,12 +38,20 @@ for site in "$site_a" "$site_b"; do
 done
 
 echo
-echo "the cross-site count, published (signed by the hub) and approved at both sites:"
+echo "the cross-site count and feature statistics, published (signed by the hub) and approved at"
+echo "both sites:"
 hash=$("$radflow" publish federation/flows/federated-cohort-count --json | python3 -c "import json,sys; print(json.load(sys.stdin)['hash'])")
+stats=$("$radflow" publish federation/flows/federated-feature-statistics --json | python3 -c "import json,sys; print(json.load(sys.stdin)['hash'])")
 for site in "$site_a" "$site_b"; do
     "$radflow" site approve "$hash" --site "$site"
-    "$radflow" site policy set job_mode=auto --site "$site" > /dev/null  # the demo's choice
+    "$radflow" site approve "$stats" --site "$site"
+    # the demo's choices, in one change: jobs run without a steward accepting each one, and
+    # as its sites hold 5 quantified studies each, the minimum cohort (default 10) is 5 and
+    # the small-cell limit (default 5) is 2; it says so below
+    "$radflow" site policy set job_mode=auto min_cohort=5 min_cell=2 --site "$site" > /dev/null
 done
+echo "  (demo policy at both sites: job_mode=auto, min_cohort=5, min_cell=2; the defaults are"
+echo "   manual, 10 and 5)"
 "$radflow" cohort show abdomen-ct --site "$site_a" --json | python3 -c \
     "import json,sys; print(json.dumps(json.load(sys.stdin)['definition']))" > "$home/abdomen-ct.json"
 echo
@@ -51,14 +59,6 @@ echo
 
 echo
 echo "federated feature statistics over both sites' radiomics (exact moments, bounded quantiles):"
-stats=$("$radflow" publish federation/flows/federated-feature-statistics --json | python3 -c "import json,sys; print(json.load(sys.stdin)['hash'])")
-for site in "$site_a" "$site_b"; do
-    "$radflow" site approve "$stats" --site "$site" > /dev/null
-    # the demo's sites hold 5 quantified studies each: the demo lowers the minimum cohort
-    # (default 10) to 5 and the small-cell limit (default 5) to 2, and says so
-    "$radflow" site policy set min_cohort=5 min_cell=2 --site "$site" > /dev/null
-done
-echo "  (demo policy at both sites: min_cohort=5, min_cell=2; the defaults are 10 and 5)"
 "$radflow" study run federated-feature-statistics --cohort "$home/abdomen-ct.json" \
     --param features=original_firstorder_Mean,original_shape_VoxelVolume \
     --param segments=liver,spleen,kidney --param bins=32 --deadline 180

@@ -147,11 +147,13 @@ class ManagedProcess:
         return "\n".join(text.rstrip().splitlines()[-lines:])
 
     def last_error(self, lines: int = 40) -> str:
-        """The most telling line of the end of its log: the last Python exception or Orthanc
-        error, else the last line."""
+        """The most telling line of the end of its log: a port someone else took (a server's
+        shutdown errors follow it), else the last Python exception or Orthanc error, else the
+        last line."""
         tail = [line.strip() for line in self.log_tail(lines).splitlines() if line.strip()]
+        busy = [line for line in tail if "address already in use" in line.lower()]
         errors = [line for line in tail if _ERROR_LINE.match(line)]
-        return (errors or tail or ["(empty log)"])[-1]
+        return (busy or errors or tail or ["(empty log)"])[-1]
 
 
 @contextmanager
