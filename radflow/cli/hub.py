@@ -30,7 +30,8 @@ def _services():
 
 
 @app.command()
-def up(port: int | None = typer.Option(None, help="Federation API port (default 8700)."),
+def up(port: int | None = typer.Option(None, help="Federation API port (default 8700, or the "
+                                                  "next free one; kept for the next `hub up`)."),
        prefect_port: int | None = typer.Option(None, help="The hub Prefect server's port "
                                                          "(default: API port + 10)."),
        bind: str | None = typer.Option(None, help="The federation API's address (default "
