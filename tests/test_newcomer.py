@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from radflow.errors import SiteError
 from radflow.hub.home import HubHome
+from radflow.hub.services import HubServices
 from radflow.settings import RadflowSettings
 from radflow.site.process import ManagedProcess
 
@@ -82,6 +85,27 @@ def test_a_port_taken_during_start_up_is_the_reason_given(tmp_path) -> None:
     assert "address already in use" in reason and "4205" in reason
     log.write_text("Traceback (most recent call last):\nValueError: bad setting\nbye\n")
     assert ManagedProcess("prefect-server", tmp_path, log).last_error() == "ValueError: bad setting"
+
+
+def test_a_new_hub_takes_free_ports_and_refuses_a_taken_one(tmp_path) -> None:
+    """Another program holds the port after the API's: a new hub takes the next free one, keeps
+    its choice, and refuses to start a server on a port that was taken since (another hub's
+    server would answer its health checks)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        hub = HubHome(tmp_path / "hub")
+        config = hub.make(busy - 10, None)
+        assert config["port"] == busy - 10 and config["prefect_port"] > busy
+        ports = [config[k] for k in ("port", "prefect_port", "web_port", "idp_port")]
+        assert len(set(ports)) == 4 and busy not in ports
+        assert hub.make(None, None)["prefect_port"] == config["prefect_port"]  # kept
+        config["prefect_port"] = busy
+        hub.config_file.write_text(json.dumps(config))
+        with pytest.raises(SiteError, match=f"port {busy} for the hub's prefect-server") as taken:
+            HubServices(hub).up("127.0.0.1", None, None)
+        assert "radflow hub up --prefect-port N" in taken.value.fix
 
 
 @pytest.mark.slow
