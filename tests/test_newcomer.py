@@ -147,6 +147,13 @@ def test_make_demo_in_a_fresh_home(tmp_path) -> None:
         assert sorted(s["flow"] for s in studies) == ["federated-cohort-count",
                                                       "federated-feature-statistics"]
         assert all(s["state"] == "finished" for s in studies), studies
+        for study in studies:
+            shown = json.loads(radflow("study", "show", study["study"], "--json").stdout)
+            assert {s["site"]: s["status"] for s in shown["sites"]} == \
+                {"demo": "released", "demo-b": "released"}, shown
+        count = next(s for s in studies if s["flow"] == "federated-cohort-count")
+        assert json.loads(radflow("study", "show", count["study"], "--json").stdout)[
+            "combined"]["matching"] == 10  # 5 patients at each site
         results = json.loads(radflow("results", "list", "--site", "demo", "--json").stdout)
         assert len(results) == 10  # a SEG and an SR for each of the 5 studies
         # the state is under $HOME/.radflow, and nothing new is in the checkout
