@@ -31,6 +31,8 @@ def newcomer_env(home: Path) -> dict[str, str]:
     to $HOME/.pyenv, and the fresh HOME has none."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RADFLOW_", "PREFECT_", "PYTEST_"))}
+    if "PYENV_ROOT" not in env and (Path.home() / ".pyenv").is_dir():
+        env["PYENV_ROOT"] = str(Path.home() / ".pyenv")  # pyenv's default, under the real HOME
     env["HOME"] = str(home)
     return env
 
