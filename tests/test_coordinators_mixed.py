@@ -1,23 +1,28 @@
 """Every coordinator copes with any mix of sites: released, refused, invalid_release (the hub's
 inbox refused the release) and missing, in any round, including a round where no site released
-at all. The releases here are checked against each flow's signed release schema with the hub's
-own check first, so they are exactly what a coordinator can be handed."""
+at all. Each release goes through the site's egress gate (small cells suppressed) and then the
+hub's check of the flow's signed release schema, so it is exactly what a coordinator can be
+handed; and what a gate lets out, the hub accepts."""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from radflow.federation.bundle import build
+from radflow.federation.egress import gate
+from radflow.federation.policy import SitePolicy
 from radflow.federation.structure import check_release
 from radflow.hub.coordinator import SingleRound
 
 FLOWS = Path(__file__).resolve().parents[1] / "federation" / "flows"
 F, G, V = ["a", "b"], ["liver", "spleen"], ["ge", "siemens"]
+POLICY = SitePolicy(min_cohort=10, min_cell=5)
 
 
 @functools.cache
@@ -42,36 +47,27 @@ def grid(*sizes: int, value: Any = 0) -> Any:
 def feature_statistics(round_params: dict[str, Any], k: int) -> dict[str, Any]:
     if round_params["round"] == "span":
         cells = grid(2, 2, value=12 + k)
-        cells[1][1] = None  # suppressed at the site: its sums and span go with it
-
-        def like(value: float) -> list[list[float | None]]:
-            return [[None if c is None else value for c in row] for row in cells]
-
-        return {"n": 30, "cells": cells, "sums": like(120.0), "m2": like(3.0),
-                "span_low": like(1.0), "span_high": like(9.0)}
-    bins = round_params["bins"]
-    histograms = grid(2, 2, bins, value=0)
-    histograms[0][0][0] = 12 + k
-    histograms[0][1][1] = None
+        cells[1][1] = 2  # a small cell: the gate suppresses it (and its sums and span)
+        return {"n": 30, "cells": cells, "sums": grid(2, 2, value=120.0),
+                "m2": grid(2, 2, value=3.0), "span_low": grid(2, 2, value=1.0),
+                "span_high": grid(2, 2, value=9.0)}
+    histograms = grid(2, 2, round_params["bins"], value=0)
+    histograms[0][0][0], histograms[0][0][1], histograms[0][1][1] = 12 + k, 9, 3
     return {"n": 30, "histograms": histograms}
 
 
 def harmonization(round_params: dict[str, Any], k: int) -> dict[str, Any]:
     cells, site_cells = grid(2, 2, 2, value=6 + k), grid(2, 2, value=12 + k)
-    cells[0][0][1] = None
+    cells[0][0][1] = 1
     if round_params["round"] == "means":
-        sums = grid(2, 2, 2, value=60.0)
-        sums[0][0][1] = None
-        return {"n": 30, "cells": cells, "sums": sums, "m2": sums,
-                "site_cells": site_cells, "site_sums": grid(2, 2, value=120.0),
-                "site_m2": grid(2, 2, value=3.0), "span_low": grid(2, 2, value=1.0),
-                "span_high": grid(2, 2, value=20.0)}
-    vendor = grid(2, 2, 2, value=4.0)
-    vendor[0][0][1] = None
+        return {"n": 30, "cells": cells, "sums": grid(2, 2, 2, value=60.0),
+                "m2": grid(2, 2, 2, value=6.0), "site_cells": site_cells,
+                "site_sums": grid(2, 2, value=120.0), "site_m2": grid(2, 2, value=3.0),
+                "span_low": grid(2, 2, value=1.0), "span_high": grid(2, 2, value=20.0)}
     return {"n": 30, "cells": cells, "site_cells": site_cells,
             "site_abs": grid(2, 2, value=10.0), "site_sq": grid(2, 2, value=12.0),
-            "vendor_abs": vendor, "vendor_sq": vendor,
-            "histograms": grid(2, 2, round_params["bins"], value=1)}
+            "vendor_abs": grid(2, 2, 2, value=4.0), "vendor_sq": grid(2, 2, 2, value=5.0),
+            "histograms": grid(2, 2, round_params["bins"], value=6)}
 
 
 def logistic(round_params: dict[str, Any], k: int) -> dict[str, Any]:
@@ -83,7 +79,7 @@ def logistic(round_params: dict[str, Any], k: int) -> dict[str, Any]:
 
 
 def cohort_count(round_params: dict[str, Any], k: int) -> dict[str, Any]:
-    return {"n": 40, "matching": None if k else 12}
+    return {"n": 40, "matching": 2 if k else 12}  # 2: suppressed ("<k")
 
 
 FLOW_CASES = {
@@ -116,9 +112,11 @@ def drive(coordinator: Any, schema: Any, make: Any, params: dict[str, Any],
         for k, site in enumerate(asked):
             status = mix[site][min(len(rounds), len(mix[site]) - 1)]
             entry: dict[str, Any] = {"site": site, "status": status}
-            if status == "released":
-                entry["release"] = make(round_params, k)
-                check_release(entry["release"], schema, params | round_params, released=True)
+            if status == "released":  # through the site's gate, then the hub's check
+                gated = gate(make(round_params, k), schema, POLICY, params | round_params)
+                assert gated.ok, gated.detail
+                check_release(gated.released, schema, params | round_params, released=True)
+                entry["release"] = gated.released
             elif status != "missing":
                 entry["refusal"] = "declined" if status == "refused" else status
             entries.append(entry)
@@ -140,6 +138,9 @@ def test_every_coordinator_copes_with_any_mix_of_sites(flow: str, mix: str,
     params = {"cohort": {"version": 1, "where": {}}} | extra
     combined, rounds = drive(coordinator, schema, make, params, MIXES[mix])
     assert isinstance(combined, dict) and rounds
+    releases = [s["release"] for r in rounds for s in r["sites"] if "release" in s]
+    if releases and flow != "federated-logistic-regression":  # the gate suppressed cells
+        assert any("null" in json.dumps(r) for r in releases)
     out = [s for s in rounds[0]["sites"] if s["status"] != "released"]
     if "sites_not_in" in combined:  # who was not in, with the code (or missing)
         for entry in out:
