@@ -213,3 +213,20 @@ def test_the_api_schema_needs_a_token(hub, two_sites) -> None:
     _, coordinator = registry.create_api_token(hub["engine"], "c.schema")
     assert requests.get(url, timeout=10, headers={"Authorization": f"Bearer {coordinator}"}) \
         .status_code == 200
+
+
+def test_the_body_bound_is_configurable(monkeypatch, tmp_path: Path) -> None:
+    from radflow.errors import ConfigurationError
+    from radflow.hub.api import max_body_bytes
+    from radflow.hub.home import HubHome
+
+    monkeypatch.delenv("RADFLOW_HUB_MAX_BODY_BYTES", raising=False)
+    home = HubHome(tmp_path)
+    assert max_body_bytes() == max_body_bytes(home) == 1 << 20  # the default: 1 MiB
+    monkeypatch.setenv("RADFLOW_HUB_MAX_BODY_BYTES", "4096")
+    assert max_body_bytes(home) == 4096
+    home.config_file.write_text(json.dumps({"max_body_bytes": 65536}))
+    assert max_body_bytes(home) == 65536  # the hub's own setting first
+    home.config_file.write_text(json.dumps({"max_body_bytes": "lots"}))
+    with pytest.raises(ConfigurationError, match="max_body_bytes"):
+        max_body_bytes(home)

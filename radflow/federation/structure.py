@@ -139,10 +139,10 @@ def _blanks(name: str, spec: ReleaseField, schema: ReleaseSchema, values: dict[s
     exactly where its cells are)."""
     if not released:
         return False
+    if spec.kind == "histogram":  # its own small cells, and any its counter lost
+        return True
     if spec.counted_by is not None:
         return values[spec.counted_by]
-    if spec.kind == "histogram":
-        return True
     return spec.kind == "count" and name != schema.cohort_field and spec.small == "suppress"
 
 
