@@ -112,7 +112,7 @@ def check_release(release: Any, schema: ReleaseSchema, params: dict[str, Any] | 
     order = sorted(schema.fields, key=lambda k: schema.fields[k].counted_by is not None)
     for name in order:  # histograms before the fields they count
         spec = schema.fields[name]
-        blanks = _blanks(name, spec, schema, values, shapes[name], released)
+        blanks = _blanks(name, spec, schema, values, released)
         try:
             values[name] = _field(release[name], spec, shapes[name], blanks)
         except Refused as exc:
@@ -133,10 +133,10 @@ def check_release(release: Any, schema: ReleaseSchema, params: dict[str, Any] | 
 
 
 def _blanks(name: str, spec: ReleaseField, schema: ReleaseSchema, values: dict[str, Any],
-            shape: tuple[int, ...], released: bool) -> Any:
+            released: bool) -> Any:
     """Where a released field may (must) be ``None``: True (anywhere: suppressible), False
     (nowhere), or, for a field counted by a histogram, that histogram's values (``None``
-    exactly where its cells are)."""
+    exactly where its cells are). Before the gate (``released`` False): nowhere."""
     if not released:
         return False
     if spec.kind == "histogram":  # its own small cells, and any its counter lost

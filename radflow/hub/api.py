@@ -17,6 +17,7 @@ a release that does not match its version's release schema makes the job ``inval
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.engine import Engine
 
+from radflow.errors import ConfigurationError
 from radflow.hub import inbox, registry, study_jobs
 from radflow.hub.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from radflow.hub.polling import JobWatch
@@ -59,16 +61,16 @@ class JobResult(BaseModel):
 
 def max_body_bytes(home: Any = None) -> int:
     """The request body bound: ``max_body_bytes`` in the hub's ``hub.json``, else the
-    environment's ``RADFLOW_HUB_MAX_BODY_BYTES``, else 1 MiB."""
-    import os
+    environment's ``RADFLOW_HUB_MAX_BODY_BYTES``, else 1 MiB.
 
+    Raises:
+        ConfigurationError: the setting is not a number.
+    """
     configured = home.config().get("max_body_bytes") if home is not None else None
     value = configured or os.environ.get("RADFLOW_HUB_MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES
     try:
         return max(1, int(value))
-    except ValueError:
-        from radflow.errors import ConfigurationError
-
+    except (TypeError, ValueError):
         raise ConfigurationError(f"max_body_bytes {value!r} is not a number of bytes",
                                  fix="set it to an integer, e.g. 1048576 (1 MiB)") from None
 
@@ -213,7 +215,7 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
     async def jobs(name: str, request: Request,
                    wait: float = Query(0.0, ge=0, le=MAX_WAIT, allow_inf_nan=False,
                                        description=f"seconds, 0 to {MAX_WAIT:g}"),
-                   skip: str = Query("", max_length=200 * 33)) -> dict[str, Any]:
+                   skip: str = "") -> dict[str, Any]:
         """The site's open jobs; with ``wait`` the request is held open (long poll) until one
         is queued or ``wait`` seconds pass (a finite number, at most MAX_WAIT: anything else
         is answered 422). ``skip``: job ids (comma-separated) the site knows already and waits
