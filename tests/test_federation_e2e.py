@@ -255,6 +255,13 @@ def test_manual_release_on_the_federation_page(joined, hub, browser, shots, cli)
     shown = json.loads(page.inner_text(f"{card} pre.release-json"))
     assert shown == waiting["release"] and set(shown) == {"n", "matching"}
     page.screenshot(path=str(shots / "federation-release.png"), full_page=True)
+    csrf = page.get_attribute(f"{card} input[name=csrf]", "value")
+    for empty in ({"hash": ""}, {}):  # an approval names the release's hash, on the web too
+        refused = page.request.post(f"{app_url(site)}/federation/releases/{waiting['job']}",
+                                    form={"csrf": csrf, "decision": "approve", **empty},
+                                    max_redirects=0)
+        assert refused.status == 422 and "hash" in refused.text()
+    assert pending_releases(site.catalog_url)[0]["approved"] is False
     page.click(f"{card} button[value=approve]")
     page.wait_for_url(f"{app_url(site)}/federation")
     assert "approved" in page.inner_text(".flash")
@@ -272,6 +279,8 @@ def test_manual_release_on_the_federation_page(joined, hub, browser, shots, cli)
     forged = cli("site", "releases", "approve", waiting["job"], "--hash", "sha256:" + "0" * 64,
                  "--site", "alpha")
     assert forged.returncode == 1 and "changed since you saw it" in forged.stderr
+    empty = cli("site", "releases", "approve", waiting["job"], "--hash", "", "--site", "alpha")
+    assert empty.returncode == 1 and "names its hash" in empty.stderr
     shown = json.loads(cli("site", "releases", "show", waiting["job"], "--site", "alpha",
                            "--json", check=True).stdout)
     assert shown["hash"] == waiting["hash"]

@@ -24,6 +24,9 @@ from radflow.federation.manifest import (
 from radflow.federation.policy import SitePolicy, load_policy, save_policy, set_values
 from radflow.federation.release import ReleaseField, ReleaseSchema
 from radflow.federation.signing import SignatureInvalid, fingerprint, generate, load, sign, verify
+from radflow.federation.structure import Refused, check_release
+
+REPO = Path(__file__).resolve().parents[1]
 
 SCHEMA = ReleaseSchema(fields={
     "n": ReleaseField(kind="count"),
@@ -225,8 +228,9 @@ def test_rounds_named_dimensions_coarse_spans_and_counted_sums() -> None:
 
 
 def test_models_too_large_for_the_sites_n_are_refused() -> None:
-    schema = ReleaseSchema(fields={"n": ReleaseField(kind="count"),
-                                   "gradient": ReleaseField(kind="matrix", shape=("parameters",))})
+    schema = ReleaseSchema(parameters_field="gradient", fields={
+        "n": ReleaseField(kind="count"),
+        "gradient": ReleaseField(kind="matrix", shape=("parameters",))})
     policy = SitePolicy(min_cohort=10)  # max_parameters_ratio 0.33 (DataSHIELD's glm rule)
     body = {"n": 30, "gradient": [0.1] * 10}
     assert gate(body, schema, policy, {"parameters": 10}).refusal == \
@@ -236,6 +240,102 @@ def test_models_too_large_for_the_sites_n_are_refused() -> None:
     with pytest.raises(ValueError, match="same shape"):
         ReleaseSchema.model_validate({"fields": {
             "n": {"kind": "count"}, "s": {"kind": "sum", "counted_by": "n"}}})
+
+
+def test_the_parameters_rule_counts_the_signed_schemas_field_not_the_job() -> None:
+    """The number of parameters is the length of the field the signed schema names, whatever
+    a job's parameters say: a hub that sends a small ``parameters`` (or none, or one that is
+    not a number) does not lift the rule."""
+    schema = ReleaseSchema(parameters_field="weights", fields={
+        "n": ReleaseField(kind="count"),
+        "weights": ReleaseField(kind="matrix", shape=("terms", 2))})
+    policy = SitePolicy(min_cohort=10)
+    body = {"n": 30, "weights": [[0.1, 0.2]] * 6}  # 12 parameters > 0.33 * 30
+    for lie in ({}, {"parameters": 1}, {"parameters": "few"}, {"parameters": True}):
+        assert gate(body, schema, policy, {"terms": list("abcdef")} | lie).refusal == \
+            "policy_violation:parameters", lie
+    assert gate({"n": 40, "weights": [[0.1, 0.2]] * 6}, schema, policy,
+                {"terms": list("abcdef")}).ok  # 12 <= 0.33 * 40
+    no_model = ReleaseSchema(fields=schema.fields)  # no parameters_field: no such rule
+    assert gate(body, no_model, policy, {"terms": list("abcdef"), "parameters": 99}).ok
+    with pytest.raises(ValueError, match="parameters_field"):
+        ReleaseSchema(parameters_field="n", fields=schema.fields)  # a count is no model
+    with pytest.raises(ValueError, match="parameters_field"):
+        ReleaseSchema(parameters_field="nothing", fields=schema.fields)
+    from radflow.federation.bundle import build
+
+    logistic, _ = build(REPO / "federation/flows/federated-logistic-regression", "test@hub")
+    assert logistic.release_schema.parameters_field == "gradient"  # signed with the version
+
+
+@pytest.mark.parametrize(("kind", "shape", "value"), [
+    ("matrix", (12,), [0.5] * 12),                       # as many rows as cases
+    ("matrix", (2, 12), [[0.5] * 12] * 2),               # or columns: any dimension
+    ("weights", (3, 12), [[0.5] * 12] * 3),
+    ("histogram", (12,), [1] * 12),                      # a histogram of one case per bin
+    ("coarse", (12,), [1.0] * 12),                       # rounded per-case values
+])
+def test_per_case_arrays_of_every_kind_are_refused(kind: str, shape: tuple, value: list) -> None:
+    extra = {"counted_by": "cells"} if kind == "coarse" else {}
+    fields = {"n": ReleaseField(kind="count"), "x": ReleaseField(kind=kind, shape=shape, **extra)}
+    if extra:
+        fields["cells"] = ReleaseField(kind="histogram", shape=shape)
+    schema = ReleaseSchema(fields=fields)
+    policy = SitePolicy(min_cohort=10, min_cell=1, allow_weights=True)
+    body = {"n": 12, "x": value} | ({"cells": [1] * 12} if extra else {})
+    assert gate(body, schema, policy).refusal == "policy_violation:per_case"
+    # a dimension a job parameter sizes is the coordinator's choice, not the data's
+    named = tuple("k" if d == 12 else d for d in shape)
+    fields = {"n": ReleaseField(kind="count"), "x": ReleaseField(kind=kind, shape=named,
+                                                                  **extra)}
+    if extra:
+        fields["cells"] = ReleaseField(kind="histogram", shape=named)
+    assert gate(body, ReleaseSchema(fields=fields), policy, {"k": 12}).ok
+
+
+def test_coarse_arrays_are_counted_and_numbers_are_json_exact() -> None:
+    with pytest.raises(ValueError, match="counted_by"):
+        ReleaseSchema(fields={"n": ReleaseField(kind="count"),
+                              "low": ReleaseField(kind="coarse", shape=("features",))})
+    ReleaseSchema(fields={"n": ReleaseField(kind="count"), "low": ReleaseField(kind="coarse")})
+    policy = SitePolicy()
+    assert gate(release(contrast=2**60), SCHEMA, policy).refusal == "policy_violation:schema"
+    assert gate(release(volume_sum=10**400), SCHEMA, policy).refusal == \
+        "policy_violation:schema"  # no crash on an integer no float holds
+    assert gate(release(volume_sum=float("inf")), SCHEMA, policy).refusal == \
+        "policy_violation:schema"
+    assert gate(release(hu_histogram=[0, 9, 12, 11, 6, None]), SCHEMA, policy).refusal == \
+        "policy_violation:schema"  # None is what the gate writes, never what it takes
+
+
+def test_the_structural_check_of_a_released_release() -> None:
+    """What the hub runs on a posted release: None only where the gate suppresses (a count,
+    a histogram cell, a value counted by a suppressed cell), the cohort size always there."""
+    out = gate(release(contrast=3), SCHEMA, SitePolicy())
+    assert check_release(out.released, SCHEMA, released=True).n == 40
+    with pytest.raises(Refused, match="schema") as bad:
+        check_release(out.released | {"n": None}, SCHEMA, released=True)
+    assert bad.value.field == "n" and bad.value.reason() == "schema (field n)"
+    with pytest.raises(Refused, match="schema"):
+        check_release(out.released | {"volume_sum": None}, SCHEMA, released=True)
+    with pytest.raises(Refused, match="schema"):
+        check_release(out.released, SCHEMA)  # before the gate, no None anywhere
+    params = {"round": "histogram", "features": ["a", "b"], "bins": 3}
+    body = {"n": 30, "cells": [[10, 3, 17], [0, 12, 18]],
+            "sums": [[1.5, 2.5, 3.5], [0.0, 4.5, 5.5]]}
+    done = gate(body, ROUNDS, SitePolicy(min_cohort=10, min_cell=5), params).released
+    assert check_release(done, ROUNDS, params, released=True).values == done
+    unblanked = copy.deepcopy(done)
+    unblanked["sums"][0][0] = 1.5  # a sum whose count was suppressed: not through the gate
+    with pytest.raises(Refused, match="schema"):
+        check_release(unblanked, ROUNDS, params, released=True)
+    blanked = copy.deepcopy(done)
+    blanked["sums"][1][2] = None  # a sum missing where its count is there
+    with pytest.raises(Refused, match="schema"):
+        check_release(blanked, ROUNDS, params, released=True)
+    with pytest.raises(Refused, match="shape") as deep:
+        check_release(done | {"sums": [[[1.0]] * 3] * 2}, ROUNDS, params, released=True)
+    assert deep.value.reason() == "shape (field sums)"
 
 
 def test_a_small_count_that_other_fields_reveal_refuses_the_release() -> None:

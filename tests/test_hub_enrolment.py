@@ -238,6 +238,14 @@ def test_the_hub_and_join_from_the_command_line(site, cli) -> None:
                                       check=True).stdout)
         assert [(v["hash"], v["signature"], v["approved"]) for v in offered_here] == \
             [(out["hash"], "verified", False)]
+        cli("site", "approve", out["hash"], "--site", "alpha", check=True)  # the hub offers it
+        unknown = cli("site", "approve", "sha256:" + "0" * 64, "--site", "alpha")
+        assert unknown.returncode == 1 and "offers no version" in unknown.stderr
+        empty = cli("site", "approve", "", "--site", "alpha")
+        assert empty.returncode == 1 and "not a flow version hash" in empty.stderr
+        assert json.loads(cli("site", "policy", "show", "--site", "alpha", "--json",
+                              check=True).stdout)["approved"] == [out["hash"]]
+        cli("site", "revoke", out["hash"], "--site", "alpha", check=True)
         cli("hub", "site", "revoke", "alpha", check=True)
         with pytest.raises(SiteError, match="invalid_client"):
             HubClient(site.paths.root).token()

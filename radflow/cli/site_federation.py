@@ -75,6 +75,8 @@ def _approval(site: str | None, version_hash: str, approve: bool, json_out: bool
         raise ConfigurationError(f"{version_hash!r} is not a flow version hash",
                                  fix="pass the full sha256:<64 hex> hash of the version")
     ctx = site_context(site)
+    if approve:
+        _check_offered(ctx.paths.root, version_hash)
     policy = load_policy(ctx.paths.root)
     approved = [h for h in policy.approved if h != version_hash]
     if approve:
@@ -87,10 +89,38 @@ def _approval(site: str | None, version_hash: str, approve: bool, json_out: bool
            f"{version_hash}: {'approved' if approve else 'no longer approved'} at {ctx.name}")
 
 
+def _check_offered(site_root: Path, version_hash: str) -> None:
+    """An approval names a version the hub offers, whose signature verifies against the pinned
+    hub key (`radflow site versions`); an unknown hash is refused.
+
+    Raises:
+        ConfigurationError: the site has not joined a hub, the hub offers no such version, or
+            its signature does not verify.
+    """
+    from radflow.errors import ConfigurationError
+    from radflow.federation.client import federation_dir
+    from radflow.federation.versions import offered
+
+    if not (federation_dir(site_root) / "hub.json").exists():
+        raise ConfigurationError(f"{version_hash} is not a version this site knows: it has not "
+                                 "joined a hub", fix="radflow site join HUB_URL --code CODE, "
+                                                     "then approve a hash radflow site versions "
+                                                     "lists")
+    found = [r for r in offered(site_root) if r["hash"] == version_hash]
+    if not found:
+        raise ConfigurationError(f"the hub offers no version {version_hash}",
+                                 fix="approve a hash that radflow site versions lists")
+    if found[0]["signature"] != "verified":
+        raise ConfigurationError(f"version {version_hash} is {found[0]['signature']} here",
+                                 fix="approve only a version whose signature verifies against "
+                                     "the pinned hub key (radflow site versions)")
+
+
 @commands.command()
 def approve(version_hash: str = typer.Argument(..., help="sha256:<hex> of the flow version"),
             site: str | None = SITE, json_out: bool = JSON) -> None:
-    """Approve a flow version by its content hash (nothing is approved by default)."""
+    """Approve a flow version by its content hash (nothing is approved by default): a version
+    the hub offers and whose signature verifies (radflow site versions)."""
     _approval(site, version_hash, True, json_out)
 
 

@@ -162,6 +162,8 @@ class Agent(ServiceLoop):
         answer = self.hub.post(f"/jobs/{job['id']}/result",
                                {"release": release, "refusal": refusal,
                                 "policy": load_policy(self.root).summary()})
+        if answer.status_code in (413, 422):  # the hub will never take this post: no retry
+            return self.refused_by_hub(job, answer)
         if answer.status_code != 200:
             raise SiteError(f"the hub refused the result of job {job['id']} "
                             f"(HTTP {answer.status_code})", fix="see the hub's log")
@@ -177,6 +179,29 @@ class Agent(ServiceLoop):
                        "hub": answer.json()["status"]})
         self.logger.info("job %s: %s", job["id"], refusal or "released")
         return refusal or "released"
+
+
+    def refused_by_hub(self, job: dict[str, Any], answer: Any) -> str:
+        """The hub refused the post itself (413: too large; 422: its check of the release
+        schema, e.g. ``invalid_release``): the same post would get the same answer, so the job
+        is done here, with the hub's reason in the audit log."""
+        from radflow.audit import record
+        from radflow.federation.steward import posted
+
+        try:
+            said = answer.json()
+        except ValueError:
+            said = {}
+        reason = str(said.get("reason") or said.get("error") or f"HTTP {answer.status_code}")
+        posted(self.ctx.catalog_url, job, "invalid_release")
+        record(self.ctx.catalog_url, actor="radflow:agent", action="federation.invalid_release",
+               subject=f"job:{job['id']}", detail={"version": job["version"],
+                                                   "study": job["study"],
+                                                   "http": answer.status_code,
+                                                   "hub": reason[:200]})
+        self.logger.warning("job %s: the hub refused the post (HTTP %s: %s)", job["id"],
+                            answer.status_code, reason[:200])
+        return "invalid_release"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,12 @@ value).
 
 A flow that runs in rounds declares one schema per round (``rounds``); the job's parameter
 ``round`` names the one that applies.
+
+A schema whose release is a model names the field that holds one value per model parameter
+(``parameters_field``, e.g. a gradient): the site's policy caps the number of parameters per
+case (``max_parameters_ratio``), counted from that field, never from a job parameter. A coarse
+array is counted by a histogram (``counted_by``): a cell with few values must not show where
+they lie.
 """
 
 from __future__ import annotations
@@ -105,6 +111,9 @@ class ReleaseSchema(BaseModel):
     cohort_field: str = Field(default="n", description="the count field that is the cohort size")
     rounds: dict[str, ReleaseSchema] | None = Field(default=None, description="one schema per "
                                                     "round, by the job parameter `round`")
+    parameters_field: str | None = Field(default=None, description="a matrix or weights field "
+                                         "with one value per model parameter: the policy's "
+                                         "max_parameters_ratio counts them")
 
     def for_round(self, name: Any) -> ReleaseSchema:
         """The schema of round ``name`` (the schema itself for a one-round flow).
@@ -134,10 +143,19 @@ class ReleaseSchema(BaseModel):
     @model_validator(mode="after")
     def _cohort(self) -> ReleaseSchema:
         if self.rounds is not None:
-            if self.fields or not self.rounds:
+            if self.fields or not self.rounds or self.parameters_field is not None:
                 raise ValueError("a schema with rounds declares its fields in each round")
             return self
+        if self.parameters_field is not None:
+            model = self.fields.get(self.parameters_field)
+            if model is None or model.kind not in ("matrix", "weights"):
+                raise ValueError(f"parameters_field {self.parameters_field!r} is not a matrix "
+                                 "or weights field")
         for name, spec in self.fields.items():
+            if spec.kind == "coarse" and spec.shape and spec.counted_by is None:
+                raise ValueError(f"the coarse array {name!r} needs counted_by: a histogram of "
+                                 "the same shape (a cell with few values must not show where "
+                                 "they lie)")
             if spec.counted_by is not None:
                 counter = self.fields.get(spec.counted_by)
                 if counter is None or counter.kind != "histogram" or counter.shape != spec.shape:
@@ -147,6 +165,17 @@ class ReleaseSchema(BaseModel):
         if spec is None or spec.kind != "count":
             raise ValueError(f"the cohort size {self.cohort_field!r} must be a count field")
         return self
+
+    def parameter_count(self, shapes: dict[str, tuple[int, ...]]) -> int | None:
+        """The number of model parameters a release holds (its ``parameters_field``'s values,
+        with the field's resolved shape from ``shapes``), or None for a release that is no
+        model."""
+        if self.parameters_field is None:
+            return None
+        count = 1
+        for size in shapes[self.parameters_field]:
+            count *= size
+        return count
 
     def json_schema(self) -> dict[str, Any]:
         """The release as JSON Schema (what the manifest publishes and sites display)."""

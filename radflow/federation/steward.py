@@ -27,6 +27,7 @@ from radflow.errors import ConfigurationError
 from radflow.hashing import digest
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
+HASH = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def _check_id(job_id: str) -> str:
@@ -145,14 +146,20 @@ def pending_release(catalog_url: str, job_id: str) -> dict[str, Any]:
 
 def decide_release(catalog_url: str, job_id: str, actor: str, *, approve: bool,
                    expected_hash: str | None = None) -> dict[str, Any]:
-    """Approve (exactly the release with ``expected_hash``, when given) or decline a waiting
-    release; audited. Returns the release decided on.
+    """Approve exactly the release with ``expected_hash`` (an approval always names it), or
+    decline a waiting release; audited. Returns the release decided on.
 
     Raises:
-        ConfigurationError: no such release, or it changed since the steward saw it.
+        ConfigurationError: no such release, an approval without a well-formed hash, or the
+            release changed since the steward saw it (another hash).
     """
     from radflow.audit import record
 
+    if approve and not (expected_hash and HASH.fullmatch(expected_hash)):
+        raise ConfigurationError(f"an approval of the release of job {job_id} names its hash "
+                                 f"(got {expected_hash or 'none'!r})",
+                                 fix="radflow site releases show JOB prints it: approve with "
+                                     "--hash sha256:<64 hex>")
     row = pending_release(catalog_url, job_id)
     if expected_hash is not None and expected_hash != row["hash"]:
         raise ConfigurationError(f"the release of job {job_id} changed since you saw it",

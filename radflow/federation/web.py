@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from radflow.errors import RadflowError
+from radflow.federation.steward import HASH
 from radflow.web.auth import STEWARD_ROLES, User, check_csrf, steward
 
 router = APIRouter()
@@ -81,6 +82,9 @@ def decide(request: Request, job_id: str, csrf: str | None = Form(None),
     check_csrf(request, csrf)
     if decision not in ("approve", "decline"):
         raise HTTPException(422, f"unknown decision {decision!r}: approve or decline")
+    if decision == "approve" and not HASH.fullmatch(hash):
+        raise HTTPException(422, "an approval names the release's hash (sha256:<64 hex>): "
+                                 "approve from the Federation page")
     ctx = request.app.state.ctx
     try:
         decide_release(ctx.catalog_url, job_id, f"web:{me.sub}",

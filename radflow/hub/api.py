@@ -4,6 +4,12 @@ that very site: 401 without one, 403 with another site's.
 
 Coordinators call ``/v1/studies`` and ``/v1/flows`` with a personal API token
 (``radflow hub token create``); a site's token is no coordinator's, and the other way round.
+The API's schema (``/openapi.json``) answers either token, nothing else.
+
+Nothing a site posts is trusted: a request body over ``max_body_bytes`` (1 MiB unless the
+hub's ``hub.json`` or ``RADFLOW_HUB_MAX_BODY_BYTES`` says otherwise) is refused with 413, and
+a release that does not match its version's release schema makes the job ``invalid_release``
+(:mod:`radflow.hub.inbox`), answered 422 with the reason.
 
     app = create_app(engine, hub_key_path, public_url="http://127.0.0.1:8700", home=hub_home)
 """
@@ -11,18 +17,27 @@ Coordinators call ``/v1/studies`` and ``/v1/flows`` with a personal API token
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.engine import Engine
 
-from radflow.hub import registry, study_jobs
+from radflow.errors import ConfigurationError
+from radflow.hub import inbox, registry, study_jobs
+from radflow.hub.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
+from radflow.hub.polling import JobWatch
 from radflow.hub.registry import ASSERTION_TYPE, Refusal
 
-MAX_WAIT = 25.0  # seconds a long poll is held open
+MAX_WAIT = 25.0  # seconds a long poll is held open, at most
+RESULT_PATH = re.compile(r"^/v1/sites/([^/]+)/jobs/([^/]+)/result$")
+Setting = (Annotated[int, Field(ge=-(2**53), le=2**53)] | Annotated[float, Field(
+    allow_inf_nan=False)] | bool | Annotated[str, StringConstraints(max_length=64)])
 
 
 class Enrolment(BaseModel):
@@ -41,24 +56,66 @@ class StudyRequest(BaseModel):
 class JobResult(BaseModel):
     release: dict[str, Any] | None = None
     refusal: str | None = Field(default=None, pattern=r"^[a-z_]+(:[\w.@-]+)?$", max_length=120)
-    policy: dict[str, int | float | bool | str] | None = Field(default=None, max_length=12)
+    policy: dict[str, Setting] | None = Field(default=None, max_length=12)
+
+
+def max_body_bytes(home: Any = None) -> int:
+    """The request body bound: ``max_body_bytes`` in the hub's ``hub.json``, else the
+    environment's ``RADFLOW_HUB_MAX_BODY_BYTES``, else 1 MiB.
+
+    Raises:
+        ConfigurationError: the setting is not a number.
+    """
+    configured = home.config().get("max_body_bytes") if home is not None else None
+    value = configured or os.environ.get("RADFLOW_HUB_MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"max_body_bytes {value!r} is not a number of bytes",
+                                 fix="set it to an integer, e.g. 1048576 (1 MiB)") from None
 
 
 def create_app(engine: Engine, hub_key_path: Path, public_url: str,
-               home: Any = None) -> FastAPI:
+               home: Any = None, max_body: int | None = None) -> FastAPI:
     """The API; ``home`` (the hub's folder) lets coordinators start studies on the hub's
-    Prefect (without it those routes answer 503)."""
+    Prefect (without it those routes answer 503). ``max_body``: the request body bound in
+    bytes (default: :func:`max_body_bytes`)."""
     from radflow.federation.signing import fingerprint
 
     hub_public = hub_key_path.with_suffix(hub_key_path.suffix + ".pub").read_bytes()
     token_url = f"{public_url.rstrip('/')}/oauth/token"
-    app = FastAPI(title="radflow hub: federation API", docs_url=None, redoc_url=None)
+    app = FastAPI(title="radflow hub: federation API", docs_url=None, redoc_url=None,
+                  openapi_url=None)
     registry.create(engine)
+    watch = JobWatch(engine)
+    limit = max_body or max_body_bytes(home)
+
+    def oversized(scope: dict[str, Any]) -> None:
+        """An authenticated site's oversized release: its job's invalid_release."""
+        found = RESULT_PATH.match(scope.get("path", ""))
+        if found is None or scope.get("method") != "POST":
+            return
+        token = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        if registry.site_of(engine, token) == found[1]:
+            inbox.mark_invalid(engine, found[1], found[2], f"body_too_large (over {limit} "
+                                                           "bytes)")
+
+    app.add_middleware(BodyLimit, max_bytes=limit, on_oversize=oversized)
+
+    @app.exception_handler(RequestValidationError)
+    async def _malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming where and what, never echoing what was sent (it may be anything)."""
+        return JSONResponse({"detail": [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""),
+                                         "type": e.get("type", "")} for e in exc.errors()[:20]]},
+                            422)
 
     @app.exception_handler(Refusal)
     async def _refused(_request: Request, exc: Refusal) -> JSONResponse:
-        status = {"invalid_client": 401, "unknown_job": 404, "conflict": 409}.get(exc.code, 400)
-        return JSONResponse({"error": exc.code}, status)
+        status = {"invalid_client": 401, "unknown_job": 404, "conflict": 409,
+                  "invalid_release": 422}.get(exc.code, 400)
+        return JSONResponse({"error": exc.code} | ({"reason": exc.message}
+                                                   if exc.code == "invalid_release" else {}),
+                            status)
 
     def caller(name: str, request: Request) -> str:
         site = registry.site_of(engine, request.headers.get("authorization"))
@@ -117,6 +174,15 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
             raise HTTPException(404, "no such study")
         return found
 
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(request: Request) -> dict[str, Any]:
+        """The API's schema, for a valid site or coordinator token only."""
+        token = request.headers.get("authorization")
+        if registry.site_of(engine, token) is None and registry.api_caller(engine, token) is None:
+            raise HTTPException(401, "a valid site or coordinator token is needed",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return app.openapi()
+
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"ok": True}
@@ -146,20 +212,18 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
                 "scope": f"site:{site}"}
 
     @app.get("/v1/sites/{name}/jobs")
-    async def jobs(name: str, request: Request, wait: float = 0.0,
+    async def jobs(name: str, request: Request,
+                   wait: float = Query(0.0, ge=0, le=MAX_WAIT, allow_inf_nan=False,
+                                       description=f"seconds, 0 to {MAX_WAIT:g}"),
                    skip: str = "") -> dict[str, Any]:
         """The site's open jobs; with ``wait`` the request is held open (long poll) until one
-        is queued or ``wait`` seconds pass. ``skip``: job ids (comma-separated) the site knows
-        already and waits on (e.g. for a steward's acceptance): they do not end the wait."""
-        caller(name, request)
+        is queued or ``wait`` seconds pass (a finite number, at most MAX_WAIT: anything else
+        is answered 422). ``skip``: job ids (comma-separated) the site knows already and waits
+        on (e.g. for a steward's acceptance): they do not end the wait. The database is asked
+        in worker threads, never on the event loop."""
+        await asyncio.to_thread(caller, name, request)
         known = set(skip.split(",")[:200]) if skip else set()
-        deadline = asyncio.get_running_loop().time() + min(max(wait, 0.0), MAX_WAIT)
-        while True:
-            every = study_jobs.queued_jobs(engine, name)
-            found = every if any(j["id"] not in known for j in every) else []
-            if found or asyncio.get_running_loop().time() >= deadline:
-                return {"jobs": every}
-            await asyncio.sleep(0.2)
+        return {"jobs": await watch.wait(name, known, wait)}
 
     @app.post("/v1/sites/{name}/jobs/{job_id}/result")
     def result(job_id: str, body: JobResult, site: str = Depends(caller)) -> dict[str, str]:

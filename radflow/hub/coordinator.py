@@ -14,8 +14,12 @@ A coordinator module defines:
         PNG files written into ``folder``; the study report shows them
 
 ``rounds`` is every round so far: ``{"round": name, "params": {...}, "sites": [{"site",
-"status": "released"|"refused"|"missing", "release" or "refusal"}]}``. Only the sites that
-released in a round are asked in the next one; the others are reported with their code.
+"status": "released"|"refused"|"invalid_release"|"missing", "release" or "refusal"}]}``. Only
+the sites that released in a round are asked in the next one; the others are reported with
+their code. A release the hub has is one its inbox checked against the round's release schema
+(:mod:`radflow.hub.inbox`): exactly the declared fields, kinds and shapes, finite numbers, and
+``None`` only where the site's gate suppresses; a coordinator can rely on that and on nothing
+more (any mix of released, refused, invalid and missing sites, including none released).
 
 The hub runs the coordinator part from the bundle it published (extracted under
 ``hub/bundles/<hash>/``), on its own worker: it never reaches a site.

@@ -79,7 +79,8 @@ class HubStudy(HubModel, table=True):
 
 
 class HubJob(HubModel, table=True):
-    """One site's part of a study, from queued to released (or refused, or missed)."""
+    """One site's part of a study, from queued to released (or refused, or missed, or
+    invalid_release: a release the hub's own check of its schema refused)."""
 
     __tablename__ = "hub_job"
 
@@ -89,11 +90,14 @@ class HubJob(HubModel, table=True):
     version_hash: str
     params: str = "{}"
     round: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # 0, 1, ...
-    status: str = Field(default="queued", index=True)  # queued, taken, released, refused
+    # queued, taken, released, refused, missed, invalid_release
+    status: str = Field(default="queued", index=True)
     release: str | None = None  # the released aggregate (JSON), exactly as posted
     refusal: str | None = None  # a code: not_approved, bad_signature, policy_violation:...
     policy: str | None = None  # the site's policy summary (JSON): what its gate applied
     posted_at: datetime | None = None
+    reason: str | None = None  # invalid_release: the rule and schema field (never a value)
+    body_hash: str | None = None  # invalid_release: the refused release's hash (a repost)
 
 
 class HubApiToken(HubModel, table=True):

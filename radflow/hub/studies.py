@@ -1,6 +1,8 @@
 """Studies on the hub: queue one job per site, wait for the releases (until the deadline), and
-combine them. A site that refuses is reported with its code only; a site that does not answer
-by the deadline is reported as missing; the others' results stand.
+combine them. A site that refuses is reported with its code only; a site whose release the hub
+found malformed is reported as ``invalid_release`` (with the rule and schema field, never a
+value); a site that does not answer by the deadline is reported as missing; the others' results
+stand.
 
 Results are hub artifacts under ``hub/studies/<id>/``: ``result.json``, the charts and a report
 (``report.html``, with the charts inside) that says which sites took part, which refused and
@@ -19,6 +21,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from radflow.hub import registry, study_jobs
+
+ANSWERED = ("released", "refused", "invalid_release")  # a site's answer to a job
 
 
 def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
@@ -83,7 +87,7 @@ def _wait_round(engine: Engine, study_id: str, round_no: int, deadline_s: float,
     while True:
         rows = study_jobs.study_jobs(engine, study_id, round_no)
         for job in rows:
-            if job.status in ("released", "refused") and job.site not in told:
+            if job.status in ANSWERED and job.site not in told:
                 told.add(job.site)
                 if on_site is not None:
                     on_site(_entry(job) | ({"round": label} if label else {}))
@@ -106,9 +110,11 @@ def _round_summary(done: dict[str, Any]) -> dict[str, Any]:
 
 def _entry(job: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"site": job.site, "status": job.status
-                             if job.status in ("released", "refused") else "missing"}
-    if job.status == "refused":
-        entry["refusal"] = job.refusal
+                             if job.status in ANSWERED else "missing"}
+    if job.status in ("refused", "invalid_release"):
+        entry["refusal"] = job.refusal or job.status
+    if job.status == "invalid_release":
+        entry["reason"] = job.reason or ""
     if job.status == "released":
         entry["release"] = json.loads(job.release)
     if job.policy:

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from radflow.errors import ConfigurationError
+from radflow.hub import inbox
 from radflow.hub.models import HubJob, HubSite, HubStudy, HubVersion
 from radflow.hub.registry import Refusal, detached
 
@@ -165,29 +166,50 @@ def queued_jobs(engine: Engine, site: str) -> list[dict[str, Any]]:
 def post_result(engine: Engine, site: str, job_id: str, release: dict[str, Any] | None,
                 refusal: str | None, policy: dict[str, Any] | None = None) -> str:
     """Record a site's release or refusal, once: the job id is the idempotency key. Returns
-    ``recorded`` or ``already`` (the same post again).
+    ``recorded`` or ``already`` (the same post again). A release that does not match its
+    version's release schema makes the job ``invalid_release`` (:mod:`radflow.hub.inbox`).
 
     Raises:
-        Refusal: ``unknown_job`` (not this site's), ``conflict`` (a different second post).
+        Refusal: ``unknown_job`` (not this site's), ``conflict`` (a different second post),
+            ``invalid_release`` (this release, or the same one again: the reason says why).
     """
-
-    body = json.dumps(release, sort_keys=True) if release is not None else None
     with Session(engine) as session:
         job = session.get(HubJob, job_id)
         if job is None or job.site != site:
             raise Refusal("unknown_job", "no such job for this site")
         if job.status == "missed":
             raise Refusal("conflict", "the study's deadline passed before this result came")
+        if job.status == "invalid_release":
+            if release is not None and job.body_hash == inbox.body_hash(release):
+                raise Refusal("invalid_release", job.reason or "invalid")
+            raise Refusal("conflict", "this job's release was refused as invalid already")
         if job.status in ("released", "refused"):
-            if (job.release, job.refusal) == (body, refusal):
+            if (job.release, job.refusal) == (_text(release), refusal):
                 return "already"
             raise Refusal("conflict", "this job has a different result already")
+        if release is not None:
+            reason = inbox.problem(session, job, release)
+            if reason is not None:
+                inbox.record_invalid(job, reason, inbox.body_hash(release), policy)
+                session.add(job)
+                session.commit()
+                raise Refusal("invalid_release", reason)
         job.status = "released" if release is not None else "refused"
-        job.release, job.refusal, job.posted_at = body, refusal, datetime.now(UTC)
+        job.release, job.refusal, job.posted_at = _text(release), refusal, datetime.now(UTC)
         job.policy = json.dumps(policy, sort_keys=True) if policy else None
         session.add(job)
         session.commit()
     return "recorded"
+
+
+def _text(release: dict[str, Any] | None) -> str | None:
+    """A release as the hub keeps it (JSON, sorted keys); "" for one too deep to write."""
+    if release is None:
+        return None
+    try:
+        return json.dumps(release, sort_keys=True)
+    except (RecursionError, ValueError):
+        return ""
 
 
 def study_jobs(engine: Engine, study_id: str, round_no: int | None = None) -> list[HubJob]:
