@@ -103,13 +103,13 @@ def _check_offered(site_root: Path, version_hash: str) -> None:
 
     if not (federation_dir(site_root) / "hub.json").exists():
         raise ConfigurationError(f"{version_hash} is not a version this site knows: it has not "
-                                 "joined a hub", fix="radflow site join HUB_URL --code CODE, "
-                                                     "then approve a hash radflow site versions "
-                                                     "lists")
+                                 "joined a hub", fix="`radflow site join HUB_URL --code CODE`, "
+                                                     "then approve a hash that `radflow site "
+                                                     "versions` lists")
     found = [r for r in offered(site_root) if r["hash"] == version_hash]
     if not found:
         raise ConfigurationError(f"the hub offers no version {version_hash}",
-                                 fix="approve a hash that radflow site versions lists")
+                                 fix="approve a hash that `radflow site versions` lists")
     if found[0]["signature"] != "verified":
         raise ConfigurationError(f"version {version_hash} is {found[0]['signature']} here",
                                  fix="approve only a version whose signature verifies against "

@@ -158,7 +158,7 @@ def decide_release(catalog_url: str, job_id: str, actor: str, *, approve: bool,
     if approve and not (expected_hash and HASH.fullmatch(expected_hash)):
         raise ConfigurationError(f"an approval of the release of job {job_id} names its hash "
                                  f"(got {expected_hash or 'none'!r})",
-                                 fix="radflow site releases show JOB prints it: approve with "
+                                 fix="`radflow site releases show JOB` prints it: approve with "
                                      "--hash sha256:<64 hex>")
     row = pending_release(catalog_url, job_id)
     if expected_hash is not None and expected_hash != row["hash"]:
