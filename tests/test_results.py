@@ -5,6 +5,7 @@ new object that supersedes the old; two producers racing on one key record one r
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import threading
@@ -135,33 +136,45 @@ def size_of(ctx: ProducerContext, image: DerivedRef) -> FeatureTable:
                           "unit": "byte"}])
 
 
-def test_force_stores_a_new_object_that_supersedes_the_old(orthanc, site, case) -> None:
+def test_force_stores_a_new_object_that_supersedes_the_old(orthanc, site, case, cli) -> None:
     """--force: a new generation of the key (new UIDs), stored beside the old object; the old
     result (accepted) and the table made from it become superseded, naming the new one, which
     starts as draft saying why; later calls return the new one."""
     from radflow.results import store
 
-    first = tagged_copy.fn(case, site="alpha")
-    assert tagged_copy.fn(case, site="alpha").result_id == first.result_id  # cached
-    with session_scope(site.catalog_url) as session:
-        store.set_status(session, first.result_id, "accepted", by="dr-a")
-    table = size_of.fn(first, site="alpha")
+    with site_prefect(site):  # the site runtime comes from a block on the site's Prefect
+        first = tagged_copy.fn(case, site="alpha")
+        assert tagged_copy.fn(case, site="alpha").result_id == first.result_id  # cached
+        with session_scope(site.catalog_url) as session:
+            store.set_status(session, first.result_id, "accepted", by="dr-a")
+        table = size_of.fn(first, site="alpha")
 
-    forced = tagged_copy.fn(case, site="alpha", force=True)
-    assert not forced.cached and forced.result_id != first.result_id
-    assert forced.sop_instance_uid != first.sop_instance_uid and forced.orthanc_id != first.orthanc_id
-    for ref in (first, forced):  # the old object stays in Orthanc
-        assert orthanc.resource("instances", ref.orthanc_id)["ID"] == ref.orthanc_id
-    with session_scope(site.catalog_url) as session:
-        old, new, old_table = (session.get(DerivedResult, r.result_id)
-                               for r in (first, forced, table))
-        assert (old.status, old.status_reason) == (
-            "superseded", f"recomputed by force as result {new.id}")
-        assert (new.status, new.parent_id) == ("draft", old.id)
-        assert new.status_reason == f"recomputed by force from result {old.id} (which was accepted)"
-        assert old_table.status == "superseded" and f"result {old.id}" in old_table.status_reason
-    again = tagged_copy.fn(case, site="alpha")
-    assert again.cached and again.result_id == forced.result_id  # the newest generation
+        forced = tagged_copy.fn(case, site="alpha", force=True)
+        assert not forced.cached and forced.result_id != first.result_id
+        assert forced.sop_instance_uid != first.sop_instance_uid and forced.orthanc_id != first.orthanc_id
+        for ref in (first, forced):  # the old object stays in Orthanc
+            assert orthanc.resource("instances", ref.orthanc_id)["ID"] == ref.orthanc_id
+        with session_scope(site.catalog_url) as session:
+            old, new, old_table = (session.get(DerivedResult, r.result_id)
+                                   for r in (first, forced, table))
+            assert (old.status, old.status_reason) == (
+                "superseded", f"recomputed by force as result {new.id}")
+            assert (new.status, new.parent_id) == ("draft", old.id)
+            assert new.status_reason == f"recomputed by force from result {old.id} (which was accepted)"
+            assert old_table.status == "superseded" and f"result {old.id}" in old_table.status_reason
+        again = tagged_copy.fn(case, site="alpha")
+        assert again.cached and again.result_id == forced.result_id  # the newest generation
+    # `results list`: the current result; --all: the history, saying which is current
+    listed = json.loads(cli("results", "list", "--site", "alpha", "--series", case.series_uid,
+                            "--kind", "OT", "--json", check=True).stdout)
+    assert [(r["id"], r["status"], r["current"]) for r in listed] == [(forced.result_id, "draft",
+                                                                       True)]
+    history = json.loads(cli("results", "list", "--site", "alpha", "--series", case.series_uid,
+                             "--kind", "ot", "--all", "--json", check=True).stdout)
+    assert [(r["id"], r["status"], r["current"]) for r in history] == [
+        (forced.result_id, "draft", True), (first.result_id, "superseded", False)]
+    bad = cli("results", "list", "--site", "alpha", "--status", "approved")
+    assert bad.returncode != 0 and "no result status 'approved'" in bad.stdout + bad.stderr
 
 
 def test_two_producers_racing_on_one_key_record_one_result(orthanc, site, case) -> None:
@@ -176,8 +189,10 @@ def test_two_producers_racing_on_one_key_record_one_result(orthanc, site, case) 
                               "segment_label": "whole", "feature": "radflow_test_race",
                               "value": 1.0, "unit": "1"}])
 
-    with ThreadPoolExecutor(2) as pool:
-        refs = list(pool.map(lambda _: raced.fn(case, site="alpha"), range(2)))
+    with site_prefect(site), ThreadPoolExecutor(2) as pool:  # each with the site's settings
+        calls = [pool.submit(contextvars.copy_context().run, raced.fn, case, site="alpha")
+                 for _ in range(2)]
+        refs = [c.result() for c in calls]
     assert refs[0].result_id == refs[1].result_id
     with session_scope(site.catalog_url) as session:
         rows = session.exec(select(DerivedResult).where(
