@@ -40,6 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CTE
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlmodel import col
+from sqlmodel import select as scalars  # one column: a session's exec() gives its values
 
 from radflow.catalog.models import DerivedResult, FeatureValue
 from radflow.enums import ResultKind, ResultStatus
@@ -196,7 +197,7 @@ def current_units(series_uids: Iterable[str] | Select | None = None) -> CTE:
 def current_result_ids(series_uids: Iterable[str] | None = None) -> Select:
     """``SELECT id`` of the current results (for ``DerivedResult.id IN (...)``)."""
     units = current_units(series_uids)
-    return select(units.c.id).distinct()
+    return scalars(units.c.id).distinct()
 
 
 @lru_cache(maxsize=16)
@@ -204,7 +205,7 @@ def series_with_current(kind: ResultKind | str) -> Select:
     """``SELECT source_series_uid`` of the series that have a current result of ``kind``
     (built once per kind: statements are immutable)."""
     units = current_units()
-    return select(units.c.source_series_uid).where(
+    return scalars(units.c.source_series_uid).where(
         units.c.kind == ResultKind(kind).value).distinct()
 
 

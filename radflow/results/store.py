@@ -96,7 +96,9 @@ def record(session: Session, key: ResultKey, source: SeriesRef, *, orthanc_id: s
                 session.add(row)
         except IntegrityError:  # another producer recorded this key meanwhile: its row
             row = session.exec(select(DerivedResult).where(DerivedResult.key == key.digest)
-                               .execution_options(populate_existing=True)).one()
+                               .execution_options(populate_existing=True)).first()
+            if row is None:  # not the key's conflict (a missing parent, say): the error
+                raise
         else:
             if recomputes is not None:
                 _recomputed(session, row, recomputes)
