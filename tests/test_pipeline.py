@@ -191,11 +191,12 @@ def test_segment_and_quantify_end_to_end(orthanc, site, ct_cases, cli, tmp_path:
     # recomputed: a new SEG and SR per case (new UIDs) beside the old ones, which are superseded
     after = counts(orthanc, site)
     assert after[:2] == (before[0] + 6, before[1] + 6) and after[2] == 2 * before[2]
-    for row in forced["rows"]:
+    for case in cases:
         with session_scope(site.catalog_url) as session:
-            seg = session.get(DerivedResult, row["seg_result"])
-            old = session.get(DerivedResult, seg.parent_id)
-        assert (seg.status, old.status) == ("draft", "superseded")
+            old, seg = session.exec(select(DerivedResult).where(
+                DerivedResult.kind == "SEG", DerivedResult.source_series_uid == case.series_uid)
+                .order_by(DerivedResult.id)).all()
+        assert (seg.status, seg.parent_id, old.status) == ("draft", old.id, "superseded")
         assert old.status_reason == f"recomputed by force as result {seg.id}"
 
     csv_path, parquet_path = tmp_path / "features.csv", tmp_path / "features.parquet"
@@ -205,7 +206,11 @@ def test_segment_and_quantify_end_to_end(orthanc, site, ct_cases, cli, tmp_path:
 
     table = pq.read_table(parquet_path)  # the current results' values only
     assert table.num_rows == before[2] == len(csv_path.read_text().splitlines()) - 1
-    assert set(table.column("result_id").to_pylist()) == {r["sr_result"] for r in forced["rows"]}
+    with session_scope(site.catalog_url) as session:
+        newest_srs = {max(session.exec(select(DerivedResult.id).where(
+            DerivedResult.kind == "SR", DerivedResult.source_series_uid == c.series_uid)).all())
+            for c in cases}
+    assert set(table.column("result_id").to_pylist()) == newest_srs
     codes = set(table.column("code").to_pylist())
     assert "IBSI:YEKZ" in codes  # VoxelVolume
 

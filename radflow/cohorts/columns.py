@@ -20,7 +20,9 @@ Exactness:
   0008) in every transaction that changes a series or a finding. A copy records the generation
   (and the database's token) it was built from, and a query uses it only when they still match;
   otherwise it runs in SQL. A copy is built between two reads of the generation and kept only
-  when they agree, so no commit fell in between.
+  when they agree, so no commit fell in between. ``has_result`` is not in the copy: results
+  change with every pipeline run, so each query reads which series have a current result
+  (radflow.results.current) from the catalog.
 
 The copy is made after each ingest burst (:func:`refresh`, from the ``ingest`` flow) when the
 catalog holds at least ``RADFLOW_COLUMNS_FROM`` series (20,000 by default; below that SQL
