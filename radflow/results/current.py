@@ -32,7 +32,19 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any, ClassVar
 
-from sqlalchemy import Boolean, Integer, String, and_, case, column, func, select, table, union_all
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    String,
+    and_,
+    case,
+    column,
+    func,
+    or_,
+    select,
+    table,
+    union_all,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Select
@@ -153,29 +165,35 @@ def current_units(series_uids: Iterable[str] | Select | None = None) -> CTE:
     """
     uids = series_uids if series_uids is None or isinstance(series_uids, Select) \
         else list(series_uids)
-    result, child = _RESULT, _RESULT.alias()
-    root_rank = case((result.c.status == ResultStatus.ACCEPTED.value, ACCEPTED), else_=DRAFT)
-    anchor = select(result.c.id, result.c.source_series_uid, result.c.kind,
-                    result.c.algorithm.label("line"), result.c.derived_from_id, result.c.status,
-                    root_rank.label("rank")).where(result.c.parent_id.is_(None))
+    row, parent, child = _RESULT, _RESULT.alias(), _RESULT.alias()
+    # the lines of revised results (a correction, a recomputation): from their chain's root
+    anchor = select(row.c.id, parent.c.algorithm.label("line")).where(
+        parent.c.id == row.c.parent_id, parent.c.parent_id.is_(None))
     if uids is not None:
-        anchor = anchor.where(result.c.source_series_uid.in_(uids))
-    lines = anchor.cte(recursive=True)  # every result with its line and rank, root to leaves
-    rank = case((lines.c.status == ResultStatus.CORRECTED.value, CORRECTION),
-                (child.c.status == ResultStatus.ACCEPTED.value, ACCEPTED), else_=DRAFT)
-    lines = lines.union_all(select(
-        child.c.id, child.c.source_series_uid, child.c.kind, lines.c.line,
-        child.c.derived_from_id, child.c.status, rank).where(child.c.parent_id == lines.c.id))
+        anchor = anchor.where(row.c.source_series_uid.in_(uids))
+    chains = anchor.cte(recursive=True)
+    chains = chains.union_all(select(child.c.id, chains.c.line).where(
+        child.c.parent_id == chains.c.id))
 
     segments = select(_FEATURE.c.result_pk, _FEATURE.c.segment_label).distinct()
     if uids is not None:
         segments = segments.where(_FEATURE.c.source_series_uid.in_(uids))
     segments = segments.subquery()
-    units = (select(lines.c.id, lines.c.source_series_uid, lines.c.kind, lines.c.line,
-                    lines.c.derived_from_id, lines.c.rank,
+    rank = case((parent.c.status == ResultStatus.CORRECTED.value, CORRECTION),
+                (row.c.status == ResultStatus.ACCEPTED.value, ACCEPTED), else_=DRAFT)
+    units = (select(row.c.id, row.c.source_series_uid, row.c.kind,
+                    func.coalesce(chains.c.line, row.c.algorithm).label("line"),
+                    row.c.derived_from_id, rank.label("rank"),
                     segments.c.segment_label.label("segment"))
-             .outerjoin(segments, segments.c.result_pk == lines.c.id)
-             .where(lines.c.status.in_([s.value for s in ELIGIBLE]))).cte()
+             .select_from(row)
+             .outerjoin(chains, chains.c.id == row.c.id)
+             .outerjoin(parent, parent.c.id == row.c.parent_id)
+             .outerjoin(segments, segments.c.result_pk == row.c.id)
+             .where(row.c.status.in_([s.value for s in ELIGIBLE]),
+                    or_(row.c.parent_id.is_(None), chains.c.id.is_not(None))))  # not in a loop
+    if uids is not None:
+        units = units.where(row.c.source_series_uid.in_(uids))
+    units = units.cte()
 
     levels: list[CTE] = []
     for level in range(DEPTH):
