@@ -102,7 +102,8 @@ def test_filters_select_the_expected_series(catalog: str) -> None:
         == {"s1", "s2"}
     assert matching(catalog, {"field": "slice_thickness", "op": "between", "value": [1, 3]}) == {"s0", "s2"}
     assert matching(catalog, {"field": "study_date", "op": "gte", "value": "2022-01-01"}) == {"s2", "s3"}
-    assert matching(catalog, {"field": "age_years", "op": "exists", "value": False}) == {"s2", "seg0", "seg2"}
+    assert matching(catalog, {"field": "age_years", "op": "exists", "value": False}) == {
+        "s2", "seg0", "seg2"}
     assert matching(catalog, {"field": "contrast", "op": "eq", "value": True}) == {"s0"}
     assert matching(catalog, {"field": "series_description", "op": "contains", "value": "50%"}) == {"s0"}
     assert matching(catalog, {"field": "series_description", "op": "contains", "value": "_"}) == set()

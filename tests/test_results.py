@@ -151,7 +151,8 @@ def test_force_stores_a_new_object_that_supersedes_the_old(orthanc, site, case, 
 
         forced = tagged_copy.fn(case, site="alpha", force=True)
         assert not forced.cached and forced.result_id != first.result_id
-        assert forced.sop_instance_uid != first.sop_instance_uid and forced.orthanc_id != first.orthanc_id
+        assert forced.sop_instance_uid != first.sop_instance_uid
+        assert forced.orthanc_id != first.orthanc_id
         for ref in (first, forced):  # the old object stays in Orthanc
             assert orthanc.resource("instances", ref.orthanc_id)["ID"] == ref.orthanc_id
         with session_scope(site.catalog_url) as session:
@@ -160,8 +161,10 @@ def test_force_stores_a_new_object_that_supersedes_the_old(orthanc, site, case, 
             assert (old.status, old.status_reason) == (
                 "superseded", f"recomputed by force as result {new.id}")
             assert (new.status, new.parent_id) == ("draft", old.id)
-            assert new.status_reason == f"recomputed by force from result {old.id} (which was accepted)"
-            assert old_table.status == "superseded" and f"result {old.id}" in old_table.status_reason
+            assert new.status_reason == (f"recomputed by force from result {old.id} "
+                                         "(which was accepted)")
+            assert old_table.status == "superseded"
+            assert f"result {old.id}" in old_table.status_reason
         again = tagged_copy.fn(case, site="alpha")
         assert again.cached and again.result_id == forced.result_id  # the newest generation
     # `results list`: the current result; --all: the history, saying which is current

@@ -139,9 +139,10 @@ def random_catalog(rng: random.Random, series: int = 6) -> tuple[list[Row], dict
 def store_rows(url: str, rows: list[Row], segments: dict[int, list[str]]) -> None:
     with session_scope(url) as session:
         session.execute(insert(DerivedResult), [
-            {"id": r.id, "key": f"k{r.id}", "kind": r.kind, "source_series_uid": r.source_series_uid,
-             "algorithm": r.algorithm, "version": "1", "status": r.status,
-             "parent_id": r.parent_id, "derived_from_id": r.derived_from_id} for r in rows])
+            {"id": r.id, "key": f"k{r.id}", "kind": r.kind,
+             "source_series_uid": r.source_series_uid, "algorithm": r.algorithm, "version": "1",
+             "status": r.status, "parent_id": r.parent_id, "derived_from_id": r.derived_from_id}
+            for r in rows])
         series_of = {r.id: r.source_series_uid for r in rows}
         features = [{"result_pk": pk, "source_series_uid": series_of[pk], "segment_number": n,
                      "segment_label": label, "feature": f, "value": 1.0, "unit": "1"}

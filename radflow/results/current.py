@@ -250,7 +250,8 @@ def _series_sql(dialect: Dialect, kind: str) -> str:
 
 @compiles(HasCurrentResult)
 def _has_current_result(element: HasCurrentResult, compiler: Any, **kw: Any) -> str:
-    return f"{compiler.process(element.series_uid, **kw)} IN ({_series_sql(compiler.dialect, element.kind)})"
+    series = _series_sql(compiler.dialect, element.kind)
+    return f"{compiler.process(element.series_uid, **kw)} IN ({series})"
 
 
 def current_features_join(units: CTE) -> Any:
