@@ -24,7 +24,7 @@ from sqlalchemy import func, insert
 from sqlmodel import select
 
 from radflow.catalog.db import get_engine, optimize, session_scope
-from radflow.catalog.models import Patient, Series, Study
+from radflow.catalog.models import DerivedResult, Patient, Series, Study
 from radflow.cohorts import CohortDefinition, columns, count_series, select_series, to_sql
 from radflow.settings import get_settings
 
@@ -80,13 +80,20 @@ def build(url: str, n: int, seed: int = 1) -> None:
                 "source_series_uid": f"1.2.{i - 1}" if modality == "SEG" else None,
             })
         session.execute(insert(Series), rows)
+        results = [{"key": f"seg-{r['source_series_uid']}", "kind": "SEG",  # has_result: current
+                    "source_series_uid": r["source_series_uid"], "algorithm": "model",
+                    "version": "1", "status": rng.choice(["draft"] * 8 + ["accepted", "rejected"])}
+                   for r in rows if r["source_series_uid"]]
+        for start in range(0, len(results), 50_000):
+            session.execute(insert(DerivedResult), results[start:start + 50_000])
 
 
 def naive(url: str, definition: CohortDefinition) -> int:
     """Baseline: load every series (plain rows) and filter in Python with the same semantics."""
     with get_engine(url).connect() as connection:
         rows = connection.execute(select(Series.__table__)).all()
-    seg_sources = {r.source_series_uid for r in rows if r.modality == "SEG"}
+        seg_sources = {r.source_series_uid for r in connection.execute(
+            select(DerivedResult.__table__)) if r.kind == "SEG" and r.status != "rejected"}
 
     def ok(node, r) -> bool:
         if "field" in node:

@@ -57,7 +57,8 @@ def segment_and_quantify_case(series: SeriesRef, model: str = DEFAULT_MODEL,
         model: the segmentation model (for nnU-Net: an installed model's name).
         params: the radiomics parameters (a RadiomicsParams block name).
         site: the site (default: RADFLOW_SITE of the worker).
-        force: compute again even when a result with the same key exists.
+        force: compute again even when a result with the same key exists: a new object (new
+            UIDs) that supersedes the old one (which stays in Orthanc), starting as draft.
         segmenter: the plugin whose ``segment`` task to use when several offer one.
         quantifier: the plugin whose ``quantify`` task to use when several offer one.
         review: suspend for a review decision before quantifying (needs a deployment run).
@@ -110,7 +111,8 @@ def segment_and_quantify(cohort: str | None = None, series_uids: list[str] | Non
         params: radiomics parameters (a RadiomicsParams block name).
         site: the site (default: RADFLOW_SITE of the worker).
         max_parallel: cases in flight at once.
-        force: compute again even when results with the same keys exist.
+        force: compute again even when results with the same keys exist (new objects that
+            supersede the old ones).
         isolation: ``inline`` (subflows in this process, the model shared), ``runs`` (one
             flow run of the case deployment per series) or ``dask`` (subflows on a Dask
             cluster: a LocalCluster of ``max_parallel`` processes, or ``dask_address``).

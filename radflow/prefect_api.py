@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ class FlowRunInfo:
     deployment_id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict, compare=False)
     tags: tuple[str, ...] = field(default=(), compare=False)
+    created: bool = field(default=False, compare=False)  # made by this call (not found by key)
 
     @property
     def is_final(self) -> bool:
@@ -177,7 +178,7 @@ class PrefectApi:
                                 "idempotency_key": idempotency_key or uuid.uuid4().hex}
         answer = self._request("POST", f"deployments/{self.deployment_id(deployment)}/"
                                "create_flow_run", f"starting a run of {deployment}", json=body)
-        return FlowRunInfo.from_api(answer.json())
+        return replace(FlowRunInfo.from_api(answer.json()), created=answer.status_code == 201)
 
     def flow_runs_tagged(self, tag: str, limit: int = 10) -> list[FlowRunInfo]:
         """The flow runs carrying ``tag``, newest first."""

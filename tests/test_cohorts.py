@@ -10,7 +10,7 @@ from conftest import ENGINES, new_database, one_study_catalog
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
-from radflow.catalog.models import Series, Study
+from radflow.catalog.models import DerivedResult, Series, Study
 from radflow.cohorts import CohortDefinition, count_series, parse_short, save_cohort, select_series
 from radflow.errors import ConfigurationError
 
@@ -72,6 +72,14 @@ def catalog(request, tmp_path: Path) -> str:
                                series_description=desc))
         session.add(Series(orthanc_id="seg0", series_uid="9.0", study_pk=study_pk, study_uid="1",
                            modality="SEG", source_series_uid="1.0"))
+        # has_result: a current result (s0's SEG); s1's SEG was rejected; s2 has a workstation
+        # SEG only (a series in the catalog, not a result)
+        session.add(DerivedResult(key="k0", kind="SEG", source_series_uid="1.0", algorithm="m",
+                                  version="1", series_uid="9.0"))
+        session.add(DerivedResult(key="k1", kind="SEG", source_series_uid="1.1", algorithm="m",
+                                  version="1", status="rejected"))
+        session.add(Series(orthanc_id="seg2", series_uid="9.2", study_pk=study_pk, study_uid="1",
+                           modality="SEG", source_series_uid="1.2"))
     return url
 
 
@@ -94,7 +102,8 @@ def test_filters_select_the_expected_series(catalog: str) -> None:
         == {"s1", "s2"}
     assert matching(catalog, {"field": "slice_thickness", "op": "between", "value": [1, 3]}) == {"s0", "s2"}
     assert matching(catalog, {"field": "study_date", "op": "gte", "value": "2022-01-01"}) == {"s2", "s3"}
-    assert matching(catalog, {"field": "age_years", "op": "exists", "value": False}) == {"s2", "seg0"}
+    assert matching(catalog, {"field": "age_years", "op": "exists", "value": False}) == {
+        "s2", "seg0", "seg2"}
     assert matching(catalog, {"field": "contrast", "op": "eq", "value": True}) == {"s0"}
     assert matching(catalog, {"field": "series_description", "op": "contains", "value": "50%"}) == {"s0"}
     assert matching(catalog, {"field": "series_description", "op": "contains", "value": "_"}) == set()

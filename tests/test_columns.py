@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, insert, update
 from sqlmodel import col, select
 
 from radflow.catalog.db import get_engine, session_scope
-from radflow.catalog.models import Finding, Patient, Series, Study
+from radflow.catalog.models import DerivedResult, Finding, Patient, Series, Study
 from radflow.cohorts import CohortDefinition, columns, count_series, select_series, to_sql
 from radflow.cohorts.definition import FIELDS, OPS
 
@@ -62,6 +62,11 @@ def build(url: str, n: int, seed: int) -> None:
         session.execute(insert(Finding), [
             {"series_pk": rng.randrange(1, n + 1), "code": rng.choice(FINDINGS), "severity": "warning",
              "message": "m"} for _ in range(n // 3)])
+        session.execute(insert(DerivedResult), [  # has_result: current ones only
+            {"key": f"k{i}", "kind": rng.choice(["SEG", "SR", "RTSTRUCT"]),
+             "source_series_uid": f"1.2.{rng.randrange(n)}", "algorithm": "a", "version": "1",
+             "status": rng.choice(["draft", "accepted", "rejected", "superseded"])}
+            for i in range(n // 4)])
 
 
 def value_of(rng: random.Random, field: str, op: str) -> Any:

@@ -177,9 +177,14 @@ def test_import_a_shared_cohort(site, case, browser, tmp_path) -> None:
 
 def test_run_from_a_cohort_and_view_the_overlays(site, case, browser, shots) -> None:
     page = log_in(browser, site, "researcher", f"/cohorts/{COHORT}")
+    form = {name: page.locator(f"#run input[name={name}]").input_value()
+            for name in ("csrf", "run_token")}
     page.click("#run button[type=submit]")
     page.wait_for_url(f"**/cohorts/{COHORT}")
     assert "segment-and-quantify started" in page.inner_text(".flash")
+    # the same form sent again (a double click): no second run
+    again = cookies(page).post(f"{app_url(site)}/cohorts/{COHORT}/runs", data=form, timeout=30)
+    assert again.status_code == 200 and "no second run" in again.text
     runs = site.prefect().flow_runs_tagged(f"cohort:{COHORT}")
     assert len(runs) == 1 and runs[0].parameters["cohort"] == COHORT
     finished = site.prefect().wait(runs[0].id, 600)

@@ -1,8 +1,9 @@
 """segment-and-quantify end to end on synthetic CT in a real Orthanc with the real model:
 SEG and SR in Orthanc, valid (dciodvfy: no error, no warning), readable (highdicom, and dcmqi,
 which 3D Slicer uses), accurate (Dice against the ground truth), SR values equal to a direct
-pyradiomics call under their IBSI codes, no duplicates on re-runs, failing cases reported while
-the others finish; the per-case flow in both isolations."""
+pyradiomics call under their IBSI codes, no duplicates on re-runs (a forced re-run makes new
+objects that supersede the old), failing cases reported while the others finish; the per-case
+flow in both isolations."""
 
 from __future__ import annotations
 
@@ -186,16 +187,30 @@ def test_segment_and_quantify_end_to_end(orthanc, site, ct_cases, cli, tmp_path:
     assert again["ok"] == 3 and counts(orthanc, site) == before  # cached: nothing new
     assert all(r["cached"] for r in again["rows"])
     forced = run_pipeline(site, series_uids=uids[:3], force=True, isolation="runs")
-    assert forced["ok"] == 3 and counts(orthanc, site) == before  # recomputed: same UIDs, no copies
-    assert not any(r["cached"] for r in forced["rows"])
+    assert forced["ok"] == 3 and not any(r["cached"] for r in forced["rows"])
+    # recomputed: a new SEG and SR per case (new UIDs) beside the old ones, which are superseded
+    after = counts(orthanc, site)
+    assert after[:2] == (before[0] + 6, before[1] + 6) and after[2] == 2 * before[2]
+    for case in cases:
+        with session_scope(site.catalog_url) as session:
+            old, seg = session.exec(select(DerivedResult).where(
+                DerivedResult.kind == "SEG", DerivedResult.source_series_uid == case.series_uid)
+                .order_by(DerivedResult.id)).all()
+        assert (seg.status, seg.parent_id, old.status) == ("draft", old.id, "superseded")
+        assert old.status_reason == f"recomputed by force as result {seg.id}"
 
     csv_path, parquet_path = tmp_path / "features.csv", tmp_path / "features.parquet"
     cli("pipeline", "features", "--site", "alpha", "--out", str(csv_path), check=True)
     cli("pipeline", "features", "--site", "alpha", "--out", str(parquet_path), check=True)
     import pyarrow.parquet as pq
 
-    table = pq.read_table(parquet_path)
+    table = pq.read_table(parquet_path)  # the current results' values only
     assert table.num_rows == before[2] == len(csv_path.read_text().splitlines()) - 1
+    with session_scope(site.catalog_url) as session:
+        newest_srs = {max(session.exec(select(DerivedResult.id).where(
+            DerivedResult.kind == "SR", DerivedResult.source_series_uid == c.series_uid)).all())
+            for c in cases}
+    assert set(table.column("result_id").to_pylist()) == newest_srs
     codes = set(table.column("code").to_pylist())
     assert "IBSI:YEKZ" in codes  # VoxelVolume
 

@@ -1,20 +1,29 @@
 """The result service with the real plugins, Orthanc and Prefect: cached answers carry only
 their own features; results of two SEG models stay apart in the catalog as in Orthanc; results
-go with their deleted source; permanent failures run once, never three times."""
+go with their deleted source; permanent failures run once, never three times; --force stores a
+new object that supersedes the old; two producers racing on one key record one result."""
 
 from __future__ import annotations
 
+import contextvars
+import io
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import pydicom
 import pytest
 from conftest import send, wait_settled
+from pydicom.uid import SecondaryCaptureImageStorage
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import DerivedResult, FeatureValue
+from radflow.results import ProducerContext, producer
 from radflow.site.registration import site_prefect
-from radflow.types import SeriesRef
+from radflow.types import DerivedRef, FeatureTable, SeriesRef
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -105,3 +114,92 @@ def test_an_unknown_model_fails_once_with_its_fix(orthanc, site, case) -> None:
     runs = [t for t in task_runs(site, state.state_details.flow_run_id)
             if t.name.startswith("segment")]
     assert len(runs) == 1 and runs[0].run_count == 1 and runs[0].state.is_failed()
+
+
+@producer("OT", algorithm="radflow-test-copy", version="1")
+def tagged_copy(ctx: ProducerContext, series: SeriesRef) -> Any:
+    """A copy of the series' first image as a Secondary Capture under the key's UIDs."""
+    first = ctx.orthanc.series_instances(series.orthanc_id)[0]
+    ds = pydicom.dcmread(io.BytesIO(ctx.orthanc.instance_file(first)))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.SeriesInstanceUID, ds.Modality, ds.SeriesDescription = ctx.series_uid, "OT", "a copy"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ctx.instance_uid
+    return ds
+
+
+@producer("FEATURES", algorithm="radflow-test-size", version="1")
+def size_of(ctx: ProducerContext, image: DerivedRef) -> FeatureTable:
+    """A one-value table made from a result (it follows that result when it is superseded)."""
+    return FeatureTable([{"source_series_uid": image.source.series_uid, "segment_number": 1,
+                          "segment_label": "whole", "feature": "radflow_test_size",
+                          "value": float(len(ctx.orthanc.instance_file(image.orthanc_id))),
+                          "unit": "byte"}])
+
+
+def test_force_stores_a_new_object_that_supersedes_the_old(orthanc, site, case, cli) -> None:
+    """--force: a new generation of the key (new UIDs), stored beside the old object; the old
+    result (accepted) and the table made from it become superseded, naming the new one, which
+    starts as draft saying why; later calls return the new one."""
+    from radflow.results import store
+
+    with site_prefect(site):  # the site runtime comes from a block on the site's Prefect
+        first = tagged_copy.fn(case, site="alpha")
+        assert tagged_copy.fn(case, site="alpha").result_id == first.result_id  # cached
+        with session_scope(site.catalog_url) as session:
+            store.set_status(session, first.result_id, "accepted", by="dr-a")
+        table = size_of.fn(first, site="alpha")
+
+        forced = tagged_copy.fn(case, site="alpha", force=True)
+        assert not forced.cached and forced.result_id != first.result_id
+        assert forced.sop_instance_uid != first.sop_instance_uid
+        assert forced.orthanc_id != first.orthanc_id
+        for ref in (first, forced):  # the old object stays in Orthanc
+            assert orthanc.resource("instances", ref.orthanc_id)["ID"] == ref.orthanc_id
+        with session_scope(site.catalog_url) as session:
+            old, new, old_table = (session.get(DerivedResult, r.result_id)
+                                   for r in (first, forced, table))
+            assert (old.status, old.status_reason) == (
+                "superseded", f"recomputed by force as result {new.id}")
+            assert (new.status, new.parent_id) == ("draft", old.id)
+            assert new.status_reason == (f"recomputed by force from result {old.id} "
+                                         "(which was accepted)")
+            assert old_table.status == "superseded"
+            assert f"result {old.id}" in old_table.status_reason
+        again = tagged_copy.fn(case, site="alpha")
+        assert again.cached and again.result_id == forced.result_id  # the newest generation
+    # `results list`: the current result; --all: the history, saying which is current
+    listed = json.loads(cli("results", "list", "--site", "alpha", "--series", case.series_uid,
+                            "--kind", "OT", "--json", check=True).stdout)
+    assert [(r["id"], r["status"], r["current"]) for r in listed] == [(forced.result_id, "draft",
+                                                                       True)]
+    history = json.loads(cli("results", "list", "--site", "alpha", "--series", case.series_uid,
+                             "--kind", "ot", "--all", "--json", check=True).stdout)
+    assert [(r["id"], r["status"], r["current"]) for r in history] == [
+        (forced.result_id, "draft", True), (first.result_id, "superseded", False)]
+    bad = cli("results", "list", "--site", "alpha", "--status", "approved")
+    assert bad.returncode != 0 and "no result status 'approved'" in bad.stdout + bad.stderr
+
+
+def test_two_producers_racing_on_one_key_record_one_result(orthanc, site, case) -> None:
+    """Two runs compute the same result at once (both past the cache check, a barrier makes
+    sure): both get the one row the winner recorded; no IntegrityError."""
+    barrier = threading.Barrier(2, timeout=60)
+
+    @producer("FEATURES", algorithm="radflow-test-race", version="1")
+    def raced(ctx: ProducerContext, series: SeriesRef) -> FeatureTable:
+        barrier.wait()
+        return FeatureTable([{"source_series_uid": series.series_uid, "segment_number": 1,
+                              "segment_label": "whole", "feature": "radflow_test_race",
+                              "value": 1.0, "unit": "1"}])
+
+    with site_prefect(site), ThreadPoolExecutor(2) as pool:  # each with the site's settings
+        calls = [pool.submit(contextvars.copy_context().run, raced.fn, case, site="alpha")
+                 for _ in range(2)]
+        refs = [c.result() for c in calls]
+    assert refs[0].result_id == refs[1].result_id
+    with session_scope(site.catalog_url) as session:
+        rows = session.exec(select(DerivedResult).where(
+            DerivedResult.algorithm == "radflow-test-race")).all()
+        values = session.exec(select(FeatureValue).where(
+            FeatureValue.feature == "radflow_test_race")).all()
+    assert len(rows) == 1 and len(values) == 1

@@ -137,7 +137,7 @@ def fields(json_out: bool = JSON) -> None:
     for name, spec in FIELDS.items():
         console.print(f"{name:<20} {spec.kind:<7} {spec.description}  "
                       f"[dim]({', '.join(sorted(OPS[spec.kind]))})[/dim]", highlight=False)
-    console.print('{"has_result": "SEG"}  series with a derived object of that modality '
+    console.print('{"has_result": "SEG"}  series with a current derived result of that kind '
                   '(combine with {"not": ...})', highlight=False, markup=False)
 
 

@@ -26,7 +26,9 @@ def run(
     series: list[str] | None = typer.Option(None, "--series", help="SeriesInstanceUID (repeatable)."),
     model: str = typer.Option("radflow-abdomen-demo", help="Segmentation model."),
     params: str = typer.Option("default", help="Radiomics parameters block."),
-    force: bool = typer.Option(False, help="Compute again even if done before."),
+    force: bool = typer.Option(False, help="Compute again even if done before: new objects "
+                                           "(new UIDs) that supersede the old ones, which stay "
+                                           "in Orthanc; the new results start as draft."),
     review: bool = typer.Option(False, help="Have a clinician review each SEG (the cases wait "
                                             "on the worklist; the run ends without waiting)."),
     max_parallel: int = typer.Option(2, help="Cases in flight at once."),
@@ -85,9 +87,10 @@ def features(
     cohort: str | None = typer.Option(None, help="Only the series of this cohort."),
     json_out: bool = JSON,
 ) -> None:
-    """Export the catalog's feature table: one row per series, segment and feature of every
-    current result (not rejected, not superseded), with its IBSI code, unit, the result's id,
-    algorithm, version, parameters' hash and status."""
+    """Export the catalog's feature table: one row per series, segment and feature of the
+    current result (radflow.results.current: a correction, then accepted, then draft; never
+    rejected or superseded), with its IBSI code, unit, the result's id, algorithm, version,
+    parameters' hash and status."""
     from radflow.catalog.db import session_scope
     from radflow.cohorts import load_cohort, select_series
     from radflow.results.store import feature_table

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import getpass
 import json
+from typing import Any
 
 import typer
 
 from radflow.cli.common import JSON, SITE, console, emit_rows, print_json, site_catalog_url
+from radflow.errors import ConfigurationError
 
 app = typer.Typer(help="Derived results: list them, see their lineage, change their status.",
                   no_args_is_help=True)
@@ -28,26 +30,47 @@ def list_(site: str | None = SITE,
                                                        "SeriesInstanceUID."),
           kind: str | None = typer.Option(None, help="SEG, SR..."),
           status: str | None = typer.Option(None, help="draft, accepted, rejected, corrected, "
-                                                       "superseded."),
+                                                       "superseded (filters the history: "
+                                                       "implies --all)."),
+          all_: bool = typer.Option(False, "--all", help="The whole history, every status (each "
+                                                         "row says whether it is current)."),
           json_out: bool = JSON) -> None:
-    """The derived results, newest first."""
+    """The current results (one per series, kind, algorithm and segment: corrected, then
+    accepted, then draft), newest first; ``--all`` for the history with every status."""
     from sqlmodel import col, select
 
     from radflow.catalog.db import session_scope
     from radflow.catalog.models import DerivedResult
     from radflow.enums import ResultKind, ResultStatus
+    from radflow.results.current import current_result_ids
 
+    if kind:
+        kind = _parse(ResultKind, kind.upper(), "kind")
+    if status:
+        status = _parse(ResultStatus, status.lower(), "status")
+    history = all_ or status is not None
     query = select(DerivedResult).order_by(col(DerivedResult.id).desc())
     if series:
         query = query.where(DerivedResult.source_series_uid == series)
     if kind:
-        query = query.where(DerivedResult.kind == ResultKind(kind.upper()))
+        query = query.where(DerivedResult.kind == kind)
     if status:
-        query = query.where(DerivedResult.status == ResultStatus(status.lower()))
+        query = query.where(DerivedResult.status == status)
     with session_scope(site_catalog_url(site)) as session:
-        rows = [_row(r) for r in session.exec(query)]
+        current = set(session.exec(current_result_ids([series] if series else None)).all())
+        rows = [{**_row(r), "current": r.id in current} for r in session.exec(query)
+                if history or r.id in current]
     emit_rows(rows, json_out, lambda r: f"{r['id']:>5} {r['kind']:<4} {r['status']:<10} "
-              f"{r['algorithm']} {r['version']}  from {r['source_series_uid']}")
+              f"{r['algorithm']} {r['version']}  from {r['source_series_uid']}"
+              + ("  (current)" if history and r["current"] else ""))
+
+
+def _parse(enum: type, value: str, what: str) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        raise ConfigurationError(f"there is no result {what} {value!r}",
+                                 fix=f"use one of {', '.join(e.value for e in enum)}") from None
 
 
 @app.command()

@@ -20,7 +20,9 @@ Exactness:
   0008) in every transaction that changes a series or a finding. A copy records the generation
   (and the database's token) it was built from, and a query uses it only when they still match;
   otherwise it runs in SQL. A copy is built between two reads of the generation and kept only
-  when they agree, so no commit fell in between.
+  when they agree, so no commit fell in between. ``has_result`` is not in the copy: results
+  change with every pipeline run, so each query reads which series have a current result
+  (radflow.results.current) from the catalog.
 
 The copy is made after each ingest burst (:func:`refresh`, from the ``ingest`` flow) when the
 catalog holds at least ``RADFLOW_COLUMNS_FROM`` series (20,000 by default; below that SQL
@@ -55,11 +57,11 @@ import numpy as np
 from sqlalchemy.engine import Connection, Engine
 
 from radflow.cohorts.definition import FIELDS
-from radflow.cohorts.masks import EPOCH, evaluate
+from radflow.cohorts.masks import EPOCH, HasResult, evaluate
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: no derived results in the copy (has_result reads the catalog)
 CHUNK = 50_000  # rows read per round while building
 LIST_LIMIT = 10_000  # larger listings load their rows in SQL anyway: no gain from the copy
 _FIELDS = [name for name in FIELDS if name != "finding"]
@@ -145,16 +147,11 @@ def _read(connection: Connection) -> tuple[dict[str, np.ndarray], dict[str, list
         wanted = np.array(series_ids, dtype=np.int64)
         return sorter[np.searchsorted(ids, wanted, sorter=sorter)].astype(np.int32)
 
-    for name, sql in (
-        ("finding", "SELECT DISTINCT series_pk, lower(code) FROM finding"),
-        ("result", "SELECT DISTINCT s.id, d.modality FROM series s JOIN series d "
-                   "ON d.source_series_uid = s.series_uid WHERE d.modality IS NOT NULL"),
-    ):
-        rows = connection.exec_driver_sql(sql).all()
-        words = _Dictionary()
-        arrays[f"{name}_pos"] = positions([r[0] for r in rows])
-        arrays[f"{name}_code"] = words.encode(tuple(r[1] for r in rows))
-        dictionaries[name] = words
+    rows = connection.exec_driver_sql("SELECT DISTINCT series_pk, lower(code) FROM finding").all()
+    words = _Dictionary()
+    arrays["finding_pos"] = positions([r[0] for r in rows])
+    arrays["finding_code"] = words.encode(tuple(r[1] for r in rows))
+    dictionaries["finding"] = words
     return arrays, {name: d.words for name, d in dictionaries.items()}
 
 
@@ -263,17 +260,31 @@ class Columns:
             self._words[name] = json.loads((self.folder / f"{name}.words.json").read_text())
         return self._words[name]
 
-    def matches(self, node: dict[str, Any]) -> np.ndarray:
-        """The positions' truth for a canonical filter node (true only: unknown is not a match)."""
-        return evaluate(self, node)[0]
+    def matches(self, node: dict[str, Any], has_result: HasResult) -> np.ndarray:
+        """The positions' truth for a canonical filter node (true only: unknown is not a match);
+        ``has_result(kind)``: the positions of the series with a current result of a kind."""
+        return evaluate(self, node, has_result)[0]
 
-    def count(self, node: dict[str, Any]) -> int:
-        return int(np.count_nonzero(self.matches(node)))
+    def count(self, node: dict[str, Any], has_result: HasResult) -> int:
+        return int(np.count_nonzero(self.matches(node, has_result)))
 
-    def first_ids(self, node: dict[str, Any], limit: int, offset: int = 0) -> list[int]:
+    def first_ids(self, node: dict[str, Any], limit: int, offset: int = 0, *,
+                  has_result: HasResult) -> list[int]:
         """The ids of ``limit`` matches from the ``offset``-th on, in the cohort's list order."""
-        positions = np.flatnonzero(self.matches(node))[offset:offset + limit]
+        positions = np.flatnonzero(self.matches(node, has_result))[offset:offset + limit]
         return [int(i) for i in self.array("id")[positions]]
+
+    def mask_of(self, series_ids: list[int]) -> np.ndarray:
+        """The positions of these series (ids of the copy's catalog) as a mask."""
+        ids = self.array("id")
+        if "_sorter" not in self._arrays:
+            self._arrays["_sorter"] = np.argsort(ids)
+        sorter = self._arrays["_sorter"]
+        found = np.zeros(self.size, dtype=bool)
+        wanted = np.asarray(series_ids, dtype=np.int64)
+        if wanted.size:
+            found[sorter[np.searchsorted(ids, wanted, sorter=sorter)]] = True
+        return found
 
 
 _loaded: dict[Path, Columns] = {}

@@ -154,7 +154,7 @@ def normalize(node: Any) -> dict[str, Any]:
         return {"not": normalize(value)}
     if key == "has_result":
         if not isinstance(value, str) or not RESULT_MODALITY.match(value.strip().upper()):
-            raise _bad(f"has_result takes the modality of a derived object (SEG, SR...), got {value!r}")
+            raise _bad(f"has_result takes the kind of a derived object (SEG, SR...), got {value!r}")
         return {"has_result": value.strip().upper()}
     raise _bad(f"unknown filter key {key!r} (use field/op/value, all, any, not, has_result)")
 

@@ -19,18 +19,25 @@ if TYPE_CHECKING:
     from radflow.cohorts.columns import Columns
 
 EPOCH = np.datetime64("1970-01-01", "D")  # dates are kept as days since this one
+HasResult = Callable[[str], np.ndarray]
 
 
-def evaluate(cols: Columns, node: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The (true, false) masks of a canonical filter node over the copy's positions."""
+def evaluate(cols: Columns, node: dict[str, Any], has_result: HasResult
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The (true, false) masks of a canonical filter node over the copy's positions.
+
+    ``has_result(kind)`` gives the positions of the series with a current result of that kind:
+    results change in every pipeline run, so they are read from the catalog for each query
+    (radflow.results.current), not kept in the copy.
+    """
     if "field" in node:
         return _condition(cols, node["field"], node["op"], node["value"])
     key, value = next(iter(node.items()))
     if key == "not":
-        true, false = evaluate(cols, value)
+        true, false = evaluate(cols, value, has_result)
         return false, true
     if key in ("all", "any"):
-        parts = [evaluate(cols, child) for child in value]
+        parts = [evaluate(cols, child, has_result) for child in value]
         true, false = parts[0][0].copy(), parts[0][1].copy()
         for t, f in parts[1:]:
             if key == "all":
@@ -40,7 +47,7 @@ def evaluate(cols: Columns, node: dict[str, Any]) -> tuple[np.ndarray, np.ndarra
                 true |= t
                 false &= f
         return true, false
-    found = _linked(cols, "result", lambda word: word == value)  # has_result
+    found = has_result(value)
     return found, ~found
 
 
@@ -50,7 +57,7 @@ def _hits(words: list[str], test: Callable[[str], bool]) -> np.ndarray:
 
 
 def _linked(cols: Columns, name: str, test: Callable[[str], bool]) -> np.ndarray:
-    """Series with at least one linked row (finding, derived result) whose word passes."""
+    """Series with at least one linked row (a finding) whose word passes."""
     hit = _hits(cols.words(name), test)
     rows = cols.array(f"{name}_pos")[hit[cols.array(f"{name}_code")]] if hit.size else []
     found = np.zeros(cols.size, dtype=bool)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 from sqlalchemy import and_, exists, false, func, not_, or_, true
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from radflow.catalog.models import Finding, Series
 from radflow.cohorts import columns
 from radflow.cohorts.definition import FIELDS, CohortDefinition
+from radflow.enums import ResultKind
+from radflow.results.current import HasCurrentResult
+
+KINDS = {k.value for k in ResultKind}
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +83,29 @@ def to_sql(node: dict[str, Any]) -> ColumnElement[bool]:
         return or_(false(), *[to_sql(v) for v in value])
     if key == "not":
         return not_(to_sql(value))
-    derived = aliased(Series)
-    return exists().where(col(derived.source_series_uid) == col(Series.series_uid),
-                          col(derived.modality) == value)
+    return _has_result(value)
+
+
+def _has_result(kind: str) -> ColumnElement[bool]:
+    """The series has a current result of ``kind`` (radflow.results.current: not rejected,
+    superseded or corrected-and-replaced)."""
+    if kind not in KINDS:
+        return false()
+    return HasCurrentResult(col(Series.series_uid), kind)
+
+
+def _has_result_masks(session: Session, copy: columns.Columns) -> Callable[[str], Any]:
+    """``has_result`` for the columnar copy: the series with a current result of a kind, read
+    from the catalog once per kind and query."""
+    found: dict[str, Any] = {}
+
+    def masks(kind: str) -> Any:
+        if kind not in found:
+            ids = session.exec(select(Series.id).where(_has_result(kind))).all()
+            found[kind] = copy.mask_of(list(ids))
+        return found[kind]
+
+    return masks
 
 
 def count_series(session: Session, definition: CohortDefinition) -> int:
@@ -89,7 +113,7 @@ def count_series(session: Session, definition: CohortDefinition) -> int:
     copy = columns.current(session.connection())
     if copy is not None:
         try:
-            return copy.count(definition.where)
+            return copy.count(definition.where, _has_result_masks(session, copy))
         except OSError as exc:  # removed by a refresh in another process meanwhile
             logger.warning("the catalog's columnar copy is gone (%s): counting in SQL", exc)
     return session.exec(select(func.count()).select_from(Series).where(to_sql(definition.where))).one()
@@ -103,7 +127,8 @@ def select_series(session: Session, definition: CohortDefinition, limit: int | N
     copy = columns.current(session.connection()) if limit and limit <= columns.LIST_LIMIT else None
     if copy is not None:
         try:
-            ids = copy.first_ids(definition.where, limit, offset)
+            ids = copy.first_ids(definition.where, limit, offset,
+                                 has_result=_has_result_masks(session, copy))
         except OSError as exc:
             logger.warning("the catalog's columnar copy is gone (%s): listing in SQL", exc)
         else:

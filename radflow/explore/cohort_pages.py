@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,6 +32,7 @@ from radflow.explore.web import (
 from radflow.web.auth import CLINICAL_ROLES, User, check_csrf
 
 router = APIRouter()
+RUN_TOKEN = re.compile(r"[0-9a-f]{32}")  # rendered with a cohort's page: one run per form
 
 
 def _known_fields(data: Any) -> list[str]:
@@ -247,7 +249,7 @@ def cohort_page(request: Request, name: str, page: int = 0,
         "definition": json.dumps(definition.canonical(), indent=2, sort_keys=True),
         "series": _series_rows(request, definition, page * PAGE, PAGE),
         "may_run": me.has(*RUN_ROLES), "may_view": me.has(*CLINICAL_ROLES),
-        "runs": _runs(request, name), "flash": _flash(request),
+        "runs": _runs(request, name), "flash": _flash(request), "run_token": uuid.uuid4().hex,
         "builder": "/cohorts/new?" + urlencode({"definition": json.dumps(definition.canonical())})})
 
 
@@ -271,23 +273,25 @@ def _runs(request: Request, name: str) -> list[dict[str, Any]]:
 
 def _progress(request: Request, name: str) -> dict[str, int]:
     from sqlalchemy import func
-    from sqlmodel import col, select
+    from sqlmodel import select
 
     from radflow.catalog.db import session_scope
-    from radflow.catalog.models import DerivedResult, Series
+    from radflow.catalog.models import Series
     from radflow.cohorts import to_sql
     from radflow.enums import ResultKind
+    from radflow.results.current import current_units
 
     definition, _ = _cohort(request, name)
     with session_scope(_url(request)) as session:
         uids = select(Series.series_uid).where(to_sql(definition.where))
         total = session.exec(select(func.count()).select_from(Series)
                              .where(to_sql(definition.where))).one()
+        units = current_units()  # done: the series with a current SEG, a current SR
         done = dict(session.exec(
-            select(DerivedResult.kind, func.count(func.distinct(DerivedResult.source_series_uid)))
-            .where(col(DerivedResult.source_series_uid).in_(uids),
-                   col(DerivedResult.kind).in_([ResultKind.SEG, ResultKind.SR]))
-            .group_by(DerivedResult.kind)).all())
+            select(units.c.kind, func.count(func.distinct(units.c.source_series_uid)))
+            .where(units.c.source_series_uid.in_(uids),
+                   units.c.kind.in_([ResultKind.SEG.value, ResultKind.SR.value]))
+            .group_by(units.c.kind)).all())
     return {"series": total, "seg": int(done.get(ResultKind.SEG, 0)),
             "sr": int(done.get(ResultKind.SR, 0))}
 
@@ -300,13 +304,19 @@ def runs_api(request: Request, name: str, me: User = Depends(explorer)) -> list[
 
 @router.post("/cohorts/{name}/runs")
 def start_run(request: Request, name: str, csrf: str | None = Form(None),
-              review: str | None = Form(None), me: User = Depends(runner)) -> Response:
+              review: str | None = Form(None), run_token: str | None = Form(None),
+              me: User = Depends(runner)) -> Response:
     """Start segment-and-quantify over the cohort on the site's worker (as `radflow pipeline
-    run --cohort NAME [--review]` does), tagged with the cohort and the user."""
+    run --cohort NAME [--review]` does), tagged with the cohort and the user. The page's run
+    token is the run's idempotency key: the same form sent twice (a double click, a reload)
+    starts one run."""
     from radflow.audit import record
 
     check_csrf(request, csrf)
     _cohort(request, name)
+    if not run_token or not RUN_TOKEN.fullmatch(run_token):
+        raise HTTPException(400, "the form has no valid run token: reload the cohort's page "
+                                 "and start the run from there")
     ctx = _ctx(request)
     parameters = {"cohort": name, "series_uids": None, "model": "radflow-abdomen-demo",
                   "params": "default", "site": ctx.name, "force": False, "max_parallel": 2,
@@ -314,9 +324,14 @@ def start_run(request: Request, name: str, csrf: str | None = Form(None),
     try:
         started = ctx.prefect().create_flow_run(
             f"segment-and-quantify/{ctx.name}", parameters,
+            idempotency_key=f"explore-{name}-{run_token}",
             tags=("radflow", "web", f"cohort:{name}"))
     except RadflowError as exc:
         raise HTTPException(502, f"the run did not start: {exc.message}") from exc
+    if not started.created:
+        request.session["flash"] = (f"this form already started {started.name} on cohort "
+                                    f"{name}: no second run.")
+        return RedirectResponse(f"/cohorts/{name}", 303)
     record(_url(request), actor=me.sub, action="pipeline.started",
            subject=f"flow_run:{started.id}", detail={"cohort": name, "review": bool(review),
                                                      "flow": "segment-and-quantify"})

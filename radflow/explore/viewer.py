@@ -24,11 +24,13 @@ VIEW_AUDIT_SECONDS = 3600  # one audit event per log-in and series per hour
 
 def _series(request: Request, uid: str) -> dict[str, Any]:
     """A series' catalog rows: the series, its study, its findings, the SEGs that reference
-    it, its results and their feature values (404 when the catalog has no such series)."""
+    it (the current results' first), its results (which are current) and the current results'
+    feature values (404 when the catalog has no such series)."""
     from sqlmodel import col, select
 
     from radflow.catalog.db import session_scope
     from radflow.catalog.models import DerivedResult, Finding, Instance, Series, Study
+    from radflow.results.current import current_result_ids
     from radflow.results.store import feature_table
 
     if not UID.match(uid):
@@ -51,12 +53,16 @@ def _series(request: Request, uid: str) -> dict[str, Any]:
             select(Instance).where(Instance.series_pk == series.id)
             .order_by(col(Instance.position_z), col(Instance.instance_number)))]
         table = feature_table(session, series_uids=[uid]).rows
+        current = set(session.exec(current_result_ids([uid])).all())
         by_uid = {r.series_uid: r for r in results if r.series_uid}
+        segs.sort(key=lambda s: s.series_uid not in by_uid or by_uid[s.series_uid].id
+                  not in current)  # the current SEGs first (stable: then by ingestion)
         return {
             "row": series.model_dump(), "study": study.model_dump(), "findings": findings,
             "order": order,
             "segs": [{"uid": s.series_uid, "description": s.series_description,
                       "orthanc_id": s.orthanc_id,
+                      "current": s.series_uid in by_uid and by_uid[s.series_uid].id in current,
                       "result": ({"id": by_uid[s.series_uid].id,
                                   "status": by_uid[s.series_uid].status.value,
                                   "algorithm": by_uid[s.series_uid].algorithm,
@@ -66,7 +72,8 @@ def _series(request: Request, uid: str) -> dict[str, Any]:
             "results": [{"id": r.id, "kind": r.kind.value, "status": r.status.value,
                          "algorithm": r.algorithm, "version": r.version,
                          "status_by": r.status_by, "series_uid": r.series_uid,
-                         "parent_id": r.parent_id} for r in results],
+                         "parent_id": r.parent_id, "current": r.id in current}
+                        for r in results],
             "features": table}
 
 

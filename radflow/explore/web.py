@@ -120,6 +120,7 @@ def _series_rows(request: Request, definition: Any, offset: int, limit: int,
     from radflow.catalog.db import session_scope
     from radflow.catalog.models import DerivedResult, Finding, Series
     from radflow.cohorts import select_series, to_sql
+    from radflow.results.current import current_result_ids
 
     with session_scope(_url(request)) as session:
         if definition is not None and not newest:  # a cohort's page: from the columnar copy
@@ -137,10 +138,11 @@ def _series_rows(request: Request, definition: Any, offset: int, limit: int,
         for pk, code in session.exec(select(Finding.series_pk, Finding.code)
                                      .where(col(Finding.series_pk).in_(ids))):
             findings.setdefault(pk, []).append(code)
-        results: dict[str, dict[str, int]] = {}
+        results: dict[str, dict[str, int]] = {}  # the current ones (radflow.results.current)
+        current = current_result_ids(uids)
         for uid, kind, status, n in session.exec(
                 select(DerivedResult.source_series_uid, DerivedResult.kind, DerivedResult.status,
-                       func.count()).where(col(DerivedResult.source_series_uid).in_(uids))
+                       func.count()).where(col(DerivedResult.id).in_(current))
                 .group_by(DerivedResult.source_series_uid, DerivedResult.kind,
                           DerivedResult.status)):
             key = f"{getattr(kind, 'value', kind)} {getattr(status, 'value', status)}"

@@ -1,7 +1,7 @@
 """What a federated flow's site part reads from the site's catalog: the radiomics features of a
-cohort's series, one value per series, feature and segment (the newest result that is neither
-rejected nor superseded), with the series' covariates. Nothing here leaves the site: the site
-part turns it into the aggregates its release schema declares.
+cohort's series, one value per series, feature and segment (from the current result, by the
+one rule of radflow.results.current), with the series' covariates. Nothing here leaves the
+site: the site part turns it into the aggregates its release schema declares.
 
     table = feature_table(site_catalog_url, cohort, ["original_firstorder_Mean"], ["liver"])
     table.values("original_firstorder_Mean", "liver")     # numpy array, one value per series
@@ -39,10 +39,10 @@ def feature_table(catalog_url: str, cohort: dict[str, Any], features: list[str],
     from sqlmodel import col, select
 
     from radflow.catalog.db import session_scope
-    from radflow.catalog.models import DerivedResult, FeatureValue, Series
+    from radflow.catalog.models import FeatureValue, Series
     from radflow.cohorts.definition import CohortDefinition
     from radflow.cohorts.query import select_series
-    from radflow.enums import ResultStatus
+    from radflow.results.current import current_features_join, current_units
 
     definition = CohortDefinition.parse(cohort)
     table = FeatureTable()
@@ -52,16 +52,15 @@ def feature_table(catalog_url: str, cohort: dict[str, Any], features: list[str],
             chosen.setdefault(s.series_uid, s)
         if not chosen:
             return table
+        units = current_units(list(chosen))
         rows = session.exec(
-            select(FeatureValue, DerivedResult)
-            .join(DerivedResult, col(DerivedResult.id) == col(FeatureValue.result_pk))
+            select(FeatureValue)
+            .join(units, current_features_join(units))
             .where(col(FeatureValue.source_series_uid).in_(list(chosen)),
                    col(FeatureValue.feature).in_(features),
-                   col(FeatureValue.segment_label).in_(segments),
-                   col(DerivedResult.status).not_in([ResultStatus.REJECTED,
-                                                     ResultStatus.SUPERSEDED]))
-            .order_by(col(DerivedResult.id))).all()
-        for value, _result in rows:  # newest result last: it wins
+                   col(FeatureValue.segment_label).in_(segments))
+            .order_by(col(FeatureValue.result_pk), col(FeatureValue.id))).all()
+        for value in rows:  # one current result per line: of two algorithms' tables, the newer
             table.cells.setdefault((value.feature, value.segment_label), {})[
                 value.source_series_uid] = float(value.value)
         have = {uid for cell in table.cells.values() for uid in cell}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from radflow.enums import ResultKind
 from radflow.hashing import digest
@@ -22,6 +22,8 @@ class ResultKey:
         algorithm: the algorithm's name (a model name, ``pyradiomics``).
         version: the algorithm's version.
         params_hash: hash of the parameters that change its output.
+        generation: 0, or how many times it was recomputed by force (``--force``): each
+            generation has its own digest, so its own UIDs, and is a new object in Orthanc.
     """
 
     kind: ResultKind
@@ -29,12 +31,17 @@ class ResultKey:
     algorithm: str
     version: str
     params_hash: str = ""
+    generation: int = 0
 
     @property
     def digest(self) -> str:
         """``sha256:...`` of the canonical key (the ``result.key`` column)."""
         return result_key(self.kind, list(self.inputs), self.algorithm, self.version,
-                          self.params_hash)
+                          self.params_hash, self.generation)
+
+    def next_generation(self) -> ResultKey:
+        """The key of a recomputation by force: same inputs, new digest and UIDs."""
+        return replace(self, generation=self.generation + 1)
 
     def uid(self, *role: str) -> str:
         """A deterministic UID for a part of this result (``uid("series")``, ``uid("segment",
@@ -50,7 +57,12 @@ class ResultKey:
         return self.uid("instance")
 
 
-def result_key(kind: str, inputs: list[str], algorithm: str, version: str, params: str) -> str:
-    """The canonical hash of a result key (also frozen into catalog migration 0002)."""
-    return digest({"algorithm": algorithm, "inputs": list(inputs), "kind": str(kind),
-                   "params": params, "version": version})
+def result_key(kind: str, inputs: list[str], algorithm: str, version: str, params: str,
+               generation: int = 0) -> str:
+    """The canonical hash of a result key (also frozen into catalog migration 0002, where
+    every key is of generation 0: a generation appears in the hash only from 1 on)."""
+    content = {"algorithm": algorithm, "inputs": list(inputs), "kind": str(kind),
+               "params": params, "version": version}
+    if generation:
+        content["generation"] = generation
+    return digest(content)

@@ -7,7 +7,9 @@ plus details). Decorated with :func:`producer` it becomes a Prefect task that:
 
 1. computes the result key (the input UIDs, the algorithm, its version, its parameters' hash);
 2. returns the recorded result when that key was made before and its object is still in Orthanc
-   (``force=True`` makes it again);
+   (``force=True`` makes it again as a new generation of the key: new UIDs, a new object in
+   Orthanc beside the old one, a new ``draft`` result that supersedes the old one and what was
+   made from it);
 3. otherwise calls the function, checks that the object carries the key's deterministic UIDs,
    stores it in Orthanc, records it in the catalog (status ``draft``, lineage to its inputs,
    timings) and attaches the feature table;
@@ -187,11 +189,17 @@ def produce(spec: ProducerSpec, arguments: dict[str, Any], site: str | None,
     algorithm = spec.identity(arguments)
     key = ResultKey(spec.kind, tuple(input_uid(r) for r in refs), algorithm.name,
                     algorithm.version, algorithm.params_hash)
+    recomputes = None
     with session_scope(rt.catalog_url) as session:
-        row = store.find(session, key)
-        if row is not None and not force and _still_stored(rt.orthanc, row.orthanc_id):
-            features = store.features_of(session, row.id) if spec.kind == ResultKind.SR else None
-            return store.to_ref(row, source, cached=True, features=features)
+        found = store.latest(session, key)
+        if found is not None:
+            key, row = found
+            if not force and _still_stored(rt.orthanc, row.orthanc_id):
+                features = store.features_of(session, row.id) \
+                    if spec.kind == ResultKind.SR else None
+                return store.to_ref(row, source, cached=True, features=features)
+            if force:  # a new generation: new UIDs, a new object; the old one stays, superseded
+                key, recomputes = key.next_generation(), row.id
 
     ctx = ProducerContext(rt.name, rt.orthanc, key, algorithm)
     output = Derived.coerce(spec.fn(ctx, **arguments))
@@ -211,7 +219,7 @@ def produce(spec: ProducerSpec, arguments: dict[str, Any], site: str | None,
             sop_instance_uid=str(dataset.SOPInstanceUID) if dataset is not None else None,
             series_uid=str(dataset.SeriesInstanceUID) if dataset is not None else None,
             detail={**detail, "timings": {k: round(v, 4) for k, v in ctx.timings.items()}},
-            derived_from_id=derived_from)
+            derived_from_id=derived_from, recomputes=recomputes)
         if output.features is not None:
             store.replace_features(session, row, output.features)
         ctx.timings["catalog"] = time.perf_counter() - began

@@ -12,11 +12,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import delete, or_
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from radflow.catalog.models import DerivedResult, FeatureValue, utcnow
 from radflow.enums import ResultKind, ResultStatus
 from radflow.errors import ConfigurationError, PolicyViolation
+from radflow.results.current import current_features_join, current_units
 from radflow.results.keys import LEGACY_PARAMS, ResultKey
 from radflow.types import REF_TYPES, DerivedRef, FeatureTable, ReportRef, SegmentationRef, SeriesRef
 
@@ -52,27 +54,90 @@ def get(session: Session, result_id: int) -> DerivedResult:
     return row
 
 
+def latest(session: Session, key: ResultKey) -> tuple[ResultKey, DerivedResult] | None:
+    """The newest generation recorded of a key (a key recomputed by force has several), with
+    its row; None when none was recorded."""
+    found = None
+    while (row := find(session, key)) is not None:
+        found = (key, row)
+        key = key.next_generation()
+    return found
+
+
 def record(session: Session, key: ResultKey, source: SeriesRef, *, orthanc_id: str | None,
            sop_instance_uid: str | None, series_uid: str | None,
            detail: dict[str, Any] | None = None, derived_from_id: int | None = None,
            parent_id: int | None = None, status: ResultStatus = ResultStatus.DRAFT,
-           status_by: str | None = None) -> DerivedResult:
-    """Insert or update the result of ``key`` (idempotent), and mark as ``superseded`` the
-    results that another version of the same algorithm (or the pre-key catalog) made from the
-    same inputs."""
-    row = find(session, key) or DerivedResult(
-        key=key.digest, kind=key.kind, source_series_uid=source.series_uid,
-        algorithm=key.algorithm, version=key.version, params_hash=key.params_hash)
+           status_by: str | None = None, recomputes: int | None = None) -> DerivedResult:
+    """Record the result of ``key``, or update its row (idempotent), and mark ``superseded``
+    the results that another version of the same algorithm (or the pre-key catalog) made from
+    the same inputs (the whole input key).
+
+    Concurrent calls with one key make one row: the insert runs in a savepoint, and a call that
+    loses the race reads and updates the winner's row. Recording again keeps the row's status
+    (unless it was superseded) and its lineage (``parent_id``, ``derived_from_id``) unless new
+    ones are given.
+
+    Args:
+        recomputes: the result this one recomputes by force (a new generation of its key): that
+            one and what was made from it become ``superseded``, naming this one; this one
+            starts ``draft``, saying so, with that one as its parent.
+    """
+    row = find(session, key)
+    if row is None:
+        try:
+            with session.begin_nested():
+                row = DerivedResult(
+                    key=key.digest, kind=key.kind, source_series_uid=source.series_uid,
+                    algorithm=key.algorithm, version=key.version, params_hash=key.params_hash,
+                    status=status, status_by=status_by, parent_id=parent_id,
+                    derived_from_id=derived_from_id)
+                _fill(row, key, source, orthanc_id, sop_instance_uid, series_uid, detail)
+                session.add(row)
+        except IntegrityError:  # another producer recorded this key meanwhile: its row
+            row = session.exec(select(DerivedResult).where(DerivedResult.key == key.digest)
+                               .execution_options(populate_existing=True)).first()
+            if row is None:  # not the key's conflict (a missing parent, say): the error
+                raise
+        else:
+            if recomputes is not None:
+                _recomputed(session, row, recomputes)
+            _supersede_older(session, key, source, row)
+            return row
+    _fill(row, key, source, orthanc_id, sop_instance_uid, series_uid, detail)
+    if derived_from_id is not None:
+        row.derived_from_id = derived_from_id
+    if parent_id is not None:
+        row.parent_id = parent_id
+    if row.status == ResultStatus.SUPERSEDED:
+        row.status, row.status_by, row.status_reason = status, status_by, None
+    session.add(row)
+    session.flush()
+    _supersede_older(session, key, source, row)
+    return row
+
+
+def _fill(row: DerivedResult, key: ResultKey, source: SeriesRef, orthanc_id: str | None,
+          sop_instance_uid: str | None, series_uid: str | None,
+          detail: dict[str, Any] | None) -> None:
     row.source_orthanc_id = source.orthanc_id or row.source_orthanc_id
     row.inputs = json.dumps(list(key.inputs))
     row.orthanc_id, row.sop_instance_uid, row.series_uid = orthanc_id, sop_instance_uid, series_uid
     row.detail = json.dumps(detail or {}, default=str)
-    row.derived_from_id, row.parent_id = derived_from_id, parent_id
-    if row.id is None or row.status == ResultStatus.SUPERSEDED:
-        row.status, row.status_by = status, status_by
     row.updated_at = utcnow()
+
+
+def _recomputed(session: Session, row: DerivedResult, previous_id: int) -> None:
+    previous = get(session, previous_id)
+    row.parent_id = previous.id
+    _set(row, ResultStatus.DRAFT, "radflow", f"recomputed by force from result {previous.id} "
+         f"(which was {previous.status.value})")
     session.add(row)
-    session.flush()
+    supersede(session, previous, f"recomputed by force as result {row.id}")
+
+
+def _supersede_older(session: Session, key: ResultKey, source: SeriesRef,
+                     row: DerivedResult) -> None:
     older = session.exec(select(DerivedResult).where(
         DerivedResult.kind == key.kind, DerivedResult.source_series_uid == source.series_uid,
         DerivedResult.algorithm == key.algorithm, DerivedResult.id != row.id,
@@ -80,11 +145,27 @@ def record(session: Session, key: ResultKey, source: SeriesRef, *, orthanc_id: s
         or_(DerivedResult.version != key.version, DerivedResult.params_hash == LEGACY_PARAMS),
     )).all()
     for other in older:
-        if json.loads(other.inputs)[:1] == list(key.inputs)[:1]:
-            _set(other, ResultStatus.SUPERSEDED, "radflow", f"made again as result {row.id} "
-                 f"({key.algorithm} {key.version})")
-            session.add(other)
-    return row
+        if json.loads(other.inputs) == list(key.inputs):
+            supersede(session, other, f"made again as result {row.id} "
+                                      f"({key.algorithm} {key.version})")
+
+
+def supersede(session: Session, row: DerivedResult, reason: str) -> int:
+    """Mark a result ``superseded`` (saying why), and the results made from it (the SR of a
+    SEG: it quantifies an object that is no longer current). Returns how many changed."""
+    changed, frontier = 0, [row]
+    while frontier:
+        item = frontier.pop()
+        if item.status == ResultStatus.SUPERSEDED:
+            continue
+        _set(item, ResultStatus.SUPERSEDED, "radflow",
+             reason if item is row else f"made from result {row.id}, which was {reason}")
+        session.add(item)
+        changed += 1
+        frontier.extend(session.exec(select(DerivedResult).where(
+            DerivedResult.derived_from_id == item.id)).all())
+    session.flush()
+    return changed
 
 
 def replace_features(session: Session, result: DerivedResult, table: FeatureTable) -> int:
@@ -100,27 +181,26 @@ def replace_features(session: Session, result: DerivedResult, table: FeatureTabl
 
 def features_of(session: Session, result_id: int) -> FeatureTable:
     """The feature values of one result (never those of another result of the series)."""
-    return feature_table(session, result_ids=[result_id], statuses=None)
-
-
-EXPORTED = (ResultStatus.DRAFT, ResultStatus.ACCEPTED, ResultStatus.CORRECTED)
+    return feature_table(session, result_ids=[result_id], current_only=False)
 
 
 def feature_table(session: Session, *, series_uids: list[str] | None = None,
                   result_ids: list[int] | None = None, features: list[str] | None = None,
-                  statuses: Iterable[ResultStatus] | None = EXPORTED) -> FeatureTable:
+                  current_only: bool = True) -> FeatureTable:
     """Feature values with the result they belong to (its algorithm, version, parameters' hash
-    and status). By default only current results: not rejected, not superseded."""
+    and status). By default only those of the current result of each series, kind, line and
+    segment (:mod:`radflow.results.current`): one value per series, segment and feature."""
     query = select(FeatureValue, DerivedResult).join(
         DerivedResult, col(DerivedResult.id) == col(FeatureValue.result_pk))
+    if current_only:
+        units = current_units(series_uids)
+        query = query.join(units, current_features_join(units))
     if series_uids is not None:
         query = query.where(col(FeatureValue.source_series_uid).in_(series_uids))
     if result_ids is not None:
         query = query.where(col(FeatureValue.result_pk).in_(result_ids))
     if features:
         query = query.where(col(FeatureValue.feature).in_(features))
-    if statuses is not None:
-        query = query.where(col(DerivedResult.status).in_([ResultStatus(s) for s in statuses]))
     rows = [{"source_series_uid": f.source_series_uid, "segment_number": f.segment_number,
              "segment_label": f.segment_label, "feature": f.feature, "code": f.code,
              "value": f.value, "unit": f.unit, "result_id": r.id, "algorithm": r.algorithm,
