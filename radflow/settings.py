@@ -40,6 +40,12 @@ class RadflowSettings(BaseSettings):
         description="Catalogs of at least this many series keep a columnar copy for cohort "
                     "queries (radflow.cohorts.columns); smaller ones answer in SQL.",
     )
+    web_max_body_mb: float = Field(
+        default=16.0, gt=0,
+        description="The largest request body the web apps take, in MiB (413 above). The "
+                    "largest legitimate one is the editor's SEG revision: about 0.2 MiB for a "
+                    "512x512 series with 100 edited slices (docs/operations.md).",
+    )
     start_timeout: float = Field(
         default=90.0,
         description="Seconds to wait for each site component to become healthy.",
