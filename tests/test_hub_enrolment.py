@@ -75,6 +75,10 @@ def test_client_assertions_are_checked(hub, tmp_path) -> None:
     assert ask(good).json() == {"error": "invalid_client"}  # replayed
     assert ask(client.assertion(lifetime=3600)).status_code == 401  # too long-lived
     assert ask("not.a.jwt").status_code == 401
+    # issued in the future: a minute of clock skew is allowed, more is refused
+    assert ask(signed(client, iat_in=30)).status_code == 200
+    future = ask(signed(client, iat_in=300))
+    assert future.status_code == 401 and future.json() == {"error": "invalid_client"}
     # signed by another key under this site's name
     other = tmp_path / "mallory"
     other.mkdir()
@@ -85,6 +89,22 @@ def test_client_assertions_are_checked(hub, tmp_path) -> None:
     assert ask(HubClient(other).assertion()).status_code == 401
     assert requests.post(token_url, timeout=10, data={
         "grant_type": "client_credentials"}).status_code == 401  # no client authentication
+
+
+def signed(client: HubClient, iat_in: int) -> str:
+    """A client assertion of ``client``'s site issued ``iat_in`` seconds from now (valid 20 s
+    after that: never too long-lived)."""
+    import secrets
+
+    from joserfc import jwt
+    from joserfc.jwk import OKPKey
+
+    key = OKPKey.import_key(client.key_path.read_bytes())
+    now = int(time.time())
+    return jwt.encode({"alg": "Ed25519"}, {
+        "iss": client.info["site"], "sub": client.info["site"], "aud": client.info["token_url"],
+        "iat": now + iat_in, "exp": now + iat_in + 20, "jti": secrets.token_urlsafe(16)},
+        key, algorithms=["Ed25519"])
 
 
 REPO = Path(__file__).resolve().parents[1]
