@@ -5,6 +5,7 @@ and a revoked site's token."""
 
 from __future__ import annotations
 
+import os
 import stat
 import time
 from datetime import UTC, datetime, timedelta
@@ -14,11 +15,13 @@ import pytest
 import requests
 from conftest import free_port
 from sqlmodel import Session, select
+from test_web_security import hub_web_sessions_checked
 
 from radflow.errors import ConfigurationError, SiteError
 from radflow.federation.client import HubClient, join
 from radflow.federation.signing import fingerprint, generate
 from radflow.hub import registry
+from radflow.hub.home import HubHome
 from radflow.hub.models import HubToken
 
 pytestmark = [pytest.mark.services]
@@ -255,6 +258,7 @@ def test_the_hub_and_join_from_the_command_line(site, cli) -> None:
         cli("hub", "site", "revoke", "alpha", check=True)
         with pytest.raises(SiteError, match="invalid_client"):
             HubClient(site.paths.root).token()
+        hub_web_sessions_checked(HubHome.of(Path(os.environ["RADFLOW_HOME"])), cli)
         away = cli("hub", "up", "--bind", "0.0.0.0")
         assert away.returncode == 1 and "without TLS" in away.stderr
     finally:

@@ -197,3 +197,41 @@ def test_the_sites_databases_are_the_owners_only(site) -> None:
     for path in files:
         assert path.exists(), path
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path, oct(path.stat().st_mode))
+
+
+def hub_web_sessions_checked(home, cli) -> None:
+    """The coordinators' web app of a running hub (``home``): its sessions live in the hub
+    database (logout and `radflow hub sessions revoke` end them, audited in audit.jsonl), its
+    pages carry the CSP, and its databases are the owner's only. Called from
+    test_hub_enrolment's `hub up` test (one hub start for both)."""
+    from radflow.hub.models import HubWebSession
+
+    hub_store = SessionStore(home.engine, HubWebSession)
+    web = home.web_url()
+
+    def coordinator() -> requests.Session:
+        token = hub_store.create({"user": {"sub": "coordinator", "roles": ["coordinator"],
+                                           "name": "C"}, "csrf": "t"}, 600, "pytest", None)
+        http = requests.Session()
+        http.cookies.set("radflow_hub", token)
+        return http
+
+    http = coordinator()
+    page = http.get(f"{web}/studies", timeout=10)
+    assert page.status_code == 200 and "script-src 'self' 'nonce-" in \
+        page.headers["content-security-policy"]
+    listed = json.loads(cli("hub", "sessions", "list", "--json", check=True).stdout)
+    assert [s["user"] for s in listed] == ["coordinator"]
+    assert http.post(f"{web}/logout", data={"csrf": "t"}, allow_redirects=False,
+                     timeout=10).status_code == 303
+    assert http.get(f"{web}/studies", allow_redirects=False, timeout=10).status_code == 303
+    http = coordinator()
+    (row,) = hub_store.sessions()
+    cli("hub", "sessions", "revoke", row["id"], check=True)
+    assert http.get(f"{web}/studies", allow_redirects=False, timeout=10).status_code == 303
+    events = [json.loads(line) for line in (home.root / "audit.jsonl").read_text().splitlines()]
+    assert events[-1]["action"] == "web.session_revoked" and events[-1]["detail"]["session"] == \
+        row["id"]
+    for path in (home.root / "hub.db", home.prefect_home / "prefect.db",
+                 home.root / "idp" / "canaille.sqlite"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path, oct(path.stat().st_mode))

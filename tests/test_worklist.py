@@ -84,7 +84,7 @@ def open_case(page, site, review_id: int) -> None:
     page.click(f"tr[data-review='{review_id}'] >> text=Open case")
     page.wait_for_url(f"**/reviews/{review_id}")
     page.wait_for_load_state("networkidle")
-    page.wait_for_function("document.getElementById('zlabel').textContent !== ''")
+    page.wait_for_function("() => document.getElementById('zlabel').textContent !== ''")
 
 
 def test_accept_in_the_browser(site, cases, browser, shots) -> None:
@@ -104,12 +104,12 @@ def test_accept_in_the_browser(site, cases, browser, shots) -> None:
     before = page.inner_text("#zlabel")
     page.locator("#view").click()  # focus the page, view tool: no edit
     page.keyboard.press("ArrowUp")
-    page.wait_for_function(f"document.getElementById('zlabel').textContent === "
+    page.wait_for_function(f"() => document.getElementById('zlabel').textContent === "
                            f"'{int(before) + 1}'")
     page.locator("#slice").fill("0")
-    page.wait_for_function("document.getElementById('zlabel').textContent === '1'")
+    page.wait_for_function("() => document.getElementById('zlabel').textContent === '1'")
     page.keyboard.press("ArrowUp")
-    page.wait_for_function("document.getElementById('zlabel').textContent === '2'")
+    page.wait_for_function("() => document.getElementById('zlabel').textContent === '2'")
     page.locator("#slice").fill(str(int(before) - 1))
     page.click("button[data-preset='lung']")
     page.wait_for_load_state("networkidle")
@@ -151,7 +151,7 @@ def test_correct_in_the_editor(site, cases, browser, shots, tmp_path) -> None:
     (model_seg,) = results(site, ref.series_uid, "SEG")
     page = log_in(browser, site, "radiologist", f"/reviews/{review.id}")
     page.wait_for_load_state("networkidle")
-    page.wait_for_function("document.getElementById('zlabel').textContent !== ''")
+    page.wait_for_function("() => document.getElementById('zlabel').textContent !== ''")
     liver = page.locator("#segments tr", has_text="liver").locator(".voxels")
     model_voxels = int(liver.inner_text())
 
