@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import ENGINES, new_database
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
@@ -27,13 +28,13 @@ ADMIN = {"sub": "ada", "roles": ["admin"], "name": "Ada"}
 READER = {"sub": "rita", "roles": ["radiologist"], "name": "Rita"}
 
 
-@pytest.fixture()
-def app_and_store(tmp_path, monkeypatch):
+@pytest.fixture(params=ENGINES)
+def app_and_store(request, tmp_path, monkeypatch):
     from radflow.audit import record
     from radflow.web.app import create_web_app
 
     monkeypatch.setenv("RADFLOW_WEB_MAX_BODY_MB", "1")
-    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    url = new_database(request, request.param, tmp_path, "web")
     store = SessionStore(lambda: get_engine(url), WebSession)
 
     def audit(actor: str, action: str, detail: dict) -> None:
@@ -119,6 +120,18 @@ def test_expired_and_anonymous_sessions(app_and_store) -> None:
     assert lifetime == timedelta(seconds=ANONYMOUS_SECONDS)
     assert store.load(token).data == {"next": "/"}
     assert store.load("made-up") is None
+
+
+def test_the_cookie_under_tls_and_a_provider_that_does_not_answer(app_and_store) -> None:
+    from radflow.web.app import create_web_app
+
+    app, store, _ = app_and_store
+    client = TestClient(create_web_app(app.state.host, tls=True), follow_redirects=False)
+    logged_in(store, ADMIN, client)
+    cookie = client.post("/logout", data={"csrf": "t"}).headers["set-cookie"]
+    assert cookie.startswith("radflow_test=;") and "Secure" in cookie and "HttpOnly" in cookie
+    answer = client.get("/login")  # the provider (port 9) is not there: a clear page
+    assert answer.status_code == 503 and "does not answer" in answer.text
 
 
 def test_every_response_has_a_csp_whose_nonce_the_page_uses(app_and_store) -> None:

@@ -39,8 +39,13 @@ RETRY_AFTER_S = 1.1  # canaille's tokens carry their issue time in whole seconds
 async def login(request: Request, next: str | None = None) -> Response:
     host = request.app.state.host
     request.session["next"] = local_path(next)
-    return await request.app.state.oauth.site.authorize_redirect(
-        request, f"{host.url}/auth/callback")
+    try:
+        return await request.app.state.oauth.site.authorize_redirect(
+            request, f"{host.url}/auth/callback")
+    except (http.HTTPError, ValueError) as exc:  # its discovery document cannot be read
+        log.warning("the provider %s cannot be reached: %s", host.issuer, type(exc).__name__)
+        raise HTTPException(503, f"the identity provider ({host.issuer}) does not answer; try "
+                                 "again in a minute, or ask the site's admin") from exc
 
 
 async def _token(request: Request) -> dict[str, Any]:
