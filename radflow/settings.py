@@ -42,6 +42,13 @@ class RadflowSettings(BaseSettings):
         description="Catalogs of at least this many series keep a columnar copy for cohort "
                     "queries (radflow.cohorts.columns); smaller ones answer in SQL.",
     )
+    web_max_body_mb: float = Field(
+        default=16.0, gt=0,
+        description="The largest request body the web apps take, in MiB (413 above). The "
+                    "largest legitimate one is the editor's SEG revision: about 15 KB per edited "
+                    "512x512 slice (measured in chromium, three segments), 4.4 MB when every "
+                    "slice of a 300-slice series is edited; 16 MiB leaves room for 1,100.",
+    )
     start_timeout: float = Field(
         default=90.0,
         description="Seconds to wait for each site component to become healthy.",

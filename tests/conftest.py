@@ -308,6 +308,28 @@ def browser():
         chromium.close()
 
 
+CSP_VIOLATIONS: list[str] = []
+
+
+def watch_csp(context, origin: str) -> None:
+    """Keep what a browser context's console says against the Content-Security-Policy on the
+    pages of ``origin`` (the provider's pages are not radflow's); the autouse fixture
+    ``no_csp_violations`` fails the test during which any was said."""
+    def seen(message) -> None:
+        if "Content Security Policy" in message.text and \
+                (message.location.get("url") or origin).startswith(origin):
+            CSP_VIOLATIONS.append(f"{message.location.get('url')}: {message.text}")
+
+    context.on("console", seen)
+
+
+@pytest.fixture(autouse=True)
+def no_csp_violations() -> Iterator[None]:
+    CSP_VIOLATIONS.clear()
+    yield
+    assert CSP_VIOLATIONS == [], "a page broke its Content-Security-Policy"
+
+
 @pytest.fixture()
 def shots(tmp_path) -> Path:
     """Where screenshots go: $RADFLOW_SCREENSHOTS (docs/images for the guides), else tmp."""

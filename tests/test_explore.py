@@ -99,25 +99,25 @@ def test_dashboard_filters_by_clicking_facets(site, case, browser, shots) -> Non
 def test_build_and_save_a_cohort_with_the_cli_hash(site, case, browser, shots) -> None:
     page = log_in(browser, site, "researcher", "/cohorts/new")
     # the builder starts with modality eq CT; add the case's study date
-    page.wait_for_function("document.getElementById('count').textContent !== '…'")
+    page.wait_for_function("() => document.getElementById('count').textContent !== '…'")
     assert int(page.inner_text("#count").replace(",", "")) == sql_count(site, "modality = 'CT'")
     page.click("#add")
     row = page.locator(".cond").nth(2)
     row.locator("select.field").select_option("study_date")
     row.locator("select.op").select_option("eq")
     row.locator("input.v").fill(case["study_date"])
-    page.wait_for_function("document.getElementById('count').textContent === '1'")
+    page.wait_for_function("() => document.getElementById('count').textContent === '1'")
     # a condition on a field no series here has a value for is named while typing
     page.click("#add")
     extra = page.locator(".cond").nth(3)
     extra.locator("select.field").select_option("field_strength")
     extra.locator("select.op").select_option("gte")
     extra.locator("input.v").fill("1.5")
-    page.wait_for_function("document.getElementById('empty').textContent.includes"
+    page.wait_for_function("() => document.getElementById('empty').textContent.includes"
                            "('field_strength')")
     assert page.inner_text("#count") == "0"
     extra.locator("button").click()
-    page.wait_for_function("document.getElementById('count').textContent === '1'")
+    page.wait_for_function("() => document.getElementById('count').textContent === '1'")
     page.fill("#name", COHORT)
     page.screenshot(path=str(shots / "explore-cohort-builder.png"), full_page=True)
     web_hash = page.inner_text("#hash")
@@ -160,7 +160,7 @@ def test_import_a_shared_cohort(site, case, browser, tmp_path) -> None:
         ["manufacturer", "modality"]
     expected = sql_count(site, "modality = 'CT' AND lower(manufacturer) = :m",
                          m=case["manufacturer"].lower())
-    page.wait_for_function(f"document.getElementById('count').textContent === '{expected}'")
+    page.wait_for_function(f"() => document.getElementById('count').textContent === '{expected}'")
     # a cohort with fields this radflow does not know names every one of them
     strange = tmp_path / "newer.json"
     strange.write_text(json.dumps({"where": {"all": [
@@ -190,7 +190,7 @@ def test_run_from_a_cohort_and_view_the_overlays(site, case, browser, shots) -> 
     finished = site.prefect().wait(runs[0].id, 600)
     assert finished.ok, finished.message
     # the page's polling shows the end state and the progress from the catalog
-    page.wait_for_function("document.querySelector('#runrows .state').textContent"
+    page.wait_for_function("() => document.querySelector('#runrows .state').textContent"
                            ".startsWith('completed')", timeout=30_000)
     assert page.inner_text("#runrows .progress") == "SEG 1/1 · SR 1/1"
     link = page.get_attribute("#runrows a", "href")
@@ -219,7 +219,7 @@ def test_run_from_a_cohort_and_view_the_overlays(site, case, browser, shots) -> 
     wait_settled(site)
 
     page = log_in(browser, site, "radiologist", f"/series/{case['series_uid']}")
-    page.wait_for_function("document.getElementById('view').dataset.drawn")
+    page.wait_for_function("() => document.getElementById('view').dataset.drawn")
     segs = page.locator("#segs .seg")
     assert segs.count() == 2
     origins = page.inner_text("#segs")
@@ -236,11 +236,11 @@ def test_run_from_a_cohort_and_view_the_overlays(site, case, browser, shots) -> 
     page.screenshot(path=str(shots / "explore-series.png"), full_page=True)
     # toggle the model's off: the slice is plain grey
     page.locator("#segs .segtoggle").first.uncheck()
-    page.wait_for_function(f"document.getElementById('view').dataset.drawn === '{z}:'")
+    page.wait_for_function(f"() => document.getElementById('view').dataset.drawn === '{z}:'")
     assert page.evaluate(coloured) == 0
     # the revision alone: segment 1 gone
     page.locator("#segs .segtoggle").nth(1).check()
-    page.wait_for_function("document.getElementById('view').dataset.drawn.includes('.')")
+    page.wait_for_function("() => document.getElementById('view').dataset.drawn.includes('.')")
     assert page.evaluate(coloured) == pytest.approx(int((edited[z] > 0).sum()), abs=4 + 0.05 * want)
     # the SR's features as a table, the links for OHIF / Slicer / Orthanc
     assert page.locator("#features tbody tr").count() >= 2
@@ -249,7 +249,7 @@ def test_run_from_a_cohort_and_view_the_overlays(site, case, browser, shots) -> 
     page.fill("#wc", "-600")
     page.fill("#ww", "1500")
     page.press("#ww", "Enter")
-    page.wait_for_function("document.querySelector('.presets button.on') && "
+    page.wait_for_function("() => document.querySelector('.presets button.on') && "
                            "document.querySelector('.presets button.on').dataset.preset "
                            "=== 'lung'")
     page.context.close()

@@ -5,6 +5,7 @@ and a revoked site's token."""
 
 from __future__ import annotations
 
+import os
 import stat
 import time
 from datetime import UTC, datetime, timedelta
@@ -14,11 +15,13 @@ import pytest
 import requests
 from conftest import free_port
 from sqlmodel import Session, select
+from test_web_security import hub_web_sessions_checked
 
 from radflow.errors import ConfigurationError, SiteError
 from radflow.federation.client import HubClient, join
 from radflow.federation.signing import fingerprint, generate
 from radflow.hub import registry
+from radflow.hub.home import HubHome
 from radflow.hub.models import HubToken
 from radflow.settings import RadflowSettings
 from radflow.site import SiteManager
@@ -78,6 +81,10 @@ def test_client_assertions_are_checked(hub, tmp_path) -> None:
     assert ask(good).json() == {"error": "invalid_client"}  # replayed
     assert ask(client.assertion(lifetime=3600)).status_code == 401  # too long-lived
     assert ask("not.a.jwt").status_code == 401
+    # issued in the future: a minute of clock skew is allowed, more is refused
+    assert ask(signed(client, iat_in=30)).status_code == 200
+    future = ask(signed(client, iat_in=300))
+    assert future.status_code == 401 and future.json() == {"error": "invalid_client"}
     # signed by another key under this site's name
     other = tmp_path / "mallory"
     other.mkdir()
@@ -88,6 +95,22 @@ def test_client_assertions_are_checked(hub, tmp_path) -> None:
     assert ask(HubClient(other).assertion()).status_code == 401
     assert requests.post(token_url, timeout=10, data={
         "grant_type": "client_credentials"}).status_code == 401  # no client authentication
+
+
+def signed(client: HubClient, iat_in: int) -> str:
+    """A client assertion of ``client``'s site issued ``iat_in`` seconds from now (valid 20 s
+    after that: never too long-lived)."""
+    import secrets
+
+    from joserfc import jwt
+    from joserfc.jwk import OKPKey
+
+    key = OKPKey.import_key(client.key_path.read_bytes())
+    now = int(time.time())
+    return jwt.encode({"alg": "Ed25519"}, {
+        "iss": client.info["site"], "sub": client.info["site"], "aud": client.info["token_url"],
+        "iat": now + iat_in, "exp": now + iat_in + 20, "jti": secrets.token_urlsafe(16)},
+        key, algorithms=["Ed25519"])
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,6 +272,7 @@ def test_the_hub_and_join_from_the_command_line(site, cli) -> None:
         cli("hub", "site", "revoke", "alpha", check=True)
         with pytest.raises(SiteError, match="invalid_client"):
             HubClient(site.paths.root).token()
+        hub_web_sessions_checked(HubHome.of(Path(os.environ["RADFLOW_HOME"])), cli)
         away = cli("hub", "up", "--bind", "0.0.0.0")
         assert away.returncode == 1 and "without TLS" in away.stderr
     finally:

@@ -9,16 +9,13 @@ Screenshots go to $RADFLOW_SCREENSHOTS (the clinician's guide's are made with
 
 from __future__ import annotations
 
-import base64
-import json
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from conftest import dciodvfy, send, wait_settled
+from conftest import dciodvfy, send, wait_settled, watch_csp
 from sqlmodel import col, select
 from test_review import corrected_seg, results, start_review
 
@@ -53,6 +50,7 @@ def password(site, user: str) -> str:
 def log_in(browser, site, user: str, path: str = "/reviews", shot: Path | None = None):
     """A new browser context logged in as ``user`` through the provider's login page."""
     context = browser.new_context(viewport={"width": 1300, "height": 900})
+    watch_csp(context, app_url(site))
     page = context.new_page()
     page.goto(app_url(site) + path)
     assert page.url.startswith(f"http://127.0.0.1:{site.config.ports.idp}/")  # the provider's
@@ -86,7 +84,7 @@ def open_case(page, site, review_id: int) -> None:
     page.click(f"tr[data-review='{review_id}'] >> text=Open case")
     page.wait_for_url(f"**/reviews/{review_id}")
     page.wait_for_load_state("networkidle")
-    page.wait_for_function("document.getElementById('zlabel').textContent !== ''")
+    page.wait_for_function("() => document.getElementById('zlabel').textContent !== ''")
 
 
 def test_accept_in_the_browser(site, cases, browser, shots) -> None:
@@ -106,12 +104,12 @@ def test_accept_in_the_browser(site, cases, browser, shots) -> None:
     before = page.inner_text("#zlabel")
     page.locator("#view").click()  # focus the page, view tool: no edit
     page.keyboard.press("ArrowUp")
-    page.wait_for_function(f"document.getElementById('zlabel').textContent === "
+    page.wait_for_function(f"() => document.getElementById('zlabel').textContent === "
                            f"'{int(before) + 1}'")
     page.locator("#slice").fill("0")
-    page.wait_for_function("document.getElementById('zlabel').textContent === '1'")
+    page.wait_for_function("() => document.getElementById('zlabel').textContent === '1'")
     page.keyboard.press("ArrowUp")
-    page.wait_for_function("document.getElementById('zlabel').textContent === '2'")
+    page.wait_for_function("() => document.getElementById('zlabel').textContent === '2'")
     page.locator("#slice").fill(str(int(before) - 1))
     page.click("button[data-preset='lung']")
     page.wait_for_load_state("networkidle")
@@ -153,7 +151,7 @@ def test_correct_in_the_editor(site, cases, browser, shots, tmp_path) -> None:
     (model_seg,) = results(site, ref.series_uid, "SEG")
     page = log_in(browser, site, "radiologist", f"/reviews/{review.id}")
     page.wait_for_load_state("networkidle")
-    page.wait_for_function("document.getElementById('zlabel').textContent !== ''")
+    page.wait_for_function("() => document.getElementById('zlabel').textContent !== ''")
     liver = page.locator("#segments tr", has_text="liver").locator(".voxels")
     model_voxels = int(liver.inner_text())
 
@@ -329,37 +327,6 @@ def test_roles_csrf_and_cookies(site, cases, browser) -> None:
         answer = http.get(f"{app_url(site)}/reviews/{gone.id}", timeout=10)
         assert answer.status_code == 404 and "cannot be shown" in answer.text
     radiologist.context.close()
-
-
-def forged_session(key: str, data: dict) -> str:
-    """A session cookie as Starlette signs it, with ``key``."""
-    import itsdangerous
-
-    payload = base64.b64encode(json.dumps(data).encode())
-    return itsdangerous.TimestampSigner(key).sign(payload).decode()
-
-
-def test_expired_and_foreign_sessions_need_a_new_log_in(site) -> None:
-    me = {"sub": "radiologist", "roles": ["radiologist"], "name": "Demo"}
-    key = site.secrets.web_session_key.get_secret_value()
-    name = f"radflow_{site.name}"
-    fresh = forged_session(key, {"user": me, "login_at": time.time(), "csrf": "t"})
-    answer = requests.get(f"{app_url(site)}/reviews", cookies={name: fresh},
-                          allow_redirects=False, timeout=10)
-    assert answer.status_code == 200  # the forging is right: a fresh session is accepted
-    hours = site.config.oidc.session_hours
-    old = forged_session(key, {"user": me, "login_at": time.time() - hours * 3600 - 60,
-                               "csrf": "t"})
-    answer = requests.get(f"{app_url(site)}/reviews", cookies={name: old},
-                          allow_redirects=False, timeout=10)
-    assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
-    api = requests.get(f"{app_url(site)}/api/reviews", cookies={name: old}, timeout=10)
-    assert api.status_code == 401
-    # a session signed by another site (another key) is no session here
-    other = forged_session("another-site-key", {"user": me, "login_at": time.time()})
-    answer = requests.get(f"{app_url(site)}/reviews", cookies={name: other},
-                          allow_redirects=False, timeout=10)
-    assert answer.status_code == 303
 
 
 def test_logout_goes_through_the_provider(site, browser) -> None:

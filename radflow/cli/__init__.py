@@ -25,6 +25,8 @@ from radflow.cli.hub import publish
 from radflow.cli.pipeline import app as pipeline_app
 from radflow.cli.plugins import app as plugins_app
 from radflow.cli.results import app as results_app
+from radflow.cli.sessions import hub_app as hub_sessions_app
+from radflow.cli.sessions import site_app as site_sessions_app
 from radflow.cli.site import app as site_app
 from radflow.cli.site_federation import register as register_site_federation
 from radflow.cli.study import app as study_app
@@ -47,6 +49,8 @@ app = typer.Typer(
     add_completion=False,
 )
 register_site_federation(site_app)
+site_app.add_typer(site_sessions_app, name="sessions")
+hub_app.add_typer(hub_sessions_app, name="sessions")
 app.add_typer(site_app, name="site")
 app.add_typer(data_app, name="data")
 app.add_typer(catalog_app, name="catalog")

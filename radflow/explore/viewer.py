@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from radflow.errors import DicomInputError, RadflowError
 from radflow.explore.web import UID, _ctx, _url, explorer
 from radflow.web.auth import CLINICAL_ROLES, User, clinician
+from radflow.web.security import RowId
 
 router = APIRouter()
 VIEW_AUDIT_SECONDS = 3600  # one audit event per log-in and series per hour
@@ -178,7 +179,7 @@ def _order(request: Request, uid: str, z: int) -> tuple[list[tuple[str, str]], A
 
 
 @router.get("/series/{uid}/slices/{z}.png")
-def slice_png_route(request: Request, uid: str, z: int, preset: str | None = None,
+def slice_png_route(request: Request, uid: str, z: RowId, preset: str | None = None,
                     c: float | None = None, w: float | None = None,
                     me: User = Depends(clinician)) -> Response:
     from radflow.web.render import png, shared, window
@@ -201,7 +202,7 @@ def slice_png_route(request: Request, uid: str, z: int, preset: str | None = Non
 
 
 @router.get("/series/{uid}/labels/{seg_uid}/{z}.png")
-def label_png_route(request: Request, uid: str, seg_uid: str, z: int,
+def label_png_route(request: Request, uid: str, seg_uid: str, z: RowId,
                     me: User = Depends(clinician)) -> Response:
     from radflow.web.render import png, shared
 

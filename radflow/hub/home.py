@@ -197,8 +197,10 @@ class HubHome:
         if self._engine is None:
             from sqlmodel import create_engine
 
+            from radflow.catalog.db import private_sqlite
             from radflow.hub import registry
 
+            private_sqlite(self.database_url())
             self._engine = create_engine(self.database_url())
             registry.create(self._engine)
         return self._engine

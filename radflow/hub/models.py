@@ -1,4 +1,5 @@
-"""The hub database: enrolled sites, issued tokens (hashed), used client assertions."""
+"""The hub database: enrolled sites, issued tokens (hashed), used client assertions, the
+coordinators' web sessions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from radflow.catalog.models.base import utcnow
+from radflow.catalog.models.web import WebSessionFields
 
 
 class HubModel(SQLModel, registry=registry()):
@@ -113,3 +115,9 @@ class HubApiToken(HubModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
     revoked_at: datetime | None = None
+
+
+class HubWebSession(HubModel, WebSessionFields, table=True):
+    """A session of the coordinators' web app (the same columns as a site's web sessions)."""
+
+    __tablename__ = "hub_web_session"

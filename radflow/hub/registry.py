@@ -33,6 +33,7 @@ from radflow.hub.models import (
 CODE_TTL = timedelta(hours=24)
 TOKEN_TTL = timedelta(minutes=5)
 ASSERTION_MAX = timedelta(minutes=5)
+CLOCK_SKEW = timedelta(seconds=60)  # an assertion issued later than this in the future: refused
 SITE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -117,7 +118,8 @@ def issue_token(engine: Engine, assertion: str, token_url: str) -> tuple[str, st
 
     Raises:
         Refusal: ``invalid_client`` for anything wrong (unknown or revoked site, bad signature,
-            wrong audience, expired, too long-lived, replayed).
+            wrong audience, expired, too long-lived, issued more than a minute in the future,
+            replayed).
     """
     from joserfc import jwt
     from joserfc.errors import JoseError
@@ -144,9 +146,11 @@ def issue_token(engine: Engine, assertion: str, token_url: str) -> tuple[str, st
     if claims.get("sub") != name or claims.get("aud") not in (token_url, [token_url]):
         raise refuse("wrong subject or audience")
     exp, iat, jti = claims.get("exp"), claims.get("iat", now), claims.get("jti")
-    if not isinstance(exp, int | float) or exp < now or exp - iat > ASSERTION_MAX.total_seconds() \
-            or not isinstance(jti, str) or not jti:
+    if not isinstance(exp, int | float) or not isinstance(iat, int | float) or exp < now \
+            or exp - iat > ASSERTION_MAX.total_seconds() or not isinstance(jti, str) or not jti:
         raise refuse("expired, too long-lived, or without jti")
+    if iat > now + CLOCK_SKEW.total_seconds():
+        raise refuse("issued in the future (check the site's clock)")
     token = secrets.token_urlsafe(32)
     with Session(engine) as session:
         if session.get(UsedAssertion, jti) is not None:

@@ -26,14 +26,17 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from radflow.errors import RadflowError
 from radflow.hub.home import COORDINATOR_ROLES, HubHome
+from radflow.hub.models import HubWebSession
 from radflow.web import WebPages
 from radflow.web.auth import User, check_csrf, requiring
 from radflow.web.host import WebHost
+from radflow.web.sessions import SessionStore
 
 TEMPLATES = Path(__file__).parent / "templates"
 coordinator = requiring(*COORDINATOR_ROLES)
 admin = requiring("admin")
 router = APIRouter()
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 
 
 def audit(home: HubHome, actor: str, action: str, detail: dict[str, Any]) -> None:
@@ -58,8 +61,9 @@ def hub_host(home: HubHome) -> WebHost:
     return WebHost(
         name="hub", cookie="radflow_hub", url=home.web_url(), issuer=home.issuer(),
         client_id=oidc["client_id"], client_secret=secrets["oidc_client_secret"],
-        session_key=secrets["web_session_key"], session_hours=float(oidc["session_hours"]),
-        roles_claim=oidc["roles_claim"], pages=(hub_pages(),),
+        sessions=SessionStore(home.engine, HubWebSession),
+        session_hours=float(oidc["session_hours"]), roles_claim=oidc["roles_claim"],
+        roles=COORDINATOR_ROLES, pages=(hub_pages(),),
         audit=lambda actor, action, detail: audit(home, actor, action, detail),
         state={"home": home},
         no_role_hint="Ask the hub's admin for the role coordinator.")
@@ -200,7 +204,8 @@ def study_file(request: Request, study_id: str, name: str,
     path = folder / name
     if media is None or "/" in name or name.startswith(".") or not path.is_file():
         raise HTTPException(404, "this study has no such file (yet)")
-    return FileResponse(path, media_type=media)
+    # the report is a document of its own (its style inline, its charts inside): no script
+    return FileResponse(path, media_type=media, headers={"Content-Security-Policy": REPORT_CSP})
 
 
 @router.get("/sites")

@@ -102,7 +102,7 @@ class SiteSecrets(BaseModel):
     database_url: SecretStr | None = None  # Prefect on PostgreSQL; None: SQLite in the site folder
     catalog_url: SecretStr | None = None  # catalog on PostgreSQL; None: SQLite in the site folder
     orthanc_index_url: SecretStr | None = None  # Orthanc's index on PostgreSQL; None: SQLite
-    web_session_key: SecretStr | None = None  # signs the web app's session cookies
+    web_session_key: SecretStr | None = None  # unused since sessions live on the server
     oidc_client_secret: SecretStr | None = None  # the web app's secret at the OIDC provider
     idp_secret_key: SecretStr | None = None  # the embedded provider's own session key
     demo_users: dict[str, SecretStr] = Field(default_factory=dict)  # embedded provider's users

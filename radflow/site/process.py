@@ -80,6 +80,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                umask=0o077,  # its databases, logs and files: the owner's only
             )
         create_time = psutil.Process(proc.pid).create_time()
         self.pidfile.write_text(json.dumps({"pid": proc.pid, "create_time": create_time,

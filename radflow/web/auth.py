@@ -1,22 +1,25 @@
 """Log-in for the site's web app: OpenID Connect (authorization code + PKCE, state and nonce,
-all by authlib), a signed session cookie, roles from a configurable claim, CSRF tokens.
+all by authlib), server-side sessions (:mod:`radflow.web.sessions`), roles from a configurable
+claim, CSRF tokens.
 
 Every page and API route depends on :func:`user` (or :func:`clinician`): without a session a
-page redirects to the log-in and an API route answers 401; a session older than the site's
-``session_hours`` counts as none. Roles are checked on the server, per route.
+page redirects to the log-in and an API route answers 401; a session expires ``session_hours``
+after its log-in, and logging out or an admin's revocation ends it at once. Roles are checked on
+the server, per route; only the roles an app knows count (:data:`SITE_ROLES`), so a group of
+another name at the provider grants nothing.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 
 CLINICAL_ROLES = ("radiologist", "admin")
 STEWARD_ROLES = ("data-steward", "admin")
+SITE_ROLES = ("admin", "data-steward", "radiologist", "researcher")  # every role a site uses
 
 
 @dataclass(frozen=True)
@@ -43,15 +46,11 @@ def user(request: Request) -> User:
     """The logged-in user (a FastAPI dependency).
 
     Raises:
-        LoginRequired: no session, or an expired one (which is cleared).
+        LoginRequired: no session (none, expired, logged out or revoked: the store has no
+            row for its cookie).
     """
-    session = request.session
-    who = session.get("user")
-    ttl = request.app.state.session_seconds
+    who = request.session.get("user")
     if not who:
-        raise LoginRequired
-    if time.time() - float(session.get("login_at", 0)) > ttl:
-        session.clear()
         raise LoginRequired
     return User(who["sub"], who.get("name") or who["sub"], frozenset(who.get("roles", ())))
 
@@ -88,15 +87,17 @@ def check_csrf(request: Request, sent: str | None) -> None:
                                  "and submit again")
 
 
-def roles_from(claims: dict, claim: str) -> list[str]:
+def roles_from(claims: dict, claim: str, known: tuple[str, ...] | None = None) -> list[str]:
     """The roles in a token's claims (a list, or a space/comma separated string); a dotted
-    claim name reaches into objects (Keycloak: ``realm_access.roles``)."""
+    claim name reaches into objects (Keycloak: ``realm_access.roles``). With ``known``, only
+    those: a group named otherwise (one a user made, another app's) grants nothing."""
     value: object = claims
     for part in claim.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     if isinstance(value, str):
         value = value.replace(",", " ").split()
-    return sorted({str(v) for v in value}) if isinstance(value, list | tuple) else []
+    found = {str(v) for v in value} if isinstance(value, list | tuple) else set()
+    return sorted(found if known is None else found.intersection(known))
 
 
 def local_path(target: str | None) -> str:

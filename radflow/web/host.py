@@ -1,7 +1,7 @@
 """What the web app needs from whoever serves it: a site's worklist or the hub's coordinator
-pages. Both log people in the same way (OpenID Connect through authlib, a signed session
-cookie, roles from a claim, CSRF tokens); they differ in their provider, secrets, pages and
-audit log.
+pages. Both log people in the same way (OpenID Connect through authlib, server-side sessions,
+roles from a claim, CSRF tokens); they differ in their provider, secrets, pages, roles, session
+table and audit log.
 
     from radflow.web.app import create_web_app
     app = create_web_app(site_host(ctx))       # or radflow.hub.web.hub_host(home)
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from radflow.web import WebPages
+from radflow.web.sessions import SessionStore
 
 if TYPE_CHECKING:
     from radflow.site.context import SiteContext
@@ -28,13 +29,14 @@ class WebHost:
     Attributes:
         name: shown in the header and the title ("alpha", "hub").
         cookie: the session cookie's name (one per site and one for the hub, so a session of
-            one means nothing to another).
+            one means nothing to another); it holds only the session's random token.
         url: the app's address as browsers reach it (its OIDC redirect URIs start with it).
         issuer: the OpenID provider it trusts.
         client_id, client_secret: its client at that provider.
-        session_key: signs the session cookie.
+        sessions: where the sessions live (the site catalog's or the hub database's table).
         session_hours: how long a log-in lasts.
         roles_claim: the claim (dotted for nested) that holds the roles.
+        roles: the roles this app knows; a group or role of another name grants nothing.
         pages: the pages it serves (routers, templates, navigation).
         audit: records log-ins and log-outs (and whatever the pages record).
         state: more ``app.state`` attributes for the pages (a site's ``ctx``, the hub's
@@ -48,9 +50,10 @@ class WebHost:
     issuer: str
     client_id: str
     client_secret: str
-    session_key: str
+    sessions: SessionStore
     session_hours: float
     roles_claim: str
+    roles: tuple[str, ...]
     pages: tuple[WebPages, ...]
     audit: Audit
     state: dict[str, Any] = field(default_factory=dict)
@@ -59,7 +62,10 @@ class WebHost:
 
 def site_host(ctx: SiteContext, pages: tuple[WebPages, ...]) -> WebHost:
     """The site's worklist: its embedded (or configured) provider, its secrets, its audit log."""
+    from radflow.catalog.db import get_engine
+    from radflow.catalog.models import WebSession
     from radflow.errors import ConfigurationError
+    from radflow.web.auth import SITE_ROLES
     from radflow.web.idp import issuer, web_url
 
     if ctx.secrets.web_session_key is None or ctx.secrets.oidc_client_secret is None:
@@ -76,7 +82,7 @@ def site_host(ctx: SiteContext, pages: tuple[WebPages, ...]) -> WebHost:
         name=ctx.name, cookie=f"radflow_{ctx.name.replace('-', '_')}", url=web_url(ctx),
         issuer=issuer(ctx), client_id=ctx.config.oidc.client_id,
         client_secret=ctx.secrets.oidc_client_secret.get_secret_value(),
-        session_key=ctx.secrets.web_session_key.get_secret_value(),
+        sessions=SessionStore(lambda: get_engine(ctx.catalog_url), WebSession),
         session_hours=ctx.config.oidc.session_hours, roles_claim=ctx.config.oidc.roles_claim,
-        pages=pages, audit=audit, state={"ctx": ctx},
+        roles=SITE_ROLES, pages=pages, audit=audit, state={"ctx": ctx},
         no_role_hint="Ask the site's admin for the role you need (radiologist for reviews).")

@@ -51,6 +51,19 @@ def web_url(ctx: SiteContext) -> str:
     return f"http://127.0.0.1:{ctx.config.ports.worklist}"
 
 
+# Who may do what in canaille (its defaults let every user create groups, and groups are
+# radflow's roles: anyone could make a group "admin" and join it). Users log in and edit their
+# own profile; only members of the group "admin" manage users, groups and clients.
+ACL = [
+    "[CANAILLE.ACL.DEFAULT]",
+    'PERMISSIONS = ["edit_self", "use_oidc"]',
+    "[CANAILLE.ACL.ADMIN]",
+    'PERMISSIONS = ["manage_users", "manage_all_groups", "manage_oidc", "delete_account"]',
+    'WRITE = ["groups", "lock_date"]',
+    'FILTER = [{groups = "admin"}]',
+]
+
+
 def _write_private(path: Path, text: str) -> None:
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -109,6 +122,7 @@ class Canaille:
             "CAPTCHA_ENABLED = false",
             "ENABLE_PASSWORD_RECOVERY = false",
             "ENABLE_INTRUDER_LOCKOUT = true",
+            *ACL,
             "[CANAILLE_SQL]",
             f"DATABASE_URI = {_toml_value('sqlite:///' + str(folder / 'canaille.sqlite'))}",
             "[CANAILLE_OIDC]",
@@ -124,7 +138,7 @@ class Canaille:
         env = self.env | {"CANAILLE_CONFIG": str(self.config_file)}
         done = subprocess.run([str(Path(sys.executable).with_name("canaille")), *args],
                               input=stdin, env=env, capture_output=True, text=True, timeout=120,
-                              check=False)
+                              check=False, umask=0o077)  # its database: the owner's only
         if done.returncode != 0:
             raise SiteError(f"the identity provider's `canaille {args[0]}` failed: "
                             f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}",

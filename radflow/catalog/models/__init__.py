@@ -11,6 +11,7 @@
 * :mod:`~radflow.catalog.models.audit`: the site's append-only, hash-chained audit log.
 * :mod:`~radflow.catalog.models.reviews`: review steps and their decisions.
 * :mod:`~radflow.catalog.models.federation`: the site agent's hub jobs.
+* :mod:`~radflow.catalog.models.web`: the web app's server-side sessions.
 
 The schema is created and upgraded by Alembic migrations (:mod:`radflow.catalog.migrate`).
 """
@@ -30,8 +31,9 @@ from radflow.catalog.models.mirror import (
 )
 from radflow.catalog.models.results import DerivedResult, FeatureValue
 from radflow.catalog.models.reviews import Review
+from radflow.catalog.models.web import WebSession
 
 __all__ = ["AuditEvent", "CatalogGeneration", "CohortPin", "CohortRecord", "DerivedResult",
            "FeatureValue", "FederationJob", "Finding",
            "IngestRequest", "Instance", "Patient", "Review", "Series", "SettlingSeries", "Study",
-           "WatcherState", "utcnow"]
+           "WatcherState", "WebSession", "utcnow"]

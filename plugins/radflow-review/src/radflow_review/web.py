@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from radflow.catalog.models.base import as_utc
 from radflow.errors import DicomInputError, RadflowError
 from radflow.web.auth import CLINICAL_ROLES, User, check_csrf, clinician
+from radflow.web.security import RowId
 
 router = APIRouter()
 TEMPLATES = Path(__file__).parent / "templates"
@@ -195,7 +196,7 @@ def _history(request: Request, row: Any) -> list[dict[str, Any]]:
 
 
 @router.get("/reviews/{review_id}")
-def case_page(request: Request, review_id: int, me: User = Depends(clinician)) -> Response:
+def case_page(request: Request, review_id: RowId, me: User = Depends(clinician)) -> Response:
     from radflow.web.app import render
     from radflow.web.render import PRESETS
 
@@ -227,7 +228,7 @@ def _slice_index(stack: Any, z: int) -> int:
 
 
 @router.get("/reviews/{review_id}/slices/{z}.png")
-def slice_image(request: Request, review_id: int, z: int, preset: str | None = None,
+def slice_image(request: Request, review_id: RowId, z: RowId, preset: str | None = None,
                 c: float | None = None, w: float | None = None,
                 me: User = Depends(clinician)) -> Response:
     from radflow.web.render import slice_png, window
@@ -243,7 +244,7 @@ def slice_image(request: Request, review_id: int, z: int, preset: str | None = N
 
 
 @router.get("/reviews/{review_id}/labels/{seg_uid}/{z}.png")
-def label_image(request: Request, review_id: int, seg_uid: str, z: int,
+def label_image(request: Request, review_id: RowId, seg_uid: str, z: RowId,
                 me: User = Depends(clinician)) -> Response:
     from radflow.web.render import label_png
 
@@ -258,7 +259,7 @@ def label_image(request: Request, review_id: int, seg_uid: str, z: int,
 
 
 @router.post("/reviews/{review_id}/decision")
-def decide(request: Request, review_id: int, csrf: str | None = Form(None),
+def decide(request: Request, review_id: RowId, csrf: str | None = Form(None),
            decision: str = Form(...), comment: str = Form(""),
            corrected_seg_uid: str | None = Form(None),
            me: User = Depends(clinician)) -> Response:
@@ -295,7 +296,7 @@ def decide(request: Request, review_id: int, csrf: str | None = Form(None),
 
 
 @router.post("/api/reviews/{review_id}/revisions")
-async def save_revision(request: Request, review_id: int,
+async def save_revision(request: Request, review_id: RowId,
                         me: User = Depends(clinician)) -> Response:
     """Store the editor's label map as a new SEG revision in Orthanc; returns its UID.
 

@@ -6,6 +6,9 @@ Revises: 0009
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+from alembic import op
+
 revision = "0010"
 down_revision = "0009"
 branch_labels = None
@@ -13,8 +16,20 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    timestamp = sa.DateTime(timezone=True)  # UTC, as every timestamp since 0007
+    op.create_table(
+        "web_session", sa.Column("id", sa.String, primary_key=True),
+        sa.Column("token_hash", sa.String, nullable=False),
+        sa.Column("sub", sa.String), sa.Column("name", sa.String),
+        sa.Column("roles", sa.String, nullable=False), sa.Column("data", sa.Text, nullable=False),
+        sa.Column("created_at", timestamp, nullable=False),
+        sa.Column("last_seen_at", timestamp, nullable=False),
+        sa.Column("expires_at", timestamp, nullable=False),
+        sa.Column("user_agent", sa.String), sa.Column("address", sa.String))
+    op.create_index("ix_web_session_token_hash", "web_session", ["token_hash"], unique=True)
+    op.create_index("ix_web_session_sub", "web_session", ["sub"])
+    op.create_index("ix_web_session_expires_at", "web_session", ["expires_at"])
 
 
 def downgrade() -> None:
-    pass
+    op.drop_table("web_session")
