@@ -11,6 +11,7 @@
 * :mod:`~radflow.catalog.models.audit`: the site's append-only, hash-chained audit log.
 * :mod:`~radflow.catalog.models.reviews`: review steps and their decisions.
 * :mod:`~radflow.catalog.models.federation`: the site agent's hub jobs.
+* :mod:`~radflow.catalog.models.outbox`: effects to deliver (hub posts, Prefect resumes).
 
 The schema is created and upgraded by Alembic migrations (:mod:`radflow.catalog.migrate`).
 """
@@ -28,10 +29,11 @@ from radflow.catalog.models.mirror import (
                                           Series,
                                           Study,
 )
+from radflow.catalog.models.outbox import OutboxEntry
 from radflow.catalog.models.results import DerivedResult, FeatureValue
 from radflow.catalog.models.reviews import Review
 
 __all__ = ["AuditEvent", "CatalogGeneration", "CohortPin", "CohortRecord", "DerivedResult",
            "FeatureValue", "FederationJob", "Finding",
-           "IngestRequest", "Instance", "Patient", "Review", "Series", "SettlingSeries", "Study",
-           "WatcherState", "utcnow"]
+           "IngestRequest", "Instance", "OutboxEntry", "Patient", "Review", "Series",
+           "SettlingSeries", "Study", "WatcherState", "utcnow"]
