@@ -283,7 +283,7 @@ class SiteManager:
             say(f"{part.name}: running but not healthy ({detail}): restarting it")
             logger.warning("%s of site %s is not healthy (%s): restarting it", part.name,
                            ctx.config.name, detail)
-            proc.stop()
+            proc.stop(timeout=5.0)  # stuck: little grace
         else:
             for key, option in part.ports.items():
                 port = getattr(ctx.config.ports, key)
