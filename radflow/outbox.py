@@ -46,7 +46,7 @@ from radflow.audit import ATTEMPTS, append
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import AuditEvent, OutboxEntry, utcnow
 from radflow.catalog.models.base import as_utc
-from radflow.errors import ConfigurationError, RadflowError
+from radflow.errors import ConfigurationError, RadflowError, is_transient
 from radflow.faults import crash_point
 from radflow.hashing import canonical_json
 
@@ -145,7 +145,13 @@ def deliver(catalog_url: str, kind: str, send: Sender, *, on_done: OnDone | None
             grace: float = 0.0, log: logging.Logger | None = None) -> int:
     """Deliver every pending entry of ``kind`` that is due (:func:`due`), oldest first; one that
     fails is recorded (attempts, last error) and logged, and the others go on. Returns how many
-    were acknowledged or refused for good."""
+    were acknowledged or refused for good.
+
+    Raises:
+        Exception: a transient failure (:func:`radflow.errors.is_transient`: the receiver is
+            away), after it was recorded: the others wait for the next round, and the caller's
+            :meth:`~radflow.service.ServiceLoop.guard` marks the receiver down.
+    """
     log = log or logger
     now = datetime.now(UTC)
     finished = 0
@@ -156,6 +162,8 @@ def deliver(catalog_url: str, kind: str, send: Sender, *, on_done: OnDone | None
             deliver_one(catalog_url, entry, send, on_done)
             finished += 1
         except (RadflowError, OSError, RequestException) as exc:  # recorded; the next goes on
+            if is_transient(exc):
+                raise
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             if message != entry.last_error:
                 log.warning("%s %s (%s): not delivered yet: %s", kind, entry.target,

@@ -349,11 +349,11 @@ def test_a_review_decision_survives_kills_and_resumes_its_run_once(site, cli, br
                                        form={"csrf": csrf, "decision": "reject"})
     assert answer.status == 200 and "already decided by cli:" in answer.text()
     page.context.close()
-    api = site.prefect()
-    assert api.wait(runs[0], timeout=240).ok  # the review keeper resumed it
 
     # 2. the deciding command is killed after Prefect took the resume, before it recorded that
     assert decide(second.id, "reject", "outbox.after_send").returncode == -signal.SIGKILL
+    api = site.prefect()
+    assert api.wait(runs[0], timeout=240).ok  # the review keeper resumed it
     assert api.wait(runs[1], timeout=240).ok
     wait_until(lambda: outbox.entries(site.catalog_url, subject=f"review:{second.key}")[0]
                .state == "acknowledged", 120, "the keeper did not retry the resume")

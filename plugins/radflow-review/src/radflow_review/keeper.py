@@ -94,6 +94,7 @@ class ReviewKeeper(ServiceLoop):
         from radflow.catalog.db import session_scope
         from radflow.catalog.models import Review
         from radflow.enums import ReviewStatus
+        from radflow.errors import PrefectUnavailable
         from radflow.prefect_api import NotPaused
         from radflow_review.decision import ReviewDecision
 
@@ -116,6 +117,8 @@ class ReviewKeeper(ServiceLoop):
                     corrected_seg_uid=row.corrected_seg_uid).model_dump(mode="json"))
             except NotPaused:
                 continue
+            except PrefectUnavailable:
+                raise  # Prefect is away: the guard marks it down
             except RadflowError as exc:  # this row only: logged, and the next one goes on
                 self.logger.warning("review %s: its run %s cannot be looked at: %s", row.key,
                                     row.flow_run_id, exc.message)
