@@ -59,6 +59,7 @@ class Agent(ServiceLoop):
         self.running: list[str] = []  # jobs whose site part runs
         self.sending: list[str] = []  # jobs whose outcome waits in the outbox
         self.manifests: dict[str, Any] = {}  # job id -> its verified manifest (this process)
+        self.prefect = ctx.prefect()
         self._warned: set[str] = set()
 
     def tick(self) -> None:
@@ -118,7 +119,7 @@ class Agent(ServiceLoop):
             return None
         if row.flow_run_id is None:
             return self.start(job)
-        run = self.ctx.prefect().flow_run(row.flow_run_id)
+        run = self.prefect.flow_run(row.flow_run_id)
         if not run.is_final:
             self.running.append(job["id"])
             return None
@@ -177,7 +178,7 @@ class Agent(ServiceLoop):
         refused, manifest = self.verify(job)
         if refused:
             return refused
-        run = self.ctx.prefect().create_flow_run(f"federated-job/{self.ctx.name}", {
+        run = self.prefect.create_flow_run(f"federated-job/{self.ctx.name}", {
             "job_id": job["id"], "version_hash": job["version"],
             "entrypoint": manifest.site_entrypoint, "params": job["params"],
             "site": self.ctx.name},

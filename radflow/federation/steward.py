@@ -24,6 +24,7 @@ import re
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from radflow import outbox
@@ -73,8 +74,14 @@ def _update(catalog_url: str, job: dict[str, Any] | str, **values: Any) -> Feder
 
 
 def received(catalog_url: str, job: dict[str, Any]) -> FederationJob:
-    """The agent saw the job (its row, made once)."""
-    return _update(catalog_url, job)
+    """The agent saw the job (its row, made once; the agent asks every tick)."""
+    row = job_row(catalog_url, job["id"])
+    if row is not None and row.study is not None:
+        return row
+    try:
+        return _update(catalog_url, job)
+    except IntegrityError:  # a steward's acceptance made the row meanwhile
+        return _update(catalog_url, job)
 
 
 def is_accepted(catalog_url: str, job_id: str) -> bool:
