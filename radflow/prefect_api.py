@@ -244,6 +244,7 @@ class PrefectApi:
         answer = self._request("POST", f"flow_runs/{run_id}/resume", what, ok=(200, 201, 404, 500),
                                json={"run_input": run_input} if run_input is not None else {})
         if answer.status_code in (404, 500):  # (Prefect 3.8 answers 500 for an unknown run)
+            self._session.close()  # (and drops the connection after a 500: open a new one)
             if self._request("GET", f"flow_runs/{run_id}", f"reading flow run {run_id}",
                              ok=(200, 404)).status_code == 404:
                 raise ResumeRefused(f"flow run {run_id} was not resumed: the site's Prefect "

@@ -58,6 +58,7 @@ class Agent(ServiceLoop):
         self.waiting: list[str] = []  # jobs waiting on a steward (acceptance or release)
         self.running: list[str] = []  # jobs whose site part runs
         self.sending: list[str] = []  # jobs whose outcome waits in the outbox
+        self.failing: list[str] = []  # jobs whose last step failed (Prefect away...)
         self.manifests: dict[str, Any] = {}  # job id -> its verified manifest (this process)
         self.prefect = ctx.prefect()
         self._warned: set[str] = set()
@@ -68,7 +69,7 @@ class Agent(ServiceLoop):
             time.sleep(5.0)  # the hub is away or refuses: try again, gently
 
     def poll(self) -> bool:
-        known = self.waiting + self.running + self.sending
+        known = self.waiting + self.running + self.sending + self.failing
         # jobs the agent knows already (a run in flight, a steward's decision awaited) do not
         # end the long poll; while there are any, the poll is short, so their runs (and the
         # steward's decisions, local files) are looked at again within a second or two
@@ -78,9 +79,10 @@ class Agent(ServiceLoop):
             raise SiteError(f"the hub answered HTTP {answer.status_code} to the job poll",
                             fix="the site may be revoked: ask the hub's operator")
         jobs = answer.json()["jobs"]
-        self.waiting, self.running, self.sending = [], [], []
+        self.waiting, self.running, self.sending, self.failing = [], [], [], []
         for job in jobs:
-            self.guard("prefect", lambda job=job: self.handle(job))
+            if self.guard("prefect", lambda job=job: [self.handle(job)]) is None:
+                self.failing.append(job["id"])  # tried again on the next (short) poll
         listed = {job["id"] for job in jobs}
         self.manifests = {k: v for k, v in self.manifests.items() if k in listed}
         return True

@@ -91,6 +91,7 @@ class ReviewKeeper(ServiceLoop):
         review is looked at every :data:`RECHECK_SECONDS`, for a day after its decision."""
         from sqlmodel import col, select
 
+        from radflow import outbox
         from radflow.catalog.db import session_scope
         from radflow.catalog.models import Review
         from radflow.enums import ReviewStatus
@@ -104,9 +105,12 @@ class ReviewKeeper(ServiceLoop):
                 Review.status != ReviewStatus.OPEN, col(Review.applied_at).is_(None),
                 col(Review.decided_at) > today - RECHECK_WINDOW,
                 col(Review.decided_at) < today - timedelta(seconds=RECHECK_SECONDS))))
+        settled = {e.subject for state in ("pending", "refused")  # retried / no such run
+                   for e in outbox.entries(self.catalog_url, kind="prefect.resume", state=state)}
         resumed = 0
         for row in rows:
-            if now - self._looked.get(row.key, -RECHECK_SECONDS) < RECHECK_SECONDS:
+            if f"review:{row.key}" in settled or \
+                    now - self._looked.get(row.key, -RECHECK_SECONDS) < RECHECK_SECONDS:
                 continue
             self._looked[row.key] = now
             try:
