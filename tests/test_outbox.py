@@ -1,4 +1,4 @@
-"""The outbox on a catalog of its own (no services): a decision, its audit event and its effect
+"""The outbox on a catalog of its own (no services; SQLite and PostgreSQL): a decision, its audit event and its effect
 commit together or not at all; an effect that fails stays pending with its error and backs off;
 a receiver's final refusal closes it; a job or a review is decided once; a crash point kills
 its process only when asked to."""
@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import ENGINES, new_database
 from sqlmodel import select
 
 from radflow import outbox
@@ -23,9 +24,10 @@ from radflow.federation import steward
 JOB = {"id": "a" * 32, "study": "s1", "version": "sha256:" + "1" * 64, "params": {}}
 
 
-@pytest.fixture()
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'catalog.db'}"
+@pytest.fixture(params=ENGINES)
+def url(request, tmp_path: Path) -> str:
+    """A new catalog, on each engine."""
+    return new_database(request, request.param, tmp_path, "outbox")
 
 
 def events(url: str, subject: str) -> list[str]:
@@ -155,3 +157,36 @@ def test_a_crash_point_kills_only_when_named(tmp_path: Path) -> None:
                               text=True, timeout=60, check=False)
         assert proc.returncode == expected, proc.stderr
         assert ("alive" in proc.stdout) == (expected == 0)
+
+
+def test_decisions_submitted_at_once_one_wins(url: str) -> None:
+    """Eight decisions on one review at the same moment (a double click, two clinicians): one
+    is recorded, with one audit event and one resume; the others are told who decided."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from radflow_review.decision import ReviewDecision
+    from radflow_review.decisions import AlreadyDecided, record_decision
+
+    with session_scope(url) as session:
+        row = Review(key="review-race", flow_run_id="run-2", source_series_uid="1.3",
+                     assignee="role:radiologist", due_at=utcnow() + timedelta(hours=1))
+        session.add(row)
+        session.flush()
+        review_id = row.id
+
+    def submit(n: int) -> str:
+        try:
+            record_decision(url, review_id, ReviewDecision(decision="accept", reviewer=f"dr-{n}"))
+            return "recorded"
+        except AlreadyDecided as exc:
+            return exc.message
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(submit, range(8)))
+    assert answers.count("recorded") == 1
+    with session_scope(url) as session:
+        winner = session.exec(select(Review)).one().reviewer
+    assert all(f"already decided by {winner} at" in a for a in answers if a != "recorded")
+    assert events(url, "review:review-race") == ["review.decided"]
+    assert len(outbox.entries(url, subject="review:review-race")) == 1
+    assert verify(url).ok
