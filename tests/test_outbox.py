@@ -1,7 +1,8 @@
-"""The outbox on a catalog of its own (no services; SQLite and PostgreSQL): a decision, its audit event and its effect
-commit together or not at all; an effect that fails stays pending with its error and backs off;
-a receiver's final refusal closes it; a job or a review is decided once; a crash point kills
-its process only when asked to."""
+"""The outbox on a catalog of its own (no services; SQLite and PostgreSQL): a decision, its
+audit event and its effect commit together or not at all; an effect that fails stays pending
+with its error and backs off; a receiver's final refusal closes it; a job or a review is
+decided once, also when decisions come at the same moment; a crash point kills its process
+only when asked to."""
 
 from __future__ import annotations
 
