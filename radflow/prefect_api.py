@@ -34,6 +34,18 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 LIVE = {"SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"}
 
 
+class NotPaused(SiteError):
+    """A resume of a run that is not paused (resumed already, or ended): a no-op."""
+
+    def __init__(self, message: str, *, state: str) -> None:
+        super().__init__(message, fix="nothing to do: the run is not waiting for input")
+        self.state = state
+
+
+class ResumeRefused(SiteError):
+    """A resume the server refused for good: no such run, or input that does not fit."""
+
+
 @dataclass(frozen=True)
 class FlowRunInfo:
     """A flow run as the server reports it."""
@@ -225,15 +237,33 @@ class PrefectApi:
         the run declared.
 
         Raises:
-            SiteError: the server refused (not paused, input invalid, timed out): its reason.
+            NotPaused: the run is not paused (resumed already, or ended): nothing was done.
+            ResumeRefused: no such run, or the server refused the input (its reason).
+            SiteError: any other failure.
         """
-        answer = self._request("POST", f"flow_runs/{run_id}/resume", f"resuming flow run {run_id}",
+        what = f"resuming flow run {run_id}"
+        answer = self._request("POST", f"flow_runs/{run_id}/resume", what, ok=(200, 201, 404, 500),
                                json={"run_input": run_input} if run_input is not None else {})
+        if answer.status_code in (404, 500):  # (Prefect 3.8 answers 500 for an unknown run)
+            self._session.close()  # (and drops the connection after a 500: open a new one)
+            if self._request("GET", f"flow_runs/{run_id}", f"reading flow run {run_id}",
+                             ok=(200, 404)).status_code == 404:
+                raise ResumeRefused(f"flow run {run_id} was not resumed: the site's Prefect "
+                                    "does not know it", fix="check the run id (`radflow review "
+                                                            "list`)")
+            raise SiteError(f"{what} failed: HTTP {answer.status_code} {answer.text[:200]}",
+                            fix="read the Prefect server's log (`radflow site logs -c "
+                                "prefect-server`)")
         body = answer.json()
         if body.get("status") != "ACCEPT":
             reason = (body.get("details") or {}).get("reason") or body.get("status")
-            raise SiteError(f"flow run {run_id} was not resumed: {reason}",
-                            fix="resume only a suspended run, with input that fits its schema")
+            run = self.flow_run(run_id)
+            if run.state != "PAUSED":
+                raise NotPaused(f"flow run {run_id} is not paused (it is {run.state.lower()}): "
+                                "resumed already, or ended; nothing was done", state=run.state)
+            raise ResumeRefused(f"flow run {run_id} was not resumed: {reason}",
+                                fix="resume only a suspended run, with input that fits its "
+                                    "schema")
         return self.flow_run(run_id)
 
     def run_input_schema(self, run_id: str, keyset_schema: str) -> dict[str, Any]:

@@ -206,22 +206,28 @@ jobs_app = typer.Typer(help="Federated jobs the hub queued for this site.", no_a
 
 @jobs_app.command("list")
 def jobs_list(site: str | None = SITE, json_out: bool = JSON) -> None:
-    """The jobs the hub has queued for this site, with their flow version and approval."""
+    """The jobs the hub has queued for this site, with their flow version, approval and how
+    far the agent got (``state``: received, running, pending_release, sending: decided and
+    waiting in the outbox for the hub's acknowledgement)."""
     from radflow.cli.common import emit_rows, site_context
     from radflow.federation.client import HubClient
     from radflow.federation.policy import load_policy
-    from radflow.federation.steward import is_accepted
+    from radflow.federation.steward import job_row
 
     ctx = site_context(site)
     approved = set(load_policy(ctx.paths.root).approved)
     answer = HubClient(ctx.paths.root).get("/jobs", wait=0)
-    rows = [{"id": j["id"], "study": j["study"], "version": j["version"],
-             "approved": j["version"] in approved,
-             "accepted": is_accepted(ctx.catalog_url, j["id"]),
-             "params": j["params"]} for j in answer.json().get("jobs", [])]
+    rows = []
+    for j in answer.json().get("jobs", []):
+        row = job_row(ctx.catalog_url, j["id"])
+        rows.append({"id": j["id"], "study": j["study"], "version": j["version"],
+                     "approved": j["version"] in approved,
+                     "accepted": row is not None and row.accepted_by is not None,
+                     "state": row.state if row is not None else "queued",
+                     "params": j["params"]})
     emit_rows(rows, json_out, lambda r: f"{r['id']}  study {r['study']}  {r['version'][:19]}  "
               f"{'approved' if r['approved'] else 'NOT approved'}  "
-              f"{'accepted' if r['accepted'] else 'waiting for acceptance'}")
+              f"{'accepted' if r['accepted'] else 'waiting for acceptance'}  {r['state']}")
 
 
 @jobs_app.command("accept")
@@ -275,7 +281,8 @@ def releases_approve(job_id: str = typer.Argument(..., help="The job's id."),
                      hash_: str = typer.Option(..., "--hash", help="The hash `show` printed: "
                                                "the approval covers exactly that JSON."),
                      site: str | None = SITE, json_out: bool = JSON) -> None:
-    """Let exactly this release leave (audited); the agent posts it on its next poll."""
+    """Let exactly this release leave: the approval, its audit events and the post (an outbox
+    entry) commit together; the agent posts it, and retries until the hub acknowledges."""
     from radflow.cli.common import site_context
     from radflow.federation.steward import decide_release
 
@@ -288,7 +295,8 @@ def releases_approve(job_id: str = typer.Argument(..., help="The job's id."),
 @releases_app.command("decline")
 def releases_decline(job_id: str = typer.Argument(..., help="The job's id."),
                      site: str | None = SITE, json_out: bool = JSON) -> None:
-    """Keep this release at the site: the hub is told `declined` and nothing else (audited)."""
+    """Keep this release at the site: the hub is told `declined` and nothing else (audited;
+    posted through the outbox, like an approval)."""
     from radflow.cli.common import site_context
     from radflow.federation.steward import decide_release
 

@@ -5,17 +5,22 @@ out, long-polling the hub for jobs, and for each job, in order:
    a data steward accepts it first), the signature against the pinned hub key and every file
    (``bad_signature``), and the plugins at their exact versions (``missing_plugin:...``);
 2. installs the bundle under ``sites/NAME/bundles/<hash>/``;
-3. runs the site part as a ``federated-job`` flow run on the site's own Prefect, with the job
+3. starts the site part as a ``federated-job`` flow run on the site's own Prefect, with the job
    id as idempotency key (a restarted agent finds the same run, never a second one);
-4. puts the release through the egress gate (and, with ``manual_release``, waits until a data
-   steward approves exactly that JSON, or declines it: ``declined``);
-5. posts the release or the refusal code once (the hub treats the job id as idempotency key).
+4. once that run has ended, puts the release through the egress gate (and, with
+   ``manual_release``, leaves it to a data steward, who approves exactly that JSON or declines
+   it: ``declined``);
+5. decides the outcome (the release, or a refusal code) together with its audit event and an
+   outbox entry for the post, in one transaction (:func:`radflow.federation.steward.decide`);
+6. posts it, and retries until the hub acknowledges (the hub takes a job's result once and
+   answers ``already`` to the same post again).
 
-How far each job got is its row in the catalog's ``federation_job`` table
-(:mod:`radflow.federation.steward`): a killed agent, restarted, waits on the run it started and
-never posts a job marked posted.
-
-Every step that decides is in the site's audit log.
+The loop never waits on a job: each tick delivers what the outbox holds, asks the hub for jobs
+and looks once at the run of each job in flight, so the heartbeat stays current while site
+parts run, and several jobs can be in flight at once. How far each job got is its row in the
+catalog's ``federation_job`` table (:mod:`radflow.federation.steward`): a killed agent,
+restarted, goes on from there: it finds the run it started, and a decided outcome is only
+delivered, never decided again.
 
     python -m radflow.federation.agent --site NAME      (started by `radflow site up`)
 """
@@ -28,97 +33,163 @@ import time
 from pathlib import Path
 from typing import Any
 
+from requests import RequestException
+
+from radflow import outbox
+from radflow.catalog.models import OutboxEntry
+from radflow.errors import RadflowError, SiteError
+from radflow.faults import crash_point
+from radflow.federation import steward
+from radflow.federation.client import HubClient
+from radflow.federation.policy import load_policy
 from radflow.service import ServiceLoop
 
-POLL_SECONDS = 20.0  # how long one long poll is held open at the hub
+POLL_SECONDS = 20.0  # how long one long poll is held open at the hub when nothing is in flight
+BUSY_POLL_SECONDS = 1.0  # ... and while jobs run or wait: their runs are looked at every tick
+ACTOR = "radflow:agent"
 
 
 class Agent(ServiceLoop):
     def __init__(self, ctx: Any, heartbeat: Path | None = None) -> None:
         super().__init__("agent", heartbeat, interval=0.2, dependencies=("hub", "prefect"))
-        from radflow.federation.client import HubClient
-
         self.ctx = ctx
         self.root = ctx.paths.root
         self.hub = HubClient(self.root)
         self.waiting: list[str] = []  # jobs waiting on a steward (acceptance or release)
+        self.running: list[str] = []  # jobs whose site part runs
+        self.sending: list[str] = []  # jobs whose outcome waits in the outbox
+        self.failing: list[str] = []  # jobs whose last step failed (Prefect away...)
+        self.manifests: dict[str, Any] = {}  # job id -> its verified manifest (this process)
+        self.prefect = ctx.prefect()
+        self._warned: set[str] = set()
 
     def tick(self) -> None:
+        self.guard("hub", self.deliver)
         if self.guard("hub", self.poll) is None:
             time.sleep(5.0)  # the hub is away or refuses: try again, gently
 
     def poll(self) -> bool:
-        from radflow.errors import SiteError
-
-        # jobs waiting for a steward's acceptance do not end the long poll (the acceptance is
-        # a local file: the agent looks again when the poll ends, within 5 s)
-        answer = self.hub.get("/jobs", wait=5.0 if self.waiting else POLL_SECONDS,
-                              skip=",".join(self.waiting))
+        known = self.waiting + self.running + self.sending + self.failing
+        # jobs the agent knows already (a run in flight, a steward's decision awaited) do not
+        # end the long poll; while there are any, the poll is short, so their runs (and the
+        # steward's decisions, local files) are looked at again within a second or two
+        answer = self.hub.get("/jobs", wait=BUSY_POLL_SECONDS if known else POLL_SECONDS,
+                              skip=",".join(known))
         if answer.status_code != 200:
             raise SiteError(f"the hub answered HTTP {answer.status_code} to the job poll",
                             fix="the site may be revoked: ask the hub's operator")
-        self.waiting = []
-        for job in answer.json()["jobs"]:
-            self.guard("prefect", lambda job=job: self.handle(job))
+        jobs = answer.json()["jobs"]
+        self.waiting, self.running, self.sending, self.failing = [], [], [], []
+        for job in jobs:
+            if self.guard("prefect", lambda job=job: [self.handle(job)]) is None:
+                self.failing.append(job["id"])  # tried again on the next (short) poll
+        listed = {job["id"] for job in jobs}
+        self.manifests = {k: v for k, v in self.manifests.items() if k in listed}
         return True
 
     def detail(self) -> dict[str, Any]:
-        return {"detail": f"joined {self.hub.info['url']}"
-                          + (f"; {len(self.waiting)} job(s) await acceptance" if self.waiting
-                             else "")}
+        parts = [f"joined {self.hub.info['url']}"]
+        for jobs, what in ((self.running, "running"), (self.waiting, "await a steward"),
+                           (self.sending, "being posted")):
+            if jobs:
+                parts.append(f"{len(jobs)} job(s) {what}")
+        return {"detail": "; ".join(parts)}
 
+    # -- one job ------------------------------------------------------------------------------
     def handle(self, job: dict[str, Any]) -> str | None:
-        """Take one job as far as it can go now; returns what was posted (or None). Its row in
-        ``federation_job`` says how far it got before (a restarted agent goes on from there)."""
-        from radflow.federation import steward
+        """Take one job one step further, without waiting; returns the outcome once it is
+        decided (``released`` or the refusal code), else None. Its row in ``federation_job``
+        says how far it got before (a restarted agent goes on from there)."""
         from radflow.federation.egress import gate
-        from radflow.federation.manifest import missing_plugins
-        from radflow.federation.policy import load_policy
-        from radflow.federation.signing import SignatureInvalid
-        from radflow.federation.versions import UnsupportedVersion, fetch
 
         url = self.ctx.catalog_url
         row = steward.received(url, job)
-        if row.state == "posted":  # the hub has it (it lists the job until it does)
-            self.logger.warning("job %s: posted already (%s); not posting again", job["id"],
-                                row.outcome)
+        if row.state in steward.DECIDED:
+            if row.state == "sending":
+                self.sending.append(job["id"])  # the outbox delivers it
+            elif job["id"] not in self._warned:  # the hub lists it still: it refused the post
+                self._warned.add(job["id"])
+                self.logger.warning("job %s: %s already (%s); not posting again", job["id"],
+                                    row.state, row.outcome)
             return None
         policy = load_policy(self.root)
         if job["version"] not in policy.approved:
-            return self.post(job, refusal="not_approved")
+            return self.decide(job, refusal="not_approved")
         if (policy.job_mode == "manual" and row.accepted_by is None) \
                 or (policy.manual_release and steward.undecided(url, job["id"])):
             self.waiting.append(job["id"])  # a steward decides first
             return None
+        if row.flow_run_id is None:
+            return self.start(job)
+        run = self.prefect.flow_run(row.flow_run_id)
+        if not run.is_final:
+            self.running.append(job["id"])
+            return None
+        manifest = self.manifests.get(job["id"])
+        if manifest is None:  # (started by this agent before a restart): verified again
+            refused, manifest = self.verify(job)
+            if refused:
+                return refused
+        if not run.ok:
+            self.logger.warning("job %s: the site part ended %s", job["id"], run.state)
+            return self.decide(job, refusal="site_part_failed")
+        out = self.root / "federation" / "jobs" / f"{job['id']}.json"
+        release = json.loads(out.read_text()).get("release") if out.exists() else None
+        if release is None:
+            return self.decide(job, refusal="site_part_failed")
+        result = gate(release, manifest.release_schema, policy, job["params"])
+        if not result.ok:
+            self.logger.warning("job %s: the egress gate refused: %s (%s)", job["id"],
+                                result.refusal, result.detail or "")
+            return self.decide(job, refusal=result.refusal, detail=result.detail)
+        if policy.manual_release:  # a steward approves exactly this JSON first
+            decision = steward.release_decision(url, job, result.released, result.suppressed,
+                                                policy.summary())
+            if decision == "declined":  # (decided before the outbox existed)
+                return self.decide(job, refusal="declined")
+            if decision == "pending":
+                self.waiting.append(job["id"])
+                return None
+        return self.decide(job, release=result.released, suppressed=result.suppressed)
+
+    def verify(self, job: dict[str, Any]) -> tuple[str | None, Any]:
+        """The job's version, verified: (None, manifest), or (the refusal decided, None)."""
+        from radflow.federation.manifest import missing_plugins
+        from radflow.federation.signing import SignatureInvalid
+        from radflow.federation.versions import UnsupportedVersion, fetch
+
         try:
             signed, files = fetch(self.root, job["version"])
         except SignatureInvalid as exc:
             self.logger.warning("job %s: version %s refused: %s", job["id"], job["version"],
                                 exc.message)
-            return self.post(job, refusal="bad_signature")
+            return self.decide(job, refusal="bad_signature"), None
         except UnsupportedVersion as exc:
             self.logger.warning("job %s: %s", job["id"], exc.message)
-            return self.post(job, refusal="unsupported_version")
+            return self.decide(job, refusal="unsupported_version"), None
         missing = missing_plugins(signed.manifest)
         if missing:
-            return self.post(job, refusal=missing[0])
+            return self.decide(job, refusal=missing[0]), None
         self.install(job["version"], files)
-        release = self.run(job, signed.manifest.site_entrypoint, row.flow_run_id)
-        if release is None:
-            return self.post(job, refusal="site_part_failed")
-        result = gate(release, signed.manifest.release_schema, policy, job["params"])
-        if not result.ok:
-            self.logger.warning("job %s: the egress gate refused: %s (%s)", job["id"],
-                                result.refusal, result.detail or "")
-            return self.post(job, refusal=result.refusal, detail=result.detail)
-        if policy.manual_release:  # a steward approves exactly this JSON first
-            decision = steward.release_decision(url, job, result.released, result.suppressed)
-            if decision == "declined":
-                return self.post(job, refusal="declined")
-            if decision == "pending":
-                self.waiting.append(job["id"])
-                return None
-        return self.post(job, release=result.released, suppressed=result.suppressed)
+        self.manifests[job["id"]] = signed.manifest
+        return None, signed.manifest
+
+    def start(self, job: dict[str, Any]) -> str | None:
+        """Verify and install the version, and start the site part (never waits for it). The
+        job id is also the run's idempotency key: never two runs of one job."""
+        refused, manifest = self.verify(job)
+        if refused:
+            return refused
+        run = self.prefect.create_flow_run(f"federated-job/{self.ctx.name}", {
+            "job_id": job["id"], "version_hash": job["version"],
+            "entrypoint": manifest.site_entrypoint, "params": job["params"],
+            "site": self.ctx.name},
+            idempotency_key=f"federated-job-{job['id']}",
+            tags=(f"version:{job['version'][7:19]}", f"study:{job['study']}"))
+        steward.started(self.ctx.catalog_url, job, run.id)
+        self.running.append(job["id"])
+        self.logger.info("job %s: site part started (flow run %s)", job["id"], run.id)
+        return None
 
     def install(self, version_hash: str, files: dict[str, bytes]) -> Path:
         from radflow.flows.federated_job import bundle_dir
@@ -131,77 +202,58 @@ class Agent(ServiceLoop):
                 target.write_bytes(data)
         return folder
 
-    def run(self, job: dict[str, Any], entrypoint: str,
-            flow_run_id: str | None = None) -> dict[str, Any] | None:
-        """Run the site part (or wait on the run a killed agent started) and read its release.
-        The job id is also the run's idempotency key: never two runs of one job."""
-        from radflow.federation.steward import started
+    # -- the outcome --------------------------------------------------------------------------
+    def decide(self, job: dict[str, Any], release: dict | None = None,
+               refusal: str | None = None, suppressed: list[str] | None = None,
+               detail: str | None = None) -> str:
+        """Decide the job's outcome (job row, audit event and outbox entry in one transaction),
+        then post it; the post is retried on later ticks until the hub acknowledges."""
+        outcome = refusal or "released"
+        entry = steward.decide(self.ctx.catalog_url, job, actor=ACTOR, release=release,
+                               refusal=refusal, suppressed=suppressed,
+                               policy=load_policy(self.root).summary(), detail=detail)
+        if entry is None:
+            self.logger.warning("job %s: decided before; not deciding again", job["id"])
+            return outcome
+        self.logger.info("job %s: %s", job["id"], outcome)
+        crash_point("agent.after_decide")
+        try:
+            outbox.deliver_one(self.ctx.catalog_url, entry, self.send, steward.on_posted)
+        except (RadflowError, RequestException) as exc:  # recorded; retried on a later tick
+            self.logger.warning("job %s: the post waits for a retry: %s", job["id"],
+                                getattr(exc, "message", None) or type(exc).__name__)
+            self.sending.append(job["id"])
+        return outcome
 
-        api = self.ctx.prefect()
-        if flow_run_id is None:
-            flow_run_id = api.create_flow_run(f"federated-job/{self.ctx.name}", {
-                "job_id": job["id"], "version_hash": job["version"], "entrypoint": entrypoint,
-                "params": job["params"], "site": self.ctx.name},
-                idempotency_key=f"federated-job-{job['id']}",
-                tags=(f"version:{job['version'][7:19]}", f"study:{job['study']}")).id
-            started(self.ctx.catalog_url, job, flow_run_id)
-        done = api.wait(flow_run_id, timeout=24 * 3600, poll=0.25)
-        if not done.ok:
-            self.logger.warning("job %s: the site part ended %s", job["id"], done.state)
-            return None
-        out = json.loads((self.root / "federation" / "jobs" / f"{job['id']}.json").read_text())
-        return out.get("release")
+    def deliver(self) -> int:
+        """Post what the outbox holds (decided before a restart, approved by a steward, or
+        not acknowledged yet)."""
+        return outbox.deliver(self.ctx.catalog_url, "hub.post", self.send,
+                              on_done=steward.on_posted, log=self.logger)
 
-    def post(self, job: dict[str, Any], release: dict | None = None, refusal: str | None = None,
-             suppressed: list[str] | None = None, detail: str | None = None) -> str:
-        """Post the result once; the audit event (local) also says why a gate refused."""
-        from radflow.audit import record
-        from radflow.errors import SiteError
-        from radflow.federation.policy import load_policy
+    def send(self, entry: OutboxEntry) -> str:
+        """Post one job's result; the hub's answer (``recorded`` or ``already``).
 
-        answer = self.hub.post(f"/jobs/{job['id']}/result",
-                               {"release": release, "refusal": refusal,
-                                "policy": load_policy(self.root).summary()})
-        if answer.status_code in (413, 422):  # the hub will never take this post: no retry
-            return self.refused_by_hub(job, answer)
-        if answer.status_code != 200:
-            raise SiteError(f"the hub refused the result of job {job['id']} "
-                            f"(HTTP {answer.status_code})", fix="see the hub's log")
-        from radflow.federation.steward import posted
-
-        posted(self.ctx.catalog_url, job, refusal or "released")
-        action = "federation.released" if release is not None else "federation.refused"
-        record(self.ctx.catalog_url, actor="radflow:agent", action=action,
-               subject=f"job:{job['id']}",
-               detail={"version": job["version"], "study": job["study"], "refusal": refusal,
-                       "release": release, "suppressed": suppressed or [],
-                       **({"detail": detail} if detail else {}),
-                       "hub": answer.json()["status"]})
-        self.logger.info("job %s: %s", job["id"], refusal or "released")
-        return refusal or "released"
-
-
-    def refused_by_hub(self, job: dict[str, Any], answer: Any) -> str:
-        """The hub refused the post itself (413: too large; 422: its check of the release
-        schema, e.g. ``invalid_release``): the same post would get the same answer, so the job
-        is done here, with the hub's reason in the audit log."""
-        from radflow.audit import record
-        from radflow.federation.steward import posted
-
+        Raises:
+            Undeliverable: the hub refused it for good (an unknown job, a missed deadline, a
+                different result already, a body it does not accept).
+            SiteError: any other answer (retried).
+        """
+        answer = self.hub.post(f"/jobs/{entry.target}/result", outbox.payload(entry))
+        if answer.status_code == 200:
+            return str(answer.json()["status"])
         try:
             said = answer.json()
-        except ValueError:
-            said = {}
-        reason = str(said.get("reason") or said.get("error") or f"HTTP {answer.status_code}")
-        posted(self.ctx.catalog_url, job, "invalid_release")
-        record(self.ctx.catalog_url, actor="radflow:agent", action="federation.invalid_release",
-               subject=f"job:{job['id']}", detail={"version": job["version"],
-                                                   "study": job["study"],
-                                                   "http": answer.status_code,
-                                                   "hub": reason[:200]})
-        self.logger.warning("job %s: the hub refused the post (HTTP %s: %s)", job["id"],
-                            answer.status_code, reason[:200])
-        return "invalid_release"
+            reason = ": ".join(str(said[k]) for k in ("error", "reason", "detail") if said.get(k))
+        except (ValueError, AttributeError):
+            reason = answer.text[:200]
+        if 400 <= answer.status_code < 500 and answer.status_code not in (401, 403, 408, 429):
+            raise outbox.Undeliverable(f"the hub refused the result of job {entry.target}: "
+                                       f"HTTP {answer.status_code} {reason}",
+                                       fix="see the hub's log")
+        raise SiteError(f"the hub did not take the result of job {entry.target} (HTTP "
+                        f"{answer.status_code} {reason})", fix="it is posted again; see the "
+                                                               "hub's log")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,7 +92,8 @@ def decide(request: Request, job_id: str, csrf: str | None = Form(None),
     except RadflowError as exc:
         raise HTTPException(409, exc.message) from exc
     request.session["flash"] = (f"Release of job {job_id[:8]}: "
-                                f"{'approved' if decision == 'approve' else 'declined'}.")
+                                f"{'approved' if decision == 'approve' else 'declined'}; "
+                                "the agent posts it to the hub.")
     return RedirectResponse("/federation", 303)
 
 

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -188,8 +189,11 @@ class SiteManager:
     ) -> SiteStatus:
         """Start every component of the site that is not running, and wait until all are healthy.
 
-        A site that fails half-way is stopped entirely, and the error names the component, its
-        log and the fix.
+        On a running site, a healthy component stays as it is; one that is still starting is
+        waited for; one that is stuck (unhealthy longer than the start timeout) is restarted.
+        What fails then is reported, and only what this call started is stopped again: a
+        running site is never stopped. A site that was not running and fails half-way is
+        stopped entirely. The error names the component, its log and the fix.
 
         Args:
             name: the site name (a new one is created with free ports).
@@ -231,6 +235,7 @@ class SiteManager:
 
             restarts_file(ctx.paths.run).unlink(missing_ok=True)
         with lifecycle_lock(ctx.paths.run):  # the supervisor waits while the site starts
+            started: list[Component] = []
             try:
                 from radflow.catalog.migrate import upgrade
                 from radflow.prefect_api import outside_event_loop
@@ -239,28 +244,46 @@ class SiteManager:
                 for part in site_components():
                     if not part.enabled(ctx):
                         continue
-                    self._start_one(ctx, part, say)
+                    if self._start_one(ctx, part, say):
+                        started.append(part)
                     outside_event_loop(part.after_healthy, ctx, say)
             except Exception as exc:
-                stopped = self._stop_all(ctx)
+                # a running site keeps running: only what this call started stops again
+                stopped = [p.name for p in reversed(started) if p.process(ctx).stop()] \
+                    if running else self._stop_all(ctx)
                 message = exc.message if isinstance(exc, RadflowError) else f"{type(exc).__name__}: {exc}"
                 fix = exc.fix if isinstance(exc, RadflowError) else (
                     f"read the logs in {ctx.paths.logs} and run `radflow site up --site {name}` again")
                 raise SiteError(
                     f"site {name!r} failed to start: {message}\n"
-                    f"Stopped again: {', '.join(stopped) or 'nothing was running'}.",
-                    fix=fix,
+                    f"Stopped again: {', '.join(stopped) or 'nothing'}"
+                    + (" (the components that were running before still run)." if running
+                       else "."), fix=fix,
                 ) from exc
         return self.status(name)
 
-    def _start_one(self, ctx: SiteContext, part: Component, say: Progress) -> None:
+    def _start_one(self, ctx: SiteContext, part: Component, say: Progress) -> bool:
+        """Make one component healthy; returns whether this call started it (or started it
+        again). A running component that is healthy stays; one younger than the start timeout
+        is waited for (it is starting, e.g. the supervisor just restarted it); an older one
+        that is unhealthy is stuck, and is restarted."""
         proc = part.process(ctx)
-        if proc.process() is not None:
-            healthy, _ = part.probe(ctx)
+        running = proc.process()
+        if running is not None:
+            healthy, detail = part.probe(ctx)
             if healthy:
                 say(f"{part.name}: already running")
-                return
-            say(f"{part.name}: running, waiting until healthy")
+                return False
+            timeout = self.settings.start_timeout
+            if time.time() - running.create_time() < timeout:
+                say(f"{part.name}: running, waiting until healthy")
+                part.wait_healthy(ctx, timeout)
+                say(f"{part.name}: healthy")
+                return False
+            say(f"{part.name}: running but not healthy ({detail}): restarting it")
+            logger.warning("%s of site %s is not healthy (%s): restarting it", part.name,
+                           ctx.config.name, detail)
+            proc.stop(timeout=5.0)  # stuck: little grace
         else:
             for key, option in part.ports.items():
                 port = getattr(ctx.config.ports, key)
@@ -271,9 +294,10 @@ class SiteManager:
                         f"`radflow site up --site {ctx.config.name} {option} N`",
                     )
             say(f"{part.name}: starting")
-            part.start(ctx)
+        part.start(ctx)
         part.wait_healthy(ctx, self.settings.start_timeout)
         say(f"{part.name}: healthy")
+        return True
 
     def _stop_all(self, ctx: SiteContext) -> list[str]:
         """Stop every component, dependents before what they depend on; components that no

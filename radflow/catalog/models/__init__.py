@@ -12,6 +12,7 @@
 * :mod:`~radflow.catalog.models.reviews`: review steps and their decisions.
 * :mod:`~radflow.catalog.models.federation`: the site agent's hub jobs.
 * :mod:`~radflow.catalog.models.web`: the web app's server-side sessions.
+* :mod:`~radflow.catalog.models.outbox`: effects to deliver (hub posts, Prefect resumes).
 
 The schema is created and upgraded by Alembic migrations (:mod:`radflow.catalog.migrate`).
 """
@@ -29,11 +30,12 @@ from radflow.catalog.models.mirror import (
                                           Series,
                                           Study,
 )
+from radflow.catalog.models.outbox import OutboxEntry
 from radflow.catalog.models.results import DerivedResult, FeatureValue
 from radflow.catalog.models.reviews import Review
 from radflow.catalog.models.web import WebSession
 
 __all__ = ["AuditEvent", "CatalogGeneration", "CohortPin", "CohortRecord", "DerivedResult",
            "FeatureValue", "FederationJob", "Finding",
-           "IngestRequest", "Instance", "Patient", "Review", "Series", "SettlingSeries", "Study",
-           "WatcherState", "WebSession", "utcnow"]
+           "IngestRequest", "Instance", "OutboxEntry", "Patient", "Review", "Series",
+           "SettlingSeries", "Study", "WatcherState", "WebSession", "utcnow"]

@@ -16,7 +16,9 @@ class FederationJob(SQLModel, table=True):
     """One hub job at this site.
 
     ``state``: ``received`` (seen, not yet run), ``running`` (its site part runs),
-    ``pending_release`` (gated; a steward decides), ``posted`` (the hub has its result).
+    ``pending_release`` (gated; a steward decides), ``sending`` (its outcome is decided and
+    audited; the post waits in the outbox), ``posted`` (the hub acknowledged its result),
+    ``undeliverable`` (the hub refused the post for good, e.g. its deadline passed).
     """
 
     __tablename__ = "federation_job"
@@ -30,6 +32,7 @@ class FederationJob(SQLModel, table=True):
     release: str | None = Field(default=None, sa_column=Column(Text))  # JSON, after the gate
     release_hash: str | None = None  # sha256 of that JSON (what a steward approves)
     suppressed: str | None = Field(default=None, sa_column=Column(Text))  # JSON list
+    policy: str | None = Field(default=None, sa_column=Column(Text))  # JSON: what the gate applied
     decision: str | None = None  # approved or declined (manual release)
     decision_hash: str | None = None  # the release hash the decision was about
     decided_by: str | None = None

@@ -12,7 +12,11 @@ from radflow.enums import ReviewStatus
 
 
 class Review(SQLModel, table=True):
-    """One review step of one case: who should decide, by when, and what was decided."""
+    """One review step of one case: who should decide, by when, and what was decided.
+
+    A decision is recorded here (with its audit event, in one transaction) when it is made;
+    the case run, resumed through the outbox, applies it and sets ``applied_at``.
+    """
 
     __tablename__ = "review"
 
@@ -35,3 +39,5 @@ class Review(SQLModel, table=True):
     corrected_seg_uid: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     decided_at: datetime | None = None
+    # when the case run applied the decision (status changes on the result): once, by the run
+    applied_at: datetime | None = None

@@ -48,21 +48,15 @@ def decide(review_id: int = typer.Argument(..., help="The review's id (`radflow 
            corrected_seg_uid: str | None = typer.Option(
                None, help="For corrected: the SeriesInstanceUID of the corrected SEG."),
            site: str | None = SITE, json_out: bool = JSON) -> None:
-    """Decide a review: resumes its case run through the site's Prefect API (the reviewer is
-    the user running the command)."""
-    from radflow.catalog.db import session_scope
-    from radflow.catalog.models import Review
-    from radflow.enums import ReviewStatus
-    from radflow.errors import ConfigurationError
+    """Decide a review (the reviewer is the user running the command): the decision is
+    recorded with its audit event, the case run is resumed through the site's Prefect API, and
+    the command waits until the run ends. A review decided already: exit 1, saying by whom and
+    when."""
+    from radflow.errors import ConfigurationError, RadflowError
     from radflow_review.decision import ReviewDecision
+    from radflow_review.decisions import deliver, record_decision
 
     ctx = site_context(site)
-    with session_scope(ctx.catalog_url) as session:
-        row = session.get(Review, review_id)
-        if row is None or row.status != ReviewStatus.OPEN:
-            raise ConfigurationError(f"there is no open review {review_id}",
-                                     fix="see `radflow review list`")
-        run_id = row.flow_run_id
     try:
         chosen = ReviewDecision(decision=decision, comment=comment,
                                 reviewer=f"cli:{getpass.getuser()}",
@@ -71,15 +65,23 @@ def decide(review_id: int = typer.Argument(..., help="The review's id (`radflow 
         raise ConfigurationError(f"invalid decision: {exc.errors()[0]['msg']}",
                                  fix="accept, reject, or corrected --corrected-seg-uid UID") \
             from exc
+    if decision == "expired":
+        raise ConfigurationError("'expired' is what the review keeper decides at the due time",
+                                 fix="accept, reject, or corrected --corrected-seg-uid UID")
+    entry = record_decision(ctx.catalog_url, review_id, chosen)  # AlreadyDecided: exit 1
+    run_id = entry.target
     api = ctx.prefect()
-    api.resume(run_id, chosen.model_dump(mode="json"))
+    try:
+        resumed = deliver(ctx.catalog_url, entry, api).answer
+    except RadflowError as exc:  # pending in the outbox: the review keeper resumes it
+        resumed = f"pending ({exc.message}); the review keeper resumes it"
     run = api.wait(run_id, timeout=600)
-    data = {"review": review_id, "decision": decision, "flow_run": run_id, "state": run.state,
-            "ui": api.flow_run_ui(run_id)}
+    data = {"review": review_id, "decision": decision, "flow_run": run_id, "resume": resumed,
+            "state": run.state, "ui": api.flow_run_ui(run_id)}
     if json_out:
         print_json(data)
     else:
-        console.print(f"review {review_id}: {decision}; the case run ended "
-                      f"{run.state.lower()} ({data['ui']})", highlight=False)
+        console.print(f"review {review_id}: {decision} recorded; the case run: {resumed}; it "
+                      f"ended {run.state.lower()} ({data['ui']})", highlight=False)
     if not run.ok:
         raise typer.Exit(1)

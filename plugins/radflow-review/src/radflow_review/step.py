@@ -1,10 +1,11 @@
 """The review step: suspend the case run until a person decides, then apply the decision.
 
 Waiting holds no process: the run is suspended (Prefect's ``suspend_flow_run``) and its process
-exits. A decision resumes it; Prefect re-runs the case flow from the top, the producers return
-what they made before (same keys), and the step returns the stored decision (same suspend key)
-and applies it once: a status change on the SEG (accepted, rejected, corrected with lineage to
-the clinician's SEG), the review row, and an audit event.
+exits. A decision is recorded on the review row with its audit event, and resumes the run
+through the outbox (:mod:`radflow_review.decisions`); Prefect re-runs the case flow from the
+top, the producers return what they made before (same keys), the step finds the recorded
+decision and applies it once: a status change on the SEG (accepted, rejected, corrected with
+lineage to the clinician's SEG).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def review(seg: SegmentationRef, *, assignee: str = "role:radiologist", due_hour
     remind = now + timedelta(hours=remind_hours if remind_hours is not None else due_hours / 2)
     row = open_review(rt.catalog_url, key, seg, str(flow_run.get_id()), assignee, due, remind,
                       on_expiry)
-    if row.decision is not None:  # this SEG was decided before (another run): that decision
+    if row.decision is not None:  # decided: before this run, or while it waited (a resumed run
+        # runs again from the top and gets here): the recorded decision applies
         return apply_decision(rt, key, seg, ReviewDecision(
             decision=row.decision, reviewer=row.reviewer, comment=row.comment or "",
             corrected_seg_uid=row.corrected_seg_uid))
@@ -135,21 +137,28 @@ def _cancel_if_waiting(flow_run_id: str) -> None:
 
 def apply_decision(rt: Any, key: str, seg: SegmentationRef,
                    decision: ReviewDecision) -> ReviewOutcome:
-    """Apply a decision once (a re-executed run finds it applied and gets the same outcome)."""
-    from sqlmodel import select
+    """Apply the review's decision once: the one recorded on the review row when it was made
+    (with its audit event; :mod:`radflow_review.decisions`), or, for a run resumed from
+    Prefect's UI, ``decision``, recorded now. The status changes are applied by the first run
+    that gets here (``applied_at``); a re-executed run gets the same outcome and changes
+    nothing, and writes no second audit event."""
+    from sqlalchemy import update
+    from sqlmodel import col, select
 
-    from radflow.audit import record
     from radflow.catalog.db import session_scope
-    from radflow.catalog.models import Review
-    from radflow.enums import ResultStatus, ReviewStatus
+    from radflow.catalog.models import Review, utcnow
+    from radflow.enums import ResultStatus
     from radflow.results import store
+    from radflow_review.decisions import ensure_recorded
 
+    decision = ensure_recorded(rt.catalog_url, key, decision)
     corrected = None
     if decision.decision == "corrected":
-        corrected = _record_correction(rt, seg, decision)
+        corrected = _record_correction(rt, seg, decision)  # idempotent (the result's key)
     with session_scope(rt.catalog_url) as session:
-        row = session.exec(select(Review).where(Review.key == key)).one()
-        first_time = row.status == ReviewStatus.OPEN
+        first_time = session.execute(update(Review).where(
+            Review.key == key, col(Review.applied_at).is_(None)).values(
+            applied_at=utcnow())).rowcount
         if first_time:
             status = {"accept": ResultStatus.ACCEPTED, "reject": ResultStatus.REJECTED}.get(
                 decision.decision)
@@ -160,20 +169,7 @@ def apply_decision(rt: Any, key: str, seg: SegmentationRef,
                 store.set_status(session, seg.result_id, ResultStatus.CORRECTED,
                                  by=decision.reviewer, reason=decision.comment or None,
                                  correction_id=corrected.result_id)
-            row.status = ReviewStatus.EXPIRED if decision.decision == "expired" \
-                else ReviewStatus.DECIDED
-            row.decision, row.reviewer = decision.decision, decision.reviewer
-            row.comment, row.corrected_seg_uid = decision.comment, decision.corrected_seg_uid
-            row.decided_at = datetime.now(UTC)
-            session.add(row)
-        on_expiry = row.on_expiry
-    if first_time:
-        record(rt.catalog_url, actor=decision.reviewer,
-               action="review.expired" if decision.decision == "expired" else "review.decided",
-               subject=f"review:{key}",
-               detail={"result": seg.result_id, "decision": decision.decision,
-                       "corrected_seg_uid": decision.corrected_seg_uid,
-                       "correction_result": corrected.result_id if corrected else None})
+        on_expiry = session.exec(select(Review.on_expiry).where(Review.key == key)).one()
     quantify = {"accept": seg, "corrected": corrected, "reject": None,
                 "expired": seg if on_expiry == "continue" else None}[decision.decision]
     return ReviewOutcome(decision.decision, quantify, decision.reviewer, decision.comment)

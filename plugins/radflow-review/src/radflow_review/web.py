@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from radflow.web.security import RowId
 router = APIRouter()
 TEMPLATES = Path(__file__).parent / "templates"
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+RECENT = timedelta(days=1)  # how long My reviews lists a decided review
 
 
 
@@ -123,22 +124,36 @@ def _row(request: Request, row: Any) -> dict[str, Any]:
             "model": f"{result.algorithm} {result.version}" if result else "?",
             "waiting_hours": round((now - as_utc(row.created_at)).total_seconds() / 3600, 1),
             "due_at": due.isoformat(timespec="minutes"), "overdue": due < now,
-            "decision": row.decision, "reviewer": row.reviewer, "flow_run_id": row.flow_run_id}
+            "decision": row.decision, "reviewer": row.reviewer, "flow_run_id": row.flow_run_id,
+            "decided_at": as_utc(row.decided_at).isoformat(timespec="seconds")
+            if row.decided_at else None, "applied": row.applied_at is not None}
 
 
-def _open_rows(request: Request, me: User) -> list[dict[str, Any]]:
+def _rows(request: Request, me: User, *, decided: bool = False) -> list[dict[str, Any]]:
+    """The open reviews this user may act on (by due time); ``decided``: those decided in the
+    last :data:`RECENT`, newest first, shown as decided from the moment they are."""
     from sqlmodel import col, select
 
     from radflow.catalog.db import session_scope
     from radflow.catalog.models import Review
     from radflow.enums import ReviewStatus
 
+    if decided:
+        query = select(Review).where(Review.status != ReviewStatus.OPEN,
+                                     col(Review.decided_at) > datetime.now(UTC) - RECENT) \
+            .order_by(col(Review.decided_at).desc())
+    else:
+        query = select(Review).where(Review.status == ReviewStatus.OPEN) \
+            .order_by(col(Review.due_at))
     with session_scope(_ctx(request).catalog_url) as session:
-        rows = list(session.exec(select(Review).where(Review.status == ReviewStatus.OPEN)
-                                 .order_by(col(Review.due_at))))
+        rows = list(session.exec(query))
         for r in rows:
             session.expunge(r)
     return [_row(request, r) for r in rows if may_act(me, r)]
+
+
+def _open_rows(request: Request, me: User) -> list[dict[str, Any]]:
+    return _rows(request, me)
 
 
 @router.get("/reviews")
@@ -146,6 +161,7 @@ def my_reviews(request: Request, me: User = Depends(clinician)) -> Response:
     from radflow.web.app import render
 
     return render(request, "reviews.html", {"rows": _open_rows(request, me),
+                                            "decided": _rows(request, me, decided=True),
                                             "flash": request.session.pop("flash", None)})
 
 
@@ -263,35 +279,42 @@ def decide(request: Request, review_id: RowId, csrf: str | None = Form(None),
            decision: str = Form(...), comment: str = Form(""),
            corrected_seg_uid: str | None = Form(None),
            me: User = Depends(clinician)) -> Response:
-    """Resume the case run with the decision; the reviewer is the log-in's subject."""
+    """Record the decision (the reviewer is the log-in's subject) and resume the case run
+    (:mod:`radflow_review.decisions`). A review decided already answers who decided it and
+    when, on the case page."""
     from radflow.enums import ReviewStatus
     from radflow_review.decision import ReviewDecision
+    from radflow_review.decisions import AlreadyDecided, deliver, record_decision
 
     check_csrf(request, csrf)
     row = _review(request, review_id, me)
-    if row.status != ReviewStatus.OPEN:
-        raise HTTPException(409, f"review {review_id} was already decided ({row.decision} by "
-                                 f"{row.reviewer})")
     if decision not in ("accept", "reject", "corrected"):
         raise HTTPException(422, f"unknown decision {decision!r}: accept, reject or corrected")
     chosen = (corrected_seg_uid or "").strip() or None
-    if decision == "corrected":
+    if decision == "corrected" and row.status == ReviewStatus.OPEN:
         if not chosen or chosen not in {s["uid"] for s in candidate_segs(request, row)
                                         if s["origin"] != "model"}:
             raise HTTPException(422, "a correction needs a corrected SEG of this case: save one "
                                      "in the editor, or store one from a workstation and pick it")
-    else:
+    elif decision != "corrected":
         chosen = None
     try:
         run_input = ReviewDecision(decision=decision, comment=comment, reviewer=me.sub,
                                    corrected_seg_uid=chosen)
     except ValueError as exc:
         raise HTTPException(422, f"invalid decision: {exc.errors()[0]['msg']}") from exc
+    ctx = _ctx(request)
     try:
-        _ctx(request).prefect().resume(row.flow_run_id, run_input.model_dump(mode="json"))
-    except RadflowError as exc:
-        raise HTTPException(409, f"the case run did not take the decision: {exc.message}") from exc
-    request.session["flash"] = f"Review {review_id}: {decision} recorded; the case run resumed."
+        entry = record_decision(ctx.catalog_url, review_id, run_input)
+    except AlreadyDecided as exc:
+        request.session["flash"] = exc.message
+        return RedirectResponse(f"/reviews/{review_id}", 303)
+    try:
+        deliver(ctx.catalog_url, entry, ctx.prefect())
+        resumed = "the case run resumed."
+    except RadflowError as exc:  # pending in the outbox: the review keeper resumes it
+        resumed = f"the case run is resumed shortly ({exc.message})."
+    request.session["flash"] = f"Review {review_id}: {decision} recorded; {resumed}"
     return RedirectResponse("/reviews", 303)
 
 
