@@ -291,18 +291,24 @@ def record(session: Any, kind: str, inputs: tuple[str, ...], algorithm: str,
                         series_uid=None, **kwargs)
 
 
+def add_probe(url: str) -> int:
+    """The probe series, with a draft SEG and a draft SR of it; the SEG's id."""
+    with session_scope(url) as session:
+        session.execute(insert(Series), [{"orthanc_id": "probe", "series_uid": "9.9.9",
+                                          "study_pk": 1, "study_uid": "1", "modality": "CT",
+                                          "manufacturer": "Radflow Probe"}])
+        seg = record(session, "SEG", ("9.9.9",), "model").id
+        record(session, "SR", ("9.9.9", "seg"), "pyradiomics", derived_from_id=seg)
+    return seg
+
+
 def test_a_result_change_makes_has_result_stale_until_refreshed(catalog: str) -> None:
     """Review decisions, a correction, a recomputation by force, new results, changed feature
     rows and deleting a series' results each make the copy's has_result part stale while its
     series' arrays stay current: has_result is then read from the catalog (in the changing
     transaction, and while another process rebuilds the part) until the part is made again, by
     refresh or by the next has_result query; then it answers as SQL does."""
-    with session_scope(catalog) as session:
-        session.execute(insert(Series), [{"orthanc_id": "probe", "series_uid": "9.9.9",
-                                          "study_pk": 1, "study_uid": "1", "modality": "CT",
-                                          "manufacturer": "Radflow Probe"}])
-        seg = record(session, "SEG", ("9.9.9",), "model").id
-        record(session, "SR", ("9.9.9", "seg"), "pyradiomics", derived_from_id=seg)
+    seg = add_probe(catalog)
     built = columns.refresh(catalog, force=True)
     assert built["state"] == "built"
     made: dict[str, int] = {}
@@ -367,6 +373,44 @@ def test_a_result_change_makes_has_result_stale_until_refreshed(catalog: str) ->
             assert_has_result_as_sql(catalog, session)
         assert columns.refresh(catalog)["state"] == "current"
     assert len(list(folder.glob("*/results-*.npy"))) == 1  # the older parts are gone
+
+
+def test_results_committed_while_the_part_is_made_again_are_not_in_it(catalog: str,
+                                                                       monkeypatch) -> None:
+    """The has_result part is read from one state of the catalog and labelled with that state's
+    results generation: a review committed during the read is not in it, and a query that sees
+    the review does not use it."""
+    seg = add_probe(catalog)
+    columns.refresh(catalog, force=True)
+    with session_scope(catalog) as session:  # the part is stale
+        record(session, "RTSTRUCT", ("9.9.9",), "contours")
+    read = result_kinds.read
+
+    def read_during_a_review(connection: Any, ids: Any) -> Any:
+        with session_scope(catalog) as other:  # another process, meanwhile
+            store.set_status(other, seg, "rejected", by="dr")
+        return read(connection, ids)
+
+    monkeypatch.setattr(result_kinds, "read", read_during_a_review)
+    made = columns.refresh(catalog)
+    monkeypatch.setattr(result_kinds, "read", read)
+    assert made["state"] == "results"
+    with session_scope(catalog) as session:
+        connection = session.connection()
+        copy = columns.current(connection)
+        assert copy is not None
+        now = result_kinds.results_generation(connection)
+        assert now is not None and now > made["results_generation"]
+        assert copy.result_bits(now) is None  # made before the review: not for this query
+        held = copy.result_bits(made["results_generation"])
+        assert held is not None
+        probe_id = session.exec(select(Series.id).where(Series.orthanc_id == "probe")).one()
+        at = copy.mask_of([probe_id])
+        assert result_kinds.mask(held[1], held[0], "SEG")[at].all()  # as it was then
+        assert result_kinds.mask(held[1], held[0], "RTSTRUCT")[at].all()
+        assert probe(session) == (0, 0, 0)  # the review seen: the part made again
+        assert copy.result_bits(now) is not None
+        assert_has_result_as_sql(catalog, session)
 
 
 def test_the_threshold_comes_from_the_environment(catalog: str, monkeypatch) -> None:

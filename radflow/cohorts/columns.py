@@ -121,7 +121,8 @@ def refresh(engine_or_url: Engine | str, *, force: bool = False) -> dict[str, An
         series_current = _built_from(pointer, state)
         if series_current and _results_current(pointer, results_generation(connection)):
             return {"state": "current", "generation": state[1]}
-        size = connection.exec_driver_sql("SELECT count(*) FROM series").scalar() or 0
+        size = 0 if series_current else \
+            connection.exec_driver_sql("SELECT count(*) FROM series").scalar() or 0
     if series_current:
         return _refresh_results(engine, folder)
     if size < get_settings().columns_from and not force:
@@ -148,29 +149,42 @@ def refresh(engine_or_url: Engine | str, *, force: bool = False) -> dict[str, An
 
 
 def _refresh_results(engine: Engine, folder: Path) -> dict[str, Any]:
-    """Make the copy's ``has_result`` part again (the series' arrays being current)."""
+    """Make the copy's ``has_result`` part again (the series' arrays being current), from one
+    state of the catalog: labelled with the results generation of that state, it is exact even
+    when results are committed meanwhile (then the next query makes it again)."""
     began = time.perf_counter()
     with _locked(folder) as locked:
         if not locked:
             return {"state": "busy"}
         pointer = _pointer(folder)
-        with engine.connect() as connection:
-            before = _states(connection)
-            if pointer is None or before[0] is None or not _built_from(pointer, before[0]):
+        with _snapshot(engine) as connection:
+            state, results = _states(connection)
+            if pointer is None or state is None or not _built_from(pointer, state):
                 return {"state": "busy"}  # the series changed meanwhile: a full build is due
-            if _results_current(pointer, before[1]):
-                return {"state": "current", "generation": before[0][1]}
+            if _results_current(pointer, results):
+                return {"state": "current", "generation": state[1]}
             ids = np.load(folder / pointer["folder"] / "id.npy", allow_pickle=False)
             bits = result_kinds.read(connection, ids)
-            connection.rollback()
-            after = _states(connection)
-        if after != before:
-            return {"state": "busy"}
-        _write_results(folder, pointer, before[1], bits)
+        _write_results(folder, pointer, results, bits)
     seconds = time.perf_counter() - began
     logger.info("has_result part of the catalog copy made again in %.1f s", seconds)
-    return {"state": "results", "generation": before[0][1], "results_generation": before[1],
+    return {"state": "results", "generation": state[1], "results_generation": results,
             "seconds": round(seconds, 2)}
+
+
+@contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection whose reads all see one state of the catalog (PostgreSQL: a repeatable-read
+    transaction; SQLite: a read transaction, which its driver does not begin for reads)."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.execution_options(isolation_level="REPEATABLE READ")
+        try:
+            yield connection
+        finally:
+            connection.rollback()
 
 
 @contextmanager
@@ -342,9 +356,8 @@ def current(connection: Connection) -> Columns | None:
         if cached is not None and (cached.token, cached.generation) == state:
             return cached
         pointer = _pointer(folder)
-        if not _built_from(pointer, state):
+        if pointer is None or not _built_from(pointer, state):
             return None
-        assert pointer is not None
         copy = Columns(folder / pointer["folder"], pointer["token"], pointer["generation"],
                        pointer["series"])
         if not (copy.folder / "meta.json").is_file():
