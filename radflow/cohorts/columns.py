@@ -371,10 +371,7 @@ def result_masks(connection: Connection, copy: Columns) -> HasResult | None:
     connection sees; a stale part is made again first (one run of the rule's SQL, on another
     connection: committed results only). None: it cannot be (this connection's own uncommitted
     results, another process building it): ask the catalog."""
-    try:
-        results = results_generation(connection)
-    except Exception:  # noqa: BLE001  (a catalog before migration 0011 has no results row)
-        return None
+    results = results_generation(connection)
     held = copy.result_bits(results)
     if held is None and results is not None:
         if _refresh_results(connection.engine, copy.folder.parent)["state"] in ("results",
