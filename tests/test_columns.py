@@ -345,6 +345,14 @@ def test_a_result_change_makes_has_result_stale_until_refreshed(catalog: str) ->
     ]
     with session_scope(catalog) as session:
         assert probe(session) == (1, 1, 0)
+    with session_scope(catalog) as session:  # what the rule does not read changes nothing
+        session.execute(update(DerivedResult).values(detail="{}", orthanc_id="o"))
+        session.execute(update(FeatureValue).values(value=2.0))
+    with session_scope(catalog) as session:
+        connection = session.connection()
+        copy = columns.current(connection)
+        assert copy is not None
+        assert copy.result_bits(result_kinds.results_generation(connection)) is not None
     folder = columns.folder_for(get_engine(catalog))
     for number, (change, expected) in enumerate(changes):
         with session_scope(catalog) as session:
