@@ -110,6 +110,8 @@ def optimize(site: str | None = SITE,
     message = {
         "built": f"columnar copy built: {result.get('series')} series in {result.get('seconds')} s",
         "current": "columnar copy already current",
+        "results": f"has_result part of the columnar copy made again in {result.get('seconds')} "
+                   "s (results changed, series did not)",
         "small": f"{result.get('series')} series: below RADFLOW_COLUMNS_FROM, cohort queries "
                  "answer in SQL (--force keeps a copy anyway)",
         "busy": "the catalog changed while it was read; run this again when ingest is quiet",

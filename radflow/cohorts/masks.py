@@ -26,9 +26,9 @@ def evaluate(cols: Columns, node: dict[str, Any], has_result: HasResult
              ) -> tuple[np.ndarray, np.ndarray]:
     """The (true, false) masks of a canonical filter node over the copy's positions.
 
-    ``has_result(kind)`` gives the positions of the series with a current result of that kind:
-    results change in every pipeline run, so they are read from the catalog for each query
-    (radflow.results.current), not kept in the copy.
+    ``has_result(kind)`` gives the positions of the series with a current result of that kind
+    (radflow.results.current): from the copy's has_result part when it is current
+    (:func:`radflow.cohorts.columns.result_masks`), else read from the catalog.
     """
     if "field" in node:
         return _condition(cols, node["field"], node["op"], node["value"])

@@ -95,14 +95,20 @@ def _has_result(kind: str) -> ColumnElement[bool]:
 
 
 def _has_result_masks(session: Session, copy: columns.Columns) -> Callable[[str], Any]:
-    """``has_result`` for the columnar copy: the series with a current result of a kind, read
-    from the catalog once per kind and query."""
+    """``has_result`` for the columnar copy: from the copy's own part when it is current (made
+    again first when results changed), else read from the catalog once per kind and query."""
     found: dict[str, Any] = {}
+    from_copy: list[Callable[[str], Any] | None] = []
 
     def masks(kind: str) -> Any:
         if kind not in found:
-            ids = session.exec(select(Series.id).where(_has_result(kind))).all()
-            found[kind] = copy.mask_of(list(ids))
+            if not from_copy:
+                from_copy.append(columns.result_masks(session.connection(), copy))
+            if from_copy[0] is not None:
+                found[kind] = from_copy[0](kind)
+            else:
+                ids = session.exec(select(Series.id).where(_has_result(kind))).all()
+                found[kind] = copy.mask_of(list(ids))
         return found[kind]
 
     return masks

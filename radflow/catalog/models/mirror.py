@@ -169,7 +169,9 @@ class CatalogGeneration(SQLModel, table=True):
     counts changes (database triggers add one on every insert, update and delete of either
     table, in the writing transaction), and ``token`` is drawn when the database is made, so that
     a catalog made again does not reuse a count. The columnar copy of the catalog
-    (:mod:`radflow.cohorts.columns`) is used only while both match what it was built from."""
+    (:mod:`radflow.cohorts.columns`) is used only while both match what it was built from.
+    Row 2 counts the changes that the current-result rule reads (results and their feature rows,
+    migration 0011): the copy's ``has_result`` part is used only while it matches."""
 
     __tablename__ = "catalog_generation"
 
