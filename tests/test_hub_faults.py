@@ -41,7 +41,9 @@ from radflow.cohorts.definition import parse_short
 from radflow.federation.client import HubClient, join
 from radflow.federation.policy import SitePolicy, policy_path, save_policy
 from radflow.federation.steward import job_row
+from radflow.hub.home import HubHome
 from radflow.hub.models import HubJob, HubStudy, HubToken
+from radflow.hub.recovery import coordinated
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 TWO_ROUNDS = Path(__file__).parent / "data" / "flows" / "fault-two-rounds"
@@ -333,7 +335,17 @@ def test_the_hub_killed_during_a_round(faults, manager, cli) -> None:
         assert poll(lambda: heartbeat(alpha)["dependencies"]["hub"] == "down", 30,
                     "the agent to see the hub away")
 
-        faults["hub_cli"]("hub", "up")  # the hub comes back
+        # the hub comes back, alpha's link to it not yet: the coordinator, run again, finds
+        # the second round queued and waits for alpha's part of it
+        faults["proxy"].cut()
+        try:
+            faults["hub_cli"]("hub", "up")
+            hub = HubHome.of(faults["hub_home"])
+            poll(lambda: coordinated(hub.root, study), 120, "the coordinator run again")
+            assert [(j.site, j.status) for j in hub_jobs(engine, study) if j.round == 1] == [
+                ("alpha", "queued"), ("beta", "released")]
+        finally:
+            faults["proxy"].restore()
         out, err = runner.communicate(timeout=400)
     finally:
         if runner.poll() is None:
@@ -355,8 +367,6 @@ def test_the_hub_killed_during_a_round(faults, manager, cli) -> None:
         [*RADFLOW, "study", "show", study, "--json"], env=faults["env"], capture_output=True,
         text=True, timeout=60, check=True).stdout)
     assert runs["sites"] == result["sites"]
-    from radflow.hub.home import HubHome
-
     coordinators = HubHome.of(faults["hub_home"]).prefect().flow_runs_tagged(f"study:{study}")
     assert [r.state for r in coordinators] == ["COMPLETED", "CRASHED"]  # newest first
     assert "resumed" in (coordinators[1].message or "")

@@ -122,7 +122,8 @@ def token_lifetime(home: Any = None) -> timedelta:
         ConfigurationError: the setting is not a whole number of seconds from 1 to 86400.
     """
     configured = home.config().get("token_seconds") if home is not None else None
-    value = configured or os.environ.get("RADFLOW_HUB_TOKEN_SECONDS")
+    value = configured if configured is not None else \
+        os.environ.get("RADFLOW_HUB_TOKEN_SECONDS")
     if value is None:
         return TOKEN_TTL
     try:
