@@ -212,11 +212,12 @@ class PrefectApi:
 
     def flow_runs_of(self, flow: str, states: tuple[str, ...], limit: int = 200
                      ) -> list[FlowRunInfo]:
-        """The runs of the flow named ``flow`` in one of ``states`` (state types), oldest first."""
+        """The runs of the flow named ``flow`` in one of ``states`` (state types), newest
+        first."""
         answer = self._request("POST", "flow_runs/filter", f"finding the runs of {flow}", json={
             "flows": {"name": {"any_": [flow]}},
             "flow_runs": {"state": {"type": {"any_": list(states)}}},
-            "sort": "EXPECTED_START_TIME_ASC", "limit": limit})
+            "sort": "EXPECTED_START_TIME_DESC", "limit": limit})
         return [FlowRunInfo.from_api(run) for run in answer.json()]
 
     def set_state(self, run_id: str, state: str, message: str) -> None:

@@ -16,7 +16,13 @@ from typing import Any
 import typer
 
 from radflow.cli.common import JSON, console, print_json, report
-from radflow.errors import ConfigurationError, RadflowError, SiteError, TransientError, is_transient
+from radflow.errors import (
+    ConfigurationError,
+    RadflowError,
+    SiteError,
+    TransientError,
+    is_transient,
+)
 
 app = typer.Typer(help="Cross-site studies: run one, list them, show one.", no_args_is_help=True)
 HUB = typer.Option(None, "--hub", envvar="RADFLOW_HUB_URL", help="The hub's URL, to work "
