@@ -6,10 +6,12 @@ once, so that a round can be caught with one site's release posted and the other
 
 1. The hub is killed (SIGKILL, every process of it, the coordinator's flow run included) while
    the second round of a two-round study is in flight: beta has posted, alpha's site part runs.
-   Alpha decides its outcome while the hub is away (it waits in the outbox), `radflow hub up`
-   brings the hub back, the coordinator is run again from where it was (no round queued twice),
-   the coordinator's `radflow study run` prints the result, and each job's row at the site agrees
-   with the hub; nothing was posted twice and the site's audit log verifies.
+   Alpha decides its outcome while the hub is away (it waits in the outbox); `radflow hub up`
+   brings the hub back while alpha's link is still cut, and the coordinator, run again, finds the
+   second round queued and waits for alpha's part (no round queued twice); once the link is back
+   alpha posts, the coordinator's `radflow study run` (waiting all along) prints the result, and
+   each job's row at the site agrees with the hub; nothing was posted twice and the site's audit
+   log verifies.
 2. The link between alpha and the hub is cut for longer than a token lives (the hub's token life
    made short for the test): a job queued meanwhile is taken once the link is back, with a new
    token; its post meets a token the hub has let expire (401) and goes through with a new one.
