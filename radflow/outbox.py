@@ -142,10 +142,12 @@ def due(entry: OutboxEntry, now: datetime, grace: float = 0.0) -> bool:
 
 
 def deliver(catalog_url: str, kind: str, send: Sender, *, on_done: OnDone | None = None,
-            grace: float = 0.0, log: logging.Logger | None = None) -> int:
-    """Deliver every pending entry of ``kind`` that is due (:func:`due`), oldest first; one that
-    fails is recorded (attempts, last error) and logged, and the others go on. Returns how many
-    were acknowledged or refused for good.
+            grace: float = 0.0, log: logging.Logger | None = None,
+            retry_now: bool = False) -> int:
+    """Deliver every pending entry of ``kind`` that is due (:func:`due`; with ``retry_now``,
+    whatever its back-off: the receiver is back), oldest first; one that fails is recorded
+    (attempts, last error) and logged, and the others go on. Returns how many were
+    acknowledged or refused for good.
 
     Raises:
         Exception: a transient failure (:func:`radflow.errors.is_transient`: the receiver is
@@ -156,7 +158,7 @@ def deliver(catalog_url: str, kind: str, send: Sender, *, on_done: OnDone | None
     now = datetime.now(UTC)
     finished = 0
     for entry in entries(catalog_url, kind=kind, state="pending"):
-        if not due(entry, now, grace):
+        if not (retry_now or due(entry, now, grace)):
             continue
         try:
             deliver_one(catalog_url, entry, send, on_done)

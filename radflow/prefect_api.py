@@ -93,10 +93,11 @@ class PrefectApi:
     """
 
     def __init__(self, api_url: str, auth: tuple[str, str], *, timeout: float = 30.0,
-                 site: str | None = None) -> None:
+                 site: str | None = None, start: str | None = None) -> None:
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
         self.site = site
+        self.start = start  # the command that starts its server (default: `radflow site up`)
         self._session = requests.Session()
         self._session.auth = auth
 
@@ -107,14 +108,15 @@ class PrefectApi:
                  **kwargs: Any) -> requests.Response:
         url = f"{self.api_url}/{path.lstrip('/')}"
         where = f" of site {self.site!r}" if self.site else ""
-        up = f"radflow site up --site {self.site}" if self.site else "radflow site up"
+        up = self.start or (f"radflow site up --site {self.site}" if self.site
+                            else "radflow site up")
         for delay in (*RETRY_DELAYS, None):
             try:
                 answer = self._session.request(method, url, timeout=self.timeout, **kwargs)
             except requests.RequestException as exc:
                 raise PrefectUnavailable(
                     f"the Prefect server{where} at {self.api_url} did not answer ({what}: "
-                    f"{type(exc).__name__})", fix=f"start the site (`{up}`) and try again") from exc
+                    f"{type(exc).__name__})", fix=f"start it (`{up}`) and try again") from exc
             if answer.status_code not in RETRY_STATUSES or delay is None:
                 break
             time.sleep(delay)
@@ -207,6 +209,23 @@ class PrefectApi:
                           "expected_start_time": {"after_": since.isoformat()}},
             "sort": "EXPECTED_START_TIME_ASC", "limit": limit})
         return [FlowRunInfo.from_api(run) for run in answer.json()]
+
+    def flow_runs_of(self, flow: str, states: tuple[str, ...], limit: int = 200
+                     ) -> list[FlowRunInfo]:
+        """The runs of the flow named ``flow`` in one of ``states`` (state types), newest
+        first."""
+        answer = self._request("POST", "flow_runs/filter", f"finding the runs of {flow}", json={
+            "flows": {"name": {"any_": [flow]}},
+            "flow_runs": {"state": {"type": {"any_": list(states)}}},
+            "sort": "EXPECTED_START_TIME_DESC", "limit": limit})
+        return [FlowRunInfo.from_api(run) for run in answer.json()]
+
+    def set_state(self, run_id: str, state: str, message: str) -> None:
+        """Force a flow run into ``state`` (a type: CRASHED...), e.g. one whose process died
+        with the worker, so that nothing is left believing it runs."""
+        self._request("POST", f"flow_runs/{run_id}/set_state", f"marking flow run {run_id} "
+                      f"{state.lower()}", json={"state": {"type": state, "message": message},
+                                                "force": True})
 
     def rerun(self, run: FlowRunInfo, tags: tuple[str, ...], idempotency_key: str) -> FlowRunInfo:
         """A new run of a flow run's deployment with its parameters (a crashed run stays as it

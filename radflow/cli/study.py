@@ -16,7 +16,13 @@ from typing import Any
 import typer
 
 from radflow.cli.common import JSON, console, print_json, report
-from radflow.errors import ConfigurationError, SiteError
+from radflow.errors import (
+    ConfigurationError,
+    RadflowError,
+    SiteError,
+    TransientError,
+    is_transient,
+)
 
 app = typer.Typer(help="Cross-site studies: run one, list them, show one.", no_args_is_help=True)
 HUB = typer.Option(None, "--hub", envvar="RADFLOW_HUB_URL", help="The hub's URL, to work "
@@ -77,8 +83,9 @@ class RemoteHub:
             answer = requests.request(method, f"{self.url}/v1{path}", timeout=60, headers={
                 "Authorization": f"Bearer {self.token}"}, **kwargs)
         except requests.RequestException as exc:
-            raise SiteError(f"the hub at {self.url} did not answer ({type(exc).__name__})",
-                            fix="check --hub and that the hub is up") from exc
+            raise TransientError(f"the hub at {self.url} did not answer "
+                                 f"({type(exc).__name__})",
+                                 fix="check --hub and that the hub is up") from exc
         if answer.status_code == 404:
             return None
         if answer.status_code != 200:
@@ -165,17 +172,14 @@ def run(name: str = typer.Argument(..., help="The flow, e.g. federated-cohort-co
     give_up = time.monotonic() + deadline + 120
     result = None
     while time.monotonic() < give_up:
-        result = target.state(started["study"])
+        try:
+            result = _look(target, started)
+        except RadflowError as exc:
+            if not is_transient(exc):
+                raise
+            result = None  # the hub restarts, say: it resumes the study; ask again
         if result is not None and result["state"] == "finished":
             break
-        if result is not None and result["state"] == "failed":
-            raise SiteError(f"study {started['study']} failed before it queued its jobs: "
-                            f"{result.get('message', '')}", fix=f"see {started['url']}")
-        if isinstance(target, LocalHub):
-            run_state = target.home.prefect().flow_run(started["flow_run"])
-            if run_state.is_final and not run_state.ok:
-                raise SiteError(f"study {started['study']} ended {run_state.state}: "
-                                f"{run_state.message or ''}", fix=f"see {started['url']}")
         time.sleep(1.0)
     if result is None or result["state"] != "finished":
         raise SiteError(f"study {started['study']} has no result after {deadline + 120:.0f} s",
@@ -185,6 +189,23 @@ def run(name: str = typer.Argument(..., help="The flow, e.g. federated-cohort-co
         print_json(result)
         return
     show(result)
+
+
+def _look(target: LocalHub | RemoteHub, started: dict) -> dict | None:
+    """The study's state; raises when it ended without a result: it failed before it queued
+    its jobs, or its newest coordinator run (a study resumed after a hub restart has a new
+    one) ended other than completed."""
+    result = target.state(started["study"])
+    if result is not None and result["state"] == "failed":
+        raise SiteError(f"study {started['study']} failed before it queued its jobs: "
+                        f"{result.get('message', '')}", fix=f"see {started['url']}")
+    if isinstance(target, LocalHub) and (result is None or result["state"] != "finished"):
+        runs = target.home.prefect(timeout=10).flow_runs_tagged(f"study:{started['study']}",
+                                                                limit=1)
+        if runs and runs[0].is_final and not runs[0].ok:
+            raise SiteError(f"study {started['study']} ended {runs[0].state}: "
+                            f"{runs[0].message or ''}", fix=f"see {started['url']}")
+    return result
 
 
 def _plain_table(title: str, rows: list[dict]) -> list[str]:

@@ -17,10 +17,13 @@ out, long-polling the hub for jobs, and for each job, in order:
 
 The loop never waits on a job: each tick delivers what the outbox holds, asks the hub for jobs
 and looks once at the run of each job in flight, so the heartbeat stays current while site
-parts run, and several jobs can be in flight at once. How far each job got is its row in the
-catalog's ``federation_job`` table (:mod:`radflow.federation.steward`): a killed agent,
-restarted, goes on from there: it finds the run it started, and a decided outcome is only
-delivered, never decided again.
+parts run, and several jobs can be in flight at once. While the hub is away (down, restarting,
+the link cut) the agent asks it again every few seconds, says so once in its log and its
+heartbeat, and goes on with the jobs it knows: their runs end and their outcomes are decided
+and wait in the outbox, which is delivered as soon as the hub answers again (back-off or not).
+How far each job got is its row in the catalog's ``federation_job`` table
+(:mod:`radflow.federation.steward`): a killed agent, restarted, goes on from there: it finds the
+run it started, and a decided outcome is only delivered, never decided again.
 
     python -m radflow.federation.agent --site NAME      (started by `radflow site up`)
 """
@@ -40,12 +43,13 @@ from radflow.catalog.models import OutboxEntry
 from radflow.errors import RadflowError, SiteError
 from radflow.faults import crash_point
 from radflow.federation import steward
-from radflow.federation.client import HubClient
+from radflow.federation.client import BUSY, HubClient, HubUnavailable
 from radflow.federation.policy import load_policy
 from radflow.service import ServiceLoop
 
 POLL_SECONDS = 20.0  # how long one long poll is held open at the hub when nothing is in flight
 BUSY_POLL_SECONDS = 1.0  # ... and while jobs run or wait: their runs are looked at every tick
+AWAY_SECONDS = 5.0  # between two tries while the hub is away (or refuses)
 ACTOR = "radflow:agent"
 
 
@@ -60,13 +64,18 @@ class Agent(ServiceLoop):
         self.sending: list[str] = []  # jobs whose outcome waits in the outbox
         self.failing: list[str] = []  # jobs whose last step failed (Prefect away...)
         self.manifests: dict[str, Any] = {}  # job id -> its verified manifest (this process)
+        self.jobs: dict[str, dict[str, Any]] = {}  # the hub's last list of this site's jobs
         self.prefect = ctx.prefect()
         self._warned: set[str] = set()
+        self._retry_now = False  # the hub is back: what the outbox holds goes at once
+        self.on_up("hub", self._hub_back)
 
     def tick(self) -> None:
-        self.guard("hub", self.deliver)
+        if self.up["hub"]:  # (while it is away, the poll is what asks it)
+            self.guard("hub", self.deliver)
         if self.guard("hub", self.poll) is None:
-            time.sleep(5.0)  # the hub is away or refuses: try again, gently
+            self.work()  # the hub is away or refuses: the jobs in flight go on meanwhile
+            time.sleep(AWAY_SECONDS)  # and it is asked again, gently
 
     def poll(self) -> bool:
         known = self.waiting + self.running + self.sending + self.failing
@@ -75,17 +84,30 @@ class Agent(ServiceLoop):
         # steward's decisions, local files) are looked at again within a second or two
         answer = self.hub.get("/jobs", wait=BUSY_POLL_SECONDS if known else POLL_SECONDS,
                               skip=",".join(known))
+        if answer.status_code in BUSY:
+            raise self.hub.unavailable(answer, "the job poll")
         if answer.status_code != 200:
             raise SiteError(f"the hub answered HTTP {answer.status_code} to the job poll",
                             fix="the site may be revoked: ask the hub's operator")
-        jobs = answer.json()["jobs"]
+        self.jobs = {job["id"]: job for job in answer.json()["jobs"]}
+        self.work()
+        return True
+
+    def work(self) -> None:
+        """Take each known job one step further (:meth:`handle`)."""
         self.waiting, self.running, self.sending, self.failing = [], [], [], []
-        for job in jobs:
+        for job in self.jobs.values():
             if self.guard("prefect", lambda job=job: [self.handle(job)]) is None:
                 self.failing.append(job["id"])  # tried again on the next (short) poll
-        listed = {job["id"] for job in jobs}
-        self.manifests = {k: v for k, v in self.manifests.items() if k in listed}
-        return True
+        self.manifests = {k: v for k, v in self.manifests.items() if k in self.jobs}
+
+    def mark(self, dependency: str, up: bool, exc: BaseException | None = None) -> None:
+        """As :meth:`ServiceLoop.mark`; the hub's absence met while a job is looked at
+        (fetching its version) is the hub's, not Prefect's."""
+        super().mark("hub" if isinstance(exc, HubUnavailable) else dependency, up, exc)
+
+    def _hub_back(self) -> None:
+        self._retry_now = True
 
     def detail(self) -> dict[str, Any]:
         parts = [f"joined {self.hub.info['url']}"]
@@ -228,8 +250,9 @@ class Agent(ServiceLoop):
     def deliver(self) -> int:
         """Post what the outbox holds (decided before a restart, approved by a steward, or
         not acknowledged yet)."""
+        retry_now, self._retry_now = self._retry_now, False
         return outbox.deliver(self.ctx.catalog_url, "hub.post", self.send,
-                              on_done=steward.on_posted, log=self.logger)
+                              on_done=steward.on_posted, log=self.logger, retry_now=retry_now)
 
     def send(self, entry: OutboxEntry) -> str:
         """Post one job's result; the hub's answer (``recorded`` or ``already``).

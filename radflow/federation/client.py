@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from radflow.errors import ConfigurationError, SiteError
+from radflow.errors import ConfigurationError, FederationError, SiteError, TransientError
 from radflow.hub.registry import ASSERTION_TYPE
 
 
@@ -91,8 +91,19 @@ def _error(answer: requests.Response) -> str:
         return f"HTTP {answer.status_code}"
 
 
+class HubUnavailable(FederationError, TransientError):
+    """The hub did not answer (down, restarting, or the link is cut) or answered that it is
+    busy (5xx): tried again later, never a refusal."""
+
+
+BUSY = (408, 429, 500, 502, 503, 504)  # answers that say "not now" (a proxy, a restart)
+
+
 class HubClient:
-    """Calls to the hub as one site, with a fresh token when the last one is near its end."""
+    """Calls to the hub as one site, with a fresh token when the last one is near its end. A
+    token the hub refuses (401: it expired there first, the hub's clock runs ahead) is dropped
+    and the call made once more with a new one; a hub that does not answer raises
+    :class:`HubUnavailable`."""
 
     def __init__(self, site_root: Path) -> None:
         folder = federation_dir(site_root)
@@ -105,6 +116,7 @@ class HubClient:
         self.verify = verify_setting(folder)
         self._token: str | None = None
         self._until = 0.0
+        self._margin = 30.0  # seconds before its end a token is renewed
 
     def assertion(self, lifetime: int = 60) -> str:
         """A signed client assertion (RFC 7523): iss = sub = the site, aud = the token URL."""
@@ -122,24 +134,81 @@ class HubClient:
         return jwt.encode({"alg": "Ed25519"}, claims, key, algorithms=["Ed25519"])
 
     def token(self) -> str:
-        if self._token and time.time() < self._until - 30:
+        """The current token, or a new one when it is within its last tenth (30 s at most).
+
+        Raises:
+            HubUnavailable: the hub did not answer, or answered busy.
+            SiteError: the hub refused a token (the site may be revoked).
+        """
+        if self._token and time.time() < self._until - self._margin:
             return self._token
-        answer = requests.post(self.info["token_url"], timeout=30, verify=self.verify, data={
+        answer = self._send("POST", self.info["token_url"], data={
             "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
             "client_assertion": self.assertion(), "client_id": self.info["site"]})
+        if answer.status_code in BUSY:
+            raise self.unavailable(answer, "a token")
         if answer.status_code != 200:
             raise SiteError(f"the hub refused a token ({_error(answer)})",
                             fix="the site may be revoked: ask the hub's operator")
         body = answer.json()
-        self._token, self._until = body["access_token"], time.time() + body["expires_in"]
+        lifetime = float(body["expires_in"])
+        self._token, self._until = body["access_token"], time.time() + lifetime
+        self._margin = min(30.0, lifetime / 10)
         return self._token
 
+    def forget_token(self) -> None:
+        self._token, self._until = None, 0.0
+
     def get(self, path: str, **params: Any) -> requests.Response:
-        return requests.get(f"{self.info['url']}/v1/sites/{self.info['site']}{path}",
-                            params=params, timeout=60, verify=self.verify,
-                            headers={"Authorization": f"Bearer {self.token()}"})
+        return self._call("GET", path, params=params)
 
     def post(self, path: str, body: dict[str, Any]) -> requests.Response:
-        return requests.post(f"{self.info['url']}/v1/sites/{self.info['site']}{path}",
-                             json=body, timeout=60, verify=self.verify,
-                             headers={"Authorization": f"Bearer {self.token()}"})
+        return self._call("POST", path, json=body)
+
+    def get_json(self, path: str, **params: Any) -> Any:
+        """A GET's JSON body.
+
+        Raises:
+            HubUnavailable: no answer, or a busy one.
+            FederationError: any other answer than 200.
+        """
+        answer = self.get(path, **params)
+        if answer.status_code in BUSY:
+            raise self.unavailable(answer, f"GET {path}")
+        if answer.status_code != 200:
+            raise FederationError(f"the hub answered HTTP {answer.status_code} to GET {path} "
+                                  f"({_error(answer)})",
+                                  fix="the site may be revoked: ask the hub's operator")
+        return answer.json()
+
+    def unavailable(self, answer: requests.Response, what: str) -> HubUnavailable:
+        return HubUnavailable(f"the hub at {self.info['url']} answered HTTP "
+                              f"{answer.status_code} to {what}",
+                              fix="it is asked again; see the hub's log if it persists")
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = f"{self.info['url']}/v1/sites/{self.info['site']}{path}"
+        answer = self._send(method, url, headers=self._bearer(), **kwargs)
+        if answer.status_code == 401:  # the hub let this token expire first: a new one, once
+            self.forget_token()
+            try:
+                headers = self._bearer()
+            except SiteError:  # no new token either (a revoked site): the hub's 401 stands
+                return answer
+            answer = self._send(method, url, headers=headers, **kwargs)
+        return answer
+
+    def _bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token()}"}
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        try:
+            return requests.request(method, url, timeout=60, verify=self.verify, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise _unreachable(self.info["url"], exc) from exc
+        except (requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:
+            raise HubUnavailable(f"the hub at {self.info['url']} did not answer "
+                                 f"({type(exc).__name__})",
+                                 fix="it is asked again; check the network between the site "
+                                     "and the hub, and that the hub is up") from exc

@@ -9,7 +9,7 @@ from typing import Any
 
 from radflow.errors import RadflowError
 from radflow.federation.bundle import unpack
-from radflow.federation.client import HubClient, federation_dir
+from radflow.federation.client import BUSY, HubClient, federation_dir
 from radflow.federation.manifest import SignedVersion, verify_version
 from radflow.federation.policy import load_policy
 from radflow.federation.signing import SignatureInvalid
@@ -23,7 +23,7 @@ def offered(site_root: Path) -> list[dict[str, Any]]:
     pinned = (federation_dir(site_root) / "hub.pub").read_bytes()
     approved = set(load_policy(site_root).approved)
     rows, last_approved = [], {}
-    for item in client.get("/versions").json():
+    for item in client.get_json("/versions"):
         try:
             signed = SignedVersion.from_wire(item["signed"])
         except ValueError:
@@ -61,10 +61,11 @@ def fetch(site_root: Path, version_hash: str) -> tuple[SignedVersion, dict[str, 
 
     Raises:
         SignatureInvalid: anything does not verify (refusal code ``bad_signature``).
+        HubUnavailable: the hub did not answer, or answered busy (tried again later).
     """
     client = HubClient(site_root)
     pinned = (federation_dir(site_root) / "hub.pub").read_bytes()
-    listing = {item["hash"]: item for item in client.get("/versions").json()}
+    listing = {item["hash"]: item for item in client.get_json("/versions")}
     if version_hash not in listing:
         raise SignatureInvalid(f"the hub offers no version {version_hash}",
                                fix="see radflow site versions")
@@ -76,6 +77,8 @@ def fetch(site_root: Path, version_hash: str) -> tuple[SignedVersion, dict[str, 
                                  fix="upgrade radflow at the site, or ask the hub for a version "
                                      "built for it") from None
     answer = client.get(f"/versions/{version_hash}/bundle")
+    if answer.status_code in BUSY:  # (a hub restarting, a proxy): asked again, not refused
+        raise client.unavailable(answer, "the bundle")
     try:
         files = unpack(answer.content)
     except Exception as exc:

@@ -9,7 +9,8 @@ The API's schema (``/openapi.json``) answers either token, nothing else.
 Nothing a site posts is trusted: a request body over ``max_body_bytes`` (1 MiB unless the
 hub's ``hub.json`` or ``RADFLOW_HUB_MAX_BODY_BYTES`` says otherwise) is refused with 413, and
 a release that does not match its version's release schema makes the job ``invalid_release``
-(:mod:`radflow.hub.inbox`), answered 422 with the reason.
+(:mod:`radflow.hub.inbox`), answered 422 with the reason. A site's access token lives 5 minutes
+unless ``token_seconds`` in ``hub.json`` or ``RADFLOW_HUB_TOKEN_SECONDS`` says otherwise.
 
     app = create_app(engine, hub_key_path, public_url="http://127.0.0.1:8700", home=hub_home)
 """
@@ -89,6 +90,7 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
     registry.create(engine)
     watch = JobWatch(engine)
     limit = max_body or max_body_bytes(home)
+    token_life = registry.token_lifetime(home)
 
     def oversized(scope: dict[str, Any]) -> None:
         """An authenticated site's oversized release: its job's invalid_release."""
@@ -207,7 +209,8 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
             raise HTTPException(400, "unsupported_grant_type")
         if client_assertion_type != ASSERTION_TYPE or not client_assertion:
             raise Refusal("invalid_client", "private_key_jwt is the only client authentication")
-        access, site, ttl = registry.issue_token(engine, client_assertion, token_url)
+        access, site, ttl = registry.issue_token(engine, client_assertion, token_url,
+                                                 token_life)
         return {"access_token": access, "token_type": "Bearer", "expires_in": ttl,
                 "scope": f"site:{site}"}
 

@@ -16,12 +16,16 @@ def federated_study(name: str, params: dict[str, Any] | None = None,
                     study_id: str | None = None, started_by: str | None = None) -> dict[str, Any]:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+    from radflow.hub import study_jobs
     from radflow.hub.home import HubHome
     from radflow.hub.studies import run_study
     from radflow.settings import get_settings
 
     logger = get_run_logger()
     home = HubHome.of(get_settings().home)  # the hub worker sets RADFLOW_HOME
+    if study_id and study_jobs.study(home.engine(), study_id) is not None:
+        logger.info("study %s: resumed from the hub's records (its coordinator stopped with "
+                    "the hub)", study_id)
     result = run_study(home.engine(), home.root, name, params or {}, sites, deadline_s,
                        study_id=study_id, started_by=started_by, on_site=lambda s: logger.info(
                            "%s: %s", s["site"], s.get("refusal") or s["status"]))

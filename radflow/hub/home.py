@@ -189,7 +189,8 @@ class HubHome:
         from radflow.prefect_api import PrefectApi
 
         user, _, password = self.prefect_auth_string().partition(":")
-        return PrefectApi(self.prefect_api_url, (user, password), timeout=timeout, site="hub")
+        return PrefectApi(self.prefect_api_url, (user, password), timeout=timeout,
+                          start="radflow hub up")
 
     def engine(self) -> Engine:
         """The hub database's engine, made and migrated once per HubHome (the API and the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,8 @@ from radflow.hub.models import (
 )
 
 CODE_TTL = timedelta(hours=24)
-TOKEN_TTL = timedelta(minutes=5)
+TOKEN_TTL = timedelta(minutes=5)  # a site's access token; hub.json ``token_seconds`` or
+# RADFLOW_HUB_TOKEN_SECONDS set another life (:func:`token_lifetime`)
 ASSERTION_MAX = timedelta(minutes=5)
 CLOCK_SKEW = timedelta(seconds=60)  # an assertion issued later than this in the future: refused
 SITE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
@@ -112,9 +114,33 @@ def enrol(engine: Engine, name: str, code: str, public_key_pem: str) -> HubSite:
         return row
 
 
-def issue_token(engine: Engine, assertion: str, token_url: str) -> tuple[str, str, int]:
+def token_lifetime(home: Any = None) -> timedelta:
+    """How long a site's access token lives: ``token_seconds`` in the hub's ``hub.json``, else
+    the environment's ``RADFLOW_HUB_TOKEN_SECONDS``, else 5 minutes.
+
+    Raises:
+        ConfigurationError: the setting is not a whole number of seconds from 1 to 86400.
+    """
+    configured = home.config().get("token_seconds") if home is not None else None
+    value = configured if configured is not None else \
+        os.environ.get("RADFLOW_HUB_TOKEN_SECONDS")
+    if value is None:
+        return TOKEN_TTL
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        seconds = 0
+    if not 1 <= seconds <= 86400:
+        raise ConfigurationError(f"token_seconds {value!r} is not a token life in seconds",
+                                 fix="set a whole number from 1 to 86400, e.g. 300 (the "
+                                     "default: 5 minutes)")
+    return timedelta(seconds=seconds)
+
+
+def issue_token(engine: Engine, assertion: str, token_url: str,
+                lifetime: timedelta = TOKEN_TTL) -> tuple[str, str, int]:
     """Client credentials with ``private_key_jwt``: check the site's signed assertion and
-    return (access token, site, seconds it lives).
+    return (access token, site, seconds it lives: ``lifetime``).
 
     Raises:
         Refusal: ``invalid_client`` for anything wrong (unknown or revoked site, bad signature,
@@ -159,9 +185,9 @@ def issue_token(engine: Engine, assertion: str, token_url: str) -> tuple[str, st
         session.exec(delete(HubToken).where(HubToken.expires_at < datetime.now(UTC)))
         session.add(UsedAssertion(jti=jti, expires_at=datetime.fromtimestamp(exp, UTC)))
         session.add(HubToken(token_hash=_hash(token), site=name,
-                             expires_at=datetime.now(UTC) + TOKEN_TTL))
+                             expires_at=datetime.now(UTC) + lifetime))
         session.commit()
-    return token, name, int(TOKEN_TTL.total_seconds())
+    return token, name, int(lifetime.total_seconds())
 
 
 def _peek(assertion: str) -> dict:

@@ -8,6 +8,9 @@
   ``hub.json`` names another issuer (``oidc.issuer``).
 - ``web``: the coordinators' web app (:mod:`radflow.hub.web`): studies, sites, flows.
 
+`radflow hub up` also resumes the studies whose coordinator run died with the hub's processes
+(:mod:`radflow.hub.recovery`), before it starts the worker.
+
 Each published flow version becomes the hub deployment ``federated-study/<flow name>`` with the
 version's short hash as its Prefect ``version`` (the history itself is in the hub database).
 """
@@ -26,6 +29,7 @@ from urllib3.exceptions import InsecureRequestWarning
 
 from radflow.errors import RadflowError, SiteError
 from radflow.hub.home import WORK_POOL, HubHome
+from radflow.hub.recovery import resume_quietly
 from radflow.site.process import ManagedProcess
 
 COORDINATOR_FLOW = "radflow.hub.flows.federated_study"
@@ -164,6 +168,9 @@ class HubServices:
         deployed = outside_event_loop(apply_hub_deployments, home)
         say(f"deployments: {', '.join(deployed) or 'none yet (radflow publish)'}")
         worker = self.process("worker")
+        # the studies whose coordinator died with the hub go on (before the worker takes runs)
+        for line in resume_quietly(home, worker_running=worker.process() is not None):
+            say(line)
         if worker.process() is None:
             env = {**self.base_env(), **self.client_env(), "PREFECT_WORKER_QUERY_SECONDS": "1"}
             worker.start([sys.executable, "-m", "prefect", "worker", "start", "--pool",

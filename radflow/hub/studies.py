@@ -32,15 +32,58 @@ def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
               started_by: str | None = None) -> dict[str, Any]:
     """Queue the study's jobs, round by round (:mod:`radflow.hub.coordinator`), each round
     waiting for its sites or ``deadline_s``; combine; write the artifacts. ``on_site`` is told
-    of each site's release or refusal as it arrives."""
-    from radflow.hub.coordinator import coordinator_for
+    of each site's release or refusal as it arrives.
 
-    study_jobs.check_study(engine, name, sites)
-    version = [v for v in registry.versions(engine) if v.name == name][-1]
-    coordinator = coordinator_for(engine, folder, version.hash)
-    first = coordinator.first_round(params) or {}
-    study, _ = study_jobs.start_study(engine, name, params, sites, deadline_s, study_id,
-                                      started_by, round_params=first)
+    Run again with the id of a study that exists (its coordinator died with the hub:
+    :mod:`radflow.hub.recovery`), it goes on from what the hub database holds: the rounds all of
+    whose sites answered (or missed) are replayed through the coordinator, the round in flight
+    is waited for (``deadline_s`` again from now: the hub's absence does not count against the
+    sites), and a round is queued only when it has no jobs yet; a finished study's result is
+    returned as it was written.
+
+    Raises:
+        StudyBusy: another live process coordinates this study.
+    """
+    from radflow.hub.coordinator import coordinator_for
+    from radflow.hub.recovery import coordinating
+
+    study_id = study_id or study_jobs.new_study_id()
+    out = folder / "studies" / study_id
+    with coordinating(folder, study_id):
+        if (out / "result.json").exists():
+            return json.loads((out / "result.json").read_text())
+        study = study_jobs.study(engine, study_id)
+        if study is None:
+            study_jobs.check_study(engine, name, sites)
+            version_hash = [v for v in registry.versions(engine) if v.name == name][-1].hash
+        else:  # resumed: its own version and parameters
+            version_hash, params = study.version_hash, json.loads(study.params)
+        coordinator = coordinator_for(engine, folder, version_hash)
+        first = coordinator.first_round(params) or {}
+        if study is None:
+            study, _ = study_jobs.start_study(engine, name, params, sites, deadline_s,
+                                              study_id, started_by, round_params=first)
+        rounds = _rounds(engine, study, coordinator, params, first, deadline_s, poll, on_site)
+        result = _result(study, params, rounds, coordinator.combine(params, rounds))
+        out.mkdir(parents=True, exist_ok=True)
+        if hasattr(coordinator, "charts"):
+            pictures = [str(out / p) for p in coordinator.charts(result, rounds, out)]
+        else:
+            chart(result, out / "result.png")
+            pictures = [str(out / "result.png")]
+        result["artifacts"] = [str(out / "result.json"), str(out / "report.html"), *pictures]
+        write_report(result, out / "report.html", [Path(p) for p in pictures])
+        written = out / "result.json.tmp"  # the result last, whole or not at all: it is what
+        written.write_text(json.dumps(result, indent=2))  # says the study is finished
+        written.replace(out / "result.json")
+    return result
+
+
+def _rounds(engine: Engine, study: Any, coordinator: Any, params: dict[str, Any],
+            first: dict[str, Any], deadline_s: float, poll: float,
+            on_site: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+    """Every round of the study, each waited for (at once when its sites answered already),
+    the next one queued unless its jobs exist (queued before the hub restarted)."""
     rounds: list[dict[str, Any]] = []
     round_no, round_params = 0, first
     while True:
@@ -52,31 +95,24 @@ def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
         released = [e["site"] for e in entries if e["status"] == "released"]
         following = coordinator.next_round(params, rounds) if released else None
         if following is None:
-            break
+            return rounds
         round_no, round_params = round_no + 1, following
-        study_jobs.queue_round(engine, study, round_no, released, params | following)
+        if not study_jobs.study_jobs(engine, study.id, round_no):
+            study_jobs.queue_round(engine, study, round_no, released, params | following)
+
+
+def _result(study: Any, params: dict[str, Any], rounds: list[dict[str, Any]],
+            combined: dict[str, Any]) -> dict[str, Any]:
     per_site: dict[str, dict[str, Any]] = {}
     for done in rounds:  # a site's last release, or the refusal that ended its part
         for entry in done["sites"]:
             if per_site.get(entry["site"], {}).get("status", "released") == "released":
                 per_site[entry["site"]] = entry
-    result = {"study": study.id, "flow": name, "version": study.version_hash,
-              "params": params, "sites": [per_site[k] for k in sorted(per_site)],
-              "rounds": [_round_summary(r) for r in rounds] if len(rounds) > 1 else [],
-              "combined": coordinator.combine(params, rounds),
-              "started_by": started_by,
-              "finished": datetime.now(UTC).isoformat(timespec="seconds")}
-    out = folder / "studies" / study.id
-    out.mkdir(parents=True, exist_ok=True)
-    if hasattr(coordinator, "charts"):
-        pictures = [str(out / p) for p in coordinator.charts(result, rounds, out)]
-    else:
-        chart(result, out / "result.png")
-        pictures = [str(out / "result.png")]
-    result["artifacts"] = [str(out / "result.json"), str(out / "report.html"), *pictures]
-    (out / "result.json").write_text(json.dumps(result, indent=2))
-    write_report(result, out / "report.html", [Path(p) for p in pictures])
-    return result
+    return {"study": study.id, "flow": study.name, "version": study.version_hash,
+            "params": params, "sites": [per_site[k] for k in sorted(per_site)],
+            "rounds": [_round_summary(r) for r in rounds] if len(rounds) > 1 else [],
+            "combined": combined, "started_by": study.started_by,
+            "finished": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def _wait_round(engine: Engine, study_id: str, round_no: int, deadline_s: float, poll: float,
@@ -91,11 +127,13 @@ def _wait_round(engine: Engine, study_id: str, round_no: int, deadline_s: float,
                 told.add(job.site)
                 if on_site is not None:
                     on_site(_entry(job) | ({"round": label} if label else {}))
-        if len(told) == len(rows) or time.monotonic() >= end:
+        settled = told | {job.site for job in rows if job.status == "missed"}  # (closed before)
+        if len(settled) == len(rows) or time.monotonic() >= end:
             break
         time.sleep(poll)
-    if len(told) < len(rows):
+    if len(settled) < len(rows):
         study_jobs.close_round(engine, study_id, round_no)
+        rows = study_jobs.study_jobs(engine, study_id, round_no)
     return [_entry(job) for job in rows]
 
 

@@ -1,0 +1,23 @@
+"""The coordinator part of fault-two-rounds: a first round, then a second one at the sites that
+released in the first; the result is each round's pooled count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def first_round(params: dict[str, Any]) -> dict[str, Any]:
+    return {"round": "first"}
+
+
+def next_round(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return {"round": "second"} if rounds[-1]["round"] == "first" else None
+
+
+def combine(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for done in rounds:
+        released = [s for s in done["sites"] if s["status"] == "released"]
+        out[f"matching_{done['round']}"] = sum(s["release"]["matching"] or 0 for s in released)
+        out[f"sites_{done['round']}"] = sorted(s["site"] for s in released)
+    return out
