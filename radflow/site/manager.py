@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -24,6 +25,7 @@ from pydantic import SecretStr
 
 from radflow.errors import ConfigurationError, RadflowError, SiteError
 from radflow.postgres import check_url
+from radflow.prefect_api import outside_event_loop
 from radflow.settings import RadflowSettings, get_settings
 from radflow.site.components import Component, ComponentStatus, component, site_components
 from radflow.site.config import (
@@ -43,6 +45,7 @@ from radflow.site.config import (
 )
 from radflow.site.context import SiteContext
 from radflow.site.process import lifecycle_lock
+from radflow.site.startup import start_components
 from radflow.site.workpools import check_pool_type
 
 logger = logging.getLogger(__name__)
@@ -233,14 +236,9 @@ class SiteManager:
         with lifecycle_lock(ctx.paths.run):  # the supervisor waits while the site starts
             try:
                 from radflow.catalog.migrate import upgrade
-                from radflow.prefect_api import outside_event_loop
 
                 say(f"catalog: schema revision {upgrade(ctx.catalog_url)}")
-                for part in site_components():
-                    if not part.enabled(ctx):
-                        continue
-                    self._start_one(ctx, part, say)
-                    outside_event_loop(part.after_healthy, ctx, say)
+                self._start_all(ctx, say)
             except Exception as exc:
                 stopped = self._stop_all(ctx)
                 message = exc.message if isinstance(exc, RadflowError) else f"{type(exc).__name__}: {exc}"
@@ -253,7 +251,38 @@ class SiteManager:
                 ) from exc
         return self.status(name)
 
-    def _start_one(self, ctx: SiteContext, part: Component, say: Progress) -> None:
+    def _start_all(self, ctx: SiteContext, say: Progress) -> None:
+        """Start the site's enabled components, side by side where their dependencies allow
+        (:mod:`radflow.site.startup`); a busy port is found before anything starts."""
+        parts = [p for p in site_components() if p.enabled(ctx)]
+        for part in parts:
+            if part.process(ctx).process() is None:
+                self._check_ports(ctx, part)
+        said = threading.Lock()
+
+        def say_once(message: str) -> None:  # lines from parallel starts never interleave
+            with said:
+                say(message)
+
+        def bring_up(part: Component, abandon: threading.Event) -> None:
+            self._start_one(ctx, part, say_once, abandon)
+            outside_event_loop(part.after_healthy, ctx, say_once)
+
+        start_components(parts, bring_up)
+
+    @staticmethod
+    def _check_ports(ctx: SiteContext, part: Component) -> None:
+        for key, option in part.ports.items():
+            port = getattr(ctx.config.ports, key)
+            if not port_is_free(port):
+                raise SiteError(
+                    f"port {port} for {part.name} ({key}) is already in use",
+                    fix=f"stop whatever listens on {port}, or choose another port with "
+                    f"`radflow site up --site {ctx.config.name} {option} N`",
+                )
+
+    def _start_one(self, ctx: SiteContext, part: Component, say: Progress,
+                   abandon: threading.Event | None = None) -> None:
         proc = part.process(ctx)
         if proc.process() is not None:
             healthy, _ = part.probe(ctx)
@@ -262,17 +291,10 @@ class SiteManager:
                 return
             say(f"{part.name}: running, waiting until healthy")
         else:
-            for key, option in part.ports.items():
-                port = getattr(ctx.config.ports, key)
-                if not port_is_free(port):
-                    raise SiteError(
-                        f"port {port} for {part.name} ({key}) is already in use",
-                        fix=f"stop whatever listens on {port}, or choose another port with "
-                        f"`radflow site up --site {ctx.config.name} {option} N`",
-                    )
+            self._check_ports(ctx, part)
             say(f"{part.name}: starting")
             part.start(ctx)
-        part.wait_healthy(ctx, self.settings.start_timeout)
+        part.wait_healthy(ctx, self.settings.start_timeout, abandon)
         say(f"{part.name}: healthy")
 
     def _stop_all(self, ctx: SiteContext) -> list[str]:
