@@ -42,6 +42,13 @@ class RadflowSettings(BaseSettings):
         description="Catalogs of at least this many series keep a columnar copy for cohort "
                     "queries (radflow.cohorts.columns); smaller ones answer in SQL.",
     )
+    ingest_idle_seconds: float = Field(
+        default=30.0,
+        description="How long an ingest run the watcher started waits for more series before "
+                    "it ends. A waiting run holds one process; the next study after it ended "
+                    "waits for a new flow run to start (a few seconds).",
+        examples=[30.0, 600.0],
+    )
     start_timeout: float = Field(
         default=90.0,
         description="Seconds to wait for each site component to become healthy.",

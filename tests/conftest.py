@@ -30,6 +30,9 @@ def radflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # every catalog keeps its columnar copy (radflow.cohorts.columns), not only big ones, so that
     # the sites' cohort queries in these tests are answered from it wherever it is current
     os.environ.setdefault("RADFLOW_COLUMNS_FROM", "1")
+    # the sites' ingest runs wait for the next test's studies (up to the flow's 15 minutes)
+    # instead of ending after 30 s: a send then costs no new flow-run process
+    os.environ.setdefault("RADFLOW_INGEST_IDLE_SECONDS", "900")
     yield home
     if old is None:
         os.environ.pop("RADFLOW_HOME", None)
