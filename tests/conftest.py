@@ -117,10 +117,13 @@ def run_cli(*args: str, check: bool = False, timeout: float = 300) -> subprocess
 
 
 def wait_settled(site: SiteContext, timeout: float = 180) -> dict:
-    """Wait until the watcher and ingest runs have brought the catalog in step with Orthanc."""
+    """Wait until the watcher and ingest runs have brought the catalog in step with Orthanc.
+    A test's studies are all in Orthanc when it waits (send() returns once Orthanc holds every
+    instance), so one quiet second is enough (`catalog wait` gives a sender three)."""
     from radflow.catalog.sync import wait_in_step
 
-    return wait_in_step(site.orthanc_client(), site.catalog_url, timeout=timeout)
+    return wait_in_step(site.orthanc_client(), site.catalog_url, timeout=timeout,
+                        quiet_seconds=1.0)
 
 
 DCIODVFY = Path(sys.executable).parent / "dciodvfy"
