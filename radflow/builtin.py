@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from radflow import __version__
 from radflow.deployments import CORE_DEPLOYMENTS
-from radflow.explore.web import pages as explore_pages
-from radflow.federation.web import pages as federation_pages
 from radflow.plugins.spec import Plugin
 from radflow.site.components import ServiceComponent
 from radflow.web.component import WorklistComponent
@@ -32,5 +30,5 @@ plugin = Plugin(
     description="radflow's own flows: ingest, segment-and-quantify (cohort fan-out and case)",
     deployments=CORE_DEPLOYMENTS,
     components=(IdpComponent(), WorklistComponent(), AgentComponent()),
-    web=(explore_pages(), federation_pages()),
+    web=("radflow.explore.web:pages", "radflow.federation.web:pages"),  # imported when served
 )

@@ -49,6 +49,13 @@ class RadflowSettings(BaseSettings):
                     "512x512 slice (measured in chromium, three segments), 4.4 MB when every "
                     "slice of a 300-slice series is edited; 16 MiB leaves room for 1,100.",
     )
+    ingest_idle_seconds: float = Field(
+        default=30.0,
+        description="How long an ingest run the watcher started waits for more series before "
+                    "it ends. A waiting run holds one process; the next study after it ended "
+                    "waits for a new flow run to start (a few seconds).",
+        examples=[30.0, 600.0],
+    )
     start_timeout: float = Field(
         default=90.0,
         description="Seconds to wait for each site component to become healthy.",

@@ -30,6 +30,9 @@ def radflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # every catalog keeps its columnar copy (radflow.cohorts.columns), not only big ones, so that
     # the sites' cohort queries in these tests are answered from it wherever it is current
     os.environ.setdefault("RADFLOW_COLUMNS_FROM", "1")
+    # the sites' ingest runs wait for the next test's studies (up to the flow's 15 minutes)
+    # instead of ending after 30 s: a send then costs no new flow-run process
+    os.environ.setdefault("RADFLOW_INGEST_IDLE_SECONDS", "900")
     yield home
     if old is None:
         os.environ.pop("RADFLOW_HOME", None)
@@ -114,10 +117,13 @@ def run_cli(*args: str, check: bool = False, timeout: float = 300) -> subprocess
 
 
 def wait_settled(site: SiteContext, timeout: float = 180) -> dict:
-    """Wait until the watcher and ingest runs have brought the catalog in step with Orthanc."""
+    """Wait until the watcher and ingest runs have brought the catalog in step with Orthanc.
+    A test's studies are all in Orthanc when it waits (send() returns once Orthanc holds every
+    instance), so one quiet second is enough (`catalog wait` gives a sender three)."""
     from radflow.catalog.sync import wait_in_step
 
-    return wait_in_step(site.orthanc_client(), site.catalog_url, timeout=timeout)
+    return wait_in_step(site.orthanc_client(), site.catalog_url, timeout=timeout,
+                        quiet_seconds=1.0)
 
 
 DCIODVFY = Path(sys.executable).parent / "dciodvfy"

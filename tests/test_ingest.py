@@ -4,6 +4,7 @@ ingest flow runs -> catalog. The catalog must match Orthanc's own counts exactly
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -145,6 +146,8 @@ def test_each_ingest_run_publishes_a_table_and_a_chart(orthanc, site, synth_dir:
             IngestRequest.series_orthanc_id == series_id)) if r.flow_run_id}
     assert run_ids  # the run that cataloged this series
     api = site.prefect()
+    idle = float(os.environ["RADFLOW_INGEST_IDLE_SECONDS"])  # the session's (conftest)
+    assert {api.flow_run(run).parameters.get("idle_seconds") for run in run_ids} == {idle}
     deadline = time.monotonic() + 60  # a run reports a few seconds after its burst of work
     while True:
         found = [a for run in run_ids for a in api.artifacts(run)]

@@ -80,6 +80,28 @@ def test_tasks_are_found_by_what_they_do() -> None:
     assert quantify.task is get_plugin("radiomics").task("quantify").task
 
 
+def test_discovering_plugins_stays_light() -> None:
+    """What every command, the supervisor and the web app do (the CLI, the plugins, the site's
+    components) imports neither Prefect nor the plugins' tasks and pages: they are named and
+    imported when first read, and then they are the objects the names name."""
+    heavy = ("prefect", "fastapi", "radflow_nnunet.tasks", "radflow_review.step", "torch")
+    code = ("import sys, radflow.cli; from radflow.plugins import plugins; "
+            "from radflow.site.components import site_components; plugins(); site_components(); "
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    from radflow_review.step import review
+
+    from radflow_nnunet.block import NnUNetModel
+
+    assert get_plugin("review").steps["review"] is review
+    assert list(get_plugin("nnunet").blocks) == [NnUNetModel]
+    with pytest.raises(PluginNotFound, match=r"'radflow_nothing\.tasks:x', which cannot be "
+                                             r"imported.*No module named 'radflow_nothing'"):
+        list(Plugin(name="x", version="0", description="x",
+                    tasks=("radflow_nothing.tasks:x",)).tasks)
+
+
 def test_a_broken_plugin_is_reported_not_fatal(tmp_path: Path) -> None:
     dist = tmp_path / "radflow_broken-0.1.dist-info"
     dist.mkdir()

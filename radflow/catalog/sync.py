@@ -8,22 +8,28 @@ from typing import Any
 from sqlmodel import col, func, select
 
 from radflow.catalog.db import session_scope
-from radflow.catalog.models import Finding, IngestRequest, Series
+from radflow.catalog.models import Finding, IngestRequest, Series, SettlingSeries, WatcherState
 from radflow.enums import RequestStatus, SeriesStatus, Severity
 from radflow.errors import SiteError
 from radflow.orthanc.client import OrthancClient
+from radflow.watcher.core import CURSOR
 
 OPEN = [RequestStatus.PENDING, RequestStatus.BATCHED]
 
 
 def compare(orthanc: OrthancClient, catalog_url: str) -> tuple[bool, dict[str, Any]]:
-    """Whether the catalog holds exactly Orthanc's series (with their instance counts) and no
-    ingest request is open; and the numbers behind the answer, with the series in error."""
+    """Whether the catalog holds exactly Orthanc's series (with their instance counts), no
+    ingest request is open, no series is settling and the watcher has read all of Orthanc's
+    changes; and the numbers behind the answer, with the series in error. (A series deleted and
+    received again holds the counts the catalog has before it is stable again: only the last
+    two conditions tell that it is on its way.)"""
     held = {k: v["Instances"] for k, v in orthanc.series_states().items()}
     with session_scope(catalog_url) as session:
         rows = dict(session.exec(select(Series.orthanc_id, Series.num_instances)).all())
         open_requests = session.exec(select(func.count()).select_from(IngestRequest).where(
             col(IngestRequest.status).in_(OPEN))).one()
+        settling = session.exec(select(func.count()).select_from(SettlingSeries)).one()
+        cursor = session.get(WatcherState, CURSOR)
         errors = [{"orthanc_id": oid, "series_uid": uid, "reason": f"{code}: {message}"}
                   for oid, uid, code, message in session.exec(
                       select(Series.orthanc_id, Series.series_uid, Finding.code, Finding.message)
@@ -31,9 +37,11 @@ def compare(orthanc: OrthancClient, catalog_url: str) -> tuple[bool, dict[str, A
                       .where(Series.status == SeriesStatus.ERROR,
                              Finding.severity == Severity.ERROR))]
     differ = sorted(k for k in set(held) | set(rows) if held.get(k) != rows.get(k))
+    unread = len(orthanc.changes(since=cursor.last_seq if cursor else 0, limit=1)["Changes"])
     info = {"orthanc_series": len(held), "catalog_series": len(rows),
-            "open_requests": open_requests, "differ": differ[:5], "errors": errors}
-    return open_requests == 0 and not differ, info
+            "open_requests": open_requests, "settling": settling, "unread_changes": unread > 0,
+            "differ": differ[:5], "errors": errors}
+    return open_requests == 0 and not differ and settling == 0 and not unread, info
 
 
 def _failed_requests(catalog_url: str, series: list[str]) -> dict[str, str]:
@@ -46,8 +54,9 @@ def _failed_requests(catalog_url: str, series: list[str]) -> dict[str, str]:
 
 def wait_in_step(orthanc: OrthancClient, catalog_url: str, timeout: float = 180,
                  quiet_seconds: float = 3.0) -> dict[str, Any]:
-    """Wait until the catalog is in step with Orthanc, and stays so for ``quiet_seconds``
-    (a change may be on its way). The answer names the series cataloged in error, with why.
+    """Wait until the catalog is in step with Orthanc (:func:`compare`), and stays so for
+    ``quiet_seconds`` (a sender may still be sending). The answer names the series cataloged
+    in error, with why.
 
     Raises:
         SiteError: not in step within ``timeout`` seconds (the message names the series that
@@ -70,7 +79,8 @@ def wait_in_step(orthanc: OrthancClient, catalog_url: str, timeout: float = 180,
     raise SiteError(
         f"the catalog did not catch up with Orthanc within {timeout:.0f} s: "
         f"{info.get('catalog_series')} of {info.get('orthanc_series')} series, "
-        f"{info.get('open_requests')} request(s) open, differing: {info.get('differ')}"
+        f"{info.get('open_requests')} request(s) open, {info.get('settling')} series "
+        f"settling, differing: {info.get('differ')}"
         + (f"; failed: {why}" if why else ""),
         fix="check the watcher and worker (`radflow site status`, `radflow site logs -c watcher`)",
     )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from radflow.cli.common import JSON, console, print_json
+from radflow.errors import RadflowError
+from radflow.plugins.registry import PluginStatus, discover
 
 app = typer.Typer(help="Installed radflow plugins.", no_args_is_help=True)
 
@@ -13,23 +17,7 @@ app = typer.Typer(help="Installed radflow plugins.", no_args_is_help=True)
 def list_(json_out: bool = JSON) -> None:
     """Name, version, tasks (typed inputs and outputs, resources) and blocks of every plugin;
     broken plugins with their error."""
-    from radflow.plugins import discover
-
-    rows = []
-    for status in discover():
-        plugin = status.plugin
-        rows.append({
-            "name": status.name, "distribution": status.distribution, "version": status.version,
-            "status": "ok" if plugin else "broken", "error": status.error,
-            "description": plugin.description if plugin else None,
-            "tasks": [{"name": t.name, "signature": t.signature(), "description": t.description,
-                       "resources": vars(t.resources)} for t in plugin.tasks] if plugin else [],
-            "blocks": [b.get_block_type_slug() for b in plugin.blocks] if plugin else [],
-            "steps": sorted(plugin.steps) if plugin else [],
-            "deployments": [d.flow for d in plugin.deployments] if plugin else [],
-            "components": [c.name for c in plugin.components] if plugin else [],
-            "image": plugin.image if plugin else None,
-        })
+    rows = [_row(status) for status in discover()]
     if json_out:
         print_json(rows)
         return
@@ -49,3 +37,28 @@ def list_(json_out: bool = JSON) -> None:
         for key in ("steps", "blocks", "deployments", "components"):
             if row[key]:
                 console.print(f"    {key}: {', '.join(row[key])}", highlight=False)
+
+
+def _row(status: PluginStatus) -> dict[str, Any]:
+    """One plugin as listed; broken when it did not load, or when what it names (its tasks,
+    blocks, steps) cannot be imported."""
+    plugin, error = status.plugin, status.error
+    row = {"name": status.name, "distribution": status.distribution, "version": status.version,
+           "status": "broken", "error": error, "description": None, "tasks": [], "blocks": [],
+           "steps": [], "deployments": [], "components": [], "image": None}
+    if plugin is None:
+        return row
+    try:
+        row.update({
+            "tasks": [{"name": t.name, "signature": t.signature(), "description": t.description,
+                       "resources": vars(t.resources)} for t in plugin.tasks],
+            "blocks": [b.get_block_type_slug() for b in plugin.blocks],
+            "steps": sorted(name for name, _step in plugin.steps.items()),  # named: imported
+        })
+    except RadflowError as exc:
+        row["error"] = exc.message
+        return row
+    row.update({"status": "ok", "description": plugin.description,
+                "deployments": [d.flow for d in plugin.deployments],
+                "components": [c.name for c in plugin.components], "image": plugin.image})
+    return row

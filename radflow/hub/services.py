@@ -22,6 +22,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -158,6 +159,12 @@ class HubServices:
             if certfile and keyfile:
                 argv += ["--certfile", str(certfile), "--keyfile", str(keyfile)]
             api.start(argv, self.base_env(), cwd=home.root)
+        idp = self.canaille()  # needs neither: it starts (and is seeded) while the others do
+        if idp is not None:
+            idp.prepare()
+            if self.process("idp").process() is None:
+                self._port_free("idp", "idp_port")
+                self.process("idp").start(*idp.command(), cwd=home.root)
         self._wait("federation-api", self.api_healthy, 30)
         say(f"federation-api: {home.url()}")
         self._wait("prefect-server", self.prefect_healthy, 90)
@@ -176,14 +183,7 @@ class HubServices:
             worker.start([sys.executable, "-m", "prefect", "worker", "start", "--pool",
                           WORK_POOL, "--type", "process", "--name", "hub-worker"], env,
                          cwd=home.root)
-        self._wait("worker", self.worker_healthy, 60)
-        say(f"worker: online in pool {WORK_POOL}")
-        idp = self.canaille()
-        if idp is not None:
-            idp.prepare()
-            if self.process("idp").process() is None:
-                self._port_free("idp", "idp_port")
-                self.process("idp").start(*idp.command(), cwd=home.root)
+        if idp is not None:  # the web app reads the provider's discovery document at start
             self._wait("idp", self.idp_healthy, 60)
             say(f"idp: {idp.issuer} (radflow hub credentials)")
         web = self.process("web")
@@ -194,6 +194,8 @@ class HubServices:
             if certfile and keyfile:
                 argv += ["--certfile", str(certfile), "--keyfile", str(keyfile)]
             web.start(argv, {**self.base_env(), **self.client_env()}, cwd=home.root)
+        self._wait("worker", self.worker_healthy, 60)  # it and the web app start side by side
+        say(f"worker: online in pool {WORK_POOL}")
         self._wait("web", self.web_healthy, 30)
         say(f"web: {home.web_url()}/studies")
 
@@ -218,10 +220,14 @@ class HubServices:
             time.sleep(0.25)
 
     def down(self) -> list[str]:
-        """Stop the web app, its provider, the worker, the federation API and the Prefect
-        server; returns what ran."""
-        return [name for name in ("web", "idp", "worker", "federation-api", "prefect-server")
-                if self.process(name).stop()]
+        """Stop the web app, its provider and the worker, then the federation API and the
+        Prefect server (each group side by side); returns what ran."""
+        stopped = []
+        for wave in (("web", "idp", "worker"), ("federation-api", "prefect-server")):
+            with ThreadPoolExecutor(len(wave)) as pool:
+                ran = list(pool.map(lambda name: self.process(name).stop(), wave))
+            stopped += [name for name, was in zip(wave, ran, strict=True) if was]
+        return stopped
 
 
 def hub_prefect(home: HubHome):

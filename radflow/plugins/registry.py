@@ -14,7 +14,7 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
 
-from radflow.errors import PluginNotFound
+from radflow.errors import PluginNotFound, RadflowError
 from radflow.plugins.spec import DeploymentSpec, Plugin, TaskSpec
 
 GROUP = "radflow.plugins"
@@ -87,7 +87,7 @@ def find_task(name: str, inputs: tuple[Any, ...] = (), output: Any = None,
     Raises:
         PluginNotFound: no plugin offers it (or not the preferred one, when several do).
     """
-    offers = [(p.name, t) for p in plugins() for t in p.tasks
+    offers = [(p.name, t) for p in plugins() for t in _tasks(p)
               if t.name == name and t.accepts(*inputs) and (output is None or t.returns(output))]
     what = f"task {name!r}" + (f" taking {', '.join(_n(t) for t in inputs)}" if inputs else "") \
         + (f" returning {_n(output)}" if output is not None else "")
@@ -104,6 +104,16 @@ def find_task(name: str, inputs: tuple[Any, ...] = (), output: Any = None,
     raise PluginNotFound(
         f"{len(offers)} plugins offer a {what}: {', '.join(p for p, _ in offers)}",
         fix="choose one (the flow's plugin parameter, e.g. segmenter='nnunet')")
+
+
+def _tasks(plugin: Plugin) -> tuple[TaskSpec, ...]:
+    """A plugin's tasks; none (with a warning) when its named tasks cannot be imported: one
+    broken plugin never hides the others' tasks."""
+    try:
+        return tuple(plugin.tasks)
+    except RadflowError as exc:
+        logger.warning("plugin %s: its tasks could not be loaded: %s", plugin.name, exc)
+        return ()
 
 
 def find_step(name: str, prefer: str | None = None) -> Any:

@@ -15,10 +15,12 @@ libraries (torch, nnunetv2, SimpleITK, radiomics) are imported inside the task f
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from radflow.errors import ConfigurationError, PluginNotFound
+from radflow.plugins.declared import Declared, DeclaredMap, NamedHook
 
 RUNTIME_PARAMETERS = ("site", "force")  # every radflow task takes these; not part of its type
 
@@ -147,23 +149,34 @@ class Plugin:
         image: container image with the plugin installed, for docker work pools.
         setup_site: optional hook ``(site_context) -> None`` run by `radflow site up` after the
             blocks are registered (e.g. to save default block documents).
+
+    Tasks, steps, blocks, web pages (or a function making them) and ``setup_site`` may be
+    named as ``"module:attribute"`` instead of imported: they are imported when first read,
+    and importing the plugin stays light (:mod:`radflow.plugins.declared`).
     """
 
     name: str
     version: str
     description: str
-    tasks: tuple[Any, ...] = ()
-    steps: dict[str, Any] = field(default_factory=dict)
+    tasks: Sequence[Any] = ()
+    steps: Mapping[str, Any] = field(default_factory=dict)
     deployments: tuple[DeploymentSpec, ...] = ()
-    blocks: tuple[type, ...] = ()
+    blocks: Sequence[Any] = ()
     components: tuple[Any, ...] = ()
-    web: tuple[Any, ...] = ()
+    web: Sequence[Any] = ()
     image: str | None = None
     setup_site: Any = None
 
     def __post_init__(self) -> None:
-        specs = tuple(t if isinstance(t, TaskSpec) else TaskSpec.from_task(t) for t in self.tasks)
-        object.__setattr__(self, "tasks", specs)
+        # tasks, blocks, steps, web pages and the hook may be named ("module:attribute") and
+        # are then imported when first read: discovering plugins stays light (declared.py)
+        object.__setattr__(self, "tasks", Declared(self.tasks, _task_spec, self.name, "task"))
+        object.__setattr__(self, "blocks", Declared(self.blocks, _same, self.name, "block"))
+        object.__setattr__(self, "web", Declared(self.web, _pages, self.name, "web pages"))
+        object.__setattr__(self, "steps", DeclaredMap(self.steps, self.name, "step"))
+        if isinstance(self.setup_site, str):
+            object.__setattr__(self, "setup_site", NamedHook(self.setup_site, self.name,
+                                                             "setup_site hook"))
 
     def task(self, name: str) -> TaskSpec:
         """A task by name.
@@ -179,6 +192,19 @@ class Plugin:
             f"{', '.join(t.name for t in self.tasks) or 'none'})",
             fix=f"see `radflow plugins list` for the tasks of {self.name!r}",
         )
+
+
+def _task_spec(task: Any) -> TaskSpec:
+    return task if isinstance(task, TaskSpec) else TaskSpec.from_task(task)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _pages(value: Any) -> Any:
+    """Web pages, or a function that makes them (a name may point at either)."""
+    return value() if callable(value) else value
 
 
 def distribution_version(distribution: str) -> str:

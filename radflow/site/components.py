@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import requests
 
@@ -84,13 +84,15 @@ class Component:
         argv, env = self.command(ctx)
         self.process(ctx).start(argv, env, cwd=ctx.paths.root)
 
-    def wait_healthy(self, ctx: SiteContext, timeout: float) -> None:
+    def wait_healthy(self, ctx: SiteContext, timeout: float, abandon: Any = None) -> None:
         """Wait until the probe passes; raise SiteError with the log tail if the process dies
-        or the timeout passes."""
+        or the timeout passes, or once ``abandon`` (an Event: another part failed) is set."""
         proc = self.process(ctx)
         deadline = time.monotonic() + timeout
         detail = "no answer yet"
         while time.monotonic() < deadline:
+            if abandon is not None and abandon.is_set():
+                raise SiteError(f"{self.name}: start abandoned", fix="see the first error")
             if proc.process() is None:
                 raise SiteError(
                     f"{self.name} exited during start-up: {proc.last_error()}\n"

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from pydantic import SecretStr
 
 from radflow.errors import ConfigurationError, RadflowError, SiteError
 from radflow.postgres import check_url
+from radflow.prefect_api import outside_event_loop
 from radflow.settings import RadflowSettings, get_settings
 from radflow.site.components import Component, ComponentStatus, component, site_components
 from radflow.site.config import (
@@ -44,6 +46,7 @@ from radflow.site.config import (
 )
 from radflow.site.context import SiteContext
 from radflow.site.process import lifecycle_lock
+from radflow.site.startup import start_components
 from radflow.site.workpools import check_pool_type
 
 logger = logging.getLogger(__name__)
@@ -238,15 +241,9 @@ class SiteManager:
             started: list[Component] = []
             try:
                 from radflow.catalog.migrate import upgrade
-                from radflow.prefect_api import outside_event_loop
 
                 say(f"catalog: schema revision {upgrade(ctx.catalog_url)}")
-                for part in site_components():
-                    if not part.enabled(ctx):
-                        continue
-                    if self._start_one(ctx, part, say):
-                        started.append(part)
-                    outside_event_loop(part.after_healthy, ctx, say)
+                self._start_all(ctx, say, started)
             except Exception as exc:
                 # a running site keeps running: only what this call started stops again
                 stopped = [p.name for p in reversed(started) if p.process(ctx).stop()] \
@@ -262,7 +259,41 @@ class SiteManager:
                 ) from exc
         return self.status(name)
 
-    def _start_one(self, ctx: SiteContext, part: Component, say: Progress) -> bool:
+    def _start_all(self, ctx: SiteContext, say: Progress, started: list[Component]) -> None:
+        """Start the site's enabled components, side by side where their dependencies allow
+        (:mod:`radflow.site.startup`); a busy port is found before anything starts. What this
+        call started (or started again) is appended to ``started``."""
+        parts = [p for p in site_components() if p.enabled(ctx)]
+        for part in parts:
+            if part.process(ctx).process() is None:
+                self._check_ports(ctx, part)
+        said = threading.Lock()
+
+        def say_once(message: str) -> None:  # lines from parallel starts never interleave
+            with said:
+                say(message)
+
+        def bring_up(part: Component, abandon: threading.Event) -> None:
+            if self._start_one(ctx, part, say_once, abandon):
+                with said:
+                    started.append(part)
+            outside_event_loop(part.after_healthy, ctx, say_once)
+
+        start_components(parts, bring_up)
+
+    @staticmethod
+    def _check_ports(ctx: SiteContext, part: Component) -> None:
+        for key, option in part.ports.items():
+            port = getattr(ctx.config.ports, key)
+            if not port_is_free(port):
+                raise SiteError(
+                    f"port {port} for {part.name} ({key}) is already in use",
+                    fix=f"stop whatever listens on {port}, or choose another port with "
+                    f"`radflow site up --site {ctx.config.name} {option} N`",
+                )
+
+    def _start_one(self, ctx: SiteContext, part: Component, say: Progress,
+                   abandon: threading.Event | None = None) -> bool:
         """Make one component healthy; returns whether this call started it (or started it
         again). A running component that is healthy stays; one younger than the start timeout
         is waited for (it is starting, e.g. the supervisor just restarted it); an older one
@@ -277,7 +308,7 @@ class SiteManager:
             timeout = self.settings.start_timeout
             if time.time() - running.create_time() < timeout:
                 say(f"{part.name}: running, waiting until healthy")
-                part.wait_healthy(ctx, timeout)
+                part.wait_healthy(ctx, timeout, abandon)
                 say(f"{part.name}: healthy")
                 return False
             say(f"{part.name}: running but not healthy ({detail}): restarting it")
@@ -285,17 +316,10 @@ class SiteManager:
                            ctx.config.name, detail)
             proc.stop(timeout=5.0)  # stuck: little grace
         else:
-            for key, option in part.ports.items():
-                port = getattr(ctx.config.ports, key)
-                if not port_is_free(port):
-                    raise SiteError(
-                        f"port {port} for {part.name} ({key}) is already in use",
-                        fix=f"stop whatever listens on {port}, or choose another port with "
-                        f"`radflow site up --site {ctx.config.name} {option} N`",
-                    )
+            self._check_ports(ctx, part)
             say(f"{part.name}: starting")
         part.start(ctx)
-        part.wait_healthy(ctx, self.settings.start_timeout)
+        part.wait_healthy(ctx, self.settings.start_timeout, abandon)
         say(f"{part.name}: healthy")
         return True
 

@@ -55,6 +55,7 @@ class WatcherConfig:
     reconcile_seconds: float = 300.0
     retry_after_seconds: float = 20.0
     stable_age_seconds: float = 10.0  # Orthanc's StableAge at this site
+    ingest_idle_seconds: float = 30.0  # an ingest run ends after this long without new series
     recount_seconds: float = 5.0  # how often to compare counts (to notice deletions)
 
 
@@ -80,7 +81,7 @@ class Watcher(ServiceLoop):
         self.catalog_url = catalog_url
         self.site = site
         self.runs = RunKeeper(catalog_url, prefect, deployment, site,
-                              self.config.retry_after_seconds)
+                              self.config.retry_after_seconds, self.config.ingest_idle_seconds)
         self._last_check = 0.0
         self._last_settling_check = 0.0
         self._last_reconcile = 0.0
@@ -244,4 +245,5 @@ def watcher_for(ctx: Any, heartbeat: bool = False) -> Watcher:
     return Watcher(ctx.orthanc_client(timeout=30), ctx.catalog_url, ctx.prefect(),
                    deployment_name("ingest", ctx.name), ctx.name,
                    heartbeat=ctx.paths.run / "watcher.json" if heartbeat else None,
-                   config=WatcherConfig(stable_age_seconds=ctx.config.stable_age))
+                   config=WatcherConfig(stable_age_seconds=ctx.config.stable_age,
+                                        ingest_idle_seconds=ctx.settings.ingest_idle_seconds))

@@ -26,12 +26,13 @@ class RunKeeper:
     """Start ingest runs when needed; release what finished runs left claimed."""
 
     def __init__(self, catalog_url: str, prefect: PrefectApi, deployment: str, site: str,
-                 retry_after: float) -> None:
+                 retry_after: float, idle_seconds: float = 30.0) -> None:
         self.catalog_url = catalog_url
         self.prefect = prefect
         self.deployment = deployment
         self.site = site
         self.retry_after = retry_after
+        self.idle_seconds = idle_seconds
 
     def ensure_runner(self) -> str | None:
         """Start an ingest run if requests are pending and none is live; returns its id."""
@@ -42,7 +43,8 @@ class RunKeeper:
             active, number = state.active_run, state.runs_started + 1
         if active and self.prefect.flow_run(active).state in LIVE:
             return active
-        run = self.prefect.create_flow_run(self.deployment, {"site": self.site},
+        run = self.prefect.create_flow_run(self.deployment, {"site": self.site,
+                                                             "idle_seconds": self.idle_seconds},
                                            idempotency_key=f"ingest-run-{number}",
                                            tags=("radflow", "ingest"))
         with session_scope(self.catalog_url) as session:

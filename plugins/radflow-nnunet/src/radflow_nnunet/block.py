@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect.blocks.core import Block
 from pydantic import Field
 
@@ -48,3 +50,12 @@ class NnUNetModel(Block):
                                          "x); None: the training patch.", examples=[[40, 80, 80]])
     tile_step_size: float = Field(default=0.5, description="Sliding-window step as a fraction of "
                                   "the patch (nnU-Net's default 0.5).", examples=[0.75])
+
+
+def setup_site(ctx: Any) -> None:
+    """Save an NnUNetModel block for every installed model (the plugin's ``setup_site`` hook,
+    called by `radflow site up`)."""
+    from radflow_nnunet.models import list_models
+
+    for model in list_models():
+        NnUNetModel(**model.block_fields()).save(model.name, overwrite=True)

@@ -1,33 +1,15 @@
-"""The nnU-Net plugin's declaration (entry point ``radflow.plugins: nnunet``)."""
+"""The nnU-Net plugin's declaration (entry point ``radflow.plugins: nnunet``). Its task, block
+and site hook are named, not imported: discovering plugins stays light (no Prefect import)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from radflow.sdk import Plugin
-from radflow_nnunet.block import NnUNetModel
-from radflow_nnunet.tasks import segment_series
-
-
-def setup_site(ctx: Any) -> None:
-    """Save an NnUNetModel block for every installed model (called by `radflow site up`)."""
-    from radflow_nnunet.models import list_models
-
-    for model in list_models():
-        NnUNetModel(**model.block_fields()).save(model.name, overwrite=True)
-
-
-def _version() -> str:
-    from radflow.plugins import distribution_version
-
-    return distribution_version("radflow-nnunet")
-
+from radflow.plugins import Plugin, distribution_version
 
 plugin = Plugin(
     name="nnunet",
-    version=_version(),
+    version=distribution_version("radflow-nnunet"),
     description="nnU-Net v2 segmentation of a series, stored as DICOM SEG",
-    tasks=(segment_series,),
-    blocks=(NnUNetModel,),
-    setup_site=setup_site,
+    tasks=("radflow_nnunet.tasks:segment_series",),
+    blocks=("radflow_nnunet.block:NnUNetModel",),
+    setup_site="radflow_nnunet.block:setup_site",
 )

@@ -76,3 +76,12 @@ class RadiomicsParams(Block):
         classes = {k: list(v or []) for k, v in (data.get("featureClass") or DEFAULT_CLASSES).items()}
         return cls(image_types=data.get("imageType") or {"Original": {}}, feature_classes=classes,
                    settings={"label": 1, **(data.get("setting") or {})})
+
+
+def setup_site(ctx: Any) -> None:
+    """Save the documented default parameters as the ``default`` block, once; kept if edited
+    (the plugin's ``setup_site`` hook, called by `radflow site up`)."""
+    try:
+        RadiomicsParams.load("default")
+    except ValueError:
+        RadiomicsParams().save("default")

@@ -1,33 +1,16 @@
-"""The radiomics plugin's declaration (entry point ``radflow.plugins: radiomics``)."""
+"""The radiomics plugin's declaration (entry point ``radflow.plugins: radiomics``). Its task,
+block and site hook are named, not imported: discovering plugins stays light (no Prefect
+import)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from radflow.sdk import Plugin
-from radflow_radiomics.block import RadiomicsParams
-from radflow_radiomics.tasks import quantify_segmentation
-
-
-def setup_site(ctx: Any) -> None:
-    """Save the documented default parameters as the ``default`` block (once; kept if edited)."""
-    try:
-        RadiomicsParams.load("default")
-    except ValueError:
-        RadiomicsParams().save("default")
-
-
-def _version() -> str:
-    from radflow.plugins import distribution_version
-
-    return distribution_version("radflow-radiomics")
-
+from radflow.plugins import Plugin, distribution_version
 
 plugin = Plugin(
     name="radiomics",
-    version=_version(),
+    version=distribution_version("radflow-radiomics"),
     description="pyradiomics features per segment of a SEG, stored as DICOM SR TID 1500",
-    tasks=(quantify_segmentation,),
-    blocks=(RadiomicsParams,),
-    setup_site=setup_site,
+    tasks=("radflow_radiomics.tasks:quantify_segmentation",),
+    blocks=("radflow_radiomics.block:RadiomicsParams",),
+    setup_site="radflow_radiomics.block:setup_site",
 )

@@ -1,12 +1,11 @@
 """The review plugin's declaration (entry point ``radflow.plugins: review``): the ``review``
-step, and the review keeper, a site component that expires and reminds."""
+step, and the review keeper, a site component that expires and reminds. The step and the web
+pages are named, not imported: discovering plugins stays light (no Prefect import)."""
 
 from __future__ import annotations
 
 from radflow.plugins import Plugin, distribution_version
 from radflow.site.components import ServiceComponent
-from radflow_review.step import review
-from radflow_review.web import pages
 
 
 class ReviewKeeperComponent(ServiceComponent):
@@ -21,7 +20,7 @@ plugin = Plugin(
     name="review",
     version=distribution_version("radflow-review"),
     description="Review steps: a clinician accepts, rejects or corrects a segmentation",
-    steps={"review": review},
+    steps={"review": "radflow_review.step:review"},
     components=(ReviewKeeperComponent(),),
-    web=(pages(),),
+    web=("radflow_review.web:pages",),
 )
