@@ -23,6 +23,7 @@ old run is marked CRASHED with a message naming the new one.
 from __future__ import annotations
 
 import fcntl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,20 +48,27 @@ def lock_path(hub_root: Path, study_id: str) -> Path:
 
 
 @contextmanager
-def coordinating(hub_root: Path, study_id: str) -> Iterator[None]:
-    """Hold the study's lock while its coordinator runs.
+def coordinating(hub_root: Path, study_id: str, patience: float = 1.0) -> Iterator[None]:
+    """Hold the study's lock while its coordinator runs. A lock held for less than
+    ``patience`` seconds (:func:`coordinated` looking) is waited for; a coordinator holds it
+    for its whole run.
 
     Raises:
         StudyBusy: another live process holds it.
     """
     path = lock_path(hub_root, study_id)
     path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + patience
     with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StudyBusy(f"study {study_id} is coordinated by another live process",
-                            fix=f"wait for it: radflow study show {study_id}") from None
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StudyBusy(f"study {study_id} is coordinated by another live process",
+                                    fix=f"wait for it: radflow study show {study_id}") from None
+                time.sleep(0.02)
         try:
             yield
         finally:
@@ -70,7 +78,7 @@ def coordinating(hub_root: Path, study_id: str) -> Iterator[None]:
 def coordinated(hub_root: Path, study_id: str) -> bool:
     """Whether a live process coordinates the study now."""
     try:
-        with coordinating(hub_root, study_id):
+        with coordinating(hub_root, study_id, patience=0.0):
             return False
     except StudyBusy:
         return True
