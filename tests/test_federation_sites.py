@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import (
@@ -64,24 +65,32 @@ def federation(site, manager, synth_dir, tmp_path_factory):
     distinctive: set[str] = set()
     contexts = {}
     sent: dict[str, list[str]] = {}
+
+    def bring(name: str) -> None:
+        """Enrol, start, fill: alpha (the session's site) first, delta and epsilon side by
+        side (a new site's ports are chosen under the home's lock)."""
+        code = hub_cli("hub", "site", "add", name)["code"]
+        root = manager.settings.home / "sites" / name
+        join(proxy.url, name, code, root)
+        manager.up(name, stable_age=2)  # alpha: starts its agent, now enabled
+        ctx = manager.context(name)
+        assert manager.status(name).component("agent").state == "running"
+        data = synth_dir if name == "alpha" else tmp_path_factory.mktemp(f"synth-{name}")
+        if name != "alpha":  # other seeds: other vendor mixes, organs and demographics
+            synthesize(data, 4, seed=len(name) * 7 + ord(name[0]), matrix=64)
+        leak = tmp_path_factory.mktemp(f"leak-{name}")
+        made = distinctive_patient(data / "case_000" / "dicom", leak, name.title())
+        distinctive.update(made.values())
+        send(ctx, data, leak)
+        contexts[name] = ctx
+        sent[name] = [c["series_uid"] for c in json.loads(
+            (data / "manifest.json").read_text())["cases"]] + [made["SeriesInstanceUID"]]
+
     try:
-        for name in SITES:
-            code = hub_cli("hub", "site", "add", name)["code"]
-            root = manager.settings.home / "sites" / name
-            join(proxy.url, name, code, root)
-            manager.up(name, stable_age=2)  # alpha: starts its agent, now enabled
-            ctx = manager.context(name)
-            assert manager.status(name).component("agent").state == "running"
-            data = synth_dir if name == "alpha" else tmp_path_factory.mktemp(f"synth-{name}")
-            if name != "alpha":  # other seeds: other vendor mixes, organs and demographics
-                synthesize(data, 4, seed=len(name) * 7 + ord(name[0]), matrix=64)
-            leak = tmp_path_factory.mktemp(f"leak-{name}")
-            made = distinctive_patient(data / "case_000" / "dicom", leak, name.title())
-            distinctive |= set(made.values())
-            send(ctx, data, leak)
-            contexts[name] = ctx
-            sent[name] = [c["series_uid"] for c in json.loads(
-                (data / "manifest.json").read_text())["cases"]] + [made["SeriesInstanceUID"]]
+        bring(SITES[0])
+        with ThreadPoolExecutor(len(SITES) - 1) as pool:
+            list(pool.map(bring, SITES[1:]))  # list(): a failure in either is raised here
+        contexts = {name: contexts[name] for name in SITES}
         for ctx in contexts.values():
             wait_settled(ctx)
         yield {"hub_cli": hub_cli, "hub_home": hub_home, "proxy": proxy, "sites": contexts,
@@ -158,8 +167,6 @@ def test_federated_statistics_regression_and_harmonization(federation, tmp_path)
     from scipy import stats as scipy_stats
 
     hub_cli, sites = federation["hub_cli"], federation["sites"]
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(len(sites)) as pool:  # each site on its own worker, at once
         list(pool.map(lambda item: quantify(item[1], federation["sent"][item[0]]),
                       sites.items()))

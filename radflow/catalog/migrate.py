@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from sqlalchemy import inspect
@@ -27,6 +28,7 @@ from radflow.errors import ConfigurationError
 logger = logging.getLogger(__name__)
 SCRIPTS = Path(__file__).parent / "migrations"
 BASELINE = "0001"
+_ALEMBIC = threading.RLock()  # see upgrade()
 
 
 def _config(connection: Connection, scripts: Path = SCRIPTS):
@@ -73,6 +75,11 @@ def upgrade(engine_or_url: Engine | str, scripts: Path = SCRIPTS,
             upgrade radflow), or a migration failed (nothing is changed: each runs in a
             transaction).
     """
+    with _ALEMBIC:  # alembic's `context` and `op` are module globals: one run at a time
+        return _upgrade(engine_or_url, scripts, legacy_table, what)
+
+
+def _upgrade(engine_or_url: Engine | str, scripts: Path, legacy_table: str, what: str) -> str:
     from alembic import command
 
     engine = _engine(engine_or_url)
