@@ -15,19 +15,18 @@ def site_prefect(ctx: SiteContext) -> Iterator[None]:
         PREFECT_API_AUTH_STRING,
         PREFECT_API_URL,
         PREFECT_LOCAL_STORAGE_PATH,
+        PREFECT_LOGGING_TO_API_ENABLED,
         temporary_settings,
     )
 
+    # no logs to the API from here: outside a flow run they belong to no run, and a queued one
+    # would be sent after the settings (the auth) are gone (draining the queue cost 5 s a call)
     updates = {PREFECT_API_URL: ctx.prefect_api_url,
                PREFECT_API_AUTH_STRING: ctx.secrets.prefect_auth_string.get_secret_value(),
-               PREFECT_LOCAL_STORAGE_PATH: ctx.results_dir}
+               PREFECT_LOCAL_STORAGE_PATH: ctx.results_dir,
+               PREFECT_LOGGING_TO_API_ENABLED: False}
     with temporary_settings(updates=updates):
-        try:
-            yield
-        finally:  # logs still queued would be sent after the settings (the auth) are gone
-            from prefect.logging.handlers import APILogWorker
-
-            APILogWorker.drain_all(timeout=5)
+        yield
 
 
 def orthanc_block_name(site: str) -> str:
