@@ -9,6 +9,7 @@ Screenshots go to $RADFLOW_SCREENSHOTS (the clinician's guide's are made with
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import requests
 from conftest import dciodvfy, send, wait_settled, watch_csp
+from PIL import Image
 from sqlmodel import col, select
 from test_review import corrected_seg, results, start_review
 
@@ -179,6 +181,16 @@ def test_correct_in_the_editor(site, cases, browser, shots, tmp_path) -> None:
     voxel_mm3 = float(np.prod(renderer.stack(ref.series_uid).spacing))
     page = log_in(browser, site, "radiologist", f"/reviews/{review.id}")
     page.wait_for_function("() => document.getElementById('imaging').dataset.ready === '1'")
+    # what the page works on: the SEG as one label volume (gzip), the planes as the server's PNGs
+    http, base = cookies(page), f"{app_url(site)}/reviews/{review.id}"
+    volume_bin = http.get(f"{base}/labels/{model_seg.series_uid}.bin", timeout=10)
+    assert volume_bin.headers["content-encoding"] == "gzip"
+    labels = renderer.labels(model_seg.series_uid, ref.series_uid).labels
+    assert np.array_equal(np.frombuffer(volume_bin.content, np.uint8).reshape(labels.shape), labels)
+    depth, height, width = labels.shape
+    for axis, size in (("coronal", (width, depth)), ("sagittal", (height, depth))):
+        png = http.get(f"{base}/slices/{axis}/{height // 2}.png", timeout=10)
+        assert Image.open(io.BytesIO(png.content)).size == size
 
     # "Corrected" without a SEG is stopped in the page, next to the field, the comment kept;
     # the server's refusal (a form sent anyway) comes back to the case page with the comment
@@ -188,7 +200,7 @@ def test_correct_in_the_editor(site, cases, browser, shots, tmp_path) -> None:
     assert "Pick the corrected SEG" in page.inner_text("#corrected-error")
     assert page.url.endswith(f"/reviews/{review.id}")
     assert page.input_value("#comment") == "spleen drawn too small"
-    answer = cookies(page).post(f"{app_url(site)}/reviews/{review.id}/decision", timeout=10, data={
+    answer = http.post(f"{base}/decision", timeout=10, data={
         "csrf": page.input_value("#decision input[name=csrf]"), "decision": "corrected",
         "corrected_seg_uid": "", "comment": "kept by the server"})
     assert answer.url.endswith(f"/reviews/{review.id}") and answer.status_code == 200
@@ -409,6 +421,10 @@ def test_roles_csrf_and_cookies(site, cases, browser) -> None:
                     timeout=10).status_code == 404
     assert http.get(f"{app_url(site)}/reviews/{review_id}/slices/0.png?c=1&w=0",
                     timeout=10).status_code == 422
+    for path, status in (("slices/coronal/9999.png", 404), ("slices/sideways/0.png", 404),
+                         ("slices/sagittal/0.png?c=1&w=0", 422), ("labels/1.2.3.bin", 404)):
+        assert http.get(f"{app_url(site)}/reviews/{review_id}/{path}", timeout=10) \
+            .status_code == status, path
     # another site's step: no such review here (404), and another site's session means nothing
     assert http.get(f"{app_url(site)}/reviews/999999", timeout=10).status_code == 404
     # a review whose series left Orthanc: a clear 404, not a server error (a review whose

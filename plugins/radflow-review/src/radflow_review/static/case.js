@@ -113,7 +113,8 @@
   }
   function go(p, k) {
     if (!p.cols) return;
-    pos[p.key] = clamp(k, 0, p.size - 1); sync(); redraw(); }
+    pos[p.key] = clamp(k, 0, p.size - 1); sync(); redraw();
+  }
   function move(p, {u, v}) {  // the crosshair to a point of pane p
     const c = clamp(Math.floor(u), 0, p.cols - 1), r = clamp(Math.floor(v), 0, p.rows - 1);
     if (p.axis === 'axial') { pos.x = c; pos.y = r; }
@@ -299,16 +300,16 @@
   }));
   const form = $('decision');
   if (form) {
-    const pick = $('corrected'), problem = $('corrected-error');
-    const clear = () => { problem.textContent = ''; pick.removeAttribute('aria-invalid'); };
-    if (problem.textContent.trim()) pick.setAttribute('aria-invalid', 'true');
+    const pick = $('corrected'), why = $('corrected-error');
+    const clear = () => { why.textContent = ''; pick.removeAttribute('aria-invalid'); };
+    if (why.textContent.trim()) pick.setAttribute('aria-invalid', 'true');
     pick.addEventListener('change', clear);
     form.querySelectorAll('input[name=decision]').forEach((r) => r.addEventListener('change', clear));
     form.addEventListener('submit', (e) => {
       const decision = (form.querySelector('input[name=decision]:checked') || {}).value;
       if (decision === 'corrected' && !pick.value) {
         e.preventDefault();
-        problem.textContent = unsaved() ? 'Save your edits as a new SEG revision first: it is then picked here.'
+        why.textContent = unsaved() ? 'Save your edits as a new SEG revision first: it is then picked here.'
           : 'Pick the corrected SEG: a revision saved in the editor, or a SEG from a workstation.';
         pick.setAttribute('aria-invalid', 'true'); pick.focus();
         return;
