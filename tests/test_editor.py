@@ -146,6 +146,14 @@ def test_correct_in_the_editor(site, case, browser, shots, tmp_path) -> None:
     page.keyboard.press("Control+Shift+z")
     assert "2 slice(s) edited" in page.inner_text("#editstate")
     assert page.inner_text("#zlabel") == str(b + 1)
+    # the eraser removes the chosen segment only (the spleen painted over the row), then undone
+    painted, kidney = voxels("spleen"), voxels("kidney")
+    page.keyboard.press("e")
+    drag(page, "#view", (0.02, row), (0.98, row))
+    assert voxels("spleen") < painted and (voxels("liver"), voxels("kidney")) == (liver, kidney)
+    page.keyboard.press("Control+z")
+    page.keyboard.press("b")
+    assert voxels("spleen") == painted
     # a stroke in the coronal view, top to bottom, once a click made it the active view
     coronal_row = int(page.input_value("#slice-coronal"))
     page.locator("#view-coronal").click()
