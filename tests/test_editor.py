@@ -75,6 +75,8 @@ def test_correct_in_the_editor(site, case, browser, shots, tmp_path) -> None:
     masks = by_label(renderer.labels(model_seg.series_uid, ref.series_uid))
     voxel_mm3 = float(np.prod(renderer.stack(ref.series_uid).spacing))
     page = log_in(browser, site, "radiologist", f"/reviews/{review.id}")
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
     page.wait_for_function("() => document.getElementById('imaging').dataset.ready === '1'")
     # what the page works on: the SEG as one label volume (gzip), the planes as the server's PNGs
     http, base = cookies(page), f"{app_url(site)}/reviews/{review.id}"
@@ -215,4 +217,9 @@ def test_correct_in_the_editor(site, case, browser, shots, tmp_path) -> None:
     # the feature moved as the edit implies: the edited voxel count, not the model's
     assert volume == pytest.approx(edited_voxels * voxel_mm3, rel=1e-6)
     assert volume > spleen * voxel_mm3
+    # the decided case still shows its three views, without the editor
+    page.goto(f"{base}?seg={revision_uid}")
+    page.wait_for_function("() => document.getElementById('imaging').dataset.ready === '1'")
+    assert page.locator("#tools").count() == 0 and voxels("spleen") == edited_voxels
+    assert script_errors == []
     page.context.close()
