@@ -22,5 +22,5 @@ plugin = Plugin(
     description="Review steps: a clinician accepts, rejects or corrects a segmentation",
     steps={"review": "radflow_review.step:review"},
     components=(ReviewKeeperComponent(),),
-    web=("radflow_review.web:pages",),
+    web=("radflow_review.web:pages", "radflow_review.views:pages"),
 )

@@ -1,5 +1,5 @@
-"""The clinicians' worklist: *My reviews*, the case page (slices with the SEG overlaid, rendered
-on the server; the editor; the decision form; the history), and their API.
+"""The clinicians' worklist: *My reviews*, the case page (the image area and editor, whose
+routes are in :mod:`radflow_review.views`; the decision form; the history), and their API.
 
 Every route needs a log-in with a clinical role; acting on a review also needs the review to be
 assigned to the user or to one of their roles (admins may act on any). A decision resumes the
@@ -234,44 +234,8 @@ def case_page(request: Request, review_id: RowId, me: User = Depends(clinician))
         "rows": stack.hu.shape[1], "columns": stack.hu.shape[2], "start": busiest,
         "presets": list(PRESETS), "history": _history(request, row),
         "is_open": row.status.value == "open", "comment_max": 1000,
-        "flash": request.session.pop("flash", None)})
-
-
-def _slice_index(stack: Any, z: int) -> int:
-    if not 0 <= z < stack.hu.shape[0]:
-        raise HTTPException(404, f"slice {z} is outside 0-{stack.hu.shape[0] - 1}")
-    return z
-
-
-@router.get("/reviews/{review_id}/slices/{z}.png")
-def slice_image(request: Request, review_id: RowId, z: RowId, preset: str | None = None,
-                c: float | None = None, w: float | None = None,
-                me: User = Depends(clinician)) -> Response:
-    from radflow.web.render import slice_png, window
-
-    row = _review(request, review_id, me)
-    stack = _stack(request, row.source_series_uid)
-    try:
-        centre, width = window(preset, c, w)
-    except DicomInputError as exc:
-        raise HTTPException(422, exc.message) from exc
-    return Response(slice_png(stack, _slice_index(stack, z), centre, width), media_type="image/png",
-                    headers={"Cache-Control": "private, max-age=600"})
-
-
-@router.get("/reviews/{review_id}/labels/{seg_uid}/{z}.png")
-def label_image(request: Request, review_id: RowId, seg_uid: str, z: RowId,
-                me: User = Depends(clinician)) -> Response:
-    from radflow.web.render import label_png
-
-    row = _review(request, review_id, me)
-    if seg_uid not in {s["uid"] for s in candidate_segs(request, row)}:
-        raise HTTPException(404, f"{seg_uid} is not a SEG of this case")
-    labels = _labels(request, seg_uid, row.source_series_uid)
-    if not 0 <= z < labels.labels.shape[0]:
-        raise HTTPException(404, f"slice {z} is outside 0-{labels.labels.shape[0] - 1}")
-    return Response(label_png(labels, z), media_type="image/png",
-                    headers={"Cache-Control": "private, no-cache"})
+        "flash": request.session.pop("flash", None),
+        "kept": request.session.pop("kept", None)})
 
 
 @router.post("/reviews/{review_id}/decision")
@@ -294,8 +258,11 @@ def decide(request: Request, review_id: RowId, csrf: str | None = Form(None),
     if decision == "corrected" and row.status == ReviewStatus.OPEN:
         if not chosen or chosen not in {s["uid"] for s in candidate_segs(request, row)
                                         if s["origin"] != "model"}:
-            raise HTTPException(422, "a correction needs a corrected SEG of this case: save one "
-                                     "in the editor, or store one from a workstation and pick it")
+            # back to the case page, the comment kept, the message next to the SEG field
+            request.session["kept"] = {"review": review_id, "comment": comment[:1000],
+                                       "error": "Corrected needs a corrected SEG of this case: "
+                                       "save your edits as a revision, or pick a SEG here."}
+            return RedirectResponse(f"/reviews/{review_id}", 303)
     elif decision != "corrected":
         chosen = None
     try:
