@@ -287,7 +287,8 @@ def _store_revision(request: Request, review_id: int, me: User, corrects: str,
     try:
         for z, data in slices.items():
             if not 0 <= z < labels.shape[0]:
-                raise DicomInputError(f"slice {z} is outside the series",
+                raise DicomInputError(f"slice {z + 1} is outside the series (slices 1-"
+                                      f"{labels.shape[0]})",
                                       fix="save again from the case page")
             raw = base64.b64decode(data.split(",", 1)[-1], validate=True)
             labels[z] = decode_label_png(raw, labels.shape[1:], allowed)
