@@ -169,6 +169,7 @@ def test_accept_in_the_browser(site, cases, browser, shots) -> None:
                  "model: radflow-abdomen-demo"):
         assert part in closed, part
     assert who["accession"] in page.inner_text("h1")
+    page.screenshot(path=str(shots / "case-decided.png"), full_page=True)
     page.context.close()
 
 
