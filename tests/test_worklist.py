@@ -19,7 +19,7 @@ import requests
 from conftest import dciodvfy, send, wait_settled, watch_csp
 from sqlmodel import col, select
 from test_review import corrected_seg, results, start_review
-from worklist_checks import find_decided, save_revisions
+from worklist_checks import decided_on_revision, find_decided, save_revisions
 
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import FeatureValue, Review
@@ -239,6 +239,7 @@ def test_correct_in_the_editor(site, cases, browser, shots, tmp_path) -> None:
     # the feature moved as the edit implies: the edited voxel count, not the model's
     assert volume == pytest.approx(edited_voxels * voxel_mm3, rel=1e-6)
     assert volume < model_voxels * voxel_mm3
+    decided_on_revision(page, app_url(site), review.id, ref.series_uid, revision_uid, model)
     page.context.close()
 
 

@@ -84,3 +84,16 @@ def save_revisions(page, http: requests.Session, base: str, site, review: Review
     assert dciodvfy(path) == ([], [])  # no error, no warning
     assert str(Renderer(orthanc).seg_dataset(uid).ContentCreatorName) == "Radiologist^Demo"
     return uid, z
+
+
+def decided_on_revision(page, base: str, review_id: int, series_uid: str, revision_uid: str,
+                        model) -> None:
+    """A case decided as corrected opens on the revision it took; the case page, the results
+    in Explore and the correction's result name it the same way: revision 1 of the model's."""
+    name = f"revision 1 of {model.algorithm} {model.version}"
+    page.goto(f"{base}/reviews/{review_id}")
+    assert "strong" in page.get_attribute(f"a[data-seg='{revision_uid}']", "class")
+    closed = page.inner_text("#closed")
+    assert "corrected" in closed and f"revision: {name}" in closed
+    page.goto(f"{base}/series/{series_uid}")
+    assert name in page.inner_text("#results")
