@@ -51,8 +51,8 @@ def test_every_screen_names_a_revision_the_same_way() -> None:
 @pytest.mark.parametrize(("who", "pn"), [
     ({"sub": "u1", "given_name": "Ada", "family_name": "Lovelace", "name": "x"}, "Lovelace^Ada"),
     ({"sub": "u1", "name": "Demo Radiologist"}, "Radiologist^Demo"),
-    ({"sub": "radiologist"}, "radiologist"),
-    ({"sub": "u1", "family_name": "O^Brien=x\\y"}, "O Brien x y"),  # no PN delimiters inside
+    ({"sub": "radiologist"}, "radiologist^"),  # a family name alone keeps its caret
+    ({"sub": "u1", "family_name": "O^Brien=x\\y"}, "O Brien x y^"),  # no PN delimiters inside
 ])
 def test_the_creator_is_a_person_name(who: dict, pn: str) -> None:
     assert person_name(who) == pn

@@ -5,7 +5,7 @@ A clinician's correction saved in the worklist's editor is a SEG *revision*: a n
 ContentLabel is ``CORRECTION`` and whose SeriesNumber is :data:`SERIES_BASE` + its number. The
 revisions of one case are numbered 1, 2, 3... in the order they were saved (a revision of a
 revision goes on counting), and each is named after the SEG the case reviews (the model's):
-"revision 2 of radflow-abdomen-demo 0.1". The number lives in the SEG itself (so any reader of
+"revision 2 of radflow-abdomen-demo 1.0.0". The number lives in the SEG itself (so any reader of
 Orthanc finds it) and, once a decision takes a revision, in its result's ``detail``.
 
 A corrected SEG made elsewhere (a workstation) has no number: it is "correction of <the SEG>".

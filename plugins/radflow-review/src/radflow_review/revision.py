@@ -32,7 +32,8 @@ def person_name(who: dict[str, Any]) -> str:
         words = clean(who.get("name")).split()
         family, given = (words[-1], " ".join(words[:-1])) if words else \
             (clean(who.get("sub")) or "unknown", "")
-    return f"{family[:31]}^{given[:32]}" if given else family[:64]
+    return f"{family[:31]}^{given[:32]}"  # the caret even alone: dciodvfy calls a name
+    # without one the retired form (a warning)
 
 
 def write_revision(source: list[Any], corrected: Any, labels: np.ndarray, *, reviewer: str,
