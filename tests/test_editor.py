@@ -21,6 +21,7 @@ from PIL import Image
 from sqlmodel import select
 from test_review import results, start_review
 from test_worklist import app_url, cookies, log_in, review_of
+from worklist_checks import decided_on_revision
 
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import FeatureValue
@@ -192,8 +193,7 @@ def test_correct_in_the_editor(site, case, browser, shots, tmp_path) -> None:
     found = orthanc.series_by_uid(revision_uid)
     path = tmp_path / "revision.dcm"
     path.write_bytes(orthanc.instance_file(orthanc.series_instances(found.orthanc_id)[0]))
-    errors, _warnings = dciodvfy(path)
-    assert errors == []
+    assert dciodvfy(path) == ([], [])  # no error, no warning (the creator is a person name)
     revision = Renderer(orthanc).seg_dataset(revision_uid)
     assert {s.SeriesInstanceUID for s in revision.ReferencedSeriesSequence} == \
         {ref.series_uid, model_seg.series_uid}
@@ -222,4 +222,5 @@ def test_correct_in_the_editor(site, case, browser, shots, tmp_path) -> None:
     page.wait_for_function("() => document.getElementById('imaging').dataset.ready === '1'")
     assert page.locator("#tools").count() == 0 and voxels("spleen") == edited_voxels
     assert script_errors == []
+    decided_on_revision(page, app_url(site), review.id, ref.series_uid, revision_uid, model)
     page.context.close()

@@ -17,6 +17,7 @@ import requests
 from conftest import send, wait_settled, watch_csp
 from sqlmodel import col, select
 from test_review import corrected_seg, results, start_review
+from worklist_checks import find_decided, save_revisions
 
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import Review
@@ -25,13 +26,22 @@ from radflow.catalog.models.base import utcnow
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
+IDENTITY: dict[str, dict[str, str]] = {}  # series UID -> the patient's name, ID, accession
+
+
 @pytest.fixture(scope="module")
 def cases(site, tmp_path_factory) -> list:
     """Three cases of their own (decisions stick to a SEG: other tests' cases are decided)."""
+    import pydicom
+
     from radflow.synth import synthesize
 
     out = tmp_path_factory.mktemp("worklist-cases")
     made = synthesize(out, 3, seed=515, matrix=64)
+    for case in made:  # who each case is, as the files say
+        ds = pydicom.dcmread(next(case.dicom_dir.rglob("*.dcm")), stop_before_pixels=True)
+        IDENTITY[case.series_uid] = {"family": str(ds.PatientName).split("^")[0],
+                                     "patient_id": ds.PatientID, "accession": ds.AccessionNumber}
     wait_settled(site)
     send(site, out)
     wait_settled(site)
@@ -95,9 +105,14 @@ def test_accept_in_the_browser(site, cases, browser, shots) -> None:
     assert page.url == f"{app_url(site)}/reviews"
     row = page.locator(f"tr[data-review='{review.id}']")
     assert "radflow-abdomen-demo" in row.inner_text() and "role:radiologist" in row.inner_text()
+    who = IDENTITY[ref.series_uid]  # the patient's ID and the accession number, on the list
+    assert who["patient_id"] in row.inner_text() and who["family"] in row.inner_text()
+    assert row.locator(".accession").inner_text() == who["accession"]
     page.screenshot(path=str(shots / "worklist.png"), full_page=True)
 
     open_case(page, site, review.id)
+    header = page.inner_text("h1")  # and on the case page
+    assert who["patient_id"] in header and who["accession"] in header and who["family"] in header
     segments = page.locator("#segments tbody tr")
     assert segments.count() >= 2
     # the slider and the keyboard move through the slices; a preset re-renders the slice
@@ -122,7 +137,9 @@ def test_accept_in_the_browser(site, cases, browser, shots) -> None:
     (before,) = results(site, ref.series_uid, "SEG")
     page.click("#decision button[type=submit]")
     page.wait_for_url(f"{app_url(site)}/reviews")
-    assert "accept recorded" in page.inner_text(".flash")
+    # decided at once: said so, and no longer listed as open (the run has not resumed yet)
+    assert "accept recorded. Decided — the run resumes" in page.inner_text(".flash")
+    assert page.locator(f"#worklist tr[data-review='{review.id}']").count() == 0
     assert site.prefect().wait(run_id, timeout=180).ok  # the suspended run completed
     # re-entry: Prefect ran the case flow again from the top, and the segmentation it had made
     # before suspending was returned, not made again (one SEG row, the same one, one in Orthanc)
@@ -130,8 +147,8 @@ def test_accept_in_the_browser(site, cases, browser, shots) -> None:
         f"{site.prefect_api_url}/task_runs/filter", auth=site.prefect_auth(), timeout=10,
         json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
     assert sum(t["name"].startswith("segment") for t in segment_runs) >= 2
-    assert len(site.orthanc_client().find_series(StudyInstanceUID=ref.study_uid,
-                                                 Modality="SEG")) == 1
+    assert [s.study_orthanc_id for s in site.orthanc_client().find_series(Modality="SEG")
+            ].count(ref.study_orthanc_id) == 1  # (a series ref found by id has no study UID)
     (seg,), (sr,) = results(site, ref.series_uid, "SEG"), results(site, ref.series_uid, "SR")
     assert (seg.id, seg.orthanc_id) == (before.id, before.orthanc_id)
     assert (seg.status, seg.status_by) == ("accepted", "radiologist")  # reviewer from the log-in
@@ -139,10 +156,22 @@ def test_accept_in_the_browser(site, cases, browser, shots) -> None:
     decided = review_of(site, run_id)
     assert (decided.status, decided.decision, decided.reviewer) == ("decided", "accept",
                                                                    "radiologist")
+    find_decided(page, app_url(site), review.id, who, shots)
+    # the decided case opens on the SEG it accepted, with the decision, reviewer and comment
+    page.click(f"#decided tr[data-review='{review.id}'] >> text=Open case")
+    page.wait_for_url(f"**/reviews/{review.id}")
+    assert "strong" in page.get_attribute(f"a[data-seg='{seg.series_uid}']", "class")
+    closed = page.inner_text("#closed")
+    assert "decided — the run applied it" in closed.lower()
+    for part in ("accept", "radiologist", "liver and spleen outlined correctly",
+                 "model: radflow-abdomen-demo"):
+        assert part in closed, part
+    assert who["accession"] in page.inner_text("h1")
+    page.screenshot(path=str(shots / "case-decided.png"), full_page=True)
     page.context.close()
 
 
-def test_reject_in_the_browser(site, cases, browser) -> None:
+def test_reject_in_the_browser(site, cases, browser, tmp_path) -> None:
     ref = cases[2]
     run_id = start_review(site, ref)
     review = review_of(site, run_id)
@@ -153,6 +182,15 @@ def test_reject_in_the_browser(site, cases, browser) -> None:
     open_case(page, site, review.id)
     assert page.locator(f"a[data-seg='{workstation_uid}']").inner_text().startswith("workstation")
     assert page.locator(f"#corrected option[value='{workstation_uid}']").count() == 1
+    revision_uid, z = save_revisions(page, cookies(page), app_url(site), site, review,
+                                     model_seg, tmp_path)
+    open_case(page, site, review.id)  # one numbering: revision 1 of the model's SEG, slice z + 1
+    model_title = page.locator(f"a[data-seg='{model_seg.series_uid}']").inner_text() \
+        .removeprefix("model: ")
+    assert page.locator(f"a[data-seg='{revision_uid}']").inner_text() == \
+        f"revision: revision 1 of {model_title}"
+    assert f"review.revision_saved (revision 1 of {model_title}), slice {z + 1}" in \
+        page.inner_text("#history")
     page.check("input[name=decision][value=reject]")
     page.fill("#comment", "motion artefacts")
     page.click("#decision button[type=submit]")
@@ -164,6 +202,9 @@ def test_reject_in_the_browser(site, cases, browser) -> None:
     page.goto(f"{app_url(site)}/reviews/{review.id}")
     history = page.inner_text("#history")
     assert "review.requested" in history and "review.decided: reject" in history
+    # a rejected case opens on the model's SEG, the one it rejected
+    assert "strong" in page.get_attribute(f"a[data-seg='{model_seg.series_uid}']", "class")
+    assert "motion artefacts" in page.inner_text("#closed")
     page.context.close()
 
 

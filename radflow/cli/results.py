@@ -42,6 +42,7 @@ def list_(site: str | None = SITE,
     from radflow.catalog.db import session_scope
     from radflow.catalog.models import DerivedResult
     from radflow.enums import ResultKind, ResultStatus
+    from radflow.results import revisions
     from radflow.results.current import current_result_ids
 
     if kind:
@@ -58,10 +59,12 @@ def list_(site: str | None = SITE,
         query = query.where(DerivedResult.status == status)
     with session_scope(site_catalog_url(site)) as session:
         current = set(session.exec(current_result_ids([series] if series else None)).all())
-        rows = [{**_row(r), "current": r.id in current} for r in session.exec(query)
-                if history or r.id in current]
+        found = [r for r in session.exec(query) if history or r.id in current]
+        titles = revisions.result_titles(found, {i: session.get(DerivedResult, i)
+                                                 for i in revisions.parent_ids(found)})
+        rows = [{**_row(r), "title": titles[r.id], "current": r.id in current} for r in found]
     emit_rows(rows, json_out, lambda r: f"{r['id']:>5} {r['kind']:<4} {r['status']:<10} "
-              f"{r['algorithm']} {r['version']}  from {r['source_series_uid']}"
+              f"{r['title']}  from {r['source_series_uid']}"
               + ("  (current)" if history and r["current"] else ""))
 
 

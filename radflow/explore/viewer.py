@@ -31,6 +31,7 @@ def _series(request: Request, uid: str) -> dict[str, Any]:
 
     from radflow.catalog.db import session_scope
     from radflow.catalog.models import DerivedResult, Finding, Instance, Series, Study
+    from radflow.results import revisions
     from radflow.results.current import current_result_ids
     from radflow.results.store import feature_table
 
@@ -56,6 +57,7 @@ def _series(request: Request, uid: str) -> dict[str, Any]:
         table = feature_table(session, series_uids=[uid]).rows
         current = set(session.exec(current_result_ids([uid])).all())
         by_uid = {r.series_uid: r for r in results if r.series_uid}
+        titles = revisions.result_titles(results)  # "revision 2 of <the model's SEG>"
         segs.sort(key=lambda s: s.series_uid not in by_uid or by_uid[s.series_uid].id
                   not in current)  # the current SEGs first (stable: then by ingestion)
         return {
@@ -68,12 +70,14 @@ def _series(request: Request, uid: str) -> dict[str, Any]:
                                   "status": by_uid[s.series_uid].status.value,
                                   "algorithm": by_uid[s.series_uid].algorithm,
                                   "version": by_uid[s.series_uid].version,
-                                  "parent_id": by_uid[s.series_uid].parent_id}
+                                  "parent_id": by_uid[s.series_uid].parent_id,
+                                  "title": titles[by_uid[s.series_uid].id]}
                                  if s.series_uid in by_uid else None)} for s in segs],
             "results": [{"id": r.id, "kind": r.kind.value, "status": r.status.value,
                          "algorithm": r.algorithm, "version": r.version,
                          "status_by": r.status_by, "series_uid": r.series_uid,
-                         "parent_id": r.parent_id, "current": r.id in current}
+                         "parent_id": r.parent_id, "current": r.id in current,
+                         "title": titles[r.id]}
                         for r in results],
             "features": table}
 

@@ -97,7 +97,8 @@ async def callback(request: Request) -> Response:
     target = request.session.get("next", "/")
     request.session.renew({  # a new session id: nothing from before the log-in carries over
         "user": {"sub": claims["sub"], "roles": roles,
-                 "name": claims.get("name") or claims.get("preferred_username")},
+                 "name": claims.get("name") or claims.get("preferred_username"),
+                 "given_name": claims.get("given_name"), "family_name": claims.get("family_name")},
         "login_at": time.time(), "id_token": token.get("id_token")})
     csrf_token(request)
     await asyncio.to_thread(host.audit, claims["sub"], "web.login", {"roles": roles})

@@ -1,31 +1,53 @@
 """A clinician's correction as a new SEG revision (highdicom): the segments of the SEG it
 corrects (same labels, codes, tracking UIDs and colours; algorithm type MANUAL), references to
 the source series and to the corrected SEG, and UIDs given by the corrected SEG and the content,
-so saving the same edit twice stores one object."""
+so saving the same edit twice stores one object. Its number and name follow
+:mod:`radflow.results.revisions`; its creator is the reviewer's name as a DICOM person name."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import numpy as np
 
 from radflow.errors import DicomInputError
+from radflow.results import revisions
 from radflow.uids import derived_uid
 
-REVISION_SERIES_BASE = 9100
+REVISION_SERIES_BASE = revisions.SERIES_BASE
+NOT_IN_PN = re.compile(r"[\\^=\x00-\x1f]")  # PN's component and group delimiters, controls
+
+
+def person_name(who: dict[str, Any]) -> str:
+    """The log-in's user as a DICOM person name (PN), ``Family^Given``: from the ID token's
+    ``family_name`` and ``given_name``, else its display ``name`` (the last word taken as the
+    family name), else the user id as a family name."""
+    def clean(value: Any) -> str:
+        return " ".join(NOT_IN_PN.sub(" ", str(value or "")).split())
+
+    family, given = clean(who.get("family_name")), clean(who.get("given_name"))
+    if not (family or given):
+        words = clean(who.get("name")).split()
+        family, given = (words[-1], " ".join(words[:-1])) if words else \
+            (clean(who.get("sub")) or "unknown", "")
+    return f"{family[:31]}^{given[:32]}"  # the caret even alone: dciodvfy calls a name
+    # without one the retired form (a warning)
 
 
 def write_revision(source: list[Any], corrected: Any, labels: np.ndarray, *, reviewer: str,
-                   revision: int) -> Any:
+                   revision: int, of: str | None = None) -> Any:
     """The SEG revision.
 
     Args:
         source: the series' datasets in the label map's slice order.
         corrected: the SEG dataset this revision corrects.
         labels: (z, y, x) segment numbers of ``corrected``.
-        reviewer: the log-in's subject (the content creator).
-        revision: the revision's number (1 for the first correction of the model's SEG).
+        reviewer: who made it, a DICOM person name (:func:`person_name`).
+        revision: the revision's number in its case (:func:`radflow.results.revisions.next_number`).
+        of: what the case reviews (the model's SEG, e.g. ``radflow-abdomen-demo 0.1``; default:
+            the corrected SEG's description).
 
     Raises:
         DicomInputError: the label map is empty or does not fit the series.
@@ -37,6 +59,7 @@ def write_revision(source: list[Any], corrected: Any, labels: np.ndarray, *, rev
     from radflow import __version__
     from radflow.web.render import lab_to_rgb
 
+    of = of or str(corrected.get("SeriesDescription") or "a SEG")
     if labels.shape[0] != len(source):
         raise DicomInputError(f"{labels.shape[0]} label slices for {len(source)} images",
                               fix="save again from the case page")
@@ -79,10 +102,10 @@ def write_revision(source: list[Any], corrected: Any, labels: np.ndarray, *, rev
         manufacturer_model_name="radflow worklist editor",
         software_versions=f"radflow {__version__}"[:64],
         device_serial_number="radflow",
-        content_label="CORRECTION",
-        content_description=f"revision {revision} of {corrected.get('SeriesDescription', 'SEG')}"[:64],
-        content_creator_name=reviewer.replace("^", " ")[:64],
-        series_description=f"SEG revision {revision} ({reviewer})"[:64],
+        content_label=revisions.CONTENT_LABEL,
+        content_description=revisions.title(revision, of)[:64],
+        content_creator_name=reviewer,
+        series_description=revisions.title(revision, of)[:64],
         omit_empty_frames=True,
     )
     prior = Dataset()

@@ -184,7 +184,7 @@ def _record_correction(rt: Any, seg: SegmentationRef,
     from radflow.catalog.db import session_scope
     from radflow.enums import ResultKind, ResultStatus
     from radflow.errors import OrthancError
-    from radflow.results import ResultKey, store
+    from radflow.results import ResultKey, revisions, store
 
     uid = decision.corrected_seg_uid
     try:
@@ -205,14 +205,15 @@ def _record_correction(rt: Any, seg: SegmentationRef,
             f"{ds.get('Modality')}, references {referenced})",
             fix="pick a SEG that references the case's series")
     key = ResultKey(ResultKind.SEG, (seg.source.series_uid, seg.sop_instance_uid,
-                                     str(ds.SOPInstanceUID)), "correction", "1",
+                                     str(ds.SOPInstanceUID)), revisions.CORRECTION_ALGORITHM, "1",
                     decision.reviewer)
     with session_scope(rt.catalog_url) as session:
         row = store.record(session, key, seg.source, orthanc_id=instance,
                            sop_instance_uid=str(ds.SOPInstanceUID), series_uid=uid,
                            detail={"segments": {int(s.SegmentNumber): str(s.SegmentLabel)
                                                 for s in ds.SegmentSequence},
-                                   "corrects": seg.result_id},
+                                   "corrects": seg.result_id,
+                                   "revision": revisions.number_of(ds)},
                            derived_from_id=None, status=ResultStatus.ACCEPTED,
                            status_by=decision.reviewer)
         return store.to_ref(row, seg.source)

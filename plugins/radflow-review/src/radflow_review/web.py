@@ -1,5 +1,6 @@
-"""The clinicians' worklist: *My reviews*, the case page (the image area and editor, whose
-routes are in :mod:`radflow_review.views`; the decision form; the history), and their API.
+"""The clinicians' worklist: the case page (who the patient is; the image area and editor,
+whose routes are in :mod:`radflow_review.views`; the decision form; the history), and its API.
+The lists (*My reviews*, *Decided*) are in :mod:`radflow_review.worklist`.
 
 Every route needs a log-in with a clinical role; acting on a review also needs the review to be
 assigned to the user or to one of their roles (admins may act on any). A decision resumes the
@@ -11,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +20,20 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from radflow.catalog.models.base import as_utc
 from radflow.errors import DicomInputError, RadflowError
+from radflow.results import revisions
 from radflow.web.auth import CLINICAL_ROLES, User, check_csrf, clinician
 from radflow.web.security import RowId
+from radflow_review import worklist
+from radflow_review.worklist import ctx as _ctx
+from radflow_review.worklist import may_act
+from radflow_review.worklist import result as _result
+from radflow_review.worklist import review_row as _row
+from radflow_review.worklist import series as _series
 
 router = APIRouter()
+router.include_router(worklist.router)  # My reviews, Decided
 TEMPLATES = Path(__file__).parent / "templates"
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-RECENT = timedelta(days=1)  # how long My reviews lists a decided review
-
-
-
-def may_act(me: User, row: Any) -> bool:
-    """Whether ``me`` may open and decide this review: assigned to them, to a role of theirs,
-    or they are an admin."""
-    if me.is_admin or row.assignee == me.sub:
-        return True
-    return row.assignee.startswith("role:") and me.has(row.assignee.removeprefix("role:"))
-
-
-def _ctx(request: Request) -> Any:
-    return request.app.state.ctx
 
 
 def _renderer(request: Request) -> Any:
@@ -85,100 +79,17 @@ def _review(request: Request, review_id: int, me: User) -> Any:
     return row
 
 
-def _result(request: Request, result_id: int | None) -> Any:
-    from radflow.catalog.db import session_scope
-    from radflow.catalog.models import DerivedResult
-
-    if result_id is None:
-        return None
-    with session_scope(_ctx(request).catalog_url) as session:
-        row = session.get(DerivedResult, result_id)
-        if row is not None:
-            session.expunge(row)
-        return row
-
-
-def _series(request: Request, series_uid: str) -> Any:
-    from sqlmodel import select
-
-    from radflow.catalog.db import session_scope
-    from radflow.catalog.models import Series, Study
-
-    with session_scope(_ctx(request).catalog_url) as session:
-        row = session.exec(select(Series, Study).where(Series.series_uid == series_uid,
-                                                       Series.study_pk == Study.id)).first()
-        if row is None:
-            return None
-        series, study = row
-        return {"description": series.series_description, "modality": series.modality,
-                "instances": series.num_instances, "study_date": study.study_date,
-                "study_uid": series.study_uid}
-
-
-def _row(request: Request, row: Any) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    result = _result(request, row.result_id)
-    due = as_utc(row.due_at)
-    return {"id": row.id, "status": row.status.value, "assignee": row.assignee,
-            "series_uid": row.source_series_uid, "series": _series(request, row.source_series_uid),
-            "model": f"{result.algorithm} {result.version}" if result else "?",
-            "waiting_hours": round((now - as_utc(row.created_at)).total_seconds() / 3600, 1),
-            "due_at": due.isoformat(timespec="minutes"), "overdue": due < now,
-            "decision": row.decision, "reviewer": row.reviewer, "flow_run_id": row.flow_run_id,
-            "decided_at": as_utc(row.decided_at).isoformat(timespec="seconds")
-            if row.decided_at else None, "applied": row.applied_at is not None}
-
-
-def _rows(request: Request, me: User, *, decided: bool = False) -> list[dict[str, Any]]:
-    """The open reviews this user may act on (by due time); ``decided``: those decided in the
-    last :data:`RECENT`, newest first, shown as decided from the moment they are."""
-    from sqlmodel import col, select
-
-    from radflow.catalog.db import session_scope
-    from radflow.catalog.models import Review
-    from radflow.enums import ReviewStatus
-
-    if decided:
-        query = select(Review).where(Review.status != ReviewStatus.OPEN,
-                                     col(Review.decided_at) > datetime.now(UTC) - RECENT) \
-            .order_by(col(Review.decided_at).desc())
-    else:
-        query = select(Review).where(Review.status == ReviewStatus.OPEN) \
-            .order_by(col(Review.due_at))
-    with session_scope(_ctx(request).catalog_url) as session:
-        rows = list(session.exec(query))
-        for r in rows:
-            session.expunge(r)
-    return [_row(request, r) for r in rows if may_act(me, r)]
-
-
-def _open_rows(request: Request, me: User) -> list[dict[str, Any]]:
-    return _rows(request, me)
-
-
-@router.get("/reviews")
-def my_reviews(request: Request, me: User = Depends(clinician)) -> Response:
-    from radflow.web.app import render
-
-    return render(request, "reviews.html", {"rows": _open_rows(request, me),
-                                            "decided": _rows(request, me, decided=True),
-                                            "flash": request.session.pop("flash", None)})
-
-
-@router.get("/api/reviews")
-def api_reviews(request: Request, me: User = Depends(clinician)) -> list[dict[str, Any]]:
-    return _open_rows(request, me)
-
-
 def candidate_segs(request: Request, row: Any) -> list[dict[str, Any]]:
     """The SEGs a reviewer may pick for this case: the model's, and every SEG in Orthanc that
-    references the case's series (from a workstation, or the editor's revisions)."""
+    references the case's series (from a workstation, or the editor's revisions: each named
+    "revision n of <the model's SEG>", :mod:`radflow.results.revisions`)."""
     renderer = _renderer(request)
     model = _result(request, row.result_id)
+    of = f"{model.algorithm} {model.version}" if model is not None else "the model's SEG"
     found: dict[str, dict[str, Any]] = {}
     if model is not None and model.series_uid:
         found[model.series_uid] = {"uid": model.series_uid, "origin": "model",
-                                   "description": f"{model.algorithm} {model.version}"}
+                                   "description": of, "revision": None}
     series = _series(request, row.source_series_uid)
     study_uid = series["study_uid"] if series else None
     if study_uid:
@@ -191,24 +102,38 @@ def candidate_segs(request: Request, row: Any) -> list[dict[str, Any]]:
                 continue
             if row.source_series_uid in [s.SeriesInstanceUID for s in
                                          ds.get("ReferencedSeriesSequence", [])]:
+                number = revisions.number_of(ds)
+                revised = ds.get("ContentLabel") == revisions.CONTENT_LABEL
                 found[ref.series_uid] = {
-                    "uid": ref.series_uid, "description": str(ds.get("SeriesDescription", "")),
-                    "origin": "revision" if ds.get("ContentLabel") == "CORRECTION"
-                    else "workstation"}
-    return list(found.values())
+                    "uid": ref.series_uid, "revision": number,
+                    "description": revisions.title(number, of) if revised
+                    else str(ds.get("SeriesDescription", "")),
+                    "origin": "revision" if revised else "workstation"}
+    return sorted(found.values(), key=lambda s: (s["origin"] != "model", s["revision"] or 0))
 
 
-def _history(request: Request, row: Any) -> list[dict[str, Any]]:
+def _history(request: Request, row: Any, segs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The review's audit events, a SEG named as the case names it (``segs``) and slices
+    numbered from 1 (as the page shows them)."""
     from sqlmodel import col, select
 
     from radflow.catalog.db import session_scope
     from radflow.catalog.models import AuditEvent
 
+    names = {s["uid"]: s["description"] for s in segs}
     with session_scope(_ctx(request).catalog_url) as session:
-        events = session.exec(select(AuditEvent).where(AuditEvent.subject == f"review:{row.key}")
-                              .order_by(col(AuditEvent.seq)))
-        return [{"at": as_utc(e.time).isoformat(timespec="seconds"), "actor": e.actor,
-                 "action": e.action, "detail": json.loads(e.detail or "{}")} for e in events]
+        events = list(session.exec(select(AuditEvent).where(
+            AuditEvent.subject == f"review:{row.key}").order_by(col(AuditEvent.seq))))
+    history = []
+    for e in events:
+        detail = json.loads(e.detail or "{}")
+        seg = detail.get("seg_uid") or detail.get("corrected_seg_uid")
+        history.append({"at": as_utc(e.time).isoformat(timespec="seconds"), "actor": e.actor,
+                        "action": e.action, "decision": detail.get("decision"),
+                        "seg": names.get(seg, seg) if seg else None,
+                        "slices": detail.get("slices") or  # from 1; before: from 0
+                        [z + 1 for z in detail.get("edited_slices", [])]})
+    return history
 
 
 @router.get("/reviews/{review_id}")
@@ -219,7 +144,9 @@ def case_page(request: Request, review_id: RowId, me: User = Depends(clinician))
     row = _review(request, review_id, me)
     segs = candidate_segs(request, row)
     stack = _stack(request, row.source_series_uid)
-    chosen = request.query_params.get("seg") or (segs[0]["uid"] if segs else None)
+    review = _row(request, row)  # a decided case opens on the SEG its decision took
+    taken = next((s for s in segs if s["uid"] == review["taken_seg_uid"]), None)
+    chosen = request.query_params.get("seg") or (taken or (segs[0] if segs else {})).get("uid")
     if chosen is not None and chosen not in {s["uid"] for s in segs}:
         raise HTTPException(404, f"{chosen} is not a SEG of this case")
     labels = _labels(request, chosen, row.source_series_uid) if chosen else None
@@ -229,10 +156,10 @@ def case_page(request: Request, review_id: RowId, me: User = Depends(clinician))
     if asked.isdigit() and int(asked) < stack.hu.shape[0]:
         busiest = int(asked)  # e.g. the slice just edited
     return render(request, "case.html", {
-        "review": _row(request, row), "segs": segs, "chosen": chosen,
+        "review": review, "segs": segs, "chosen": chosen, "taken": taken,
         "segments": labels.segments if labels else [], "slices": stack.hu.shape[0],
         "rows": stack.hu.shape[1], "columns": stack.hu.shape[2], "start": busiest,
-        "presets": list(PRESETS), "history": _history(request, row),
+        "presets": list(PRESETS), "history": _history(request, row, segs),
         "is_open": row.status.value == "open", "comment_max": 1000,
         "flash": request.session.pop("flash", None),
         "kept": request.session.pop("kept", None)})
@@ -278,10 +205,11 @@ def decide(request: Request, review_id: RowId, csrf: str | None = Form(None),
         return RedirectResponse(f"/reviews/{review_id}", 303)
     try:
         deliver(ctx.catalog_url, entry, ctx.prefect())
-        resumed = "the case run resumed."
+        resumed = "."
     except RadflowError as exc:  # pending in the outbox: the review keeper resumes it
-        resumed = f"the case run is resumed shortly ({exc.message})."
-    request.session["flash"] = f"Review {review_id}: {decision} recorded; {resumed}"
+        resumed = f" shortly ({exc.message})."
+    request.session["flash"] = (f"Review {review_id}: {decision} recorded. Decided — the run "
+                                f"resumes{resumed}")
     return RedirectResponse("/reviews", 303)
 
 
@@ -310,7 +238,7 @@ def _store_revision(request: Request, review_id: int, me: User, corrects: str,
     from radflow.audit import record
     from radflow.enums import ReviewStatus
     from radflow.web.render import decode_label_png
-    from radflow_review.revision import write_revision
+    from radflow_review.revision import person_name, write_revision
 
     row = _review(request, review_id, me)
     if row.status != ReviewStatus.OPEN:
@@ -326,23 +254,33 @@ def _store_revision(request: Request, review_id: int, me: User, corrects: str,
     try:
         for z, data in slices.items():
             if not 0 <= z < labels.shape[0]:
-                raise DicomInputError(f"slice {z} is outside the series",
+                raise DicomInputError(f"slice {z + 1} is outside the series (slices 1-"
+                                      f"{labels.shape[0]})",
                                       fix="save again from the case page")
             raw = base64.b64decode(data.split(",", 1)[-1], validate=True)
             labels[z] = decode_label_png(raw, labels.shape[1:], allowed)
-        revision = 1 + sum(s["origin"] == "revision" for s in segs)
-        ds = write_revision(stack.datasets, base.dataset, labels, reviewer=me.sub,
-                            revision=revision)
+        if (labels == base.labels).all():  # stores nothing, logs nothing
+            name = next(s["description"] for s in segs if s["uid"] == corrects)
+            raise DicomInputError(f"no voxel changed against {name}: nothing was stored",
+                                  fix="edit the segmentation, or decide on it as it is")
+        revision = revisions.next_number(s["revision"] for s in segs)
+        of = next((s["description"] for s in segs if s["origin"] == "model"), "the model's SEG")
+        ds = write_revision(stack.datasets, base.dataset, labels, revision=revision, of=of,
+                            reviewer=person_name(request.session.get("user") or {"sub": me.sub}))
     except (DicomInputError, ValueError) as exc:
         raise HTTPException(422, getattr(exc, "message", str(exc))) from exc
-    renderer.orthanc.store_dataset(ds)
     uid = str(ds.SeriesInstanceUID)
+    voxels = {int(n): int((labels == n).sum()) for n in sorted(allowed)}
+    saved = next((s for s in segs if s["uid"] == uid), None)
+    if saved is not None:  # this very edit was saved before: that revision, nothing new
+        return JSONResponse({"seg_uid": uid, "revision": saved["revision"], "voxels": voxels,
+                             "existing": True})
+    renderer.orthanc.store_dataset(ds)
     renderer.forget(uid)
     record(_ctx(request).catalog_url, actor=me.sub, action="review.revision_saved",
            subject=f"review:{row.key}",
-           detail={"seg_uid": uid, "corrects": corrects, "revision": revision,
-                   "edited_slices": sorted(slices)})
-    voxels = {int(n): int((labels == n).sum()) for n in sorted(allowed)}
+           detail={"seg_uid": uid, "corrects": corrects, "revision": revision, "of": of,
+                   "slices": sorted(z + 1 for z in slices)})  # numbered from 1, as the page
     return JSONResponse({"seg_uid": uid, "revision": revision, "voxels": voxels})
 
 
