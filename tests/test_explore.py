@@ -287,7 +287,7 @@ def assert_units(page) -> None:
     volume = rows["shape_VoxelVolume"].locator("td")
     assert volume.last.inner_text() == "mL"
     millilitres = float(volume.nth(1).inner_text().replace(",", ""))
-    assert 0 < millilitres < 5000  # an organ of a phantom, not 1.12477e+06 (mm³)
+    assert 0 < millilitres < 10_000  # an organ of a phantom, not 1.12477e+06 (mm³)
     assert rows["firstorder_Mean"].locator("td").last.inner_text() == "HU"
     table = page.inner_text("#features")
     assert "[hnsf'U]" not in table and "e+" not in table
@@ -377,6 +377,8 @@ def test_a_researcher_never_gets_pixels(site, case, browser, shots) -> None:
     # a steward (no run role) cannot start a pipeline
     steward = log_in(browser, site, "steward", f"/cohorts/{COHORT}")
     assert steward.locator("#run").count() == 0
+    assert "needs the researcher, radiologist or admin role; you have data-steward" in \
+        steward.inner_text("#no-run")
     token = steward.evaluate("() => document.querySelector('input[name=csrf]').value")
     answer = cookies(steward).post(f"{app_url(site)}/cohorts/{COHORT}/runs",
                                    data={"csrf": token}, allow_redirects=False, timeout=10)
