@@ -47,9 +47,8 @@ def _series(request: Request, uid: str) -> dict[str, Any]:
         series, study = found
         findings = [{"code": f.code, "severity": f.severity.value, "message": f.message}
                     for f in session.exec(select(Finding).where(Finding.series_pk == series.id))]
-        made = list(session.exec(select(Series).where(Series.source_series_uid == uid)
-                                 .order_by(col(Series.ingested_at))))
-        segs = [s for s in made if s.modality == "SEG"]
+        made = _made_from(session, uid)
+        segs = [s for s in made if s.modality == "SEG" and s.source_series_uid == uid]
         source = session.exec(select(Series).where(
             Series.series_uid == series.source_series_uid)).first() \
             if series.source_series_uid else None
@@ -83,6 +82,25 @@ def _series(request: Request, uid: str) -> dict[str, Any]:
                          "parent_id": r.parent_id, "current": r.id in current}
                         for r in results],
             "features": table}
+
+
+def _made_from(session: Any, uid: str) -> list[Any]:
+    """The derived objects made from a series: those that reference it, those the catalog
+    records as its results, and those made from either (an SR that references the SEG it
+    measured), in the order they were cataloged."""
+    from sqlalchemy import or_
+    from sqlmodel import col, select
+
+    from radflow.catalog.models import DerivedResult, Series
+
+    results = select(DerivedResult.series_uid).where(DerivedResult.source_series_uid == uid)
+    first = list(session.exec(select(Series).where(or_(
+        Series.source_series_uid == uid, col(Series.series_uid).in_(results)))))
+    near = {s.series_uid for s in first}
+    second = list(session.exec(select(Series).where(col(Series.source_series_uid).in_(near)))) \
+        if near else []
+    found = {s.id: s for s in first + second if s.series_uid != uid}
+    return sorted(found.values(), key=lambda s: (s.ingested_at, s.id))
 
 
 def _brief(s: Any) -> dict[str, Any]:
