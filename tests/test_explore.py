@@ -24,6 +24,7 @@ from test_worklist import app_url, cookies, log_in
 
 from radflow.catalog.db import get_engine, session_scope
 from radflow.catalog.models import AuditEvent, Series
+from radflow.cohorts.images import DERIVED_MODALITIES
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 COHORT = "explore-case"
@@ -59,14 +60,30 @@ def total(page) -> int:
     return int(page.inner_text("#total").replace(",", ""))
 
 
+# image series, written in SQL here (the reference): no derived object (SEG, SR, RTSTRUCT...),
+# nothing radflow made
+IMAGES = (f"(modality IS NULL OR modality NOT IN ({', '.join(map(repr, DERIVED_MODALITIES))})) "
+          "AND (manufacturer IS NULL OR lower(manufacturer) <> 'radflow')")
+
+
+def bars(page, facet: str) -> dict[str, int]:
+    """A facet's bars on the dashboard: bucket key -> count."""
+    found = page.locator(f"section[data-facet={facet}] a.bar")
+    return {found.nth(k).get_attribute("data-key"):
+            int(found.nth(k).locator(".n").inner_text().replace(",", ""))
+            for k in range(found.count())}
+
+
 def test_dashboard_filters_by_clicking_facets(site, case, browser, shots) -> None:
     page = log_in(browser, site, "researcher", "/explore")
     assert page.url == app_url(site) + "/explore"
-    assert total(page) == sql_count(site, "1 = 1")
+    assert total(page) == sql_count(site, IMAGES)  # image series: no SEG, no SR
     # click the CT bar of the modality facet
     page.click("section[data-facet=modality] a[data-key=CT]")
     page.wait_for_url("**/explore?modality=CT")
     assert total(page) == sql_count(site, "modality = 'CT'")
+    assert total(page) == sql_count(site, f"modality = 'CT' AND {IMAGES}")  # the CT image series
+    assert bars(page, "modality")["CT"] == total(page)
     assert "Modality: CT" in page.inner_text("#chips")
     # then the case's study year: the facets combine, the URL holds both
     year = case["study_date"][:4]
@@ -74,6 +91,7 @@ def test_dashboard_filters_by_clicking_facets(site, case, browser, shots) -> Non
     page.wait_for_url(f"**/explore?modality=CT&study_year={year}")
     assert total(page) == sql_count(site, "modality = 'CT' AND study_date BETWEEN :a AND :b",
                                     a=f"{year}-01-01", b=f"{year}-12-31")
+    assert not {"SEG", "SR"} & set(bars(page, "modality"))  # derived objects are not counted
     # the modality facet still shows the other modalities' counts for that year (its own
     # filter left out), the CT bar marked as chosen
     assert page.get_attribute("section[data-facet=modality] a[data-key=CT]", "class") \
@@ -87,7 +105,7 @@ def test_dashboard_filters_by_clicking_facets(site, case, browser, shots) -> Non
     # removing the modality chip keeps the year
     page.click("#chips span[data-facet=modality] a")
     page.wait_for_url(f"**/explore?study_year={year}")
-    assert total(page) == sql_count(site, "study_date BETWEEN :a AND :b",
+    assert total(page) == sql_count(site, f"study_date BETWEEN :a AND :b AND {IMAGES}",
                                     a=f"{year}-01-01", b=f"{year}-12-31")
     # a bad filter in the address is named
     answer = cookies(page).get(app_url(site) + "/explore?age=old", timeout=10)
@@ -242,8 +260,9 @@ def test_run_from_a_cohort_and_view_the_overlays(site, case, browser, shots) -> 
     page.locator("#segs .segtoggle").nth(1).check()
     page.wait_for_function("() => document.getElementById('view').dataset.drawn.includes('.')")
     assert page.evaluate(coloured) == pytest.approx(int((edited[z] > 0).sum()), abs=4 + 0.05 * want)
-    # the SR's features as a table, the links for OHIF / Slicer / Orthanc
+    # the SR's features as a table (units as people write them), the links for OHIF / Slicer
     assert page.locator("#features tbody tr").count() >= 2
+    assert_units(page)
     assert page.inner_text("#dicomweb").endswith(f"/series/{case['series_uid']}")
     # window and level by number
     page.fill("#wc", "-600")
@@ -260,16 +279,93 @@ def test_run_from_a_cohort_and_view_the_overlays(site, case, browser, shots) -> 
     assert [v.actor for v in views] == ["radiologist"]  # once per log-in and series
 
 
-def test_a_researcher_never_gets_pixels(site, case, browser) -> None:
+def assert_units(page) -> None:
+    """The features table of a series page: volumes in mL, intensities in HU, no exponent."""
+    rows = {page.locator("#features tbody tr").nth(k).locator("td").first.inner_text():
+            page.locator("#features tbody tr").nth(k)
+            for k in range(page.locator("#features tbody tr").count())}
+    volume = rows["shape_VoxelVolume"].locator("td")
+    assert volume.last.inner_text() == "mL"
+    millilitres = float(volume.nth(1).inner_text().replace(",", ""))
+    assert 0 < millilitres < 10_000  # an organ of a phantom, not 1.12477e+06 (mm³)
+    assert rows["firstorder_Mean"].locator("td").last.inner_text() == "HU"
+    table = page.inner_text("#features")
+    assert "[hnsf'U]" not in table and "e+" not in table
+
+
+def test_explore_counts_image_series(site, case, browser, shots) -> None:
+    """After the run: the SEG and SR it made are not counted, nor the model's name as a
+    scanner; the switch shows them; the series page lists them."""
+    page = log_in(browser, site, "researcher", "/explore")
+    assert sql_count(site, "modality IN ('SEG', 'SR')") >= 2  # the run made them
+    assert total(page) == sql_count(site, IMAGES)
+    assert not {"SEG", "SR"} & set(bars(page, "modality"))
+    for facet in ("manufacturer", "model"):  # scanners only
+        assert not [k for k in bars(page, facet) if k.lower().startswith("radflow")], facet
+    scanners = bars(page, "manufacturer")
+    # the switch: derived objects counted and listed; the scanner facets stay scanners
+    page.click("#derived-switch")
+    page.wait_for_url("**/explore?derived=1")
+    assert page.get_attribute("#derived-switch", "aria-checked") == "true"
+    assert total(page) == sql_count(site, "1 = 1")
+    shown = bars(page, "modality")
+    assert shown["SEG"] == sql_count(site, "modality = 'SEG'") and shown["SR"] >= 1
+    assert bars(page, "manufacturer") == scanners
+    page.screenshot(path=str(shots / "explore-derived.png"), full_page=True)
+    # two values of one facet: one `in` row in the builder (rows, not JSON only)
+    page.goto(app_url(site) + "/explore?modality=CT&modality=MR")
+    page.click("#to-builder")
+    page.wait_for_url("**/cohorts/new?definition=*")
+    rows = page.locator("#conditions .cond")
+    assert rows.count() == 1
+    assert rows.first.locator("select.field").input_value() == "modality"
+    assert rows.first.locator("select.op").input_value() == "in"
+    assert rows.first.locator("input.v").input_value() == "CT, MR"
+    assert page.is_checked("#images")  # the image-series rule, as a box
+    assert page.get_attribute("#advanced", "open") is None
+    expected = sql_count(site, f"modality IN ('CT', 'MR') AND {IMAGES}")
+    page.wait_for_function(f"() => document.getElementById('count').textContent === "
+                           f"'{expected:,}'")
+    page.screenshot(path=str(shots / "explore-cohort-in-row.png"), full_page=True)
+    # with derived objects: the box is off, SEG joins the row, the count follows
+    page.goto(app_url(site) + "/explore?derived=1&modality=CT&modality=SEG")
+    page.click("#to-builder")
+    page.wait_for_url("**/cohorts/new?definition=*")
+    assert page.locator("#conditions .cond input.v").input_value() == "CT, SEG"
+    assert not page.is_checked("#images")
+    expected = sql_count(site, "modality IN ('CT', 'SEG')")
+    page.wait_for_function(f"() => document.getElementById('count').textContent === "
+                           f"'{expected:,}'")
+    page.context.close()
+
+
+def test_a_researcher_never_gets_pixels(site, case, browser, shots) -> None:
     page = log_in(browser, site, "researcher", f"/series/{case['series_uid']}")
     assert "Images need a clinical role" in page.inner_text("#no-pixels")
+    assert "needs the radiologist or admin role; you have researcher" in \
+        page.inner_text("#no-pixels")
     assert page.locator("#view").count() == 0
+    # no way to the pixels through Orthanc either: no Explorer or DICOMweb links
+    assert page.locator("a[href*='explorer.html']").count() == 0
+    assert page.locator("#dicomweb").count() == 0 and "dicom-web" not in page.content()
+    # the derived objects made from the series are listed on its page, with their links
+    made = {page.locator("#derived tbody tr").nth(k).get_attribute("data-modality")
+            for k in range(page.locator("#derived tbody tr").count())}
+    assert {"SEG", "SR"} <= made
+    assert_units(page)
+    page.screenshot(path=str(shots / "explore-series-researcher.png"), full_page=True)
+    seg = page.locator("#derived tbody tr[data-modality=SEG] a").first
+    seg.click()
+    page.wait_for_selector("#derived-from")  # the SEG's page leads back to its source
+    assert f"/series/{case['series_uid']}" in page.get_attribute("#derived-from a", "href")
+    page.goto(app_url(site) + f"/series/{case['series_uid']}")
     http = cookies(page)
     for path in (f"/series/{case['series_uid']}/slices/0.png",
                  f"/series/{case['series_uid']}/labels/1.2.3/0.png"):
         answer = http.get(app_url(site) + path, timeout=10)
         assert answer.status_code == 403, path
         assert "radiologist or admin" in answer.text
+        assert "needs the radiologist or admin role; you have researcher" in answer.text
     # metadata, counts and cohorts are theirs
     assert http.get(app_url(site) + "/api/explore?modality=CT", timeout=10).json()["total"] \
         == sql_count(site, "modality = 'CT'")
@@ -281,6 +377,8 @@ def test_a_researcher_never_gets_pixels(site, case, browser) -> None:
     # a steward (no run role) cannot start a pipeline
     steward = log_in(browser, site, "steward", f"/cohorts/{COHORT}")
     assert steward.locator("#run").count() == 0
+    assert "needs the researcher, radiologist or admin role; you have data-steward" in \
+        steward.inner_text("#no-run")
     token = steward.evaluate("() => document.querySelector('input[name=csrf]').value")
     answer = cookies(steward).post(f"{app_url(site)}/cohorts/{COHORT}/runs",
                                    data={"csrf": token}, allow_redirects=False, timeout=10)

@@ -16,6 +16,7 @@ from sqlmodel import select
 from radflow.catalog.db import get_engine, session_scope
 from radflow.catalog.models import Finding, Series
 from radflow.cohorts import CohortDefinition, count_series, parse_short
+from radflow.cohorts.images import IMAGE_SERIES, images_only, is_image_series
 from radflow.enums import Severity
 from radflow.errors import ConfigurationError
 from radflow.explore.facets import definition_of, facet_counts, parse_state, where_of
@@ -69,8 +70,13 @@ def bucket(facet: str, row: dict) -> str | None:
     return str(value)
 
 
-def matches(row: dict, state: dict[str, list[str]], without: str | None = None) -> bool:
-    return all(bucket(k, row) in v for k, v in state.items() if k != without)
+def matches(row: dict, state: dict[str, list[str]], without: str | None = None,
+            images: bool = False) -> bool:
+    """The reference: every facet's choice holds (``without`` one), and the row is an image
+    series unless the state shows derived objects (or ``images``: a scanner facet's count)."""
+    if (images or "derived" not in state) and row["modality"] == "SEG":
+        return False
+    return all(bucket(k, row) in v for k, v in state.items() if k not in (without, "derived"))
 
 
 @pytest.mark.parametrize("indexed", [True, False], ids=["per-facet", "one-pass"])
@@ -78,17 +84,25 @@ def matches(row: dict, state: dict[str, list[str]], without: str | None = None) 
     {}, {"modality": ["CT"]}, {"modality": ["CT", "MR"], "age": ["60"]},
     {"slice_thickness": ["1"], "study_year": ["2019", "2020"], "patient_sex": ["F"]},
     {"finding": ["missing_slices"], "manufacturer": ["Philips"]},
+    {"derived": ["1"]},
+    {"derived": ["1"], "modality": ["CT", "SEG"], "manufacturer": ["GE MEDICAL SYSTEMS"]},
 ])
 def test_facet_counts_match_the_rows(catalog, state, indexed) -> None:
     url, rows = catalog
     counts = facet_counts(url, parse_state(state), indexed=indexed)
-    assert counts["catalog"] == N
+    derived = sum(r["modality"] == "SEG" for r in rows)
+    assert counts["catalog"] == (N if "derived" in state else N - derived) and derived > 0
+    assert counts["derived_objects"] == derived and counts["derived"] == ("derived" in state)
     assert counts["total"] == sum(matches(r, state) for r in rows)
     by_key = {f["key"]: f for f in counts["facets"]}
+    if "derived" not in state:  # image series only: no SEG bar
+        assert "SEG" not in {b["key"] for b in by_key["modality"]["buckets"]}
     for facet in ("modality", "body_part", "manufacturer", "kvp", "slice_thickness",
                   "study_year", "age", "patient_sex", "finding"):
-        # each facet counts over the rows that match every *other* facet's filter
-        expected = Counter(bucket(facet, r) for r in rows if matches(r, state, without=facet))
+        # each facet counts over the rows that match every *other* facet's filter; the
+        # scanner facet over image series only, whatever the switch
+        expected = Counter(bucket(facet, r) for r in rows if matches(
+            r, state, without=facet, images=facet == "manufacturer"))
         expected.pop(None, None)
         got = {b["key"]: b["count"] for b in by_key[facet]["buckets"] if b["count"]}
         assert got == dict(expected), facet
@@ -105,12 +119,51 @@ def test_facet_counts_match_the_rows(catalog, state, indexed) -> None:
 
 
 def test_a_dashboard_view_is_the_cli_cohort() -> None:
-    state = parse_state({"modality": ["CT"], "age": ["60"], "nonsense": ["x"]})
-    assert state == {"age": ["60"], "modality": ["CT"]}  # unknown names ignored
+    state = parse_state({"modality": ["CT"], "age": ["60"], "nonsense": ["x"], "derived": ["1"]})
+    assert state == {"age": ["60"], "derived": ["1"], "modality": ["CT"]}  # unknown ignored
     cli = parse_short(["modality=CT", "age_years>=60", "age_years<70"])
     assert definition_of(state).content_hash == cli.content_hash  # bins join the conditions
     assert where_of(state, without="age") == {"field": "modality", "op": "eq", "value": "CT"}
-    assert definition_of({}) is None
+    assert definition_of({"derived": ["1"]}) is None
+    # without the switch, the view keeps to image series: the CLI's filters and the rule
+    images = CohortDefinition.parse({"where": images_only(cli.where)})
+    del state["derived"]
+    assert definition_of(state).content_hash == images.content_hash
+    assert definition_of({}).where == IMAGE_SERIES
+    assert where_of(state, without="age") == images_only(
+        {"field": "modality", "op": "eq", "value": "CT"})
+
+
+def test_several_values_of_one_facet_are_one_condition() -> None:
+    def where(query: dict) -> dict:
+        return where_of(parse_state({**query, "derived": ["1"]}))
+
+    assert where({"modality": ["CT", "MR"]}) == {"field": "modality", "op": "in",
+                                                 "value": ["CT", "MR"]}
+    assert where({"kvp": ["120", "100"]}) == {"field": "kvp", "op": "in", "value": [100.0, 120.0]}
+    # adjacent bins are one range, bins apart stay alternatives
+    assert where({"age": ["70", "60"]}) == {"all": [
+        {"field": "age_years", "op": "gte", "value": 60.0},
+        {"field": "age_years", "op": "lt", "value": 80.0}]}
+    assert where({"study_year": ["2019", "2020"]}) == {
+        "field": "study_date", "op": "between", "value": ["2019-01-01", "2020-12-31"]}
+    assert where({"slice_thickness": ["3", "1"]}) == {"any": [
+        {"all": [{"field": "slice_thickness", "op": "gte", "value": 1.0},
+                 {"field": "slice_thickness", "op": "lt", "value": 2.0}]},
+        {"all": [{"field": "slice_thickness", "op": "gte", "value": 3.0},
+                 {"field": "slice_thickness", "op": "lt", "value": 5.0}]}]}
+    assert where({"slice_thickness": ["3", "5"]}) == {"field": "slice_thickness", "op": "gte",
+                                                      "value": 3.0}  # the last bin is open
+    # the image rule joins the facets' conditions in one flat list (one row each)
+    flat = where_of(parse_state({"modality": ["CT", "MR"], "patient_sex": ["F"]}))
+    assert all("field" in c for c in flat["all"]) and len(flat["all"]) == 4
+
+
+def test_the_image_series_rule() -> None:
+    assert is_image_series("CT", "SIEMENS") and is_image_series(None, None)
+    assert not is_image_series("SEG", "SIEMENS") and not is_image_series("sr", None)
+    assert not is_image_series("OT", "radflow") and not is_image_series("RTSTRUCT", "Slicer")
+    assert images_only(IMAGE_SERIES) == IMAGE_SERIES
     with pytest.raises(ConfigurationError, match="age='old'"):
         parse_state({"age": ["old"]})
 

@@ -19,6 +19,7 @@ from radflow.audit import verify
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import AuditEvent, Series
 from radflow.cohorts.definition import parse_short
+from radflow.cohorts.images import is_image_series
 from radflow.cohorts.query import count_series
 from radflow.federation.client import join
 from radflow.federation.policy import SitePolicy, policy_path, save_policy
@@ -101,8 +102,9 @@ def test_a_federated_count_through_the_agent(joined, hub, cli) -> None:
     result = run_study(hub["engine"], hub["folder"], "federated-cohort-count", params,
                        ["alpha"], deadline_s=180)
     with session_scope(site.catalog_url) as session:  # the pooled answer, computed here
-        matching = count_series(session, cohort)
-        total = len(session.exec(select(Series)).all())
+        matching = count_series(session, cohort)  # CT: image series all
+        total = sum(is_image_series(s.modality, s.manufacturer)  # "series": image series
+                    for s in session.exec(select(Series)))
     assert matching >= 2
     (alpha,) = result["sites"]
     assert alpha["status"] == "released" and alpha["release"] == {"n": total,
@@ -121,7 +123,7 @@ def test_a_federated_count_through_the_agent(joined, hub, cli) -> None:
     with Session(hub["engine"]) as session:
         stored = session.get(HubVersion, version)
         original = stored.bundle
-        stored.bundle = original.replace(b"count_series(session", b"count_series(sessioN", 1)
+        stored.bundle = original.replace(b"count_image_series(session", b"count_image_series(sessioN", 1)
         session.add(stored)
         session.commit()
     try:

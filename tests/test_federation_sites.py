@@ -36,6 +36,7 @@ from sqlmodel import select
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import AuditEvent, Series
 from radflow.cohorts.definition import parse_short
+from radflow.cohorts.images import is_image_series
 from radflow.cohorts.query import count_series
 from radflow.federation.client import HubClient, join
 from radflow.federation.policy import SitePolicy, policy_path, save_policy
@@ -111,7 +112,9 @@ def federation(site, manager, synth_dir, tmp_path_factory):
 
 def pooled(ctx, cohort) -> tuple[int, int]:
     with session_scope(ctx.catalog_url) as session:
-        return len(session.exec(select(Series)).all()), count_series(session, cohort)
+        images = sum(is_image_series(s.modality, s.manufacturer)  # "series": image series
+                     for s in session.exec(select(Series)))
+        return images, count_series(session, cohort)
 
 
 def audit_actions(ctx) -> list[str]:

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from radflow.cohorts.images import IMAGE_CONDITIONS
 from radflow.errors import ConfigurationError, RadflowError
 from radflow.explore.web import (
     NAME,
@@ -137,7 +138,7 @@ def builder(request: Request, definition: str | None = None,
     fields = {name: {"kind": spec.kind, "description": spec.description,
                      "ops": sorted(OPS[spec.kind])} for name, spec in FIELDS.items()}
     return render(request, "cohort_builder.html", {
-        "fields": fields, "start": start, "flash": _flash(request),
+        "fields": fields, "start": start, "flash": _flash(request), "image": IMAGE_CONDITIONS,
         "imported": request.session.pop("imported", None)})
 
 

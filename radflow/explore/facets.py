@@ -1,37 +1,43 @@
 """The catalog dashboard's facets: counts per value (or per bin) of the series fields a
-researcher filters on, computed in SQL, and the filter state that clicking them builds.
-
-A filter state is a mapping facet -> chosen bucket keys (a URL's query string:
-``?modality=CT&age=60&study_year=2021``). Every bucket stands for a condition of the cohort
-language (``modality eq CT``, ``age_years gte 60`` and ``lt 70``, ``study_date between
-2021-01-01 and 2021-12-31``), so a dashboard view *is* a cohort definition: the same JSON, the
-same hash, savable from the cohort builder. Several buckets of one facet are alternatives
-(``any``), facets combine with ``all``.
+researcher filters on, computed in SQL. The filter state that clicking them builds, and the
+cohort definition it is, are in :mod:`radflow.explore.state`.
 
 Each facet counts over the series that match every *other* facet's filter (the usual faceted
-search), so the chosen bar stays visible beside its alternatives.
+search), so the chosen bar stays visible beside its alternatives. The counts are of image series
+unless the state shows derived objects (:mod:`radflow.cohorts.images`); the scanner facets
+count image series in either case.
 
     state = parse_state({"modality": ["CT"]})
-    with session_scope(url) as session:
-        counts = facet_counts(session, state)
+    counts = facet_counts(catalog_url, state)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import func
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, select
 
 from radflow.catalog.models import Finding, Series
-from radflow.catalog.models.mirror import AGE_STEP, THICKNESS_EDGES, bucket_expression
 from radflow.cohorts.definition import CohortDefinition
+from radflow.cohorts.images import image_series_sql
 from radflow.cohorts.query import to_sql
-from radflow.errors import ConfigurationError
+from radflow.explore.state import (
+    BY_KEY,
+    DERIVED,
+    FACETS,
+    Facet,
+    chips,
+    definition_of,
+    parse_state,
+    shows_derived,
+    where_of,
+)
+
+__all__ = ["BY_KEY", "DERIVED", "FACETS", "Facet", "chips", "definition_of", "facet_counts",
+           "parse_state", "where_of"]
 
 TOP = 12  # values shown per categorical facet (the rest: "other")
 # When at least this share of the catalog matches, a facet reads its index in bucket order
@@ -40,162 +46,20 @@ TOP = 12  # values shown per categorical facet (the rest: "other")
 INDEXED_FRACTION = 0.35
 
 
-class Bucket(ColumnElement[Any]):
-    """A facet's bucket expression, written for the database it runs on."""
-
-    inherit_cache = True
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-
-@compiles(Bucket)
-def _bucket(element: Bucket, compiler: Any, **_kw: Any) -> str:
-    return bucket_expression(element.key, compiler.dialect.name)
-
-
-def bucket_sql(key: str) -> ColumnElement[Any]:
-    return Bucket(key)
-
-
-def _range_condition(field: str, edges: tuple[float, ...]) -> Callable[[str], dict[str, Any]]:
-    def condition(key: str) -> dict[str, Any]:
-        low = float(key)
-        upper = [e for e in edges if e > low]
-        parts = [{"field": field, "op": "gte", "value": low}]
-        if upper:
-            parts.append({"field": field, "op": "lt", "value": upper[0]})
-        return {"all": parts}
-    return condition
-
-
-def _range_label(edges: tuple[float, ...], unit: str) -> Callable[[str], str]:
-    def label(key: str) -> str:
-        low = float(key)
-        upper = [e for e in edges if e > low]
-        return f"{low:g}–{upper[0]:g} {unit}" if upper else f"≥ {low:g} {unit}"
-    return label
-
-
-def _number_key(value: Any) -> str:
-    return f"{float(value):g}"
-
-
-@dataclass(frozen=True)
-class Facet:
-    """One chart: its SQL bucket expression, how a bucket key becomes a cohort condition, and
-    how it is labelled. ``ordered`` facets (dates, bins) keep their order; the others are sorted
-    by count."""
-
-    key: str
-    title: str
-    bucket: Callable[[], ColumnElement[Any]]
-    condition: Callable[[str], dict[str, Any]]
-    label: Callable[[str], str] = str
-    to_key: Callable[[Any], str] = str
-    ordered: bool = False
-    join_findings: bool = False
-
-
-def _code(field: str) -> Callable[[str], dict[str, Any]]:
-    return lambda key: {"field": field, "op": "eq", "value": key}
-
-
-def _number(field: str) -> Callable[[str], dict[str, Any]]:
-    return lambda key: {"field": field, "op": "eq", "value": float(key)}
-
-
-FACETS: tuple[Facet, ...] = (
-    Facet("modality", "Modality", lambda: col(Series.modality), _code("modality")),
-    Facet("body_part", "Body part", lambda: col(Series.body_part), _code("body_part")),
-    Facet("manufacturer", "Manufacturer", lambda: bucket_sql("manufacturer"),
-          lambda k: {"field": "manufacturer", "op": "eq", "value": k}),
-    Facet("model", "Scanner model", lambda: bucket_sql("model"),
-          lambda k: {"field": "model", "op": "eq", "value": k}),
-    Facet("field_strength", "Field strength (MR)", lambda: bucket_sql("field_strength"),
-          _number("field_strength"), lambda k: f"{k} T", _number_key, ordered=True),
-    Facet("kvp", "kVp (CT)", lambda: bucket_sql("kvp"), _number("kvp"),
-          lambda k: f"{k} kV", _number_key, ordered=True),
-    Facet("slice_thickness", "Slice thickness",
-          lambda: bucket_sql("slice_thickness"),
-          _range_condition("slice_thickness", THICKNESS_EDGES),
-          _range_label(THICKNESS_EDGES, "mm"), _number_key, ordered=True),
-    Facet("slice_spacing", "Slice spacing",
-          lambda: bucket_sql("slice_spacing"),
-          _range_condition("slice_spacing", THICKNESS_EDGES),
-          _range_label(THICKNESS_EDGES, "mm"), _number_key, ordered=True),
-    Facet("study_year", "Study date (year)",
-          lambda: bucket_sql("study_year"),
-          lambda k: {"field": "study_date", "op": "between",
-                     "value": [f"{int(k):04d}-01-01", f"{int(k):04d}-12-31"]},
-          to_key=lambda v: str(int(v)), ordered=True),
-    Facet("age", "Age at study",
-          lambda: bucket_sql("age"),
-          lambda k: {"all": [{"field": "age_years", "op": "gte", "value": float(k)},
-                             {"field": "age_years", "op": "lt", "value": float(k) + AGE_STEP}]},
-          lambda k: f"{int(float(k))}–{int(float(k)) + AGE_STEP - 1} y",
-          lambda v: str(int(v)), ordered=True),
-    Facet("patient_sex", "Sex", lambda: bucket_sql("patient_sex"), _code("patient_sex")),
-    Facet("status", "Series status", lambda: bucket_sql("status"),
-          lambda k: {"field": "status", "op": "eq", "value": k},
-          to_key=lambda v: getattr(v, "value", str(v))),
-    Facet("finding", "Findings", lambda: col(Finding.code),
-          lambda k: {"field": "finding", "op": "eq", "value": k}, join_findings=True),
-)
-BY_KEY = {f.key: f for f in FACETS}
-
-
-def parse_state(query: Mapping[str, list[str]]) -> dict[str, list[str]]:
-    """The filter state of a query string (facet -> bucket keys); unknown names are ignored,
-    bad bucket keys refused.
-
-    Raises:
-        ConfigurationError: a bucket key that is no value of its facet (e.g. ``age=old``).
-    """
-    state: dict[str, list[str]] = {}
-    for key, values in query.items():
-        if key not in BY_KEY:
-            continue
-        kept = sorted({v for v in values if v != ""})
-        for value in kept:
-            try:
-                CohortDefinition.parse({"where": BY_KEY[key].condition(value)})
-            except (ValueError, ConfigurationError) as exc:
-                raise ConfigurationError(f"the dashboard filter {key}={value!r} is not valid",
-                                         fix="remove it from the address, or click the "
-                                             "facets again") from exc
-        if kept:
-            state[key] = kept
-    return state
-
-
-def where_of(state: Mapping[str, list[str]], without: str | None = None) -> dict[str, Any] | None:
-    """The cohort filter of a state (``without`` one facet's own choice), or None for all."""
-    parts = []
-    for key, values in sorted(state.items()):
-        if key == without:
-            continue
-        conditions = [BY_KEY[key].condition(v) for v in values]
-        if len(conditions) > 1:
-            parts.append({"any": conditions})
-        elif "all" in conditions[0]:  # a bin's two bounds join the other conditions
-            parts.extend(conditions[0]["all"])
-        else:
-            parts.append(conditions[0])
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else {"all": parts}
-
-
-def definition_of(state: Mapping[str, list[str]]) -> CohortDefinition | None:
-    """The state as a cohort definition (the builder's starting point), None when empty."""
-    where = where_of(state)
-    return CohortDefinition.parse({"where": where}) if where else None
-
-
-def _where_sql(state: Mapping[str, list[str]], without: str | None) -> ColumnElement[bool] | None:
-    where = where_of(state, without)
+def _where_sql(state: Mapping[str, list[str]], without: str | None,
+               scanner: bool = False) -> ColumnElement[bool] | None:
+    where = where_of(state, without, scanner)
     return to_sql(CohortDefinition.parse({"where": where}).where) if where else None
+
+
+def _own_filter(state: Mapping[str, list[str]], facet: Facet) -> bool:
+    """Whether a facet counts under a filter other than the whole state's: its own choice left
+    out, or a scanner facet's image-series rule while derived objects are shown."""
+    return facet.key in state or (facet.scanner and shows_derived(state))
+
+
+def _facet_where(state: Mapping[str, list[str]], facet: Facet) -> ColumnElement[bool] | None:
+    return _where_sql(state, facet.key if facet.key in state else None, facet.scanner)
 
 
 def _facet_query(facet: Facet, where: ColumnElement[bool] | None) -> Any:
@@ -214,7 +78,7 @@ def _on_series(engine: Any, state: Mapping[str, list[str]], where_all: Any,
     much of the catalog matches (each reads its index in order, no sort)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    queries = [_facet_query(f, where_all if f.key not in state else _where_sql(state, f.key))
+    queries = [_facet_query(f, _facet_where(state, f) if _own_filter(state, f) else where_all)
                for f in FACETS]
 
     def run(query: Any) -> list[Any]:
@@ -249,7 +113,7 @@ def _on_matches(engine: Any, state: Mapping[str, list[str]]) -> list[list[Any]]:
             connection.execute(text("DROP TABLE IF EXISTS explore_facet_rows"))
             connection.execute(create)
             for facet in FACETS:
-                if facet.key in state:
+                if _own_filter(state, facet):
                     continue
                 if facet.join_findings:
                     query = (select(col(Finding.code), func.count(func.distinct(rows.c.id)))
@@ -266,11 +130,11 @@ def _on_matches(engine: Any, state: Mapping[str, list[str]]) -> list[list[Any]]:
 
     def own(facet: Facet) -> list[Any]:
         with engine.connect() as connection:
-            return list(connection.execute(_facet_query(facet, _where_sql(state, facet.key))))
+            return list(connection.execute(_facet_query(facet, _facet_where(state, facet))))
 
     with ThreadPoolExecutor(2) as pool:
         others = pool.submit(matching)
-        filtered = {f.key: pool.submit(own, f) for f in FACETS if f.key in state}
+        filtered = {f.key: pool.submit(own, f) for f in FACETS if _own_filter(state, f)}
         answers = others.result() | {key: job.result() for key, job in filtered.items()}
     return [answers[f.key] for f in FACETS]
 
@@ -278,7 +142,9 @@ def _on_matches(engine: Any, state: Mapping[str, list[str]]) -> list[list[Any]]:
 def facet_counts(url: str, state: Mapping[str, list[str]], workers: int = 2,
                  indexed: bool | None = None) -> dict[str, Any]:
     """Every facet's buckets ``{key, label, count, chosen}``, the number of series that match
-    the whole state and the catalog's size.
+    the whole state (``total``), the catalog's size in the same terms (``catalog``: its image
+    series, or every series with derived objects shown), how many derived objects it holds
+    (``derived_objects``) and whether they are counted (``derived``).
 
     Args:
         workers: connections for the per-facet queries (SQLite answers them in parallel).
@@ -293,13 +159,17 @@ def facet_counts(url: str, state: Mapping[str, list[str]], workers: int = 2,
     with engine.connect() as connection:
         matched = connection.execute(total.where(where_all) if where_all is not None
                                      else total).scalar_one()
-        catalog = connection.execute(total).scalar_one()
+        everything = connection.execute(total).scalar_one()
+        images = connection.execute(total.where(image_series_sql())).scalar_one()
+    derived = shows_derived(state)
+    catalog = everything if derived else images
     if indexed is None:
-        indexed = not state or matched >= INDEXED_FRACTION * catalog \
+        indexed = not state or matched >= INDEXED_FRACTION * everything \
             or engine.dialect.name != "sqlite"
     answers = _on_series(engine, state, where_all, workers) if indexed \
         else _on_matches(engine, state)
-    out: dict[str, Any] = {"total": matched, "catalog": catalog, "facets": []}
+    out: dict[str, Any] = {"total": matched, "catalog": catalog, "derived": derived,
+                           "derived_objects": everything - images, "facets": []}
     for facet, found in zip(FACETS, answers, strict=True):
         rows = [(facet.to_key(b), n) for b, n in found if b is not None and b != ""]
         if facet.key == "study_year" and rows:  # a histogram over time: empty years too
@@ -321,15 +191,3 @@ def _sort_key(key: str) -> tuple[int, float | str]:
         return (0, float(key))
     except ValueError:
         return (1, key)
-
-
-def chips(state: Mapping[str, list[str]]) -> list[dict[str, str]]:
-    """The active filters as removable chips: facet title, bucket label, and the state without
-    that bucket (its link)."""
-    out = []
-    for key, values in sorted(state.items()):
-        facet = BY_KEY[key]
-        for value in values:
-            out.append({"facet": facet.title, "label": facet.label(value), "key": key,
-                        "value": value})
-    return out

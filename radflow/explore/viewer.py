@@ -14,9 +14,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
+from radflow.cohorts.images import is_image_series
 from radflow.errors import DicomInputError, RadflowError
+from radflow.explore import units
 from radflow.explore.web import UID, _ctx, _url, explorer
-from radflow.web.auth import CLINICAL_ROLES, User, clinician
+from radflow.web.auth import CLINICAL_ROLES, User, clinician, either
 from radflow.web.security import RowId
 
 router = APIRouter()
@@ -46,9 +48,11 @@ def _series(request: Request, uid: str) -> dict[str, Any]:
         series, study = found
         findings = [{"code": f.code, "severity": f.severity.value, "message": f.message}
                     for f in session.exec(select(Finding).where(Finding.series_pk == series.id))]
-        segs = list(session.exec(select(Series).where(Series.source_series_uid == uid,
-                                                      Series.modality == "SEG")
-                                 .order_by(col(Series.ingested_at))))
+        made = _made_from(session, uid)
+        segs = [s for s in made if s.modality == "SEG" and s.source_series_uid == uid]
+        source = session.exec(select(Series).where(
+            Series.series_uid == series.source_series_uid)).first() \
+            if series.source_series_uid else None
         results = list(session.exec(select(DerivedResult).where(
             DerivedResult.source_series_uid == uid).order_by(col(DerivedResult.id))))
         order = [(i.orthanc_id, i.sop_instance_uid) for i in session.exec(
@@ -62,7 +66,9 @@ def _series(request: Request, uid: str) -> dict[str, Any]:
                   not in current)  # the current SEGs first (stable: then by ingestion)
         return {
             "row": series.model_dump(), "study": study.model_dump(), "findings": findings,
-            "order": order,
+            "order": order, "derived": [_brief(s) for s in made],
+            "source": _brief(source) if source is not None else None,
+            "is_image": is_image_series(series.modality, series.manufacturer),
             "segs": [{"uid": s.series_uid, "description": s.series_description,
                       "orthanc_id": s.orthanc_id,
                       "current": s.series_uid in by_uid and by_uid[s.series_uid].id in current,
@@ -82,15 +88,50 @@ def _series(request: Request, uid: str) -> dict[str, Any]:
             "features": table}
 
 
+def _made_from(session: Any, uid: str) -> list[Any]:
+    """The derived objects made from a series: those that reference it, those the catalog
+    records as its results, and those made from either (an SR that references the SEG it
+    measured), in the order they were cataloged."""
+    from sqlalchemy import or_
+    from sqlmodel import col, select
+
+    from radflow.catalog.models import DerivedResult, Series
+
+    results = select(DerivedResult.series_uid).where(DerivedResult.source_series_uid == uid)
+    first = list(session.exec(select(Series).where(or_(
+        Series.source_series_uid == uid, col(Series.series_uid).in_(results)))))
+    near = {s.series_uid for s in first}
+    second = list(session.exec(select(Series).where(col(Series.source_series_uid).in_(near)))) \
+        if near else []
+    found = {s.id: s for s in first + second if s.series_uid != uid}
+    return sorted(found.values(), key=lambda s: (s.ingested_at, s.id))
+
+
+def _brief(s: Any) -> dict[str, Any]:
+    """A series as a line of a list: what it is and who made it."""
+    return {"uid": s.series_uid, "modality": s.modality, "description": s.series_description,
+            "maker": " ".join(p for p in (s.manufacturer, s.model) if p),
+            "instances": s.num_instances}
+
+
 def _pivot(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Feature values as a table: one row per feature, one column per segment."""
+    """Feature values as a table: one row per feature, one column per segment, each value
+    with its unit as people write them (HU, mL, mm: :mod:`radflow.explore.units`)."""
     segments = sorted({(r["segment_number"], r["segment_label"]) for r in rows})
     features: dict[str, dict[str, Any]] = {}
     for r in rows:
-        entry = features.setdefault(r["feature"], {"unit": r["unit"], "code": r["code"],
-                                                   "values": {}})
-        entry["values"][r["segment_number"]] = r["value"]
+        shown, written = units.show(r["value"], r["unit"])
+        entry = features.setdefault(r["feature"], {"unit": written, "ucum": r["unit"],
+                                                   "code": r["code"], "values": {}})
+        entry["values"][r["segment_number"]] = shown
     return {"segments": segments, "features": sorted(features.items())}
+
+
+def _facts(row: dict[str, Any]) -> dict[str, str]:
+    """The series' measures as a page shows them."""
+    return {key: units.number(row[key]) if row[key] is not None else "–"
+            for key in ("kvp", "field_strength", "pixel_spacing", "slice_thickness",
+                        "slice_spacing")}
 
 
 def _seg_kinds(request: Request, segs: list[dict[str, Any]]) -> None:
@@ -147,7 +188,10 @@ def series_page(request: Request, uid: str, me: User = Depends(explorer)) -> Res
     ctx = _ctx(request)
     may_view = me.has(*CLINICAL_ROLES)
     start, problem = 0, None
-    if may_view and data["order"]:
+    if may_view and not data["is_image"]:
+        problem = ("it is a derived object, not an image series: its source series' page "
+                   "shows it over the images")
+    elif may_view and data["order"]:
         _seg_kinds(request, data["segs"])
         start = len(data["order"]) // 2
         _audit_view(request, me, uid, "viewer")
@@ -159,9 +203,12 @@ def series_page(request: Request, uid: str, me: User = Depends(explorer)) -> Res
         "segs": data["segs"], "results": data["results"], "features": _pivot(data["features"]),
         "slices": len(data["order"]), "rows": row["rows"] or 0, "columns": row["columns"] or 0,
         "start": start, "presets": PRESETS, "may_view": may_view, "problem": problem,
-        "explorer": f"{ctx.orthanc_url}/app/explorer.html#series?uuid={row['orthanc_id']}",
-        "dicomweb_root": f"{ctx.orthanc_url}/dicom-web",
-        "dicomweb": f"{ctx.orthanc_url}/dicom-web/studies/{row['study_uid']}/series/{uid}"})
+        "derived": data["derived"], "source": data["source"], "is_image": data["is_image"],
+        "facts": _facts(row), "pixel_roles": either(CLINICAL_ROLES), "links": {
+            "explorer": f"{ctx.orthanc_url}/app/explorer.html#series?uuid={row['orthanc_id']}",
+            "dicomweb_root": f"{ctx.orthanc_url}/dicom-web",
+            "dicomweb": f"{ctx.orthanc_url}/dicom-web/studies/{row['study_uid']}/series/{uid}",
+        } if may_view else None})  # Orthanc gives pixels: no links for roles without them
 
 
 def _order(request: Request, uid: str, z: int) -> tuple[list[tuple[str, str]], Any]:

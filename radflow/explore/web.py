@@ -74,7 +74,7 @@ def _link(state: dict[str, list[str]], key: str, value: str, add: bool) -> str:
 
 @router.get("/explore")
 def dashboard(request: Request, me: User = Depends(explorer)) -> Response:
-    from radflow.explore.facets import chips, definition_of, facet_counts
+    from radflow.explore.facets import DERIVED, chips, definition_of, facet_counts
     from radflow.web.app import render
 
     state = _state(request)
@@ -91,6 +91,7 @@ def dashboard(request: Request, me: User = Depends(explorer)) -> Response:
     series = _series_rows(request, definition, 0, 20, newest=True)
     return render(request, "explore.html", {
         "counts": counts, "chips": active, "took_ms": took_ms, "series": series,
+        "switch": _link(state, DERIVED, "1", not counts["derived"]),
         "definition": definition.canonical() if definition else None,
         "builder": "/cohorts/new?" + urlencode({"definition": json.dumps(definition.canonical())})
         if definition else "/cohorts/new", "may_view": me.has(*CLINICAL_ROLES)})

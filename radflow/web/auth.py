@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
@@ -55,14 +56,20 @@ def user(request: Request) -> User:
     return User(who["sub"], who.get("name") or who["sub"], frozenset(who.get("roles", ())))
 
 
+def either(names: Sequence[str], word: str = "or") -> str:
+    """``a``, ``a or b``, ``a, b or c``: names as a sentence says them."""
+    names = list(names)
+    return f"{', '.join(names[:-1])} {word} {names[-1]}" if len(names) > 1 else "".join(names)
+
+
 def requiring(*roles: str):
     """A FastAPI dependency: the logged-in user if they have one of ``roles``, else 403 with
     the reason."""
     def dependency(request: Request) -> User:
         me = user(request)
         if not me.has(*roles):
-            raise HTTPException(403, f"this page needs the role {' or '.join(roles)}; "
-                                     f"{me.sub} has {', '.join(sorted(me.roles)) or 'no role'}")
+            raise HTTPException(403, f"this page needs the {either(roles)} role; you have "
+                                     f"{either(sorted(me.roles), 'and') or 'no role'}")
         return me
     return dependency
 
