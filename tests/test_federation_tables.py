@@ -98,3 +98,30 @@ def test_combined_quantiles_carry_their_interval_and_the_page_lists_waiting_site
         {"site": "alpha", "status": "waiting"}, {"site": "delta", "status": "waiting"}]}, None)
     assert [(v["site"], v["state"].split(":")[0]) for v in starting["sites"]] == [
         ("alpha", "waiting"), ("delta", "waiting")]
+
+
+def test_the_report_is_the_page_s_tables_with_the_json_behind_toggles(tmp_path: Path) -> None:
+    import re
+
+    from radflow.hub.studies import write_report
+
+    png = tmp_path / "distributions.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+    release = {"n": 5, "histograms": [[[0, None, 3, 2], [1, 1, None, None]],
+                                      [[0, 0, 0, 5], [5, 0, 0, 0]]]}
+    result = {"study": "s1", "flow": "federated-feature-statistics", "version": "sha256:ab",
+              "params": PARAMS, "finished": "2026-12-05T18:00:00+00:00",
+              "sites": [{"site": "alpha", "status": "released", "release": release,
+                         "policy": {"min_cell": 2}},
+                        {"site": "epsilon", "status": "refused",
+                         "refusal": "policy_violation:min_cohort"}],
+              "combined": {"features": [{"feature": "original_shape_VoxelVolume",
+                                         "segment": "liver", "n": 9, "mean": 896767.0}]}}
+    write_report(result, tmp_path / "report.html", [png],
+                 schema("federated-feature-statistics"))
+    report = (tmp_path / "report.html").read_text()
+    assert 'src="data:image/png;base64,' in report and "896.8 mL" in report
+    assert 'data-table="histograms"' in report and "policy_violation:min_cohort" in report
+    assert "alpha</strong>: suppressed in original_firstorder_Mean / liver" in report
+    outside = re.sub(r"<details.*?</details>", "", report, flags=re.S)
+    assert "&#34;" not in outside and '{"' not in outside  # every JSON behind a toggle

@@ -208,10 +208,10 @@ def write_report(result: dict[str, Any], path: Path, pictures: list[Path],
                                                web / "templates"]),
                       autoescape=select_autoescape(default=True))
     html = env.get_template("study_report.html").render(
-        r=result, view=study_view({"state": "finished", **result}, schema),
+        r={"state": "finished", **result}, view=study_view({"state": "finished", **result}, schema),
         favicon=base64.b64encode((web / "favicon.svg").read_bytes()).decode(),
-        images=[(p.name, base64.b64encode(p.read_bytes()).decode()) for p in pictures
-                if p.exists()])
+        images=[(p.name, "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode())
+                for p in pictures if p.exists()])
     path.write_text(html)
 
 
