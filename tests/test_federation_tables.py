@@ -90,7 +90,7 @@ def test_combined_quantiles_carry_their_interval_and_the_page_lists_waiting_site
     (features, intervals), scalars = combined_tables(combined)
     assert texts(features) == [["original_shape_VoxelVolume", "liver", "9", "896.8 mL",
                                 "44,687 mL²", "884.4 mL"]]
-    assert features["rows"][0][-1]["sub"] == "in [877.1 mL, 891.7 mL]"
+    assert features["rows"][0][-1]["sub"] == "877.1–891.7"  # the median's interval, in mL
     assert intervals["collapsed"] and scalars == [("sites not in",
                                                    "epsilon: policy_violation:min_cohort")]
     assert params_rows(PARAMS)[1] == ("cohort", "modality = CT and slice_thickness ≤ 3")

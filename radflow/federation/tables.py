@@ -120,13 +120,19 @@ def _combined_table(key: str, rows: list[dict[str, Any]],
                 bound = intervals.get((row.get("feature"), row.get("segment"),
                                        QUANTILE_COLUMNS.get(name)))
                 if bound is not None:
-                    shown["sub"] = f"in [{unit.show(bound['low'])}, {unit.show(bound['high'])}]"
+                    shown["sub"] = (f"{number(bound['low'] * unit.scale)}–"
+                                    f"{number(bound['high'] * unit.scale)}")  # its interval
                 cells.append(shown)
         out.append(cells)
+    banded = bool(intervals) and any(n in QUANTILE_COLUMNS for n in names)
     return {"id": key.replace("_", "-"), "title": key.replace("_", " "),
-            "columns": [{"label": COLUMNS.get(n, (n.replace("_", " "),))[0], "title": ""}
+            "columns": [{"label": COLUMNS.get(n, (n.replace("_", " "),))[0],
+                         "title": "the estimate; under it, the interval the pooled quantile "
+                                  "lies in" if banded and n in QUANTILE_COLUMNS else ""}
                         for n in names],
-            "rows": out, "note": "", "collapsed": key == "quantile_intervals" and bool(intervals)}
+            "rows": out, "collapsed": key == "quantile_intervals" and bool(intervals),
+            "note": "Under each pooled quantile: the interval it is guaranteed to lie in, "
+                    "whatever the suppressed bins held." if banded else ""}
 
 
 # -- one site's release --------------------------------------------------------------------
