@@ -203,11 +203,13 @@ def release_tables(release: Any, params: dict[str, Any] | None = None,
             groups.setdefault(tuple(axes), []).append((name, value, spec))
     tables = []
     if scalars:
+        described = any(getattr(s, "description", "") for _, _, s in scalars)
         tables.append({"id": "counts", "title": "Counts", "note": "", "collapsed": False,
-                       "columns": [{"label": "Field", "title": ""}, {"label": "Value", "title": ""},
-                                   {"label": "What it is", "title": ""}],
-                       "rows": [[cell(FIELDS.get(n, (n,))[0]), _scalar(n, v, s),
-                                 cell(getattr(s, "description", "") or "", "muted")]
+                       "columns": [{"label": "Field", "title": ""}, {"label": "Value", "title": ""}]
+                       + ([{"label": "What it is", "title": ""}] if described else []),
+                       "rows": [[cell(FIELDS.get(n, (n,))[0]), _scalar(n, v, s)]
+                                + ([cell(getattr(s, "description", "") or "", "muted")]
+                                   if described else [])
                                 for n, v, s in scalars]})
     for axes, members in groups.items():
         tables.append(_group_table(list(axes), members, params))
@@ -300,6 +302,8 @@ def describe_cohort(where: Any) -> str:
     """A cohort's filter in words: ``modality = CT and slice_thickness ≤ 3``."""
     if not isinstance(where, dict):
         return str(where)
+    if not where:
+        return "every series"
     if "field" in where:
         value = where.get("value")
         shown = ", ".join(map(str, value)) if isinstance(value, list) else value
