@@ -258,6 +258,7 @@ def test_manual_release_on_the_federation_page(joined, hub, browser, shots, cli)
     assert not page.is_visible(f"{card} pre.release-json")  # a table; the JSON behind a toggle
     counts = page.inner_text(f"{card} table[data-table='counts']")
     assert "matching" in counts and count(waiting["release"]["n"]) in counts
+    assert "the denominator" in counts  # what each field is, from the installed bundle
     icon = page.request.get(f"{app_url(site)}/favicon.ico")  # the site's app has its icon
     assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     page.screenshot(path=str(shots / "federation-release.png"), full_page=True)

@@ -182,6 +182,17 @@ def value_at(value: Any, index: tuple[int, ...]) -> Any:
     return value
 
 
+def round_schema(schema: Any, release: Any, round_name: str | None = None) -> Any:
+    """The schema that applies to one release: its round's (by name, else the round whose
+    fields the release holds), or the schema of a one-round flow."""
+    if schema is None or not schema.rounds:
+        return schema
+    if round_name in schema.rounds:
+        return schema.rounds[round_name]
+    keys = set(release) if isinstance(release, dict) else set()
+    return next((s for s in schema.rounds.values() if set(s.fields) == keys), None)
+
+
 def release_tables(release: Any, params: dict[str, Any] | None = None,
                    schema: Any = None) -> list[dict[str, Any]]:
     """One site's release as tables: its counts; its values per feature and segment (and

@@ -18,6 +18,7 @@ from radflow.federation.tables import (
     params_rows,
     release_summary,
     release_tables,
+    round_schema,
     value_at,
 )
 
@@ -41,17 +42,6 @@ def release_schema(engine: Engine, version_hash: str | None) -> Any:
             return ReleaseSchema.model_validate(
                 json.loads(version.signed)["manifest"]["release_schema"])
     return None
-
-
-def round_schema(schema: Any, release: Any, round_name: str | None = None) -> Any:
-    """The schema that applies to one release: its round's (by name, else the round whose
-    fields the release holds), or the schema of a one-round flow."""
-    if schema is None or not schema.rounds:
-        return schema
-    if round_name in schema.rounds:
-        return schema.rounds[round_name]
-    keys = set(release) if isinstance(release, dict) else set()
-    return next((s for s in schema.rounds.values() if set(s.fields) == keys), None)
 
 
 def site_views(found: dict[str, Any], schema: Any) -> list[dict[str, Any]]:
