@@ -23,6 +23,7 @@ from radflow.cohorts.images import is_image_series
 from radflow.cohorts.query import count_series
 from radflow.federation.client import join
 from radflow.federation.policy import SitePolicy, policy_path, save_policy
+from radflow.federation.units import count
 from radflow.hub import registry, study_jobs
 from radflow.hub.models import HubVersion
 from radflow.hub.studies import run_study
@@ -254,8 +255,14 @@ def test_manual_release_on_the_federation_page(joined, hub, browser, shots, cli)
 
     page = log_in(browser, site, "steward", "/federation")
     card = f".release[data-job='{waiting['job']}']"
-    shown = json.loads(page.inner_text(f"{card} pre.release-json"))
+    shown = json.loads(page.text_content(f"{card} pre.release-json"))
     assert shown == waiting["release"] and set(shown) == {"n", "matching"}
+    assert not page.is_visible(f"{card} pre.release-json")  # a table; the JSON behind a toggle
+    counts = page.inner_text(f"{card} table[data-table='counts']")
+    assert "matching" in counts and count(waiting["release"]["n"]) in counts
+    assert "the denominator" in counts  # what each field is, from the installed bundle
+    icon = page.request.get(f"{app_url(site)}/favicon.ico")  # the site's app has its icon
+    assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     page.screenshot(path=str(shots / "federation-release.png"), full_page=True)
     csrf = page.get_attribute(f"{card} input[name=csrf]", "value")
     for empty in ({"hash": ""}, {}):  # an approval names the release's hash, on the web too

@@ -219,7 +219,7 @@ def routes(site) -> list[tuple[str, str]]:
              .replace("{name}", "demo")) for method, path in app_routes(create_app(site))]
 
 
-PUBLIC = {"/healthz", "/login", "/auth/callback", "/logged-out"}
+PUBLIC = {"/healthz", "/login", "/auth/callback", "/logged-out", "/favicon.ico"}
 
 
 def test_every_route_needs_a_log_in(site) -> None:

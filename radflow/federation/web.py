@@ -14,6 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from radflow.errors import RadflowError
 from radflow.federation.steward import HASH
+from radflow.federation.tables import params_rows, release_tables, round_schema
 from radflow.web.auth import STEWARD_ROLES, User, check_csrf, steward
 
 router = APIRouter()
@@ -38,8 +39,24 @@ def _jobs(ctx: Any, approved: set[str]) -> tuple[list[dict[str, Any]], str | Non
              "approved": j["version"] in approved,
              "accepted": is_accepted(ctx.catalog_url, j["id"]),
              "release_waiting": undecided(ctx.catalog_url, j["id"]),
-             "params": json.dumps(j["params"], indent=2, sort_keys=True)}
+             "values": j["params"], "params": params_rows(j["params"]),
+             "raw": json.dumps(j["params"], indent=2, sort_keys=True)}
             for j in answer.json().get("jobs", [])], None
+
+
+def _schema(root: Path, version: str | None) -> Any:
+    """The release schema in the version's installed bundle (its fields' descriptions and
+    axes); None where it is not installed here or does not read."""
+    import yaml
+
+    from radflow.federation.bundle import PACKAGE_FILE
+    from radflow.federation.release import ReleaseSchema
+
+    path = root / "bundles" / (version or "").removeprefix("sha256:") / PACKAGE_FILE
+    try:
+        return ReleaseSchema.model_validate(yaml.safe_load(path.read_text())["release_schema"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return None
 
 
 @router.get("/federation")
@@ -51,7 +68,11 @@ def federation_page(request: Request, me: User = Depends(steward)) -> Response:
     ctx = request.app.state.ctx
     policy = load_policy(ctx.paths.root)
     jobs, problem = _jobs(ctx, set(policy.approved))
-    releases = [{**r, "text": json.dumps(r["release"], indent=2, sort_keys=True)}
+    params = {j["id"]: j["values"] for j in jobs}  # (a job's parameters name the axes)
+    releases = [{**r, "text": json.dumps(r["release"], indent=2, sort_keys=True),
+                 "tables": release_tables(r["release"], params.get(r["job"]), round_schema(
+                     _schema(ctx.paths.root, r["version"]), r["release"],
+                     (params.get(r["job"]) or {}).get("round")))}
                 for r in pending_releases(ctx.catalog_url)]
     return render(request, "federation.html", {
         "jobs": jobs, "problem": problem, "releases": releases, "policy": policy,

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from radflow.hub import registry, study_jobs
+from radflow.hub.study_view import release_schema, study_view
 
 ANSWERED = ("released", "refused", "invalid_release")  # a site's answer to a job
 
@@ -72,7 +73,8 @@ def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
             chart(result, out / "result.png")
             pictures = [str(out / "result.png")]
         result["artifacts"] = [str(out / "result.json"), str(out / "report.html"), *pictures]
-        write_report(result, out / "report.html", [Path(p) for p in pictures])
+        write_report(result, out / "report.html", [Path(p) for p in pictures],
+                     release_schema(engine, version_hash))
         written = out / "result.json.tmp"  # the result last, whole or not at all: it is what
         written.write_text(json.dumps(result, indent=2))  # says the study is finished
         written.replace(out / "result.json")
@@ -192,22 +194,24 @@ def split_combined(combined: dict[str, Any]) -> tuple[list[tuple[str, list]], li
     return tables, scalars
 
 
-def write_report(result: dict[str, Any], path: Path, pictures: list[Path]) -> None:
+def write_report(result: dict[str, Any], path: Path, pictures: list[Path],
+                 schema: Any = None) -> None:
     """The study report as one HTML file (charts inside): which sites took part, which refused
-    and why (the code only), the policy each applied, the rounds, and the combined result
-    (every list of rows in it as a table)."""
+    and why (the code only), the policy each applied, the rounds, each site's release and the
+    combined result as the same tables as the study page (:mod:`radflow.hub.study_view`)."""
     import base64
 
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    tables, scalars = split_combined(result.get("combined", {}))
-    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    web = Path(__file__).parents[1] / "web"  # the apps' table CSS and icon
+    env = Environment(loader=FileSystemLoader([Path(__file__).parent / "templates",
+                                               web / "templates"]),
                       autoescape=select_autoescape(default=True))
     html = env.get_template("study_report.html").render(
-        r=result, tables=tables, scalars=scalars, fmt=fmt,
-        params=json.dumps(result.get("params", {}), indent=2, sort_keys=True),
-        images=[(p.name, base64.b64encode(p.read_bytes()).decode()) for p in pictures
-                if p.exists()])
+        r={"state": "finished", **result}, view=study_view({"state": "finished", **result}, schema),
+        favicon=base64.b64encode((web / "favicon.svg").read_bytes()).decode(),
+        images=[(p.name, "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode())
+                for p in pictures if p.exists()])
     path.write_text(html)
 
 
@@ -264,8 +268,19 @@ def study_state(home: Any, study_id: str) -> dict[str, Any] | None:
     if row is None:
         return _before_start(home, study_id)
     return {"state": "running", "study": row.id, "flow": row.name, "version": row.version_hash,
-            "started_by": row.started_by,
-            "sites": [_entry(job) for job in study_jobs.study_jobs(home.engine(), row.id)]}
+            "started_by": row.started_by, "params": json.loads(row.params),
+            "sites": [_running(job) for job in study_jobs.study_jobs(home.engine(), row.id)]}
+
+
+def _running(job: Any) -> dict[str, Any]:
+    """A job of a running study: its answer, or where it is (queued, taken), and its round."""
+    entry = _entry(job)
+    if job.status in ("queued", "taken"):
+        entry["status"] = job.status
+    params = json.loads(job.params or "{}")
+    if "round" in params:
+        entry["round"] = params["round"]
+    return entry
 
 
 def _before_start(home: Any, study_id: str) -> dict[str, Any] | None:
@@ -283,9 +298,13 @@ def _before_start(home: Any, study_id: str) -> dict[str, Any] | None:
         return None
     run = runs[0]
     state = "failed" if run.is_final and not run.ok else "starting"
+    chosen = run.parameters.get("sites") or [
+        s.name for s in registry.sites(home.engine()) if s.status == "enrolled"]
     return {"state": state, "study": study_id, "flow": run.parameters.get("name", ""),
-            "version": "",
-            "sites": [], **({"message": run.message or run.state} if state == "failed" else {})}
+            "version": "", "params": run.parameters.get("params") or {},
+            "sites": [{"site": name, "status": "waiting" if state == "starting" else "not_queued"}
+                      for name in sorted(chosen)],
+            **({"message": run.message or run.state} if state == "failed" else {})}
 
 
 def study_rows(home: Any) -> list[dict[str, Any]]:

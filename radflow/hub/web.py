@@ -177,20 +177,16 @@ def study_page(request: Request, study_id: str, me: User = Depends(coordinator))
         run_url = api.flow_run_ui(runs[0].id) if runs else None
     except (RadflowError, OSError, AttributeError):
         run_url = None
-    from radflow.hub.studies import fmt, split_combined
+    from radflow.hub.study_view import release_schema, study_view
 
-    sites = [{**s, "text": json.dumps(s["release"], sort_keys=True)
-              if s.get("release") is not None else ""} for s in found["sites"]]
-    tables, scalars = split_combined(found.get("combined", {}))
+    folder = home.root / "studies" / study_id
+    charts = [Path(a).name for a in found.get("artifacts", []) if a.endswith(".png")
+              and (folder / Path(a).name).is_file()] if found["state"] == "finished" else []
     return render(request, "hub_study.html", {
-        "study": found, "sites": sites, "run_url": run_url, "tables": tables,
-        "scalars": scalars, "fmt": fmt,
-        "combined": json.dumps(found.get("combined", {}), indent=2, sort_keys=True),
-        "params": json.dumps(found.get("params", {}), indent=2, sort_keys=True),
-        "charts": sorted(p.name for p in (home.root / "studies" / study_id).glob("*.png"))
-        if found["state"] == "finished" else [],
-        "report": found["state"] == "finished" and
-        (home.root / "studies" / study_id / "report.html").exists(),
+        "study": found, "s": found, "run_url": run_url,
+        "view": study_view(found, release_schema(home.engine(), found.get("version"))),
+        "figures": [(name, f"/studies/{study_id}/files/{name}") for name in charts],
+        "report": found["state"] == "finished" and (folder / "report.html").exists(),
         "flash": request.session.pop("flash", None)})
 
 

@@ -27,6 +27,7 @@ from radflow.web.templating import render
 
 log = logging.getLogger("radflow.web")
 TEMPLATES = Path(__file__).parent / "templates"
+FAVICON = Path(__file__).with_name("favicon.svg")  # the apps' icon (and the study report's)
 __all__ = ["app_routes", "create_app", "create_web_app", "render"]
 
 
@@ -104,6 +105,11 @@ def create_web_app(host: WebHost, *, tls: bool = False) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:
         return {"ok": True, "site": host.name, "issuer": app.state.issuer}
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:  # public, as a browser asks for it before any log-in
+        return Response(FAVICON.read_bytes(), media_type="image/svg+xml",
+                        headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request, me: User = Depends(user)) -> Response:

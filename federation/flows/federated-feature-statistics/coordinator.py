@@ -79,40 +79,55 @@ def combine(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, A
 
 
 def charts(result: dict[str, Any], rounds: list[dict[str, Any]], folder: Path) -> list[str]:
-    """One panel per feature and segment: each site's distribution as a box drawn from its
-    released histogram (5th-95th percentile whiskers), and the pooled one."""
-    from radflow.federation.charts import panel_grid, save_grid
+    """One panel per feature and segment, in the feature's unit: each site's distribution as a
+    box from its released histogram, only where that histogram is complete (a site whose bins
+    its gate suppressed is named as suppressed, not drawn), and the pooled distribution from
+    the quantile estimates, each quantile's guaranteed interval shaded across it."""
+    from radflow.federation.charts import (
+        box_legend,
+        complete,
+        feature_axis,
+        label_positions,
+        panel_grid,
+        pooled_box,
+        save_grid,
+        site_box,
+    )
     from radflow.federation.stats import quantile_bounds
 
     params = result["params"]
     if len(rounds) < 2:
         return []
+    span = {s["site"]: s["release"] for s in _released(rounds[0])}
     sites = _released(rounds[1])
     cells = [(f, g) for f in range(len(params["features"]))
              for g in range(len(params["segments"]))][:12]
-    fig, axes = panel_grid(len(cells))
+    fig, axes = panel_grid(len(cells), height=3.4)
     edges = rounds[1]["params"]["edges"]
     for ax, (f, g) in zip(axes, cells, strict=False):
-        stats = []
+        feature, segment = params["features"][f], params["segments"][g]
+        unit = feature_axis(ax, feature, segment)
+        labels, suppressed = [], set()
         for s in sites:
             counts = s["release"]["histograms"][f][g]
-            total = sum(c for c in counts if c is not None)
-            if not edges[f][g] or not total:
+            expected = span[s["site"]]["cells"][f][g]  # None: the cell itself suppressed
+            if not edges[f][g] or expected == 0:
+                continue  # no values of this cell at the site
+            labels.append(s["site"])
+            if expected is None or not complete(counts, expected):
+                suppressed.add(s["site"])
                 continue
-            q = {k: quantile_bounds([(counts, total)], edges[f][g], v).estimate
+            q = {k: quantile_bounds([(counts, expected)], edges[f][g], v).estimate
                  for k, v in QUANTILES.items()}
-            stats.append({"label": s["site"], "whislo": q["p5"], "q1": q["q1"],
-                          "med": q["median"], "q3": q["q3"], "whishi": q["p95"], "fliers": []})
+            site_box(ax, len(labels) - 1, s["site"], q, unit)
         row = next(r for r in result["combined"]["features"]
-                   if r["feature"] == params["features"][f]
-                   and r["segment"] == params["segments"][g])
+                   if r["feature"] == feature and r["segment"] == segment)
         if row["median"] is not None:
-            stats.append({"label": "pooled", "whislo": row["p5"], "q1": row["q1"],
-                          "med": row["median"], "q3": row["q3"], "whishi": row["p95"],
-                          "fliers": []})
-        if stats:
-            ax.bxp(stats, showfliers=False)
-        ax.set_title(f"{params['features'][f]}\n{params['segments'][g]}", fontsize=8)
-        ax.tick_params(labelsize=7)
-    save_grid(fig, axes, len(cells), folder / "distributions.png")
+            bounds = {i["quantile"]: (i["low"], i["high"])
+                      for i in result["combined"]["quantile_intervals"]
+                      if (i["feature"], i["segment"]) == (feature, segment)}
+            pooled_box(ax, len(labels), row, bounds, unit)
+            labels.append("pooled")
+        label_positions(ax, labels, suppressed)
+    save_grid(fig, axes, len(cells), folder / "distributions.png", legend=box_legend())
     return ["distributions.png"]

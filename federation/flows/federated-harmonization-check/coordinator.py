@@ -100,33 +100,42 @@ def combine(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, A
 
 
 def charts(result: dict[str, Any], rounds: list[dict[str, Any]], folder: Path) -> list[str]:
-    """Location and scale per site and per vendor (mean with +/- 1 sd), and each site's
-    distribution from its released histogram, one panel per feature and segment."""
-    from radflow.federation.charts import panel_grid, save_grid
+    """Location and scale per site and per vendor (mean with +/- 1 sd, in the feature's
+    unit), and each site's distribution from its released histogram, one panel per feature
+    and segment."""
+    from matplotlib.lines import Line2D
+
+    from radflow.federation.charts import SITE, feature_axis, panel_grid, save_grid
 
     rows = result["combined"]["location_and_scale"]
     cells = sorted({(r["feature"], r["segment"]) for r in rows})[:12]
     if not cells:
         return []
+    vendor = "#c0651a"
     fig, axes = panel_grid(len(cells))
     for ax, (feature, segment) in zip(axes, cells, strict=False):
+        unit = feature_axis(ax, feature, segment)
         mine = [r for r in rows if (r["feature"], r["segment"]) == (feature, segment)]
-        labels = [f"{r['group'][:12]}" for r in mine]
-        colours = ["#1f5fbf" if r["by"] == "site" else "#c0651a" for r in mine]
-        ax.errorbar(range(len(mine)), [r["mean"] for r in mine],
-                    yerr=[0 if r["sd"] != r["sd"] else r["sd"] for r in mine], fmt="none",
-                    ecolor="#888")
-        ax.scatter(range(len(mine)), [r["mean"] for r in mine], c=colours, zorder=3)
-        ax.set_xticks(range(len(mine)), labels, rotation=40, ha="right", fontsize=7)
-        ax.set_title(f"{feature}\n{segment} (blue: sites, orange: vendors)", fontsize=8)
-        ax.tick_params(axis="y", labelsize=7)
-    save_grid(fig, axes, len(cells), folder / "harmonization.png")
+        means = [r["mean"] * unit.scale for r in mine]
+        ax.errorbar(range(len(mine)), means,
+                    yerr=[0 if r["sd"] != r["sd"] else r["sd"] * unit.scale for r in mine],
+                    fmt="none", ecolor="#888")
+        ax.scatter(range(len(mine)), means, zorder=3,
+                   c=[SITE if r["by"] == "site" else vendor for r in mine])
+        ax.set_xticks(range(len(mine)), [r["group"][:12] for r in mine], rotation=40,
+                      ha="right", fontsize=7)
+    legend = [Line2D([], [], marker="o", ls="", color=SITE, label="a site: mean"),
+              Line2D([], [], marker="o", ls="", color=vendor, label="a vendor: pooled mean"),
+              Line2D([], [], color="#888", label="± 1 SD")]
+    save_grid(fig, axes, len(cells), folder / "harmonization.png", legend=legend)
     return ["harmonization.png", *_distributions(result, rounds, folder)]
 
 
 def _distributions(result: dict[str, Any], rounds: list[dict[str, Any]],
                    folder: Path) -> list[str]:
-    from radflow.federation.charts import panel_grid, save_grid
+    """Each site's share of values per shared bin, from complete histograms only: a site
+    whose gate suppressed bins is named as suppressed in the panel, not drawn."""
+    from radflow.federation.charts import SUPPRESSED, complete, feature_axis, panel_grid, save_grid
 
     if len(rounds) < 2:
         return []
@@ -139,14 +148,23 @@ def _distributions(result: dict[str, Any], rounds: list[dict[str, Any]],
         return []
     fig, axes = panel_grid(len(cells), height=3.0)
     for ax, (f, g) in zip(axes, cells, strict=False):
-        cell_edges = edges[f][g]
+        unit = feature_axis(ax, params["features"][f], params["segments"][g], axis="x")
+        ax.set_ylabel("share of the site's values", fontsize=8)
+        suppressed = []
         for site, release in sorted(sites.items()):
-            counts = [c or 0 for c in release["histograms"][f][g]]  # suppressed bins: 0
-            total = sum(counts) or 1
-            ax.stairs([c / total for c in counts], cell_edges, label=site)
-        ax.set_title(f"{params['features'][f]}\n{params['segments'][g]}: each site's "
-                     "distribution", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7)
+            counts, values = release["histograms"][f][g], release["site_cells"][f][g]
+            if values == 0:
+                continue  # no values here
+            if values is None or not complete(counts, values):  # None: the cell suppressed
+                suppressed.append(site)
+                continue
+            ax.stairs([c / sum(counts) for c in counts],
+                      [e * unit.scale for e in edges[f][g]], label=site)
+        if suppressed:
+            ax.text(0.01, 0.98, "suppressed bins, not drawn: " + ", ".join(suppressed),
+                    transform=ax.transAxes, va="top", fontsize=7, style="italic",
+                    color=SUPPRESSED)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper right")
     save_grid(fig, axes, len(cells), folder / "site-distributions.png")
     return ["site-distributions.png"]
