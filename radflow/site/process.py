@@ -3,7 +3,11 @@
 Each process starts in a session of its own (its own process group), so stopping it also
 stops whatever it spawned (uvicorn under ``prefect server start``, flow-run processes under a
 worker). A PID file records the process's start time as well as its PID, so a PID reused by an
-unrelated process after a reboot is never signalled.
+unrelated process after a reboot is never signalled. The start time compared is the kernel's,
+in clock ticks since boot (``/proc/PID/stat``): the wall-clock start time that psutil reports is
+boot time + ticks, and the boot time moves whenever the wall clock is set (NTP, a virtual
+machine resumed): a process judged by it looked gone after each such step, and was then
+neither stopped by `site down` nor kept from being started twice by the supervisor.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class ManagedProcess:
             )
         create_time = psutil.Process(proc.pid).create_time()
         self.pidfile.write_text(json.dumps({"pid": proc.pid, "create_time": create_time,
+                                            "start_ticks": start_ticks(proc.pid),
                                             "argv": list(argv)[:3]}))
         # A Popen object reaps its child only when polled; keep none around: once started the
         # process belongs to the site, not to this (possibly short-lived) CLI process.
@@ -99,7 +104,7 @@ class ManagedProcess:
             return None
         try:
             proc = psutil.Process(info["pid"])
-            if abs(proc.create_time() - info["create_time"]) > 0.05:
+            if not _same_start(proc, info):
                 raise psutil.NoSuchProcess(info["pid"])
             if proc.status() == psutil.STATUS_ZOMBIE:
                 _reap(info["pid"])
@@ -172,6 +177,26 @@ def lifecycle_lock(run_dir: Path, wait: bool = True) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (field 22 of ``/proc/PID/stat``);
+    unlike a wall-clock time, it never changes. None where there is no such file."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(b")") + 2:].split()[19])  # the name may hold spaces and ')'
+
+
+def _same_start(proc: psutil.Process, info: dict) -> bool:
+    """Whether ``proc`` is the process a PID file recorded (not another one under its PID)."""
+    ticks = info.get("start_ticks")
+    if ticks is not None:
+        return start_ticks(proc.pid) == ticks
+    # a PID file written before start_ticks: the wall-clock time, with room for clock steps
+    return abs(proc.create_time() - info["create_time"]) < 300
 
 
 def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
