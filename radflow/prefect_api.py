@@ -31,6 +31,12 @@ from radflow.errors import ConfigurationError, PrefectUnavailable, SiteError
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 RETRY_STATUSES = (408, 429, 502, 503, 504)  # the server is busy (its database locked): try again
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+# Prefect's SQLite server also answers 500 when a deferred transaction meets another writer
+# ("database is locked"; seen in CI on saving a block, and on a flow run's state change): nothing
+# was written, so Prefect's own clients try again too (they retry 408/429/502/503 by themselves,
+# 500 only when told). Every environment and in-process setting that points a client at a site's
+# or the hub's Prefect carries this.
+PREFECT_CLIENT_RETRIES = {"PREFECT_CLIENT_RETRY_EXTRA_CODES": "500"}
 LIVE = {"SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"}
 
 
@@ -261,15 +267,23 @@ class PrefectApi:
             SiteError: any other failure.
         """
         what = f"resuming flow run {run_id}"
-        answer = self._request("POST", f"flow_runs/{run_id}/resume", what, ok=(200, 201, 404, 500),
-                               json={"run_input": run_input} if run_input is not None else {})
-        if answer.status_code in (404, 500):  # (Prefect 3.8 answers 500 for an unknown run)
+        for delay in (*RETRY_DELAYS, None):
+            answer = self._request("POST", f"flow_runs/{run_id}/resume", what,
+                                   ok=(200, 201, 404, 500),
+                                   json={"run_input": run_input} if run_input is not None else {})
+            if answer.status_code not in (404, 500):  # (Prefect 3.8: 500 for an unknown run)
+                break
             self._session.close()  # (and drops the connection after a 500: open a new one)
-            if self._request("GET", f"flow_runs/{run_id}", f"reading flow run {run_id}",
-                             ok=(200, 404)).status_code == 404:
+            known = self._request("GET", f"flow_runs/{run_id}", f"reading flow run {run_id}",
+                                  ok=(200, 404))
+            if known.status_code == 404:
                 raise ResumeRefused(f"flow run {run_id} was not resumed: the site's Prefect "
                                     "does not know it", fix="check the run id (`radflow review "
                                                             "list`)")
+            if known.json().get("state_type") != "PAUSED" or delay is None:
+                break
+            time.sleep(delay)  # a known paused run: its database was locked (nothing written)
+        if answer.status_code in (404, 500):
             raise SiteError(f"{what} failed: HTTP {answer.status_code} {answer.text[:200]}",
                             fix="read the Prefect server's log (`radflow site logs -c "
                                 "prefect-server`)")

@@ -77,8 +77,10 @@ class HubServices:
         return env
 
     def client_env(self) -> dict[str, str]:
+        from radflow.prefect_api import PREFECT_CLIENT_RETRIES
+
         return {"PREFECT_API_URL": self.home.prefect_api_url,
-                "PREFECT_API_AUTH_STRING": self.home.prefect_auth_string()}
+                "PREFECT_API_AUTH_STRING": self.home.prefect_auth_string(), **PREFECT_CLIENT_RETRIES}
 
     # health probes -------------------------------------------------------------------------
     def api_healthy(self) -> bool:
@@ -232,10 +234,16 @@ class HubServices:
 
 def hub_prefect(home: HubHome):
     """Point Prefect clients in this process at the hub's Prefect server."""
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_URL,
+        PREFECT_CLIENT_RETRY_EXTRA_CODES,
+        temporary_settings,
+    )
 
     return temporary_settings(updates={PREFECT_API_URL: home.prefect_api_url,
-                                       PREFECT_API_AUTH_STRING: home.prefect_auth_string()})
+                                       PREFECT_API_AUTH_STRING: home.prefect_auth_string(),
+                                       PREFECT_CLIENT_RETRY_EXTRA_CODES: {500}})
 
 
 def apply_hub_deployments(home: HubHome) -> list[str]:

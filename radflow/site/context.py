@@ -95,9 +95,12 @@ class SiteContext:
 
     def prefect_client_env(self) -> dict[str, str]:
         """Settings for a Prefect client (worker, flow runs, CLI) of this site."""
+        from radflow.prefect_api import PREFECT_CLIENT_RETRIES
+
         return {
             "PREFECT_API_URL": self.prefect_api_url,
             "PREFECT_API_AUTH_STRING": self.secrets.prefect_auth_string.get_secret_value(),
+            **PREFECT_CLIENT_RETRIES,
         }
 
     def block(self):

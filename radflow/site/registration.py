@@ -14,6 +14,7 @@ def site_prefect(ctx: SiteContext) -> Iterator[None]:
     from prefect.settings import (
         PREFECT_API_AUTH_STRING,
         PREFECT_API_URL,
+        PREFECT_CLIENT_RETRY_EXTRA_CODES,
         PREFECT_LOCAL_STORAGE_PATH,
         PREFECT_LOGGING_TO_API_ENABLED,
         temporary_settings,
@@ -24,7 +25,8 @@ def site_prefect(ctx: SiteContext) -> Iterator[None]:
     updates = {PREFECT_API_URL: ctx.prefect_api_url,
                PREFECT_API_AUTH_STRING: ctx.secrets.prefect_auth_string.get_secret_value(),
                PREFECT_LOCAL_STORAGE_PATH: ctx.results_dir,
-               PREFECT_LOGGING_TO_API_ENABLED: False}
+               PREFECT_LOGGING_TO_API_ENABLED: False,
+               PREFECT_CLIENT_RETRY_EXTRA_CODES: {500}}  # (see radflow.prefect_api)
     with temporary_settings(updates=updates):
         yield
 
