@@ -9,6 +9,7 @@ import copy
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from radflow.errors import ConfigurationError
@@ -25,6 +26,7 @@ from radflow.federation.policy import SitePolicy, load_policy, save_policy, set_
 from radflow.federation.release import ReleaseField, ReleaseSchema
 from radflow.federation.signing import SignatureInvalid, fingerprint, generate, load, sign, verify
 from radflow.federation.structure import Refused, check_release
+from radflow.federation.weights import encode
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,7 +91,7 @@ def test_weights_only_where_allowed_and_no_per_case_arrays() -> None:
     schema = ReleaseSchema(fields={"n": ReleaseField(kind="count"),
                                    "w": ReleaseField(kind="weights", shape=(2, 2)),
                                    "grad": ReleaseField(kind="matrix", shape=(12,))})
-    body = {"n": 12, "w": [[0.1, 0.2], [0.3, 0.4]], "grad": [0.0] * 12}
+    body = {"n": 12, "w": encode(np.array([[0.1, 0.2], [0.3, 0.4]])), "grad": [0.0] * 12}
     assert gate(body, schema, SitePolicy(min_cohort=10)).refusal == "policy_violation:weights"
     allowed = SitePolicy(min_cohort=10, allow_weights=True)
     assert gate(body, schema, allowed).refusal == "policy_violation:per_case"  # 12 rows, n=12
@@ -271,7 +273,7 @@ def test_the_parameters_rule_counts_the_signed_schemas_field_not_the_job() -> No
 @pytest.mark.parametrize(("kind", "shape", "value"), [
     ("matrix", (12,), [0.5] * 12),                       # as many rows as cases
     ("matrix", (2, 12), [[0.5] * 12] * 2),               # or columns: any dimension
-    ("weights", (3, 12), [[0.5] * 12] * 3),
+    ("weights", (3, 12), encode(np.full((3, 12), 0.5))),  # weights: encoded (weights.py)
     ("histogram", (12,), [1] * 12),                      # a histogram of one case per bin
     ("coarse", (12,), [1.0] * 12),                       # rounded per-case values
 ])

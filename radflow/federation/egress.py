@@ -14,7 +14,9 @@ a dimension the schema fixes at n or more), ``min_cell`` (a small count that oth
 reveal), ``coarse`` (a span with more than two significant digits), ``parameters`` (a model
 with more parameters than the policy's ``max_parameters_ratio`` allows for the site's n; the
 number is the length of the field the signed schema names ``parameters_field``, never a job
-parameter).
+parameter). That field is a matrix; model weights never count toward ``max_parameters_ratio``
+(a rule for regression): they leave only where the policy sets ``allow_weights`` (else
+``weights``), in the encoded form of :mod:`radflow.federation.weights`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,11 @@ Kinds:
     sum:       a number (a sum, or a centred sum of squares)
     histogram: non-negative integer bin counts of a declared length (small bins suppressed)
     matrix:    numbers of a declared shape (a gradient, a Hessian)
-    weights:   numbers of a declared shape that are model weights (only where the policy allows)
+    weights:   model weights (only where the policy allows them, ``allow_weights``), encoded
+               compactly: ``{"dtype", "shape", "sha256", "data": <base64>}`` of a declared
+               ``dtypes`` (``float16`` by default; ``uint32`` for a securely aggregated, masked
+               update); see :mod:`radflow.federation.weights`. A dimension of a weights field
+               may be as large as MAX_WEIGHT_VALUES (one model of up to that many values).
     enum:      one string of a declared list (no free text leaves a site)
     coarse:    numbers with at most two significant digits (where values lie, rounded
                outward: a shared binning's span, never a value of the data)
@@ -26,13 +30,17 @@ A flow that runs in rounds declares one schema per round (``rounds``); the job's
 
 A schema whose release is a model names the field that holds one value per model parameter
 (``parameters_field``, e.g. a gradient): the site's policy caps the number of parameters per
-case (``max_parameters_ratio``), counted from that field, never from a job parameter. A coarse
+case (``max_parameters_ratio``), counted from that field, never from a job parameter. That
+field is a matrix: the DataSHIELD rule is one for regression. A weights field never counts
+toward it (a network has far more parameters than cases); weights leave only where the
+site's steward set ``allow_weights``, which is the consent to exactly that. A coarse
 array is counted by a histogram (``counted_by``): a cell with few values must not show where
 they lie.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -40,6 +48,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Kind = Literal["count", "sum", "histogram", "matrix", "weights", "enum", "coarse"]
 PARAM_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 FIELD_NAME = r"^[a-z][a-z0-9_]{0,63}$"
+MAX_DIMENSION = 100_000  # the largest dimension of an array of any kind but weights
+MAX_WEIGHT_VALUES = 1 << 24  # the most values a weights field holds (16.8 M: 32 MiB as fp16)
+WEIGHT_DTYPES = ("float16", "uint32")
 # Names that say "extreme value": refused whatever their kind (policy: never raw min or max).
 EXTREME_NAMES = ("min", "max", "minimum", "maximum", "range", "extreme")
 
@@ -60,7 +71,18 @@ class ReleaseField(BaseModel):
                                                  "under min_cell: suppressed, or the whole "
                                                  "release refused (where other fields would "
                                                  "reveal it)")
+    dtypes: tuple[Literal["float16", "uint32"], ...] = Field(
+        default=(), description="the encodings a weights field may have (default: float16)")
     description: str = ""
+
+    @property
+    def cap(self) -> int:
+        """The largest dimension (and, for weights, the most values) this field may have."""
+        return MAX_WEIGHT_VALUES if self.kind == "weights" else MAX_DIMENSION
+
+    def allowed_dtypes(self) -> tuple[str, ...]:
+        """The encodings a weights field may have."""
+        return self.dtypes or ("float16",)
 
     @model_validator(mode="after")
     def _consistent(self) -> ReleaseField:
@@ -72,13 +94,15 @@ class ReleaseField(BaseModel):
             raise ValueError(f"a {self.kind} field declares its shape")
         if self.kind in ("count", "sum", "enum") and self.shape:
             raise ValueError(f"a {self.kind} field is a scalar")
+        if self.dtypes and self.kind != "weights":
+            raise ValueError("only weights fields declare dtypes")
         import re
 
         for d in self.shape:
             if isinstance(d, str) and not re.match(PARAM_NAME, d):
                 raise ValueError(f"dimension {d!r} is not a parameter name")
-            if isinstance(d, int) and not 1 <= d <= 100_000:
-                raise ValueError("every dimension is between 1 and 100000")
+            if isinstance(d, int) and not 1 <= d <= self.cap:
+                raise ValueError(f"every dimension is between 1 and {self.cap}")
         return self
 
     def resolved(self, params: dict[str, Any]) -> tuple[int, ...]:
@@ -95,9 +119,11 @@ class ReleaseField(BaseModel):
                 if isinstance(size, bool) or not isinstance(size, int):
                     raise ValueError(f"the job has no parameter {d!r} to size an array")
                 d = size
-            if not 1 <= d <= 100_000:
-                raise ValueError("every dimension is between 1 and 100000")
+            if not 1 <= d <= self.cap:
+                raise ValueError(f"every dimension is between 1 and {self.cap}")
             out.append(d)
+        if self.kind == "weights" and math.prod(out) > MAX_WEIGHT_VALUES:
+            raise ValueError(f"a weights field holds at most {MAX_WEIGHT_VALUES} values")
         return tuple(out)
 
 
@@ -111,9 +137,9 @@ class ReleaseSchema(BaseModel):
     cohort_field: str = Field(default="n", description="the count field that is the cohort size")
     rounds: dict[str, ReleaseSchema] | None = Field(default=None, description="one schema per "
                                                     "round, by the job parameter `round`")
-    parameters_field: str | None = Field(default=None, description="a matrix or weights field "
-                                         "with one value per model parameter: the policy's "
-                                         "max_parameters_ratio counts them")
+    parameters_field: str | None = Field(default=None, description="a matrix field with one "
+                                         "value per model parameter: the policy's "
+                                         "max_parameters_ratio counts them (never weights)")
 
     def for_round(self, name: Any) -> ReleaseSchema:
         """The schema of round ``name`` (the schema itself for a one-round flow).
@@ -148,9 +174,10 @@ class ReleaseSchema(BaseModel):
             return self
         if self.parameters_field is not None:
             model = self.fields.get(self.parameters_field)
-            if model is None or model.kind not in ("matrix", "weights"):
+            if model is None or model.kind != "matrix":
                 raise ValueError(f"parameters_field {self.parameters_field!r} is not a matrix "
-                                 "or weights field")
+                                 "field (weights never count toward max_parameters_ratio: "
+                                 "they leave only where the policy sets allow_weights)")
         for name, spec in self.fields.items():
             if spec.kind == "coarse" and spec.shape and spec.counted_by is None:
                 raise ValueError(f"the coarse array {name!r} needs counted_by: a histogram of "
@@ -188,6 +215,17 @@ class ReleaseSchema(BaseModel):
                 item: dict[str, Any] = {"type": "string", "enum": list(spec.values)}
             elif spec.kind in ("count", "histogram"):
                 item = {"type": ["integer", "null"], "minimum": 0}
+            elif spec.kind == "weights":  # encoded, not nested arrays
+                props[name] = {"type": "object", "required": ["dtype", "shape", "sha256",
+                                                              "data"],
+                               "properties": {"dtype": {"enum": list(spec.allowed_dtypes())},
+                                              "shape": {"type": "array",
+                                                        "x-radflow-shape": list(spec.shape)},
+                                              "sha256": {"type": "string"},
+                                              "data": {"type": "string",
+                                                       "contentEncoding": "base64"}},
+                               "additionalProperties": False, "x-radflow-kind": "weights"}
+                continue
             else:
                 item = {"type": "number"}
             for size in reversed(spec.shape):

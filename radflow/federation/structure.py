@@ -8,7 +8,9 @@ sends.
     checked = check_release(posted, schema, params, released=True)   # at the hub
 
 It checks exactly the declared fields, of their kinds and shapes (a named dimension resolved
-from the job's parameters, the round picked by ``params["round"]``), finite numbers, counts that
+from the job's parameters, the round picked by ``params["round"]``), weights in their encoded
+form only (:func:`radflow.federation.weights.check_encoded`: a declared dtype, the resolved
+shape, finite values, the hash, the size), finite numbers, counts that
 are non-negative integers JSON carries exactly, enum values from the declared list, coarse
 values with at most two significant digits, no identifiers in keys, values or the schema, and
 no array that could hold one value per case (``per_case``: a dimension the schema fixes at n or
@@ -147,6 +149,11 @@ def _blanks(name: str, spec: ReleaseField, schema: ReleaseSchema, values: dict[s
 
 
 def _field(value: Any, spec: ReleaseField, shape: tuple[int, ...], blanks: Any) -> Any:
+    if spec.kind == "weights":  # encoded, never blank: radflow.federation.weights
+        from radflow.federation.weights import check_encoded
+
+        check_encoded(value, shape, spec.allowed_dtypes())
+        return value
     if spec.kind == "enum":
         if not isinstance(value, str):
             raise Refused("schema")
