@@ -9,13 +9,15 @@ schema answers only a site's or a coordinator's token."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from sqlmodel import Session
-from test_hub_enrolment import enrolled, published
+from test_hub_enrolment import PACKAGE, enrolled, published
 
 from radflow.federation.client import HubClient
 from radflow.hub import registry, study_jobs
@@ -102,8 +104,8 @@ def test_bad_releases_become_the_jobs_invalid_release(hub, two_sites) -> None:
 def test_bodies_over_the_bound_are_refused_before_they_are_read(hub, two_sites) -> None:
     sites, _ = two_sites
     bad = sites["bad"]
-    _, (job, other) = study_jobs.start_study(hub["engine"], "federated-cohort-count", COHORT,
-                                             ["bad", "bad"], 600)
+    _, (job, other, roomy) = study_jobs.start_study(hub["engine"], "federated-cohort-count",
+                                                    COHORT, ["bad"] * 3, 600)
     big = json.dumps({"release": {"n": 40, "matching": [0.5] * 300_000}})  # ~1.5 MiB
     assert len(big) > 1 << 20
     unauthenticated = requests.post(f"{hub['url']}/v1/sites/bad/jobs/{job.id}/result",
@@ -115,15 +117,22 @@ def test_bodies_over_the_bound_are_refused_before_they_are_read(hub, two_sites) 
     wrong_site = post_raw(bad, job.id, big, token=sites["good"].token())
     assert wrong_site.status_code == 413 and job_row(hub, job.id).status == "queued"
 
-    answer = post_raw(bad, job.id, big)  # the site itself: its job's invalid_release
+    # the site itself, on its own job's result route: a few MB are within that route's own
+    # bound (a release with model weights), read and checked (here: no such field)
+    roomy_answer = post_raw(bad, roomy.id, big)
+    assert roomy_answer.status_code == 422, roomy_answer.text
+    assert roomy_answer.json()["reason"] == "shape (field matching)"
+    huge = b'{"release": ' + b" " * (16 << 20) + b"{}}"  # over max_release_bytes (16 MiB)
+    answer = post_raw(bad, job.id, huge)  # its job's invalid_release
     assert answer.status_code == 413
+    assert answer.json() == {"error": "body_too_large", "max_bytes": 16 << 20}
     row = job_row(hub, job.id)
-    assert (row.status, row.reason) == ("invalid_release", "body_too_large (over 1048576 "
+    assert (row.status, row.reason) == ("invalid_release", "body_too_large (over 16777216 "
                                                            "bytes)")
-    assert post_raw(bad, job.id, big).status_code == 413  # again: the same answer
+    assert post_raw(bad, job.id, huge).status_code == 413  # again: the same answer
 
-    def streamed():  # chunked: no Content-Length to judge by
-        for _ in range(40):
+    def streamed():  # chunked: no Content-Length to judge by (16.25 MiB)
+        for _ in range(260):
             yield b" " * 65536
         yield b'{"refusal": "declined"}'
 
@@ -134,6 +143,54 @@ def test_bodies_over_the_bound_are_refused_before_they_are_read(hub, two_sites) 
     assert chunked.status_code == 413 and job_row(hub, other.id).status == "invalid_release"
     small = requests.post(f"{hub['url']}/v1/enrol", data=(b" " * 100 + b"{}"), timeout=10)
     assert small.status_code == 422  # under the bound: the app reads it as before
+
+
+WEIGHTS_FLOW = """name: weights-release
+label: "1"
+description: A release with model weights (a test of the hub's bound on a site's result).
+site_entrypoint: site.py:count_cohort
+plugins: [radflow]
+parameter_schema:
+  type: object
+  properties:
+    cohort: {type: object}
+    parameters: {type: integer}
+  required: [cohort, parameters]
+release_schema:
+  fields:
+    n: {kind: count}
+    weights: {kind: weights, shape: [parameters]}
+resources: {cpus: 1, memory_gb: 1}
+"""
+
+
+def test_a_release_with_weights_of_a_few_mb_is_accepted(hub, two_sites, tmp_path) -> None:
+    """fp16 weights of 1.4 M parameters (3.7 MB on the wire, over the general 1 MiB bound)
+    reach the hub's inbox on the site's own result route and pass its check."""
+    from radflow.federation.bundle import build
+    from radflow.federation.manifest import sign_version
+    from radflow.federation.signing import load
+    from radflow.federation.weights import decode, encode, wire_bytes
+
+    package = tmp_path / "weights-release"
+    package.mkdir()
+    shutil.copy(PACKAGE / "site.py", package / "site.py")
+    (package / "radflow-flow.yaml").write_text(WEIGHTS_FLOW)
+    manifest, bundle = build(package, publisher="test@hub")
+    registry.publish(hub["engine"], sign_version(manifest, load(hub["folder"] / "hub.key")),
+                     bundle)
+    sites, _ = two_sites
+    _, (job,) = study_jobs.start_study(hub["engine"], "weights-release",
+                                       COHORT | {"parameters": 1_400_000}, ["good"], 600)
+    weights = np.linspace(-1, 1, 1_400_000, dtype=np.float32)
+    release = {"n": 40, "weights": encode(weights)}
+    assert wire_bytes(release) > 3 << 20
+    answer = sites["good"].post(f"/jobs/{job.id}/result", {"release": release})
+    assert answer.status_code == 200, answer.text[:200]
+    row = job_row(hub, job.id)
+    assert row.status == "released"
+    kept = decode(json.loads(row.release)["weights"])
+    np.testing.assert_allclose(kept, weights, atol=1e-3)
 
 
 def test_a_study_with_a_bad_site_completes_with_the_good_one(hub, two_sites,
@@ -217,7 +274,7 @@ def test_the_api_schema_needs_a_token(hub, two_sites) -> None:
 
 def test_the_body_bound_is_configurable(monkeypatch, tmp_path: Path) -> None:
     from radflow.errors import ConfigurationError
-    from radflow.hub.api import max_body_bytes
+    from radflow.hub.api import max_body_bytes, max_release_bytes
     from radflow.hub.home import HubHome
 
     monkeypatch.delenv("RADFLOW_HUB_MAX_BODY_BYTES", raising=False)
@@ -230,3 +287,7 @@ def test_the_body_bound_is_configurable(monkeypatch, tmp_path: Path) -> None:
     home.config_file.write_text(json.dumps({"max_body_bytes": "lots"}))
     with pytest.raises(ConfigurationError, match="max_body_bytes"):
         max_body_bytes(home)
+    monkeypatch.delenv("RADFLOW_HUB_MAX_RELEASE_BYTES", raising=False)
+    assert max_release_bytes() == 16 << 20  # a site's own result: its own bound
+    monkeypatch.setenv("RADFLOW_HUB_MAX_RELEASE_BYTES", "8388608")
+    assert max_release_bytes() == 8 << 20

@@ -7,7 +7,10 @@ Coordinators call ``/v1/studies`` and ``/v1/flows`` with a personal API token
 The API's schema (``/openapi.json``) answers either token, nothing else.
 
 Nothing a site posts is trusted: a request body over ``max_body_bytes`` (1 MiB unless the
-hub's ``hub.json`` or ``RADFLOW_HUB_MAX_BODY_BYTES`` says otherwise) is refused with 413, and
+hub's ``hub.json`` or ``RADFLOW_HUB_MAX_BODY_BYTES`` says otherwise) is refused with 413, but
+for a site's post of its own job's result, bound by ``max_release_bytes`` instead (16 MiB, or
+``hub.json``'s or ``RADFLOW_HUB_MAX_RELEASE_BYTES``: a release with model weights, fp16 in
+base64, weighs 2.7 bytes per parameter; a masked uint32 update 5.4), and
 a release that does not match its version's release schema makes the job ``invalid_release``
 (:mod:`radflow.hub.inbox`), answered 422 with the reason. A site's access token lives 5 minutes
 unless ``token_seconds`` in ``hub.json`` or ``RADFLOW_HUB_TOKEN_SECONDS`` says otherwise.
@@ -31,7 +34,7 @@ from sqlalchemy.engine import Engine
 
 from radflow.errors import ConfigurationError
 from radflow.hub import inbox, registry, study_jobs
-from radflow.hub.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
+from radflow.hub.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_RELEASE_BYTES, BodyLimit
 from radflow.hub.polling import JobWatch
 from radflow.hub.registry import ASSERTION_TYPE, Refusal
 
@@ -67,20 +70,36 @@ def max_body_bytes(home: Any = None) -> int:
     Raises:
         ConfigurationError: the setting is not a number.
     """
-    configured = home.config().get("max_body_bytes") if home is not None else None
-    value = configured or os.environ.get("RADFLOW_HUB_MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES
+    return _bytes_setting(home, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+
+
+def max_release_bytes(home: Any = None) -> int:
+    """The bound on a site's post of its own job's result: ``max_release_bytes`` in the hub's
+    ``hub.json``, else ``RADFLOW_HUB_MAX_RELEASE_BYTES``, else 16 MiB.
+
+    Raises:
+        ConfigurationError: the setting is not a number.
+    """
+    return _bytes_setting(home, "max_release_bytes", DEFAULT_MAX_RELEASE_BYTES)
+
+
+def _bytes_setting(home: Any, key: str, default: int) -> int:
+    configured = home.config().get(key) if home is not None else None
+    value = configured or os.environ.get(f"RADFLOW_HUB_{key.upper()}") or default
     try:
         return max(1, int(value))
     except (TypeError, ValueError):
-        raise ConfigurationError(f"max_body_bytes {value!r} is not a number of bytes",
+        raise ConfigurationError(f"{key} {value!r} is not a number of bytes",
                                  fix="set it to an integer, e.g. 1048576 (1 MiB)") from None
 
 
 def create_app(engine: Engine, hub_key_path: Path, public_url: str,
-               home: Any = None, max_body: int | None = None) -> FastAPI:
+               home: Any = None, max_body: int | None = None,
+               max_release: int | None = None) -> FastAPI:
     """The API; ``home`` (the hub's folder) lets coordinators start studies on the hub's
     Prefect (without it those routes answer 503). ``max_body``: the request body bound in
-    bytes (default: :func:`max_body_bytes`)."""
+    bytes (default: :func:`max_body_bytes`); ``max_release``: the bound of a site's own result
+    post (default: :func:`max_release_bytes`, never under ``max_body``)."""
     from radflow.federation.signing import fingerprint
 
     hub_public = hub_key_path.with_suffix(hub_key_path.suffix + ".pub").read_bytes()
@@ -92,17 +111,27 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
     limit = max_body or max_body_bytes(home)
     token_life = registry.token_lifetime(home)
 
-    def oversized(scope: dict[str, Any]) -> None:
-        """An authenticated site's oversized release: its job's invalid_release."""
+    release_limit = max(limit, max_release or max_release_bytes(home))
+
+    def own_result(scope: dict[str, Any]) -> tuple[str, str] | None:
+        """(site, job) of a site's post of its own result, by its valid token; else None."""
         found = RESULT_PATH.match(scope.get("path", ""))
         if found is None or scope.get("method") != "POST":
-            return
+            return None
         token = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-        if registry.site_of(engine, token) == found[1]:
-            inbox.mark_invalid(engine, found[1], found[2], f"body_too_large (over {limit} "
-                                                           "bytes)")
+        return (found[1], found[2]) if registry.site_of(engine, token) == found[1] else None
 
-    app.add_middleware(BodyLimit, max_bytes=limit, on_oversize=oversized)
+    def bound(scope: dict[str, Any]) -> int:
+        """The larger bound only for a site's own result: nobody else may send that much."""
+        return release_limit if own_result(scope) else limit
+
+    def oversized(scope: dict[str, Any]) -> None:
+        """An authenticated site's oversized release: its job's invalid_release."""
+        found = own_result(scope)
+        if found is not None:
+            inbox.mark_invalid(engine, *found, f"body_too_large (over {release_limit} bytes)")
+
+    app.add_middleware(BodyLimit, max_bytes=limit, on_oversize=oversized, bound=bound)
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
