@@ -102,5 +102,8 @@ def import_labels(
                       f"{result.not_seg} other DICOM file(s) skipped", highlight=False)
         for line in result.failed[:10]:
             console.print(f"[red]{line}[/red]", highlight=False)
+        if not result.imported and not result.failed:
+            console.print("no DICOM SEG among the paths; fix: give SEG files or folders "
+                          "(`radflow data synth --ground-truth-seg` writes them)", highlight=False)
     if result.failed or not result.imported:
         raise typer.Exit(1)
