@@ -92,6 +92,9 @@ def test_a_seg_becomes_the_label_map_of_its_series(synth) -> None:
         label_volume(seg, series_datasets(synth[1]), LABELS)
     with pytest.raises(LabelError, match="misaligned"):
         label_volume(misaligned_seg(synth[1]), series_datasets(synth[1]), LABELS)
+    del seg.Rows  # unreadable: refused with why, never a crash
+    with pytest.raises(LabelError, match="cannot be read"):
+        label_volume(seg, datasets, LABELS)
 
 
 def misaligned_seg(case):
@@ -179,6 +182,7 @@ def labelled(site, synth, cli, tmp_path_factory) -> dict:
             "models": models, "fix": fix, "fix_uid": fix_uid}
 
 
+@pytest.mark.services
 def test_imported_ground_truth_is_an_accepted_label(site, synth, labelled) -> None:
     imported, again = labelled["imported"], labelled["again"]
     assert imported["failed"] == [] and len(imported["imported"]) == 3
@@ -209,6 +213,7 @@ def nifti(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
+@pytest.mark.services
 def test_the_training_set_takes_accepted_and_corrected_segs(site, synth, labelled,
                                                             tmp_path) -> None:
     from radflow_nnunet.federated.labels import build_training_set

@@ -142,8 +142,12 @@ def label_volume(seg: Any, datasets: list[Any], labels: Mapping[str, int]) -> La
 
     import highdicom as hd
 
-    covered = check_fit(seg, datasets)
-    mapping, notes = segment_ids(list(seg.SegmentSequence), labels)
+    try:
+        covered = check_fit(seg, datasets)
+        mapping, notes = segment_ids(list(seg.SegmentSequence), labels)
+    except (AttributeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise LabelError(f"the SEG's header cannot be read: {type(exc).__name__}: {exc}") \
+            from exc
     out = np.zeros((len(datasets), int(seg.Rows), int(seg.Columns)), dtype=np.uint8)
     if mapping:
         numbers = sorted(mapping, key=lambda n: (mapping[n], n))  # higher ids painted last
