@@ -24,18 +24,21 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Same seed, same data (pixels and UIDs)."),
     matrix: int = typer.Option(128, "--matrix", min=16, max=1024,
                                help="Rows/columns per slice (512 is clinical size)."),
+    ground_truth_seg: bool = typer.Option(
+        False, "--ground-truth-seg", help="Also write each case's ground truth as a DICOM SEG "
+        "(case_NNN/ground-truth/SEG.dcm; `radflow data import-labels` records it as accepted)."),
     json_out: bool = JSON,
 ) -> None:
     """Write synthetic abdominal CT studies with ground-truth organ labels."""
     from radflow.synth import synthesize
 
     if json_out:
-        written = synthesize(out, cases, seed=seed, matrix=matrix)
+        written = synthesize(out, cases, seed=seed, matrix=matrix, seg=ground_truth_seg)
         print_json([c.__dict__ for c in written])
         return
     with _progress() as bar:
         task = bar.add_task("synthesizing", total=cases)
-        written = synthesize(out, cases, seed=seed, matrix=matrix,
+        written = synthesize(out, cases, seed=seed, matrix=matrix, seg=ground_truth_seg,
                              progress=lambda _c: bar.advance(task))
     slices = sum(c.slices for c in written)
     console.print(f"wrote {len(written)} CT studies ({slices} slices) and labels to {out}")
@@ -68,4 +71,39 @@ def push(
         for line in result.failed[:10]:
             console.print(f"[red]{line}[/red]")
     if result.failed or not result.verified:
+        raise typer.Exit(1)
+
+
+@app.command("import-labels")
+def import_labels(
+    paths: list[Path] = typer.Argument(..., help="DICOM SEG files or folders (walked "
+                                                 "recursively; other DICOM files are skipped)."),
+    site: str | None = SITE,
+    json_out: bool = JSON,
+) -> None:
+    """Record hand-drawn DICOM SEGs (ground truth) as accepted labels of their image series:
+    each is stored in the site's Orthanc and recorded with the reason "imported ground truth"
+    and you as the one who accepted it (audit log: labels.imported). Push the image series
+    first. Importing again changes nothing."""
+    import getpass
+
+    from radflow.data.labels import import_labels as do_import
+
+    ctx = site_context(site)
+    result = do_import(paths, client=ctx.orthanc_client(), catalog_url=ctx.catalog_url,
+                       by=f"cli:{getpass.getuser()}")
+    if json_out:
+        print_json({"imported": [i.__dict__ for i in result.imported], "failed": result.failed,
+                    "not_seg": result.not_seg})
+    else:
+        new = sum(i.new for i in result.imported)
+        console.print(f"{len(result.imported)} label SEG(s) accepted ({new} new, "
+                      f"{len(result.imported) - new} imported before); "
+                      f"{result.not_seg} other DICOM file(s) skipped", highlight=False)
+        for line in result.failed[:10]:
+            console.print(f"[red]{line}[/red]", highlight=False)
+        if not result.imported and not result.failed:
+            console.print("no DICOM SEG among the paths; fix: give SEG files or folders "
+                          "(`radflow data synth --ground-truth-seg` writes them)", highlight=False)
+    if result.failed or not result.imported:
         raise typer.Exit(1)

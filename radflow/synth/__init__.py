@@ -5,6 +5,8 @@
     DIR/manifest.json                 seed, label map, one entry per case
     DIR/case_000/dicom/IM0001.dcm ... one axial CT series (one file per slice)
     DIR/case_000/labels.nii.gz        ground truth (1 liver, 2 spleen, 3 kidney), same geometry
+    DIR/case_000/ground-truth/SEG.dcm the same ground truth as a DICOM SEG (``--ground-truth-seg``;
+                                      ``radflow data import-labels`` records it as accepted)
 
 The output is deterministic for a seed; cases differ in habitus, organ size and position,
 scanner vendor, kVp, slice thickness, contrast and patient demographics.
@@ -41,6 +43,7 @@ class SynthCase:
     spacing: tuple[float, float, float]  # x, y, z in mm
     manufacturer: str
     contrast: bool
+    seg_path: Path | None = None  # the ground truth as a DICOM SEG, when asked for
 
 
 def case_grid(matrix: int, slice_thickness: float, habitus: float) -> Grid:
@@ -62,8 +65,22 @@ def write_labels(labels: np.ndarray, grid: Grid, path: Path) -> None:
     sitk.WriteImage(image, str(path), useCompression=True)
 
 
-def synthesize_case(out: Path, seed: int, index: int, matrix: int = 128) -> SynthCase:
-    """Synthesize and write case ``index`` of the set for ``seed``."""
+def write_ground_truth_seg(paths: list[Path], labels: np.ndarray, path: Path) -> Path:
+    """Write the ground truth of a case as a DICOM SEG on its image files (slice order)."""
+    import pydicom
+
+    from radflow.synth.seg import ground_truth_seg
+
+    seg = ground_truth_seg([pydicom.dcmread(p) for p in paths], labels, LABELS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(path, enforce_file_format=True)
+    return path
+
+
+def synthesize_case(out: Path, seed: int, index: int, matrix: int = 128,
+                    seg: bool = False) -> SynthCase:
+    """Synthesize and write case ``index`` of the set for ``seed`` (with ``seg``, also its
+    ground truth as a DICOM SEG)."""
     rng = np.random.default_rng([seed, index])
     spec = make_case(seed, index, rng)
     phantom = abdomen(rng, spec.contrast)
@@ -71,8 +88,10 @@ def synthesize_case(out: Path, seed: int, index: int, matrix: int = 128) -> Synt
     hu, labels = render(phantom, grid, rng)
     name = f"case_{index:03d}"
     folder = out / name
-    write_series(spec, grid, hu, folder / "dicom")
+    paths = write_series(spec, grid, hu, folder / "dicom")
     write_labels(labels, grid, folder / "labels.nii.gz")
+    seg_path = write_ground_truth_seg(paths, labels, folder / "ground-truth" / "SEG.dcm") \
+        if seg else None
     return SynthCase(
         name=name,
         dicom_dir=folder / "dicom",
@@ -84,6 +103,7 @@ def synthesize_case(out: Path, seed: int, index: int, matrix: int = 128) -> Synt
         spacing=(grid.pixel_spacing, grid.pixel_spacing, grid.slice_spacing),
         manufacturer=spec.vendor.manufacturer,
         contrast=spec.contrast,
+        seg_path=seg_path,
     )
 
 
@@ -94,6 +114,7 @@ def synthesize(
     seed: int = 0,
     matrix: int = 128,
     start: int = 0,
+    seg: bool = False,
     progress: Callable[[SynthCase], None] | None = None,
 ) -> list[SynthCase]:
     """Write ``cases`` synthetic CT studies into ``out`` and a ``manifest.json``.
@@ -104,6 +125,8 @@ def synthesize(
         seed: the data set's seed: the same seed gives byte-identical pixel data and UIDs.
         matrix: rows and columns of each slice (128 is quick; 512 is clinical size).
         start: index of the first case (to extend a data set).
+        seg: also write each case's ground truth as a DICOM SEG (MANUAL segments, the coded
+            anatomy of radflow's SEGs) in ``case_NNN/ground-truth/``.
         progress: called after each case.
     """
     if cases < 1:
@@ -116,7 +139,7 @@ def synthesize(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for index in range(start, start + cases):
-        case = synthesize_case(out, seed, index, matrix)
+        case = synthesize_case(out, seed, index, matrix, seg)
         written.append(case)
         if progress:
             progress(case)
@@ -126,7 +149,8 @@ def synthesize(
         "labels": {str(k): v for k, v in LABELS.items()},
         "cases": [
             {**case.__dict__, "dicom_dir": str(case.dicom_dir.relative_to(out)),
-             "labels_path": str(case.labels_path.relative_to(out))}
+             "labels_path": str(case.labels_path.relative_to(out)),
+             "seg_path": str(case.seg_path.relative_to(out)) if case.seg_path else None}
             for case in written
         ],
     }
