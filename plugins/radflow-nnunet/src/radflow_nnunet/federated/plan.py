@@ -14,24 +14,26 @@ What is exact and what is approximated (N: all sites' cases; "bin": the study's 
 - foreground mean and sd: exact (merged moments of nnU-Net's own per-case samples; sd is the
   population sd, as nnU-Net's ``np.std``). With ``samples_per_case = 1e8 // N`` they equal the
   ones nnU-Net computes on the pooled data, up to float summation order.
-- 0.5 / 50 / 99.5 percentiles: the midpoint of the interval that surely holds the pooled value
-  (``radflow.federation.stats.quantile_bounds``): off by at most half that interval, which is
-  one bin (two where the percentile falls between two order statistics in adjacent bins), wider
-  where the sites' gates suppressed small bins. ``min`` and ``max`` (which nnU-Net records
-  but neither the planner nor CT normalization uses) are the lower bound of the 0.5 percentile
-  and the upper bound of the 99.5 percentile: no release holds an extreme value.
+- 0.5 / 50 / 99.5 percentiles: numpy's linear interpolation between the two order statistics
+  around the percentile, each estimated by the middle of the interval that surely holds it
+  (``radflow.federation.stats.order_statistic_bounds``): off by at most half a bin, more where
+  the sites' gates suppressed small bins (then by at most half of the widened interval; the
+  guaranteed intervals are in ``FederatedPlan.bounds``). ``min`` and ``max`` (which nnU-Net
+  records but neither the planner nor CT normalization uses) are the lower bound of the 0.5
+  percentile and the upper bound of the 99.5 percentile: no release holds an extreme value.
 - spacings and shapes: the planner reads per-case lists, but uses only per-axis medians and
   10th percentiles of them (and of shape x spacing / target spacing). The synthesized lists hold
-  min(N, 101) quantile points per axis (the order statistics themselves for N <= 101), each the
-  midpoint of its bounded interval: so the target spacing is within half a bin of nnU-Net's
-  (one bin where the median falls between two order statistics in adjacent bins). A case's
-  shape is rebuilt as extent / spacing from rank-paired quantile points of the released extents
-  (shape x spacing) and spacings, so the planner's median resampled shape is round(median
-  extent / target spacing) per axis: within extent bin / target spacing + 1 voxel of nnU-Net's.
-  The per-case pairing of spacing and shape is not released; the one place the planner uses
-  plain shapes (its anisotropy test, for data with one axis over 3x coarser) then sees the
+  min(N, 101) equally spaced quantile points per axis (for N <= 101 the order statistics
+  themselves), estimated as above: numpy's median and 10th percentile of these lists are the
+  same interpolations of the same order statistics as on the pooled per-case lists, so the
+  target spacing is within half a spacing bin of nnU-Net's. A case's shape is rebuilt as
+  extent / spacing from rank-paired points of the released extents (shape x spacing) and
+  spacings, so the planner's median resampled shape is round(median extent / target spacing)
+  per axis: within half an extent bin / target spacing + 1 voxel of nnU-Net's. The per-case
+  pairing of spacing and shape is not released; the one place the planner uses plain shapes
+  (its anisotropy test, for data with one axis over 3x coarser than the others) then sees the
   median of extent / spacing instead of the median shape. ``original_median_shape_after_transp``
-  (informational) is set from the shape histograms' medians.
+  (informational) is set from the shape histograms' medians (within half a shape bin).
 - ``median_relative_size_after_cropping`` is set to 1.0: for CT the planner ignores it (CT
   normalization never uses the nonzero mask).
 """
@@ -52,7 +54,12 @@ from pathlib import Path
 from typing import Any
 
 from radflow.errors import ConfigurationError, FederationError
-from radflow.federation.stats import Moments, QuantileBound, merge_moments, quantile_bounds
+from radflow.federation.stats import (
+    Moments,
+    merge_moments,
+    order_statistic_bounds,
+    quantile_bounds,
+)
 from radflow.federation.structure import Refused, check_release
 from radflow_nnunet.federated.fingerprint import (
     AXES,
@@ -86,14 +93,23 @@ class FederatedPlan:
     bounds: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MergedFingerprint:
+    """The sites' fingerprints merged: ``fingerprint`` (an nnU-Net dataset_fingerprint.json),
+    the number of ``cases``, the median shape per axis (from the shape histograms) and the
+    guaranteed ``bounds`` behind each approximated value."""
+
+    fingerprint: dict[str, Any]
+    cases: int
+    median_shape: list[float]
+    bounds: dict[str, Any]
+
+
 def merge_fingerprints(releases: Sequence[dict[str, Any]],
                        params: FingerprintParams | dict[str, Any] | None = None
-                       ) -> tuple[dict[str, Any], int, dict[str, Any]]:
+                       ) -> MergedFingerprint:
     """The sites' released fingerprints (as posted: suppressed cells are None) merged into
     the content of an nnU-Net ``dataset_fingerprint.json``.
-
-    Returns:
-        (fingerprint, number of cases, the bounds behind each approximated value).
 
     Raises:
         FederationError: no release, or one that does not match the round's release schema.
@@ -115,37 +131,60 @@ def merge_fingerprints(releases: Sequence[dict[str, Any]],
     intensity = [(r["fg_histogram"], r["fg_count"]) for r in releases]
     edges = params.edges("intensity")
     low, median, high = (quantile_bounds(intensity, edges, q) for q in (0.005, 0.5, 0.995))
-    properties = {"mean": pooled.mean, "median": median.estimate,
+    properties = {"mean": pooled.mean, "median": quantile_estimate(intensity, edges, 0.5),
                   "std": math.sqrt(pooled.m2 / pooled.n),  # nnU-Net's np.std: population
                   "min": low.low, "max": high.high,
-                  "percentile_99_5": high.estimate, "percentile_00_5": low.estimate}
+                  "percentile_99_5": quantile_estimate(intensity, edges, 0.995),
+                  "percentile_00_5": quantile_estimate(intensity, edges, 0.005)}
     bounds: dict[str, Any] = {"percentile_00_5": low, "median": median, "percentile_99_5": high}
     count = min(cases, REPRESENTATIVE_POINTS)
     points: dict[str, list[list[float]]] = {}
+    median_shape = []
     for kind in GEOMETRY:
         points[kind] = []
         for axis in AXES:
             hists = [(r[histogram_field(kind, axis)], r["n"]) for r in releases]
-            found = order_points(hists, params.edges(kind), count)
-            points[kind].append([b.estimate for b in found])
+            points[kind].append(order_points(hists, params.edges(kind), count))
             bounds[f"{kind}_median"] = [*bounds.get(f"{kind}_median", []),
                                         quantile_bounds(hists, params.edges(kind), 0.5)]
+            if kind == "shape":
+                median_shape.append(quantile_estimate(hists, params.edges(kind), 0.5))
     spacings = [[points["spacing"][a][i] for a in AXES] for i in range(count)]
     shapes = [[points["extent"][a][i] / points["spacing"][a][i] for a in AXES]
               for i in range(count)]
     fingerprint = {"spacings": spacings, "shapes_after_crop": shapes,
                    "foreground_intensity_properties_per_channel": {"0": properties},
                    "median_relative_size_after_cropping": 1.0}
-    return fingerprint, cases, bounds
+    return MergedFingerprint(fingerprint, cases, median_shape, bounds)
 
 
 def order_points(histograms: Sequence[tuple[Sequence[int | None], int]],
-                 edges: Sequence[float], count: int) -> list[QuantileBound]:
-    """``count`` equally spaced quantile points of the pooled values (q = i / (count - 1)),
-    each as the interval that surely holds it: with ``count`` equal to the number of values,
-    the order statistics themselves."""
-    qs = [0.5] if count == 1 else [i / (count - 1) for i in range(count)]
-    return [quantile_bounds(histograms, edges, q) for q in qs]
+                 edges: Sequence[float], count: int) -> list[float]:
+    """``count`` equally spaced quantile points (q = i / (count - 1)) of the pooled values, as
+    numpy's linear interpolation between order statistics gives them, each order statistic
+    estimated by the middle of the interval that surely holds it: with ``count`` equal to the
+    number of values, the order statistics themselves."""
+    n = sum(total for _, total in histograms)
+    if count == 1:
+        return [quantile_estimate(histograms, edges, 0.5)]
+    positions = [divmod(i * (n - 1), count - 1) for i in range(count)]  # exact: rank, rest
+    ranks = sorted({r for r, _ in positions} | {min(r + 1, n - 1) for r, _ in positions})
+    middle = {r: b.estimate for r, b in zip(ranks, order_statistic_bounds(
+        histograms, edges, ranks), strict=True)}
+    return [middle[r] + (middle[min(r + 1, n - 1)] - middle[r]) * rest / (count - 1)
+            for r, rest in positions]
+
+
+def quantile_estimate(histograms: Sequence[tuple[Sequence[int | None], int]],
+                      edges: Sequence[float], q: float) -> float:
+    """The pooled ``q`` quantile as numpy computes it (linear interpolation between the order
+    statistics around q * (n - 1)), each order statistic estimated by the middle of the
+    interval that surely holds it: off by at most half a bin where no bin was suppressed."""
+    n = sum(total for _, total in histograms)
+    position = q * (n - 1)
+    rank = math.floor(position)
+    below, above = order_statistic_bounds(histograms, edges, [rank, min(rank + 1, n - 1)])
+    return below.estimate + (above.estimate - below.estimate) * (position - rank)
 
 
 def federated_plan(releases: Sequence[dict[str, Any]],
@@ -169,19 +208,19 @@ def federated_plan(releases: Sequence[dict[str, Any]],
         FederationError: a release does not match the round's schema.
         ConfigurationError: labels, patch or architecture are inconsistent.
     """
-    fingerprint, cases, bounds = merge_fingerprints(releases, params)
+    merged = merge_fingerprints(releases, params)
     if labels.get("background") != 0 or len(set(labels.values())) != len(labels):
         raise ConfigurationError(f"labels {labels!r}: background must be 0 and ids distinct",
                                  fix='e.g. {"background": 0, "liver": 1, "spleen": 2}')
-    dataset_json = {"channel_names": {"0": "CT"}, "labels": dict(labels), "numTraining": cases,
+    dataset_json = {"channel_names": {"0": "CT"}, "labels": dict(labels),
+                    "numTraining": merged.cases,
                     "file_ending": file_ending, "name": dataset_name}
-    plans = plan_from_fingerprint(fingerprint, dataset_json, dataset_name)
-    shape_median = [b.estimate for b in bounds["shape_median"]]
+    plans = plan_from_fingerprint(merged.fingerprint, dataset_json, dataset_name)
     plans["original_median_shape_after_transp"] = [
-        round(shape_median[a]) for a in plans["transpose_forward"]]
+        round(merged.median_shape[a]) for a in plans["transpose_forward"]]
     plans = small_plan(plans, patch=patch, arch=arch or SMALL_ARCH, batch_size=batch_size,
                        plans_name=plans_name)
-    return FederatedPlan(plans, dataset_json, fingerprint, cases, bounds)
+    return FederatedPlan(plans, dataset_json, merged.fingerprint, merged.cases, merged.bounds)
 
 
 def plan_from_fingerprint(fingerprint: dict[str, Any], dataset_json: dict[str, Any],
