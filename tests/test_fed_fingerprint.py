@@ -212,15 +212,17 @@ def test_per_case_spacings_or_shapes_cannot_leave(data) -> None:
 
 def test_only_ct_is_planned(tmp_path: Path, data) -> None:
     """A non-CT dataset is refused at the site with the reason; the hub refuses a release
-    that claims another modality."""
+    that claims another modality, or whose histograms do not add up to its totals."""
     (tmp_path / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "T2"}, "labels": LABELS, "numTraining": 1,
         "file_ending": ".nii.gz"}))
     with pytest.raises(ConfigurationError, match="CT"):
         site_fingerprint(tmp_path, PARAMS)
-    release = site_fingerprint(data["b"], PARAMS) | {"modality": "MR"}
+    release = site_fingerprint(data["b"], PARAMS)
     with pytest.raises(FederationError, match="free_text"):
-        merge_fingerprints([release], PARAMS)
+        merge_fingerprints([release | {"modality": "MR"}], PARAMS)
+    with pytest.raises(FederationError, match="add up"):  # a hub trusts no site's arithmetic
+        merge_fingerprints([release | {"n": 4}], PARAMS)
 
 
 def test_sites_preprocess_with_the_shared_plan(tmp_path: Path, data) -> None:

@@ -126,6 +126,7 @@ def merge_fingerprints(releases: Sequence[dict[str, Any]],
             raise FederationError(f"fingerprint release {index} does not match the round's "
                                   f"schema: {exc.reason()}",
                                   fix="the site must run the study's flow version") from None
+        _check_totals(index, release)
     cases = sum(r["n"] for r in releases)
     pooled = merge_moments(Moments(r["fg_count"], r["fg_sum"], r["fg_m2"]) for r in releases)
     intensity = [(r["fg_histogram"], r["fg_count"]) for r in releases]
@@ -156,6 +157,21 @@ def merge_fingerprints(releases: Sequence[dict[str, Any]],
                    "foreground_intensity_properties_per_channel": {"0": properties},
                    "median_relative_size_after_cropping": 1.0}
     return MergedFingerprint(fingerprint, cases, median_shape, bounds)
+
+
+def _check_totals(index: int, release: dict[str, Any]) -> None:
+    """Each histogram holds its release's total (``n`` cases, ``fg_count`` samples): all of it
+    where nothing was suppressed, at most it (and at least one per blank) otherwise."""
+    for name, value in release.items():
+        if not name.endswith("histogram"):
+            continue
+        total = release["fg_count"] if name == "fg_histogram" else release["n"]
+        known = sum(c for c in value if c is not None)
+        blanks = sum(1 for c in value if c is None)
+        if known + blanks > total or (blanks == 0 and known != total):
+            raise FederationError(f"fingerprint release {index}: {name} does not add up to its "
+                                  "release's total", fix="the site must run the study's flow "
+                                  "version (its histograms count every case once)")
 
 
 def order_points(histograms: Sequence[tuple[Sequence[int | None], int]],
@@ -323,7 +339,8 @@ def preprocess_with_plan(raw_dataset_folder: str | Path, plans: dict[str, Any],
     Writes nnU-Net's preprocessed layout: ``work/<dataset_name>/<plans_name>.json``,
     ``dataset.json`` (the shared ones), ``dataset_fingerprint.json`` (when given: nnU-Net's
     trainer copies it into its output) and ``<data_identifier>/`` with the cases. A rerun
-    replaces the cases folder.
+    replaces the cases folder. ``work`` is thus an ``nnUNet_preprocessed`` folder: nnU-Net's
+    trainer (RadflowTrainer) trains on it with that variable pointing there.
 
     Returns:
         The folder of the preprocessed cases (``work/<dataset_name>/<data_identifier>``).
