@@ -14,6 +14,7 @@ Hub side:
     merge_moments(parts)                  -> the pooled Moments (Chan et al.'s parallel update)
     shared_edges(spans, bins)             -> bin edges every site uses
     quantile_bounds(histograms, edges, q) -> an interval that surely holds the pooled quantile
+    order_statistic_bounds(histograms, edges, ranks) -> the same for order statistics, many at once
     newton_step / logistic_summary        -> IRLS over the summed terms; SE, z, p
     levene(groups)                        -> Levene's W and p from per-group sums
 """
@@ -183,6 +184,30 @@ def quantile_bounds(histograms: Sequence[tuple[Sequence[int | None], int]],
     high_bin = next(b for b in range(bins) if lowest[b] > last)
     return QuantileBound(q, float(edges[low_bin]), float(edges[high_bin + 1]))
 
+
+
+def order_statistic_bounds(histograms: Sequence[tuple[Sequence[int | None], int]],
+                           edges: Sequence[float], ranks: Iterable[int]) -> list[QuantileBound]:
+    """For each 0-based ``rank`` of the pooled values in ascending order, an interval that
+    holds that order statistic whatever the suppressed bins held: ``quantile_bounds`` at
+    q = rank / (n - 1), without the float rounding of q * (n - 1), for many ranks at once.
+
+    Raises:
+        ValueError: a rank outside 0..n-1.
+    """
+    n = sum(total for _, total in histograms)
+    ranges = [_cumulative_range(counts, total) for counts, total in histograms]
+    lowest = np.sum([[r[0] for r in site] for site in ranges], axis=0)   # surely <= edge b+1
+    highest = np.sum([[r[1] for r in site] for site in ranges], axis=0)  # possibly <= edge b+1
+    out = []
+    for rank in ranks:
+        if not 0 <= rank < n:
+            raise ValueError(f"rank {rank} is outside 0..{n - 1}")
+        low_bin = int(np.searchsorted(highest, rank, side="right"))  # first bin: highest > rank
+        high_bin = int(np.searchsorted(lowest, rank, side="right"))  # first bin: lowest > rank
+        q = rank / (n - 1) if n > 1 else 0.5
+        out.append(QuantileBound(q, float(edges[low_bin]), float(edges[high_bin + 1])))
+    return out
 
 # -- logistic regression (IRLS) ----------------------------------------------------------------
 
