@@ -150,3 +150,47 @@ def test_the_fixed_point_cannot_wrap() -> None:
     with pytest.raises(FederationError, match="max_total_cases"):
         unmask_mean(np.zeros(4, np.float32), {"a": q, "b": q}, {"a": 6, "b": 6}, ["a", "b"],
                     fixed)
+
+
+def test_a_round_key_leaves_through_the_gate_and_nothing_else_fits(identities) -> None:
+    from radflow.federation.egress import gate
+    from radflow.federation.policy import SitePolicy
+    from radflow.federation.release import ReleaseField, ReleaseSchema
+    from radflow.federation.structure import check_release
+
+    schema = ReleaseSchema(fields={"n": ReleaseField(kind="count"),
+                                   "next_key": ReleaseField(kind="round_key")})
+    signed = announce(new_round_key("essen", STUDY, ROUND), identities["essen"])
+    sent = {k: signed[k] for k in ("public_key", "signature")}
+    out = gate({"n": 12, "next_key": sent}, schema, SitePolicy())
+    assert out.ok and out.released["next_key"] == sent
+    check_release(out.released, schema, released=True)  # what the hub runs on it
+    # the hub relays it with the job's study, round and site; the peers verify it
+    relayed = [{**sent, "site": "essen", "study": STUDY, "round": ROUND}]
+    assert set(verify_announcements(relayed + [
+        announce(new_round_key(s, STUDY, ROUND), identities[s]) for s in ("leiden",)],
+        known(identities), STUDY, ROUND, ["essen", "leiden"])) == {"essen", "leiden"}
+    for bad in (signed,  # extra keys (site, study, round): the job says them
+                {**sent, "public_key": sent["public_key"][:-8] + "AAA="},  # 31 bytes
+                {**sent, "public_key": "patient 12345 " * 3},  # free text
+                {**sent, "signature": sent["signature"] + "A"},
+                {"public_key": sent["public_key"]}, "key", [sent]):
+        refused = gate({"n": 12, "next_key": bad}, schema, SitePolicy())
+        assert refused.refusal == "policy_violation:schema", bad
+    schema_json = schema.json_schema()["properties"]["next_key"]
+    assert schema_json["x-radflow-kind"] == "round_key"
+    with pytest.raises(ValueError, match="scalar"):
+        ReleaseField(kind="round_key", shape=(2,))
+
+
+def test_a_round_key_is_kept_owner_only_until_it_is_used_once(tmp_path) -> None:
+    from radflow.federation.secagg import keep_round_key, take_round_key
+
+    key = new_round_key("essen", STUDY, ROUND)
+    path = keep_round_key(key, tmp_path / "keys")
+    assert path.stat().st_mode & 0o077 == 0
+    taken = take_round_key(tmp_path / "keys", "essen", STUDY, ROUND)
+    assert taken.public_bytes() == key.public_bytes()
+    assert not path.exists()
+    with pytest.raises(FederationError, match="no round key kept"):
+        take_round_key(tmp_path / "keys", "essen", STUDY, ROUND)

@@ -12,6 +12,10 @@ Kinds:
                update); see :mod:`radflow.federation.weights`. A dimension of a weights field
                may be as large as MAX_WEIGHT_VALUES (one model of up to that many values).
     enum:      one string of a declared list (no free text leaves a site)
+    round_key: a site's signed ephemeral X25519 public key for secure aggregation
+               (:mod:`radflow.federation.secagg`): ``{"public_key": <base64 of 32 bytes>,
+               "signature": <URL-safe base64 of 64 bytes>}``, nothing else; the study, round
+               and site it is for are the job's (the hub adds them when it relays the key)
     coarse:    numbers with at most two significant digits (where values lie, rounded
                outward: a shared binning's span, never a value of the data)
 
@@ -45,7 +49,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Kind = Literal["count", "sum", "histogram", "matrix", "weights", "enum", "coarse"]
+Kind = Literal["count", "sum", "histogram", "matrix", "weights", "enum", "coarse",
+               "round_key"]
 PARAM_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 FIELD_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 MAX_DIMENSION = 100_000  # the largest dimension of an array of any kind but weights
@@ -92,7 +97,7 @@ class ReleaseField(BaseModel):
             raise ValueError("only enum fields list values")
         if self.kind in ("histogram", "matrix", "weights") and not self.shape:
             raise ValueError(f"a {self.kind} field declares its shape")
-        if self.kind in ("count", "sum", "enum") and self.shape:
+        if self.kind in ("count", "sum", "enum", "round_key") and self.shape:
             raise ValueError(f"a {self.kind} field is a scalar")
         if self.dtypes and self.kind != "weights":
             raise ValueError("only weights fields declare dtypes")
@@ -225,6 +230,13 @@ class ReleaseSchema(BaseModel):
                                               "data": {"type": "string",
                                                        "contentEncoding": "base64"}},
                                "additionalProperties": False, "x-radflow-kind": "weights"}
+                continue
+            elif spec.kind == "round_key":
+                props[name] = {"type": "object", "required": ["public_key", "signature"],
+                               "properties": {"public_key": {"type": "string",
+                                                             "contentEncoding": "base64"},
+                                              "signature": {"type": "string"}},
+                               "additionalProperties": False, "x-radflow-kind": "round_key"}
                 continue
             else:
                 item = {"type": "number"}

@@ -6,7 +6,9 @@ without it, with new keys.
 One round, for participants P (at least two sites, names sorted):
 
 1. Keys. Each site makes an ephemeral X25519 key pair for this round only (:func:`new_round_key`;
-   the private half never leaves the process and is never stored) and publishes its public key
+   the private half never leaves the site: a job announces it and a later job uses it, so it is
+   kept between the two in the site's folder, owner-only, and deleted once used:
+   :func:`keep_round_key`, :func:`take_round_key`) and publishes its public key
    signed with its Ed25519 site key (:func:`announce`), the signature binding the protocol,
    the study id, the round and the site's name. The hub relays the set of announcements.
 2. Verification. Each site checks every announcement against that site's known Ed25519 public
@@ -48,9 +50,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes, serialization
@@ -110,7 +115,8 @@ class FixedPoint:
 
 @dataclass(frozen=True)
 class RoundKey:
-    """A site's ephemeral X25519 key for one round of one study (never stored, never sent)."""
+    """A site's ephemeral X25519 key for one round of one study (its private half is never
+    sent; kept at the site only between the job that announces it and the job that uses it)."""
 
     site: str
     study: str
@@ -125,6 +131,45 @@ class RoundKey:
 def new_round_key(site: str, study: str, round_name: str) -> RoundKey:
     """A fresh ephemeral key pair for ``site`` in this round (a rerun gets a new one)."""
     return RoundKey(site, str(study), str(round_name), X25519PrivateKey.generate())
+
+
+def _key_file(folder: Path, study: str, round_name: str) -> Path:
+    name = hashlib.sha256(f"{study}\0{round_name}".encode()).hexdigest()[:24]
+    return folder / f"round-key-{name}.raw"
+
+
+def keep_round_key(key: RoundKey, folder: Path) -> Path:
+    """Keep the private half at the site (``folder``, owner-only) until the job that masks
+    with it takes it."""
+    raw = key.private.private_bytes(serialization.Encoding.Raw,
+                                    serialization.PrivateFormat.Raw,
+                                    serialization.NoEncryption())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = _key_file(folder, key.study, key.round)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(raw)
+    os.replace(tmp, path)
+    return path
+
+
+def take_round_key(folder: Path, site: str, study: str, round_name: str) -> RoundKey:
+    """The key this site announced for the round, removed from the disk (each key serves once).
+
+    Raises:
+        FederationError: the site has no such key (its worker lost it): the round cannot be
+            masked here, and runs again without this site.
+    """
+    path = _key_file(folder, str(study), str(round_name))
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FederationError(f"no round key kept for study {study} round {round_name}",
+                              fix="nothing to do here: the hub runs the round again with "
+                                  "new keys") from None
+    path.unlink(missing_ok=True)
+    return RoundKey(site, str(study), str(round_name), X25519PrivateKey.from_private_bytes(raw))
 
 
 def _message(study: str, round_name: str, site: str, public_key: str) -> bytes:

@@ -154,6 +154,9 @@ def _field(value: Any, spec: ReleaseField, shape: tuple[int, ...], blanks: Any) 
 
         check_encoded(value, shape, spec.allowed_dtypes())
         return value
+    if spec.kind == "round_key":  # random bytes of fixed lengths: nothing else fits
+        _round_key(value)
+        return value
     if spec.kind == "enum":
         if not isinstance(value, str):
             raise Refused("schema")
@@ -176,6 +179,25 @@ def _field(value: Any, spec: ReleaseField, shape: tuple[int, ...], blanks: Any) 
 
         check(checked)
     return checked
+
+
+def _round_key(value: Any) -> None:
+    """A signed X25519 public key (:mod:`radflow.federation.secagg`): exactly 32 bytes of
+    standard base64 and a 64-byte Ed25519 signature in URL-safe base64 without padding."""
+    import base64
+    import binascii
+
+    if not isinstance(value, dict) or set(value) != {"public_key", "signature"} or \
+            not all(isinstance(v, str) for v in value.values()):
+        raise Refused("schema", "a round key is {public_key, signature}")
+    key, signature = value["public_key"], value["signature"]
+    try:
+        raw_key = base64.b64decode(key, validate=True)
+        ok_signature = re.fullmatch(r"[A-Za-z0-9_-]{86}", signature) is not None
+    except (binascii.Error, ValueError):
+        raw_key, ok_signature = b"", False
+    if len(raw_key) != 32 or len(key) != 44 or not ok_signature:
+        raise Refused("schema", "a round key holds a 32-byte key and a 64-byte signature")
 
 
 def _array(value: Any, shape: tuple[int, ...], integer: bool, blanks: Any) -> Any:
