@@ -21,9 +21,32 @@ def bundle_dir(site_root: Path, version_hash: str) -> Path:
     return site_root / "bundles" / version_hash.removeprefix("sha256:")
 
 
+# Job parameters larger than this (a round's global model weights) go to the flow run as a
+# file in the site's federation/jobs/, not as Prefect parameters (kept in Prefect's database
+# and shown in its UI): the agent writes it, the run reads it.
+PARAMS_INLINE_BYTES = 256 * 1024
+
+
+def params_file(site_root: Path, job_id: str) -> Path:
+    return site_root / "federation" / "jobs" / f"{job_id}.params.json"
+
+
+def write_params(site_root: Path, job_id: str, params: dict[str, Any]) -> Path:
+    """Keep a job's parameters at the site (owner-only) for its flow run to read."""
+    path = params_file(site_root, job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(params, out)
+    os.replace(tmp, path)
+    return path
+
+
 @flow(name="federated-job", persist_result=True)
 def federated_job(job_id: str, version_hash: str, entrypoint: str,
-                  params: dict[str, Any] | None = None, site: str | None = None) -> dict[str, str]:
+                  params: dict[str, Any] | None = None, site: str | None = None,
+                  params_in_file: bool = False) -> dict[str, str]:
     """Import the site part from its installed bundle and run it with the study's parameters.
 
     Args:
@@ -32,6 +55,8 @@ def federated_job(job_id: str, version_hash: str, entrypoint: str,
         entrypoint: ``file.py:function`` inside the bundle.
         params: the study's parameters.
         site: the site (default: RADFLOW_SITE).
+        params_in_file: the parameters are too large for Prefect's database (a model's
+            weights): read them from the job's file in the site's federation/jobs/.
     """
     from radflow.blocks import Site
     from radflow.errors import ConfigurationError
@@ -45,6 +70,15 @@ def federated_job(job_id: str, version_hash: str, entrypoint: str,
     if folder.resolve() not in path.parents or not path.exists():
         raise ConfigurationError(f"the entrypoint {entrypoint} is not in bundle {version_hash}",
                                  fix="the agent installs the bundle before the run")
+    if params_in_file:
+        source = params_file(root, job_id)
+        try:
+            params = json.loads(source.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"job {job_id}'s parameters are not readable at {source}: "
+                                     f"{type(exc).__name__}",
+                                     fix="the agent writes them when it starts the job: "
+                                         "restart the agent (`radflow site up`)") from exc
     spec = importlib.util.spec_from_file_location(f"radflow_bundle_{job_id[:12]}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -41,6 +41,7 @@ from radflow.cohorts.definition import parse_short
 from radflow.federation.client import HubClient, join
 from radflow.federation.policy import SitePolicy, policy_path, save_policy
 from radflow.federation.steward import job_row
+from radflow.flows.federated_job import params_file
 from radflow.hub.home import HubHome
 from radflow.hub.models import HubJob, HubStudy, HubToken
 from radflow.hub.recovery import coordinated
@@ -196,6 +197,12 @@ def test_the_hub_killed_during_a_round(faults, manager, cli) -> None:
         (second,) = [j.id for j in hub_jobs(engine, study) if j.round == 1 and j.site == "alpha"]
         poll(lambda: state_of(alpha, second) == "running", 120,
              "alpha's second job running at the site", every=0.05)
+        # its parameters (0.5 MB, as a small model's weights) went to the run by file, not
+        # into the site's Prefect database
+        assert params_file(alpha.paths.root, second).stat().st_mode & 0o077 == 0
+        (run,) = [r for r in alpha.prefect().flow_runs_tagged(f"study:{study}")
+                  if r.parameters.get("job_id") == second]
+        assert run.parameters["params"] is None and run.parameters["params_in_file"] is True
 
         # the hub dies: every process of it, the coordinator's flow run included
         processes = hub_processes(faults["hub_home"])

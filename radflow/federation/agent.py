@@ -202,10 +202,15 @@ class Agent(ServiceLoop):
         refused, manifest = self.verify(job)
         if refused:
             return refused
-        run = self.prefect.create_flow_run(f"federated-job/{self.ctx.name}", {
-            "job_id": job["id"], "version_hash": job["version"],
-            "entrypoint": manifest.site_entrypoint, "params": job["params"],
-            "site": self.ctx.name},
+        from radflow.flows.federated_job import PARAMS_INLINE_BYTES, write_params
+
+        arguments = {"job_id": job["id"], "version_hash": job["version"],
+                     "entrypoint": manifest.site_entrypoint, "params": job["params"],
+                     "site": self.ctx.name}
+        if len(json.dumps(job["params"])) > PARAMS_INLINE_BYTES:  # a model's weights
+            write_params(self.root, job["id"], job["params"])
+            arguments |= {"params": None, "params_in_file": True}
+        run = self.prefect.create_flow_run(f"federated-job/{self.ctx.name}", arguments,
             idempotency_key=f"federated-job-{job['id']}",
             tags=(f"version:{job['version'][7:19]}", f"study:{job['study']}"))
         steward.started(self.ctx.catalog_url, job, run.id)
@@ -230,7 +235,10 @@ class Agent(ServiceLoop):
                detail: str | None = None) -> str:
         """Decide the job's outcome (job row, audit event and outbox entry in one transaction),
         then post it; the post is retried on later ticks until the hub acknowledges."""
+        from radflow.flows.federated_job import params_file
+
         outcome = refusal or "released"
+        params_file(self.root, job["id"]).unlink(missing_ok=True)  # its run is over
         entry = steward.decide(self.ctx.catalog_url, job, actor=ACTOR, release=release,
                                refusal=refusal, suppressed=suppressed,
                                policy=load_policy(self.root).summary(), detail=detail)

@@ -1,5 +1,6 @@
 """The coordinator part of fault-two-rounds: a first round, then a second one at the sites that
-released in the first; the result is each round's pooled count."""
+released in the first; the result is each round's pooled count. The second round's parameters
+carry a pad as large as a small model's weights: they reach the site's flow run by file."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ def first_round(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def next_round(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
-    return {"round": "second"} if rounds[-1]["round"] == "first" else None
+    if rounds[-1]["round"] != "first":
+        return None
+    return {"round": "second", "pad": [0.123456789] * 40_000}  # ~0.5 MB of parameters
 
 
 def combine(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Any
 
 
 def count_round(cohort: dict[str, Any], round: str | None = None,
-                site: str | None = None) -> dict[str, Any]:
+                site: str | None = None, pad: list[float] | None = None) -> dict[str, Any]:
     from sqlmodel import func, select
 
     from radflow.catalog.db import session_scope
@@ -19,5 +19,7 @@ def count_round(cohort: dict[str, Any], round: str | None = None,
     with session_scope(site_runtime(site).catalog_url) as session:
         total = session.exec(select(func.count()).select_from(Series)).one()
         matching = count_series(session, definition)
+    if round == "second" and len(pad or []) != 40_000:
+        raise ValueError("the second round's parameters did not arrive whole")
     return {"local": {"round": round, "matching": int(matching)},
             "release": {"n": int(total), "matching": int(matching)}}
