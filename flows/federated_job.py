@@ -43,10 +43,21 @@ def write_params(site_root: Path, job_id: str, params: dict[str, Any]) -> Path:
     return path
 
 
+def _takes(function: Any, name: str) -> bool:
+    """Whether ``function`` accepts the keyword ``name`` (by name or by ``**kwargs``)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
 @flow(name="federated-job", persist_result=True)
 def federated_job(job_id: str, version_hash: str, entrypoint: str,
                   params: dict[str, Any] | None = None, site: str | None = None,
-                  params_in_file: bool = False) -> dict[str, str]:
+                  params_in_file: bool = False, study: str | None = None) -> dict[str, str]:
     """Import the site part from its installed bundle and run it with the study's parameters.
 
     Args:
@@ -57,6 +68,8 @@ def federated_job(job_id: str, version_hash: str, entrypoint: str,
         site: the site (default: RADFLOW_SITE).
         params_in_file: the parameters are too large for Prefect's database (a model's
             weights): read them from the job's file in the site's federation/jobs/.
+        study: the hub's study id, passed on to a site part that takes ``study`` (one that
+            keeps state between its rounds: a training set, a round key).
     """
     from radflow.blocks import Site
     from radflow.errors import ConfigurationError
@@ -82,7 +95,10 @@ def federated_job(job_id: str, version_hash: str, entrypoint: str,
     spec = importlib.util.spec_from_file_location(f"radflow_bundle_{job_id[:12]}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    out = getattr(module, function)(**(params or {}), site=name)
+    part = getattr(module, function)
+    extra = {"study": study} if study and "study" not in (params or {}) \
+        and _takes(part, "study") else {}
+    out = part(**(params or {}), site=name, **extra)
     if not isinstance(out, dict) or "release" not in out:
         raise ConfigurationError("the site part returned no 'release'",
                                  fix="return {'local': ..., 'release': ...}")

@@ -250,6 +250,11 @@ def test_the_hub_killed_during_a_round(faults, manager, cli) -> None:
     assert {s["site"]: s["status"] for s in result["sites"]} == {"alpha": "released",
                                                                 "beta": "released"}
     assert result["combined"]["sites_second"] == ["alpha", "beta"]
+    # the site part was told its study (it keeps state between rounds by it); the big
+    # parameters' file is gone once the job was decided
+    kept = json.loads((alpha.paths.root / "federation" / "jobs" / f"{second}.json").read_text())
+    assert kept["local"]["study"] == study
+    assert not params_file(alpha.paths.root, second).exists()
 
     # the hub: one job per site and round (no round queued twice), each answered once
     jobs = hub_jobs(engine, study)

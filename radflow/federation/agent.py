@@ -206,7 +206,7 @@ class Agent(ServiceLoop):
 
         arguments = {"job_id": job["id"], "version_hash": job["version"],
                      "entrypoint": manifest.site_entrypoint, "params": job["params"],
-                     "site": self.ctx.name}
+                     "site": self.ctx.name, "study": job["study"]}
         if len(json.dumps(job["params"])) > PARAMS_INLINE_BYTES:  # a model's weights
             write_params(self.root, job["id"], job["params"])
             arguments |= {"params": None, "params_in_file": True}

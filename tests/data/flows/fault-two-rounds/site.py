@@ -6,7 +6,8 @@ from typing import Any
 
 
 def count_round(cohort: dict[str, Any], round: str | None = None,
-                site: str | None = None, pad: list[float] | None = None) -> dict[str, Any]:
+                site: str | None = None, pad: list[float] | None = None,
+                study: str | None = None) -> dict[str, Any]:
     from sqlmodel import func, select
 
     from radflow.catalog.db import session_scope
@@ -21,5 +22,5 @@ def count_round(cohort: dict[str, Any], round: str | None = None,
         matching = count_series(session, definition)
     if round == "second" and len(pad or []) != 40_000:
         raise ValueError("the second round's parameters did not arrive whole")
-    return {"local": {"round": round, "matching": int(matching)},
+    return {"local": {"round": round, "matching": int(matching), "study": study},
             "release": {"n": int(total), "matching": int(matching)}}
