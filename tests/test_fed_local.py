@@ -127,6 +127,9 @@ def test_a_round_trains_returns_fp16_and_leaves_no_optimizer_state(prepared: dic
     assert np.abs(second.vector_fp16.astype(np.float32)
                   - first.vector_fp16.astype(np.float32)).max() > 1e-3
     prepared["site_a"] = second.vector_fp16
+    # one poly decay over the study (2 rounds x 1 epoch), Adam's 2e-3 at the start
+    assert first.learning_rates == pytest.approx([2e-3])
+    assert second.learning_rates == pytest.approx([2e-3 * 0.5 ** 0.9])
 
     again = _round(prepared, w0.astype(np.float16), work="r1-again")
     twice = _round(prepared, w0.astype(np.float16), work="r1-twice")

@@ -70,6 +70,7 @@ class LocalResult:
     cases_trained: int  # training cases the round drew from (FedAvg's weight)
     cases_sampled: int  # distinct cases in the round's batches
     mean_train_loss: list[float] = field(default_factory=list)  # one per epoch
+    learning_rates: list[float] = field(default_factory=list)  # one per epoch (poly decay)
     seconds: float = 0.0
 
 
@@ -180,7 +181,7 @@ def train_local(preprocessed_folder: str | Path, plans: dict, dataset_json: dict
 
     Returns:
         The new weights as a flat fp16 vector, the cases trained and sampled, the mean loss
-        of each epoch and the seconds the round took.
+        and the learning rate of each epoch, and the seconds the round took.
 
     Raises:
         ConfigurationError: a case that is not preprocessed, a weight vector that does not fit
@@ -215,11 +216,12 @@ def train_local(preprocessed_folder: str | Path, plans: dict, dataset_json: dict
                                                  num_processes=1, verify=True)
             loader = _train_loader(trainer, folder, chosen)
             trainer.set_deep_supervision_enabled(True)
-            losses, sampled = [], set()
+            losses, rates, sampled = [], [], set()
             for epoch in range(epochs):
                 trainer.current_epoch = round_index * epochs + epoch
                 trainer.network.train()
                 trainer.lr_scheduler.step(trainer.current_epoch)
+                rates.append(float(trainer.optimizer.param_groups[0]["lr"]))
                 epoch_losses = []
                 for _ in range(iterations):
                     batch = next(loader)
@@ -227,12 +229,12 @@ def train_local(preprocessed_folder: str | Path, plans: dict, dataset_json: dict
                     epoch_losses.append(float(trainer.train_step(batch)["loss"]))
                 losses.append(float(np.mean(epoch_losses)))
                 log.info("round %d epoch %d: lr %.2e, mean loss %.4f", round_index, epoch,
-                         trainer.optimizer.param_groups[0]["lr"], losses[-1])
+                         rates[-1], losses[-1])
             vector = network_vector(trainer.network)
     finally:
         trainer.optimizer = trainer.lr_scheduler = None
         shutil.rmtree(scratch, ignore_errors=True)
     half = vector.astype(np.float16)
     check_vector(half, network_layout(trainer.network))  # diverged, or beyond fp16's range
-    return LocalResult(half, len(chosen), len(sampled), losses,
+    return LocalResult(half, len(chosen), len(sampled), losses, rates,
                        round(time.perf_counter() - began, 2))
