@@ -176,10 +176,6 @@ def _load(model_dir: Path, configuration: str, folds: tuple[str, ...], checkpoin
           device: Any, use_mirroring: bool, patch: tuple[int, ...] | None,
           tile_step_size: float) -> LoadedModel:
     import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     needed = [model_dir / "plans.json", model_dir / "dataset.json",
               *(model_dir / f"fold_{f}" / checkpoint for f in folds)]
@@ -190,7 +186,34 @@ def _load(model_dir: Path, configuration: str, folds: tuple[str, ...], checkpoin
             fix="install the model again (`radflow model install ZIP`) or check its folds")
     plans = json.loads((model_dir / "plans.json").read_text())
     dataset_json = json.loads((model_dir / "dataset.json").read_text())
-    plans_manager = PlansManager(plans)
+    weights, mirroring, trainer = [], None, "nnUNetTrainer"
+    for fold in folds:
+        saved = torch.load(model_dir / f"fold_{fold}" / checkpoint, map_location="cpu",
+                           weights_only=False)
+        weights.append(saved["network_weights"])
+        mirroring = saved.get("inference_allowed_mirroring_axes", mirroring)
+        trainer = saved.get("trainer_name", trainer)
+    return model_from_weights(plans, dataset_json, weights, configuration, device, use_mirroring,
+                              patch, tile_step_size, mirroring, trainer)
+
+
+def model_from_weights(plans: dict, dataset_json: dict, weights: list[dict], configuration: str,
+                       device: Any, use_mirroring: bool = False,
+                       patch: tuple[int, ...] | None = None, tile_step_size: float = 0.5,
+                       mirroring: tuple[int, ...] | None = None,
+                       trainer: str = "nnUNetTrainer") -> LoadedModel:
+    """A model from plans, dataset.json and state dicts in memory (one per fold), not cached:
+    what ``load_model`` builds from a model folder (federated rounds evaluate weights that were
+    never written as a model)."""
+    import copy
+
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    device = _device(device) if device is None or isinstance(device, str) else device
+    plans_manager = PlansManager(copy.deepcopy(plans))
     config = plans_manager.get_configuration(configuration)
     if patch:
         config.configuration["patch_size"] = list(patch)
@@ -202,13 +225,6 @@ def _load(model_dir: Path, configuration: str, folds: tuple[str, ...], checkpoin
     if device.type == "cpu":
         use_onednn(network)
         fast_resampling(config)
-    weights, mirroring, trainer = [], None, "nnUNetTrainer"
-    for fold in folds:
-        saved = torch.load(model_dir / f"fold_{fold}" / checkpoint, map_location="cpu",
-                           weights_only=False)
-        weights.append(saved["network_weights"])
-        mirroring = saved.get("inference_allowed_mirroring_axes", mirroring)
-        trainer = saved.get("trainer_name", trainer)
     predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True,
                                 use_mirroring=use_mirroring,
                                 perform_everything_on_device=device.type == "cuda",
