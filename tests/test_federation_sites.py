@@ -31,6 +31,7 @@ from conftest import (
     send,
     wait_settled,
 )
+from hub_pages import FEATURES, SEGMENTS, hub_web_by_browser
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
@@ -40,7 +41,6 @@ from radflow.cohorts.images import is_image_series
 from radflow.cohorts.query import count_series
 from radflow.federation.client import HubClient, join
 from radflow.federation.policy import SitePolicy, policy_path, save_policy
-from radflow.federation.units import count
 from radflow.synth import synthesize
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -123,8 +123,6 @@ def audit_actions(ctx) -> list[str]:
         return [e.action for e in session.exec(select(AuditEvent).order_by(AuditEvent.seq))]
 
 
-FEATURES = ["original_firstorder_Mean", "original_shape_VoxelVolume"]
-SEGMENTS = ["liver", "spleen"]
 ANALYTICS = ("federated-feature-statistics", "federated-harmonization-check",
              "federated-logistic-regression")
 
@@ -274,126 +272,64 @@ def test_federated_statistics_regression_and_harmonization(federation, tmp_path)
     assert steps[-1] < 1e-10 and len(steps) >= 3  # convergence, reported per round
 
 
-def coordinator_page(browser, hub_cli, user: str, path: str = "/studies"):
-    """A browser logged in to the hub's web app as ``user``, through the hub's provider."""
-    creds = hub_cli("hub", "credentials")
-    web = creds["web"]["url"].removesuffix("/studies")
-    page = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()
-    page.goto(web + path)
-    assert not page.url.startswith(web)  # sent to the provider's log-in page
-    page.fill("input[name=login]", user)
-    page.click("button[type=submit]")
-    page.fill("input[name=password]", creds["web"]["users"][user]["password"])
-    page.click("button[type=submit]")
-    page.wait_for_url(web + "/**")
-    return page, web
+def test_federated_nnunet_training(federation, cli, tmp_path) -> None:
+    """Federated nnU-Net over the three sites from their reviewed labels (imported ground
+    truth, recorded accepted): the fingerprint, two FedAvg rounds of fp16 weights through the
+    gates (epsilon's policy does not allow weights: it refuses, the quorum of two goes on), the
+    validation, and the model package on the hub, which the predictor loads."""
+    from radflow.federation.weights import checkpoint_bytes
+    from radflow_nnunet.predictor import load_model
 
+    hub_cli, sites = federation["hub_cli"], federation["sites"]
 
-def assert_no_raw_json(page) -> None:
-    """The page shows tables: every JSON stays behind its closed toggle."""
-    assert page.locator("details[open]").count() == 0
-    shown = page.inner_text("main")
-    assert '{"' not in shown and '"n":' not in shown, shown[:2000]
-    assert not any(pre.is_visible() for pre in page.locator("pre").all())
+    def labelled(item) -> None:  # 3 cases a site of 40x40: 2 train, 1 held out (seed 5)
+        name, ctx = item
+        data = tmp_path / f"labels-{name}"
+        synthesize(data, 3, seed=100 + len(name), matrix=40, seg=True)
+        send(ctx, *[case / "dicom" for case in sorted(data.glob("case_*"))])
+        cli("data", "import-labels", str(data), "--site", name, check=True)
+        wait_settled(ctx)
 
-
-def statistics_page(page, web: str, study: dict, shots) -> None:
-    """A feature-statistics study as a coordinator reads it: tables with units, no JSON, the
-    sites whose gates suppressed bins named as suppressed, the report the same as the page."""
-    page.goto(f"{web}/studies/{study['study']}")
-    assert_no_raw_json(page)
-    assert "quantile intervals" in page.inner_text("main")  # (its table behind a toggle)
-    rows = page.locator("table[data-table='features'] tbody tr").all_inner_texts()
-    assert len(rows) == len(FEATURES) * len(SEGMENTS)
-    for row in rows:  # each number in the feature's unit, none as 6.48286e+10
-        assert (" HU" if "firstorder_Mean" in row else " mL") in row and "e+" not in row, row
-    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
-    assert "policy_violation:min_cohort" in page.inner_text("#sites tr[data-site='epsilon']")
-    suppressed = {s["site"] for s in study["sites"] if any(
-        None in cell for row in (s.get("release") or {}).get("histograms", []) for cell in row)}
-    assert suppressed, "no gate suppressed a bin: the check below would check nothing"
-    for name in suppressed:
-        assert "suppressed" in page.inner_text(f"#suppressed li[data-site='{name}']")
-    page.screenshot(path=str(shots / "hub-study-statistics.png"), full_page=True)
-    report = page.context.request.get(f"{web}/studies/{study['study']}/files/report.html").text()
-    assert 'data-table="features"' in report and 'id="suppressed"' in report
-    assert " mL" in report and "data:image/png;base64," in report
-
-
-def hub_web_by_browser(browser, shots, hub_cli, hub_home, local: dict) -> None:
-    """A coordinator logs in to the hub's web app, starts a study in the form and reads its
-    result there; only an admin may revoke a site; without a log-in every page is refused."""
-    import requests
-
-    from radflow.hub.home import HubHome
-    from radflow.hub.web import hub_host
-    from radflow.web.app import app_routes, create_web_app
-
-    page, web = coordinator_page(browser, hub_cli, "coordinator", "/studies/new")
-    missing: list[str] = []  # no 404 in the console: the favicon answers, on every page
-    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
-    assert page.url == web + "/studies/new"
-    page.fill("#cohort", "modality=CT")
-    page.fill("#deadline", "120")
-    with page.expect_navigation():
-        page.click("#go")
-    study_id = page.url.rsplit("/", 1)[1]
-    assert len(study_id) == 12 and study_id.isalnum(), page.url  # on the study's page
-    # starting (or running already): the study lists its sites and their state at once
-    listed = page.locator("#sites tr[data-site]").evaluate_all(
-        "rows => rows.map(r => r.dataset.site)")
-    assert sorted(listed) == sorted(local), (page.inner_text("#state"), listed)
-    if page.inner_text("#state") != "finished":
-        page.screenshot(path=str(shots / "hub-study-starting.png"), full_page=True)
-    deadline = time.monotonic() + 180
-    while page.locator("#state").text_content(timeout=10_000) != "finished":
-        assert time.monotonic() < deadline, page.content()[:3000]
-        time.sleep(1)  # (the page also reloads itself every 2 s while the study runs)
-        page.goto(f"{web}/studies/{study_id}")
-    page.screenshot(path=str(shots / "hub-study-web.png"), full_page=True)
-    shown = hub_cli("study", "show", study_id)
-    assert shown["started_by"].startswith("web:")  # who started it: the OIDC subject
-    combined = json.loads(page.text_content("pre.combined-json"))  # (behind its toggle)
-    assert combined["matching"] == sum(m for _, m in local.values())  # = pooled
-    assert_no_raw_json(page)
-    for name, (n, matching) in local.items():
-        row = page.inner_text(f"#sites tr[data-site='{name}']")
-        assert "released" in row and f"matching {count(matching)}" in row and \
-            f"n {count(n)}" in row
-    chart = page.context.request.get(f"{web}/studies/{study_id}/files/result.png")
-    assert chart.ok and chart.body()[:8] == b"\x89PNG\r\n\x1a\n"
-    report = page.context.request.get(f"{web}/studies/{study_id}/files/report.html").text()
-    assert "data:image/png;base64," in report and "min_cohort 2" in report
-    assert page.context.request.get(f"{web}/studies/{study_id}/files/..%2Fhub.db").status == 404
-    icon = page.context.request.get(f"{web}/favicon.ico")  # public, like /healthz
-    assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
-
-    # the analytics study of the other test, as a coordinator reads it
-    stats = [r for r in hub_cli("study", "list") if r["flow"] == "federated-feature-statistics"]
-    if stats:
-        statistics_page(page, web, hub_cli("study", "show", stats[0]["study"]), shots)
-    assert not missing, missing
-
-    # a coordinator may not revoke a site (admin only), whatever the form says
-    page.goto(web + "/sites")
-    assert page.locator("button:has-text('Revoke')").count() == 0
-    refused = page.context.request.post(f"{web}/sites/epsilon/revoke",
-                                        form={"csrf": "anything"})
-    assert refused.status == 403 and "admin" in refused.text()
-    page.context.close()
-
-    # without a log-in: pages go to the log-in, nothing else answers
-    checked = 0
-    for method, path in app_routes(create_web_app(hub_host(HubHome.of(hub_home)))):
-        if path in {"/healthz", "/login", "/auth/callback", "/logged-out", "/favicon.ico"}:
-            continue
-        path = path.replace("{study_id}", study_id).replace("{name}", "epsilon")
-        answer = requests.request(method, web + path, allow_redirects=False, timeout=10)
-        assert answer.status_code in ((303,) if method == "GET" else (303, 401, 403)), path
-        if method == "GET":
-            assert answer.headers["location"].startswith("/login?next=")
-        checked += 1
-    assert checked >= 7
+    with ThreadPoolExecutor(len(sites)) as pool:
+        list(pool.map(labelled, sites.items()))
+    version = hub_cli("publish", "federation/flows/federated-nnunet-training")["hash"]
+    for name, ctx in sites.items():
+        save_policy(ctx.paths.root, SitePolicy(approved=[version], job_mode="auto",
+                                               min_cohort=1, min_cell=1,
+                                               allow_weights=name != "epsilon"))
+    cohort_file = tmp_path / "cohort.json"
+    cohort_file.write_text(parse_short(["modality=CT", "rows=40"]).canonical_json())
+    result = hub_cli("study", "run", "federated-nnunet-training", "--cohort", str(cohort_file),
+                     "--deadline", "300", *[x for p in (
+                         "rounds=2", "epochs=1", "iterations=2", "patch=[16,32,32]",
+                         "held_out=0.34", "seed=5", "samples_per_case=2000",
+                         "model_name=fed-e2e") for x in ("--param", p)])
+    combined = result["combined"]
+    assert [r["round"] for r in result["rounds"]] == ["fingerprint", "train", "train",
+                                                      "validate"]
+    assert combined["finished"] and combined["rounds_trained"] == 2, combined
+    assert combined["sites_not_in"] == {"epsilon": "policy_violation:weights"}
+    assert sorted(combined["cases_per_site"]) == ["alpha", "delta"]
+    assert sorted(combined["validation"]) == ["alpha", "delta"]
+    for entry in combined["training"]:
+        assert entry["sites"] == 2 and entry["loss"] is not None
+        for size in entry["bytes"].values():  # fp16 in base64, against a full fp32 checkpoint
+            assert size < checkpoint_bytes(combined["parameters"]) / 4
+    for site_values in combined["validation"].values():
+        for organ, values in site_values.items():
+            assert 0.0 <= values["mean"] <= 1.0 and values["n"] >= 1, (organ, values)
+    model = federation["hub_home"] / "hub" / "studies" / result["study"] / "model"
+    card = json.loads((model / "radflow-model.json").read_text())
+    assert card["name"] == "fed-e2e" and card["federated"]["study"] == result["study"]
+    assert load_model(model) is not None
+    kept = {name: sites[name].paths.root / "studies" / result["study"] / "nnunet"
+            for name in sites}
+    for name in ("alpha", "delta"):  # each site's split and preprocessed cases stay there
+        assert (kept[name] / "state.json").exists()
+        assert (kept[name] / "preprocessed.json").exists()
+    # epsilon's agent refused the training round before its worker did any work
+    assert (kept["epsilon"] / "state.json").exists()
+    assert not (kept["epsilon"] / "preprocessed.json").exists()
 
 
 def test_a_hub_and_three_sites(federation, cli, tmp_path, browser, shots) -> None:

@@ -202,6 +202,12 @@ class Agent(ServiceLoop):
         refused, manifest = self.verify(job)
         if refused:
             return refused
+        if releases_weights(manifest.release_schema, job["params"]) and \
+                not load_policy(self.root).allow_weights:  # refused before any work is done
+            self.logger.warning("job %s: the round releases model weights; this site's "
+                                "policy does not allow them (allow_weights)", job["id"])
+            return self.decide(job, refusal="policy_violation:weights",
+                               detail="the round releases model weights (allow_weights is off)")
         from radflow.flows.federated_job import PARAMS_INLINE_BYTES, write_params
 
         arguments = {"job_id": job["id"], "version_hash": job["version"],
@@ -285,6 +291,15 @@ class Agent(ServiceLoop):
         raise SiteError(f"the hub did not take the result of job {entry.target} (HTTP "
                         f"{answer.status_code} {reason})", fix="it is posted again; see the "
                                                                "hub's log")
+
+
+def releases_weights(schema: Any, params: dict[str, Any]) -> bool:
+    """Whether the job's round would release model weights (a ``weights`` field)."""
+    try:
+        fields = schema.for_round((params or {}).get("round")).fields
+    except ValueError:
+        return False  # (the gate refuses a job that names no round of the flow)
+    return any(spec.kind == "weights" for spec in fields.values())
 
 
 def main(argv: list[str] | None = None) -> int:
