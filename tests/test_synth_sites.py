@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from radflow.synth import SITE_PROFILES, get_site_profile, synthesize
 from radflow.synth.phantom import LABELS, PHASES
 
 CASES, SEED, MATRIX = 2, 21, 32
+DCIODVFY = Path(sys.executable).parent / "dciodvfy"
 
 
 def read_hu(folder: Path) -> sitk.Image:
@@ -85,6 +88,12 @@ def test_each_profile_fixes_vendor_phase_and_thickness(sites: dict[str, dict]) -
             assert ("ContrastBolusAgent" in header) == (profile.phase != "non-contrast")
             assert header.PatientID.startswith(f"RF{name.upper()}")
             assert case.site_profile == name and case.phase == profile.phase
+        path = sorted(site["cases"][0].dicom_dir.glob("*.dcm"))[3]
+        out = subprocess.run([str(DCIODVFY), str(path)], capture_output=True, text=True,
+                             check=False)
+        errors = [line for line in (out.stdout + out.stderr).splitlines()
+                  if line.startswith("Error")]
+        assert errors == [], f"{path}: {errors}"
     assert {SITE_PROFILES[n].phase for n in sites} == set(PHASES)
     assert len({SITE_PROFILES[n].slice_thickness for n in sites}) == 3
     # one seed at three sites: three different sets of studies
