@@ -137,6 +137,10 @@ def test_a_profile_object_and_unknown_names(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="unknown site profile 'z'; known: a, b, c"):
         synthesize(tmp_path / "z", 1, matrix=16, site_profile="z")
     assert not (tmp_path / "z").exists()  # refused before anything was written
+    with pytest.raises(ConfigurationError, match="unknown phase 'delayed'"):
+        dataclasses.replace(SITE_PROFILES["a"], name="a3", phase="delayed")
+    with pytest.raises(ConfigurationError, match="1 to 16 letters or digits"):
+        dataclasses.replace(SITE_PROFILES["a"], name="a site")
 
 
 def test_no_profile_is_the_mixed_set_as_before(tmp_path: Path) -> None:

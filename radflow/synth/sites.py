@@ -52,6 +52,24 @@ class SiteProfile:
     noise_sigma: tuple[float, float]  # HU, the range each case's sigma is drawn from
     anatomy: Anatomy
 
+    def __post_init__(self) -> None:
+        if not (self.name.isascii() and self.name.isalnum() and len(self.name) <= 16):
+            raise ConfigurationError(
+                f"a site profile's name must be 1 to 16 letters or digits, got {self.name!r}",
+                fix="name it like 'a' or 'site2' (it goes into patient IDs and UIDs)")
+        if self.phase not in PHASES:
+            raise ConfigurationError(f"site profile {self.name!r}: unknown phase {self.phase!r}",
+                                     fix=f"use one of {', '.join(sorted(PHASES))}")
+        if not 0.5 <= self.slice_thickness <= 10:
+            raise ConfigurationError(
+                f"site profile {self.name!r}: slice thickness {self.slice_thickness} mm",
+                fix="give a thickness between 0.5 and 10 mm (e.g. 1.5, 3 or 5)")
+        low, high = self.noise_sigma
+        if not 0 <= low <= high:
+            raise ConfigurationError(
+                f"site profile {self.name!r}: noise sigma range {self.noise_sigma}",
+                fix="give (low, high) HU with 0 <= low <= high, e.g. (10.0, 14.0)")
+
 
 _BY_MAKER = {v.manufacturer: v for v in VENDORS}
 SIEMENS, GE, TOSHIBA = (_BY_MAKER[m] for m in ("SIEMENS", "GE MEDICAL SYSTEMS", "TOSHIBA"))
@@ -66,11 +84,6 @@ SITE_PROFILES: dict[str, SiteProfile] = {p.name: p for p in (
                 TOSHIBA, 120.0, "non-contrast", 5.0, (24.0, 32.0),
                 Anatomy(habitus=(1.04, 1.22), organ_scale=1.06, organ_shift_mm=(0.0, 0.0, 10.0))),
 )}
-
-for _profile in SITE_PROFILES.values():  # a typo in the table fails at import, not mid-run
-    if _profile.phase not in PHASES:
-        raise ConfigurationError(f"site profile {_profile.name!r} names phase {_profile.phase!r}",
-                                 fix=f"use one of {sorted(PHASES)}")
 
 
 def get_site_profile(name: str | SiteProfile | None) -> SiteProfile | None:
