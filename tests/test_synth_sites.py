@@ -22,6 +22,7 @@ from radflow.synth.phantom import LABELS, PHASES
 
 CASES, SEED, MATRIX = 2, 21, 32
 DCIODVFY = Path(sys.executable).parent / "dciodvfy"
+RADFLOW = str(Path(sys.executable).parent / "radflow")
 
 
 def read_hu(folder: Path) -> sitk.Image:
@@ -161,3 +162,18 @@ def test_no_profile_is_the_mixed_set_as_before(tmp_path: Path) -> None:
     assert h.hexdigest() == "723502ba514a7e055574cb1c0be9190f75be1e54c9ed50e54f9091e9c3c962af"
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert "site_profile" not in manifest and "phase" not in manifest["cases"][0]
+
+
+def test_cli_writes_a_site_and_refuses_an_unknown_profile(tmp_path: Path) -> None:
+    ok = subprocess.run([RADFLOW, "data", "synth", "--cases", "1", "--matrix", "16", "--out",
+                         str(tmp_path / "c"), "--site-profile", "c", "--json"],
+                        capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    (case,) = json.loads(ok.stdout)
+    assert case["site_profile"] == "c" and case["phase"] == "non-contrast"
+    assert case["spacing"][2] == 5.0 and case["manufacturer"] == "TOSHIBA"
+    bad = subprocess.run([RADFLOW, "data", "synth", "--out", str(tmp_path / "x"),
+                          "--site-profile", "x"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1
+    assert "unknown site profile 'x'; known: a, b, c" in bad.stdout + bad.stderr
+    assert not (tmp_path / "x").exists()
