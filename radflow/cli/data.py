@@ -27,19 +27,25 @@ def synth(
     ground_truth_seg: bool = typer.Option(
         False, "--ground-truth-seg", help="Also write each case's ground truth as a DICOM SEG "
         "(case_NNN/ground-truth/SEG.dcm; `radflow data import-labels` records it as accepted)."),
+    site_profile: str | None = typer.Option(
+        None, "--site-profile", help="A synthetic hospital (a, b or c: its own vendor, contrast "
+        "phase, noise, slice thickness and anatomy; see radflow.synth.sites) instead of the "
+        "mixed set."),
     json_out: bool = JSON,
 ) -> None:
     """Write synthetic abdominal CT studies with ground-truth organ labels."""
-    from radflow.synth import synthesize
+    from radflow.synth import get_site_profile, synthesize
 
+    profile = get_site_profile(site_profile)  # an unknown name fails before any work
     if json_out:
-        written = synthesize(out, cases, seed=seed, matrix=matrix, seg=ground_truth_seg)
+        written = synthesize(out, cases, seed=seed, matrix=matrix, seg=ground_truth_seg,
+                             site_profile=profile)
         print_json([c.__dict__ for c in written])
         return
     with _progress() as bar:
         task = bar.add_task("synthesizing", total=cases)
         written = synthesize(out, cases, seed=seed, matrix=matrix, seg=ground_truth_seg,
-                             progress=lambda _c: bar.advance(task))
+                             site_profile=profile, progress=lambda _c: bar.advance(task))
     slices = sum(c.slices for c in written)
     console.print(f"wrote {len(written)} CT studies ({slices} slices) and labels to {out}")
 

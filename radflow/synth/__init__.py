@@ -10,6 +10,13 @@
 
 The output is deterministic for a seed; cases differ in habitus, organ size and position,
 scanner vendor, kVp, slice thickness, contrast and patient demographics.
+
+``--site-profile a|b|c`` (``synthesize(..., site_profile="a")``) makes a synthetic hospital
+instead of the mixed set: the profile fixes the vendor, kVp, contrast phase (non-contrast,
+arterial, portal-venous) and slice thickness (1.5 / 3 / 5 mm), and sets the noise level and the
+population's anatomy (habitus, organ size, organ position), so that a model trained at one site
+loses accuracy at another. :mod:`radflow.synth.sites` describes each profile. Without a profile
+a seed gives exactly the data it gave before profiles existed.
 """
 
 from __future__ import annotations
@@ -25,6 +32,10 @@ from radflow.errors import ConfigurationError
 from radflow.synth.dicom import write_series
 from radflow.synth.phantom import LABELS, Grid, abdomen, render
 from radflow.synth.profiles import make_case
+from radflow.synth.sites import SITE_PROFILES, SiteProfile, get_site_profile
+
+__all__ = ["SITE_PROFILES", "SiteProfile", "SynthCase", "get_site_profile", "synthesize",
+           "synthesize_case"]
 
 COVERAGE_MM = (-85.0, 115.0)  # z range covered by every series (kidneys to liver dome)
 
@@ -44,6 +55,18 @@ class SynthCase:
     manufacturer: str
     contrast: bool
     seg_path: Path | None = None  # the ground truth as a DICOM SEG, when asked for
+    site_profile: str | None = None  # the site profile's name (None: the mixed set)
+    phase: str | None = None  # the profile's contrast phase (None: the mixed set)
+
+    def record(self, root: Path) -> dict:
+        """The case's manifest entry, paths relative to ``root`` (the mixed set's entries
+        carry no profile keys: its manifest is as it was)."""
+        entry = {**self.__dict__, "dicom_dir": str(self.dicom_dir.relative_to(root)),
+                 "labels_path": str(self.labels_path.relative_to(root)),
+                 "seg_path": str(self.seg_path.relative_to(root)) if self.seg_path else None}
+        if self.site_profile is None:
+            del entry["site_profile"], entry["phase"]
+        return entry
 
 
 def case_grid(matrix: int, slice_thickness: float, habitus: float) -> Grid:
@@ -78,12 +101,14 @@ def write_ground_truth_seg(paths: list[Path], labels: np.ndarray, path: Path) ->
 
 
 def synthesize_case(out: Path, seed: int, index: int, matrix: int = 128,
-                    seg: bool = False) -> SynthCase:
+                    seg: bool = False, site_profile: str | SiteProfile | None = None) -> SynthCase:
     """Synthesize and write case ``index`` of the set for ``seed`` (with ``seg``, also its
-    ground truth as a DICOM SEG)."""
+    ground truth as a DICOM SEG; with ``site_profile``, as that synthetic hospital's case)."""
+    site = get_site_profile(site_profile)
     rng = np.random.default_rng([seed, index])
-    spec = make_case(seed, index, rng)
-    phantom = abdomen(rng, spec.contrast)
+    spec = make_case(seed, index, rng, site)
+    phantom = abdomen(rng, spec.contrast) if site is None else \
+        abdomen(rng, site.phase, site.anatomy, site.noise_sigma)
     grid = case_grid(matrix, spec.slice_thickness, phantom.extra["habitus"])
     hu, labels = render(phantom, grid, rng)
     name = f"case_{index:03d}"
@@ -104,6 +129,8 @@ def synthesize_case(out: Path, seed: int, index: int, matrix: int = 128,
         manufacturer=spec.vendor.manufacturer,
         contrast=spec.contrast,
         seg_path=seg_path,
+        site_profile=site.name if site else None,
+        phase=site.phase if site else None,
     )
 
 
@@ -115,6 +142,7 @@ def synthesize(
     matrix: int = 128,
     start: int = 0,
     seg: bool = False,
+    site_profile: str | SiteProfile | None = None,
     progress: Callable[[SynthCase], None] | None = None,
 ) -> list[SynthCase]:
     """Write ``cases`` synthetic CT studies into ``out`` and a ``manifest.json``.
@@ -127,6 +155,9 @@ def synthesize(
         start: index of the first case (to extend a data set).
         seg: also write each case's ground truth as a DICOM SEG (MANUAL segments, the coded
             anatomy of radflow's SEGs) in ``case_NNN/ground-truth/``.
+        site_profile: a name in :data:`SITE_PROFILES` (``"a"``, ``"b"``, ``"c"``) or a
+            :class:`SiteProfile`: the cases are that synthetic hospital's; None (the default)
+            is the mixed set, exactly as before profiles existed.
         progress: called after each case.
     """
     if cases < 1:
@@ -135,24 +166,21 @@ def synthesize(
     if not 16 <= matrix <= 1024:
         raise ConfigurationError(f"matrix must be between 16 and 1024 pixels, got {matrix}",
                                  fix="e.g. --matrix 128 (512 is clinical size)")
+    site = get_site_profile(site_profile)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for index in range(start, start + cases):
-        case = synthesize_case(out, seed, index, matrix, seg)
+        case = synthesize_case(out, seed, index, matrix, seg, site)
         written.append(case)
         if progress:
             progress(case)
     manifest = {
         "seed": seed,
         "matrix": matrix,
+        **({"site_profile": site.name} if site else {}),
         "labels": {str(k): v for k, v in LABELS.items()},
-        "cases": [
-            {**case.__dict__, "dicom_dir": str(case.dicom_dir.relative_to(out)),
-             "labels_path": str(case.labels_path.relative_to(out)),
-             "seg_path": str(case.seg_path.relative_to(out)) if case.seg_path else None}
-            for case in written
-        ],
+        "cases": [case.record(out) for case in written],
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return written

@@ -1,5 +1,10 @@
 """An abdominal CT phantom: body, muscle wall, spine, aorta, liver, spleen and kidneys.
 
+The contrast phase (:data:`PHASES`: non-contrast, arterial, portal-venous) sets the aorta's HU
+and what iodine adds to each organ; :class:`Anatomy` sets the habitus range, an organ size scale
+and an organ position shift (a site's population and breath-hold). The defaults are the mixed
+set's, unchanged since before phases existed (a seed gives the same phantom).
+
 Everything is defined in patient coordinates (millimetres, DICOM's LPS axes: x to the patient's
 left, y to the back, z to the head) and sampled on the grid of an axial series. Edges carry
 partial-volume mixing (each voxel gets the fraction of it inside a structure, from a first-order
@@ -28,6 +33,43 @@ class Ellipsoid:
     label: int = 0  # 0: not a labelled organ
     angle_deg: float = 0.0  # rotation about z
     extruded: bool = False
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A contrast phase: the aorta's HU and the HU that contrast adds to each organ."""
+
+    name: str
+    aorta_hu: float
+    liver: float = 0.0
+    spleen: float = 0.0
+    kidney: float = 0.0
+
+
+# Enhancement as on real scanners (about 120 kVp): the arterial phase lights up the aorta, the
+# renal cortex and the spleen while the liver barely changes (it is fed mostly by the portal
+# vein); the portal-venous phase enhances the liver most, the aorta less than arterial.
+PHASES: dict[str, Phase] = {p.name: p for p in (
+    Phase("non-contrast", 45.0),
+    Phase("arterial", 320.0, liver=12.0, spleen=60.0, kidney=100.0),
+    Phase("portal-venous", 180.0, liver=50.0, spleen=55.0, kidney=75.0),
+)}
+# The mixed set's (no site profile) contrast cases: a mild portal-venous enhancement, kept as it
+# has always been so that a seed gives the same data (and the same demo model) as before.
+MIXED_CONTRAST = Phase("portal-venous (mixed set)", 190.0, liver=25.0, spleen=10.0, kidney=15.0)
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """How a population's bodies vary: habitus range (1 = average), organ size scale, organ
+    shift in mm (x, y, z; LPS: z to the head, so a deeper breath-hold is a negative z)."""
+
+    habitus: tuple[float, float] = (0.88, 1.12)
+    organ_scale: float = 1.0
+    organ_shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+MIXED_ANATOMY = Anatomy()
 
 
 @dataclass(frozen=True)
@@ -122,36 +164,47 @@ def render(phantom: Phantom, grid: Grid, rng: np.random.Generator) -> tuple[np.n
     return hu, labels
 
 
-def abdomen(rng: np.random.Generator, contrast: bool) -> Phantom:
-    """A randomized abdomen: body habitus, organ sizes, positions, angles and HU vary per case."""
-    s = rng.uniform(0.88, 1.12)  # habitus
+def abdomen(rng: np.random.Generator, phase: bool | str | Phase,
+            anatomy: Anatomy = MIXED_ANATOMY,
+            noise_sigma: tuple[float, float] = (12.0, 20.0)) -> Phantom:
+    """A randomized abdomen: body habitus, organ sizes, positions, angles and HU vary per case.
+
+    ``phase`` is a name in :data:`PHASES`, a :class:`Phase`, or (the mixed set) a bool:
+    True for :data:`MIXED_CONTRAST`, False for non-contrast. ``noise_sigma`` is the range the
+    case's noise standard deviation (HU) is drawn from.
+    """
+    if isinstance(phase, bool):
+        phase = MIXED_CONTRAST if phase else PHASES["non-contrast"]
+    elif isinstance(phase, str):
+        phase = PHASES[phase]
+    s = rng.uniform(*anatomy.habitus)
     body_a, body_b = 165 * s, 115 * s
+    dx, dy, dz = anatomy.organ_shift_mm
 
     def jitter(mm: float) -> float:
         return float(rng.uniform(-mm, mm))
 
     def size(*axes: float) -> tuple[float, float, float]:
         k = rng.uniform(0.88, 1.12)
-        return tuple(float(a * k * s) for a in axes)  # type: ignore[return-value]
+        return tuple(float(a * k * s * anatomy.organ_scale) for a in axes)  # type: ignore[return-value]
 
-    aorta_hu = 190.0 if contrast else 45.0
-    kidney_hu = 150.0 + jitter(12) + (15.0 if contrast else 0.0)
+    kidney_hu = 150.0 + jitter(12) + phase.kidney
     structures = [
         Ellipsoid("subcutaneous fat", (0, 8, 0), (body_a, body_b, 1), -100 + jitter(10), extruded=True),
         Ellipsoid("muscle wall", (0, 8, 0), (body_a - 14, body_b - 14, 1), 50 + jitter(5), extruded=True),
         Ellipsoid("visceral fat", (0, 8, 0), (body_a - 24, body_b - 24, 1), -30 + jitter(10), extruded=True),
         Ellipsoid("vertebra", (0, 8 + 0.62 * body_b, 0), (19 * s, 17 * s, 1), 450 + jitter(40),
                   extruded=True),
-        Ellipsoid("aorta", (12 * s, 8 + 0.32 * body_b, 0), (11, 11, 1), aorta_hu, extruded=True),
-        Ellipsoid("kidney", (-58 * s + jitter(6), 0.42 * body_b + jitter(6), -25 + jitter(8)),
+        Ellipsoid("aorta", (12 * s, 8 + 0.32 * body_b, 0), (11, 11, 1), phase.aorta_hu, extruded=True),
+        Ellipsoid("kidney", (-58 * s + jitter(6) + dx, 0.42 * body_b + jitter(6) + dy, -25 + jitter(8) + dz),
                   size(27, 24, 45), kidney_hu, label=3, angle_deg=20 + jitter(8)),
-        Ellipsoid("kidney", (58 * s + jitter(6), 0.42 * body_b + jitter(6), -20 + jitter(8)),
+        Ellipsoid("kidney", (58 * s + jitter(6) + dx, 0.42 * body_b + jitter(6) + dy, -20 + jitter(8) + dz),
                   size(27, 24, 45), kidney_hu, label=3, angle_deg=-20 + jitter(8)),
-        Ellipsoid("spleen", (92 * s + jitter(5), 0.18 * body_b + jitter(5), 45 + jitter(8)),
-                  size(30, 44, 48), 45 + jitter(5) + (10.0 if contrast else 0.0), label=2,
+        Ellipsoid("spleen", (92 * s + jitter(5) + dx, 0.18 * body_b + jitter(5) + dy, 45 + jitter(8) + dz),
+                  size(30, 44, 48), 45 + jitter(5) + phase.spleen, label=2,
                   angle_deg=-35 + jitter(10)),
-        Ellipsoid("liver", (-58 * s + jitter(5), -0.10 * body_b + jitter(5), 25 + jitter(8)),
-                  size(72, 56, 70), 60 + jitter(5) + (25.0 if contrast else 0.0), label=1,
+        Ellipsoid("liver", (-58 * s + jitter(5) + dx, -0.10 * body_b + jitter(5) + dy, 25 + jitter(8) + dz),
+                  size(72, 56, 70), 60 + jitter(5) + phase.liver, label=1,
                   angle_deg=15 + jitter(10)),
     ]
-    return Phantom(structures, noise_sigma=float(rng.uniform(12, 20)), extra={"habitus": s})
+    return Phantom(structures, noise_sigma=float(rng.uniform(*noise_sigma)), extra={"habitus": s})

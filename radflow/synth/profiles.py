@@ -1,16 +1,21 @@
 """Per-case metadata of synthetic studies: patient, study, scanner vendor and protocol.
 
 Values vary from case to case (vendor, model, kVp, kernel, slice thickness, contrast, sex, age)
-so that cohort filters have something to filter. All names are invented.
+so that cohort filters have something to filter. A site profile (:mod:`radflow.synth.sites`)
+fixes the vendor, kVp, contrast phase and slice thickness instead. All names are invented.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, time, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydicom.uid import generate_uid
+
+if TYPE_CHECKING:
+    from radflow.synth.sites import SiteProfile
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ FAMILY = ["MUSTERMANN", "DUPONT", "ROSSI", "SMITH", "NOWAK", "JANSEN", "GARCIA",
 GIVEN_F = ["ERIKA", "MARIE", "GIULIA", "ANNA", "SOFIA", "LENA"]
 GIVEN_M = ["MAX", "JEAN", "MARCO", "JOHN", "JAN", "LUCAS"]
 AGENTS = ["Omnipaque 350", "Iomeron 400", "Ultravist 370"]
+PHASE_WORDS = {"non-contrast": "NATIVE", "arterial": "ARTERIAL", "portal-venous": "PORTAL VENOUS"}
 
 
 @dataclass(frozen=True)
@@ -65,13 +71,17 @@ class CaseSpec:
     series_description: str
     protocol_name: str
     station_name: str
+    phase: str | None = None  # the site profile's contrast phase (None: the mixed set)
 
     def sop_uid(self, instance_number: int) -> str:
         return generate_uid(entropy_srcs=[self.series_uid, "instance", str(instance_number)])
 
 
-def make_case(seed: int, index: int, rng: np.random.Generator) -> CaseSpec:
-    """Draw the metadata of case ``index`` (deterministic for a seed)."""
+def make_case(seed: int, index: int, rng: np.random.Generator,
+              site: SiteProfile | None = None) -> CaseSpec:
+    """Draw the metadata of case ``index`` (deterministic for a seed); with ``site``, its
+    vendor, kVp, contrast phase and slice thickness are the profile's (and the UIDs and the
+    patient ID name the profile, so that two sites with one seed do not share them)."""
     vendor = VENDORS[int(rng.integers(len(VENDORS)))]
     sex = "F" if rng.random() < 0.5 else "M"
     given = (GIVEN_F if sex == "F" else GIVEN_M)[int(rng.integers(6))]
@@ -83,8 +93,8 @@ def make_case(seed: int, index: int, rng: np.random.Generator) -> CaseSpec:
     thickness = float(rng.choice([4.0, 5.0]))
     kvp = float(rng.choice([100.0, 120.0, 120.0, 140.0]))
     phase = "PORTAL VENOUS" if contrast else "NATIVE"
-    entropy = [str(seed), str(index)]
-    return CaseSpec(
+    entropy = [str(seed), str(index)] + ([site.name] if site else [])
+    spec = CaseSpec(
         index=index,
         patient_name=f"{family}^{given}",
         patient_id=f"RF{seed % 1000:03d}{index:05d}",
@@ -109,4 +119,25 @@ def make_case(seed: int, index: int, rng: np.random.Generator) -> CaseSpec:
         series_description=f"ABD {phase} {thickness:.1f} {vendor.kernel}",
         protocol_name="Abdomen_Routine" if contrast else "Abdomen_Native",
         station_name=f"CT{int(rng.integers(1, 5)):02d}",
+    )
+    return spec if site is None else with_site(spec, site)
+
+
+def with_site(spec: CaseSpec, site: SiteProfile) -> CaseSpec:
+    """``spec`` with what ``site`` fixes: vendor, kVp, phase, thickness, and the names that
+    follow from them (agent, series description, protocol, patient ID)."""
+    contrast = site.phase != "non-contrast"
+    agent = spec.contrast_agent or AGENTS[spec.index % len(AGENTS)]
+    return replace(
+        spec,
+        patient_id=f"RF{site.name.upper()}{spec.patient_id[2:]}",
+        vendor=site.vendor,
+        kvp=site.kvp,
+        contrast=contrast,
+        contrast_agent=agent if contrast else None,
+        slice_thickness=site.slice_thickness,
+        series_description=f"ABD {PHASE_WORDS[site.phase]} {site.slice_thickness:.1f} "
+                           f"{site.vendor.kernel}",
+        protocol_name="Abdomen_Native" if not contrast else f"Abdomen_{site.phase.title()}",
+        phase=site.phase,
     )
