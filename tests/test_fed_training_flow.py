@@ -184,3 +184,14 @@ def test_a_site_without_weights_allowed_refuses_and_no_quorum_stops_the_study(st
     assert combined["finished"] is False and "quorum" in combined["note"]
     assert combined["sites_not_in"] == {"leiden": "policy_violation:weights",
                                         "zurich": "policy_violation:weights"}
+
+
+def test_the_agent_knows_which_rounds_release_weights(study) -> None:
+    # (a site whose policy does not allow weights refuses those jobs before its worker trains)
+    from radflow.federation.agent import releases_weights
+
+    schema = study["schema"]
+    assert releases_weights(schema, {"round": "train"})
+    assert not releases_weights(schema, {"round": "fingerprint"})
+    assert not releases_weights(schema, {"round": "validate"})
+    assert not releases_weights(schema, {"round": "no-such-round"})
