@@ -31,11 +31,16 @@ class SitePolicy(BaseModel):
                                  "release after seeing exactly what would leave")
     approved: list[str] = Field(default_factory=list, description="approved flow versions, by "
                                 "content hash (nothing is approved by default)")
+    approved_models: list[str] = Field(default_factory=list, description="approved model "
+                                       "versions, by content hash (radflow model approve)")
 
     def summary(self) -> dict[str, Any]:
         """What the gate applied, sent with every result so that a study's report can say it
         (the approvals stay at the site)."""
-        return self.model_dump(exclude={"approved"})
+        return self.model_dump(exclude={"approved", "approved_models"})
+
+
+APPROVALS = ("approved", "approved_models")  # set by approving, never by `policy set`
 
 
 def policy_path(site_root: Path) -> Path:
@@ -86,11 +91,11 @@ def set_values(policy: SitePolicy, assignments: list[str]) -> SitePolicy:
     update: dict[str, Any] = {}
     for item in assignments:
         key, sep, raw = item.partition("=")
-        if not sep or key not in SitePolicy.model_fields or key == "approved":
+        if not sep or key not in SitePolicy.model_fields or key in APPROVALS:
             raise ConfigurationError(
                 f"cannot set {item!r}", fix="use KEY=VALUE with one of "
-                f"{', '.join(k for k in SitePolicy.model_fields if k != 'approved')} "
-                "(approvals: radflow site approve|revoke HASH)")
+                f"{', '.join(k for k in SitePolicy.model_fields if k not in APPROVALS)} "
+                "(approvals: radflow site approve|revoke HASH, radflow model approve HASH)")
         update[key] = yaml.safe_load(raw)
     try:
         return SitePolicy.model_validate(policy.model_dump() | update)

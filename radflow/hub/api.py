@@ -286,6 +286,26 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
             raise HTTPException(404, "no such version")
         return Response(row.bundle, media_type="application/x-tar")
 
+    models_dir = home.root / "models" if home is not None else hub_key_path.parent / "models"
+
+    @app.get("/v1/sites/{name}/models")
+    def models(site: str = Depends(caller)) -> list[dict[str, Any]]:
+        """Every published model version: the signed manifest (the site verifies it)."""
+        from radflow.federation.model_versions import published
+
+        return published(models_dir)
+
+    @app.get("/v1/sites/{name}/models/{model_hash}/files/{file:path}")
+    def model_file(model_hash: str, file: str, site: str = Depends(caller)) -> Response:
+        from fastapi.responses import FileResponse
+
+        from radflow.federation.model_versions import model_file as find
+
+        path = find(models_dir, model_hash, file)
+        if path is None:
+            raise HTTPException(404, "no such model file")
+        return FileResponse(path, media_type="application/octet-stream")
+
     @app.get("/v1/sites/{name}")
     def whoami(site: str = Depends(caller)) -> dict[str, str]:
         return {"site": site, "scope": f"site:{site}"}

@@ -73,12 +73,25 @@ def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
             chart(result, out / "result.png")
             pictures = [str(out / "result.png")]
         result["artifacts"] = [str(out / "result.json"), str(out / "report.html"), *pictures]
+        if (out / "model" / "radflow-model.json").exists():  # a trained model: signed and
+            result["model"] = publish_study_model(folder, out / "model", study.id)  # offered
         write_report(result, out / "report.html", [Path(p) for p in pictures],
                      release_schema(engine, version_hash))
         written = out / "result.json.tmp"  # the result last, whole or not at all: it is what
         written.write_text(json.dumps(result, indent=2))  # says the study is finished
         written.replace(out / "result.json")
     return result
+
+
+def publish_study_model(folder: Path, package: Path, study_id: str) -> dict[str, Any]:
+    """Publish the model a study trained as a signed model version (its hash and name)."""
+    from radflow.federation.model_versions import publish_model
+
+    key = folder / "keys" / "hub.key"
+    signed = publish_model(folder / "models", key if key.exists() else folder / "hub.key",
+                           package, study=study_id)
+    return {"hash": signed["hash"], "name": signed["manifest"]["name"],
+            "version": signed["manifest"]["version"]}
 
 
 def _rounds(engine: Engine, study: Any, coordinator: Any, params: dict[str, Any],
