@@ -34,11 +34,10 @@ import contextlib
 import copy
 import io
 import logging
-import os
 import random
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,21 +73,12 @@ class LocalResult:
     seconds: float = 0.0
 
 
-@contextlib.contextmanager
-def _nnunet_env(work: Path, preprocessed_base: Path) -> Iterator[None]:
+def _nnunet_env(work: Path, preprocessed_base: Path) -> Any:
     """nnU-Net's trainer reads its folders from the environment while it is constructed."""
-    names = {"nnUNet_preprocessed": str(preprocessed_base), "nnUNet_results": str(work),
-             "nnUNet_raw": str(work / "raw"), "nnUNet_compile": "false"}
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(names)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    from radflow_nnunet.federated.plan import environment
+
+    return environment({"nnUNet_preprocessed": preprocessed_base, "nnUNet_results": work,
+                        "nnUNet_raw": work / "raw", "nnUNet_compile": "false"})
 
 
 def _case_folder(preprocessed_folder: Path, plans: dict, configuration: str) -> Path:

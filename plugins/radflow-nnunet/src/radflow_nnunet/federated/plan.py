@@ -311,13 +311,11 @@ def _check_recipe(patch: list[int], arch: dict[str, Any], batch_size: int) -> No
 
 
 @contextmanager
-def nnunet_folders(raw: Path, preprocessed: Path) -> Iterator[None]:
-    """nnU-Net's folders for the duration of a call. nnunetv2 2.8 reads them from the
-    environment at each use (``nnunetv2.paths._EnvPath``), so setting and restoring the
-    variables isolates the call (not thread-safe: the environment is the process's)."""
-    names = {"nnUNet_raw": raw, "nnUNet_preprocessed": preprocessed}
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: str(path) for name, path in names.items()})
+def environment(values: dict[str, Any]) -> Iterator[None]:
+    """Environment variables set for the duration of a call, and restored (nnU-Net reads its
+    folders from the environment; not thread-safe: the environment is the process's)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update({name: str(value) for name, value in values.items()})
     try:
         yield
     finally:
@@ -326,6 +324,13 @@ def nnunet_folders(raw: Path, preprocessed: Path) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def nnunet_folders(raw: Path, preprocessed: Path) -> Any:
+    """nnU-Net's folders for the duration of a call. nnunetv2 2.8 reads them from the
+    environment at each use (``nnunetv2.paths._EnvPath``), so setting and restoring the
+    variables isolates the call."""
+    return environment({"nnUNet_raw": raw, "nnUNet_preprocessed": preprocessed})
 
 
 def preprocess_with_plan(raw_dataset_folder: str | Path, plans: dict[str, Any],
