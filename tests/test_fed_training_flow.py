@@ -6,107 +6,22 @@ the hub is the end-to-end test's business.)"""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import yaml
+from fed_flow import FLOW, PARAMS, SITES, coordinator, drive
 
-from radflow.federation.bundle import build
 from radflow.federation.egress import gate
 from radflow.federation.policy import SitePolicy
-from radflow.federation.structure import check_release
-
-FLOW = Path(__file__).resolve().parents[1] / "federation" / "flows" / "federated-nnunet-training"
-POLICY = SitePolicy(min_cohort=1, min_cell=1, allow_weights=True)
-SITES = {"essen": (11, 3), "leiden": (22, 3), "zurich": (33, 4)}  # seed, cases (one held out)
-PARAMS = {"cohort": {"version": 1, "where": {}}, "rounds": 2, "epochs": 1, "iterations": 2,
-          "quorum": 2, "seed": 3, "patch": [16, 32, 32], "model_name": "fed-test",
-          "samples_per_case": 2000}
-
-
-def _site(work: Path, name: str, seed: int, cases: int) -> tuple[Path, list[str], list[str]]:
-    """A site's raw dataset as the fingerprint round writes it (train and held-out cases)."""
-    import SimpleITK as sitk
-
-    from radflow.synth import synthesize
-    from radflow_nnunet.federated.study_site import DATASET, LABELS
-    from radflow_nnunet.training import read_series
-
-    raw = work / name / "raw" / DATASET
-    names = []
-    for k, case in enumerate(synthesize(work / name / "synth", cases, seed=seed, matrix=40)):
-        side = "Ts" if k == cases - 1 else "Tr"
-        for sub in (f"images{side}", f"labels{side}"):
-            (raw / sub).mkdir(parents=True, exist_ok=True)
-        image = read_series(case.dicom_dir)
-        labels = sitk.ReadImage(str(case.labels_path))
-        labels.CopyInformation(image)
-        sitk.WriteImage(sitk.Cast(image, sitk.sitkInt16),
-                        str(raw / f"images{side}" / f"{case.name}_0000.nii.gz"))
-        sitk.WriteImage(labels, str(raw / f"labels{side}" / f"{case.name}.nii.gz"))
-        names.append(case.name)
-    (raw / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": cases - 1,
-        "file_ending": ".nii.gz", "name": DATASET}))
-    return raw, names[:-1], names[-1:]
-
-
-def _coordinator() -> Any:
-    spec = importlib.util.spec_from_file_location("fed_training_coordinator",
-                                                  FLOW / "coordinator.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _site_part(folder: Path, raw: Path, train: list[str], held_out: list[str],
-               job: dict[str, Any]) -> dict[str, Any]:
-    from radflow_nnunet.federated import study_site
-
-    if job["round"] == "fingerprint":
-        return study_site.fingerprint_round(folder, raw, train, held_out, job)
-    if job["round"] == "train":
-        return study_site.train_round(folder, job)
-    return study_site.validate_round(folder, job)
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> dict[str, Any]:
     """The whole study, round by round, as radflow.hub.studies.run_study runs it."""
-    work = tmp_path_factory.mktemp("fedflow")
-    manifest, _ = build(FLOW, "test@hub")
-    schema = manifest.release_schema
-    sites = {name: _site(work, name, seed, cases) for name, (seed, cases) in SITES.items()}
-    coordinator = _coordinator()
-    rounds: list[dict[str, Any]] = []
-    round_params, asked = coordinator.first_round(PARAMS), sorted(sites)
-    while True:
-        entries = []
-        for name in asked:
-            job = PARAMS | round_params
-            out = _site_part(work / name / "state", *sites[name], job)
-            gated = gate(out["release"], schema, POLICY, job)
-            assert gated.ok, (name, job["round"], gated.refusal, gated.detail)
-            check_release(gated.released, schema, job, released=True)
-            entries.append({"site": name, "status": "released", "release": gated.released,
-                            "local": out["local"]})
-        rounds.append({"round": round_params["round"], "params": round_params,
-                       "sites": entries})
-        following = coordinator.next_round(PARAMS, rounds)
-        if following is None:
-            break
-        round_params = following
-    combined = coordinator.combine(PARAMS, rounds)
-    result = {"study": "st-test", "version": manifest.name, "params": PARAMS,
-              "combined": combined}
-    (work / "hub").mkdir()
-    charts = coordinator.charts(result, rounds, work / "hub")
-    return {"rounds": rounds, "combined": combined, "charts": charts, "hub": work / "hub",
-            "schema": schema, "work": work}
+    return drive(tmp_path_factory.mktemp("fedflow"), PARAMS)
 
 
 def test_the_rounds_are_a_fingerprint_two_fedavg_rounds_and_a_validation(study) -> None:
@@ -171,7 +86,7 @@ def test_the_flow_package_declares_what_the_code_releases() -> None:
 
 
 def test_a_site_without_weights_allowed_refuses_and_no_quorum_stops_the_study(study) -> None:
-    coordinator = _coordinator()
+    module = coordinator()
     train = study["rounds"][1]
     job = PARAMS | train["params"]
     refused = gate(train["sites"][0]["release"], study["schema"], SitePolicy(min_cohort=2), job)
@@ -179,8 +94,8 @@ def test_a_site_without_weights_allowed_refuses_and_no_quorum_stops_the_study(st
     one = [{**train, "sites": [train["sites"][0]] + [
         {"site": s["site"], "status": "refused", "refusal": "policy_violation:weights"}
         for s in train["sites"][1:]]}]
-    assert coordinator.next_round(PARAMS, study["rounds"][:1] + one) is None
-    combined = coordinator.combine(PARAMS, study["rounds"][:1] + one)
+    assert module.next_round(PARAMS, study["rounds"][:1] + one) is None
+    combined = module.combine(PARAMS, study["rounds"][:1] + one)
     assert combined["finished"] is False and "quorum" in combined["note"]
     assert combined["sites_not_in"] == {"leiden": "policy_violation:weights",
                                         "zurich": "policy_violation:weights"}

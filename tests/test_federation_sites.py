@@ -272,6 +272,78 @@ def test_federated_statistics_regression_and_harmonization(federation, tmp_path)
     assert steps[-1] < 1e-10 and len(steps) >= 3  # convergence, reported per round
 
 
+def site_logs(sites, combined: dict) -> str:
+    """What a failed study needs to be understood: the result, and each site's agent and
+    worker log tails (the sites are gone after the module)."""
+    parts = [json.dumps(combined)[:2000]]
+    for name, ctx in sites.items():
+        for log in ("agent", "worker"):
+            path = ctx.paths.root / "logs" / f"{log}.log"
+            tail = path.read_text(errors="replace")[-3000:] if path.exists() else "(none)"
+            parts.append(f"--- {name} {log} ---\n{tail}")
+    return "\n".join(parts)
+
+
+def test_federated_nnunet_training(federation, cli, tmp_path) -> None:
+    """Federated nnU-Net over the three sites from their reviewed labels (imported ground
+    truth, recorded accepted): the fingerprint, two FedAvg rounds of fp16 weights through the
+    gates (epsilon's policy does not allow weights: it refuses, the quorum of two goes on), the
+    validation, and the model package on the hub, which the predictor loads."""
+    from radflow.federation.weights import checkpoint_bytes
+    from radflow_nnunet.predictor import load_model
+
+    hub_cli, sites = federation["hub_cli"], federation["sites"]
+
+    def labelled(item) -> None:  # 3 cases a site of 40x40: 2 train, 1 held out (seed 5)
+        name, ctx = item
+        data = tmp_path / f"labels-{name}"
+        synthesize(data, 3, seed=100 + len(name), matrix=40, seg=True)
+        send(ctx, *[case / "dicom" for case in sorted(data.glob("case_*"))])
+        cli("data", "import-labels", str(data), "--site", name, check=True)
+        wait_settled(ctx)
+
+    with ThreadPoolExecutor(len(sites)) as pool:
+        list(pool.map(labelled, sites.items()))
+    version = hub_cli("publish", "federation/flows/federated-nnunet-training")["hash"]
+    for name, ctx in sites.items():
+        save_policy(ctx.paths.root, SitePolicy(approved=[version], job_mode="auto",
+                                               min_cohort=1, min_cell=1,
+                                               allow_weights=name != "epsilon"))
+    cohort_file = tmp_path / "cohort.json"
+    cohort_file.write_text(parse_short(["modality=CT", "rows=40"]).canonical_json())
+    result = hub_cli("study", "run", "federated-nnunet-training", "--cohort", str(cohort_file),
+                     "--deadline", "300", *[x for p in (
+                         "rounds=2", "epochs=1", "iterations=2", "patch=[16,32,32]",
+                         "held_out=0.34", "seed=5", "samples_per_case=2000",
+                         "model_name=fed-e2e") for x in ("--param", p)])
+    combined = result["combined"]
+    assert [r["round"] for r in result["rounds"]] == ["fingerprint", "train", "train",
+                                                      "validate"], site_logs(sites, combined)
+    assert combined["finished"] and combined["rounds_trained"] == 2, combined
+    assert combined["sites_not_in"] == {"epsilon": "policy_violation:weights"}
+    assert sorted(combined["cases_per_site"]) == ["alpha", "delta"]
+    assert sorted(combined["validation"]) == ["alpha", "delta"]
+    for entry in combined["training"]:
+        assert entry["sites"] == 2 and entry["loss"] is not None
+        for size in entry["bytes"].values():  # fp16 in base64, against a full fp32 checkpoint
+            assert size < checkpoint_bytes(combined["parameters"]) / 4
+    for site_values in combined["validation"].values():
+        for organ, values in site_values.items():
+            assert 0.0 <= values["mean"] <= 1.0 and values["n"] >= 1, (organ, values)
+    model = federation["hub_home"] / "hub" / "studies" / result["study"] / "model"
+    card = json.loads((model / "radflow-model.json").read_text())
+    assert card["name"] == "fed-e2e" and card["federated"]["study"] == result["study"]
+    assert load_model(model) is not None
+    kept = {name: sites[name].paths.root / "studies" / result["study"] / "nnunet"
+            for name in sites}
+    for name in ("alpha", "delta"):  # each site's split and preprocessed cases stay there
+        assert (kept[name] / "state.json").exists()
+        assert (kept[name] / "preprocessed.json").exists()
+    # epsilon's agent refused the training round before its worker did any work
+    assert (kept["epsilon"] / "state.json").exists()
+    assert not (kept["epsilon"] / "preprocessed.json").exists()
+
+
 def test_a_hub_and_three_sites(federation, cli, tmp_path, browser, shots) -> None:
     hub_cli, sites = federation["hub_cli"], federation["sites"]
     version = hub_cli("publish", PACKAGE)["hash"]

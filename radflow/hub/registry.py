@@ -295,6 +295,12 @@ def sites(engine: Engine) -> list[HubSite]:
     return detached(engine, select(HubSite).order_by(HubSite.name))
 
 
+def public_keys(engine: Engine, names: list[str]) -> dict[str, str]:
+    """The enrolled Ed25519 public keys (PEM) of the named sites that have one."""
+    return {site.name: site.public_key_pem for site in sites(engine)
+            if site.name in names and site.public_key_pem}
+
+
 def publish(engine: Engine, signed: Any, bundle: bytes) -> bool:
     """Keep a signed version and its bundle; False when that hash was published before."""
     with Session(engine) as session:

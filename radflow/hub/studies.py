@@ -113,7 +113,11 @@ def _rounds(engine: Engine, study: Any, coordinator: Any, params: dict[str, Any]
             return rounds
         round_no, round_params = round_no + 1, following
         if not study_jobs.study_jobs(engine, study.id, round_no):
-            study_jobs.queue_round(engine, study, round_no, released, params | following)
+            job_params = params | following
+            if following.get("relay_site_keys"):  # (secure aggregation: the sites check each
+                # other's round keys against the Ed25519 keys they enrolled with)
+                job_params["site_keys"] = registry.public_keys(engine, released)
+            study_jobs.queue_round(engine, study, round_no, released, job_params)
 
 
 def _result(study: Any, params: dict[str, Any], rounds: list[dict[str, Any]],

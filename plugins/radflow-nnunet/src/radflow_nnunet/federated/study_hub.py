@@ -32,6 +32,17 @@ from radflow_nnunet.federated.study_site import LABELS
 ORGANS = [name for name in LABELS if name != "background"]
 
 
+TRAINING = ("train", "train_secure")
+
+
+def _complete(done: dict[str, Any]) -> bool:
+    """A training round whose releases were averaged (a secure one: every participant's)."""
+    if done["params"].get("round") != "train_secure":
+        return True
+    released = {s["site"] for s in done["sites"] if s["status"] == "released"}
+    return {a["site"] for a in done["params"]["announcements"]} <= released
+
+
 def _released(done: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in done["sites"] if s["status"] == "released"]
 
@@ -73,6 +84,16 @@ def next_round(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str
     if len(_released(done)) < _quorum(params):
         return None  # no quorum: the study stops here (combine says so)
     name = done["params"].get("round")
+    secure = bool(params.get("secure_aggregation"))
+    if name == "fingerprint" and secure:
+        from radflow_nnunet.federated.study_secure import key_label
+
+        return {"round": "keys", "iteration": 1, "attempt": 1, "label": key_label(1, 1),
+                **_plan(params, done)}
+    if name in ("keys", "train_secure"):
+        from radflow_nnunet.federated.study_secure import next_secure
+
+        return next_secure(params, rounds, _quorum(params))
     if name == "fingerprint":
         return {"round": "train", "iteration": 1, **_plan(params, done)}
     if name == "train":
@@ -89,7 +110,7 @@ def next_round(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str
 def combine(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any]:
     training = []
     for done in rounds:
-        if done["params"].get("round") != "train":
+        if done["params"].get("round") not in TRAINING or not _complete(done):
             continue
         parts = _released(done)
         cases = sum(int(s["release"]["n"]) for s in parts)
@@ -100,6 +121,7 @@ def combine(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, A
             "loss": (sum(float(s["release"]["loss"]) * int(s["release"]["n"]) for s in parts)
                      / cases) if cases else None,
             "bytes": {s["site"]: wire_bytes(s["release"]) for s in parts},
+            "secure": done["params"].get("round") == "train_secure",
             "seconds": round(float(done.get("seconds", 0.0)), 1)})
     last = rounds[-1]
     finished = last["params"].get("round") == "validate" and bool(_released(last))
@@ -112,7 +134,7 @@ def combine(params: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, A
         "parameters": parameters,
         "fp32_checkpoint_bytes": checkpoint_bytes(parameters) if parameters else None,
         "cases_per_site": {s["site"]: int(s["release"]["n"]) for done in rounds
-                           if done["params"].get("round") == "train" for s in _released(done)},
+                           if done["params"].get("round") in TRAINING for s in _released(done)},
         "sites_not_in": {s["site"]: s.get("refusal", "missing") for done in rounds
                          for s in done["sites"] if s["status"] != "released"},
     }

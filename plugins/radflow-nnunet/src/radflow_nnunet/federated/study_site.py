@@ -151,7 +151,13 @@ def run_round(params: dict[str, Any], *, site: str | None, study: str | None) ->
         return out
     if name == "train":
         return train_round(folder, params)
+    if name in ("keys", "train_secure"):
+        from radflow_nnunet.federated import study_secure
+
+        run = study_secure.keys_round if name == "keys" else study_secure.secure_train_round
+        return run(folder, data.folder.name, study, data.folder, params)
     if name == "validate":
         return validate_round(folder, params)
     raise ConfigurationError(f"federated-nnunet-training has no round {name!r}",
-                             fix="the hub names the round (fingerprint, train, validate)")
+                             fix="the hub names the round (fingerprint, keys, train, "
+                                 "train_secure, validate)")
