@@ -31,14 +31,12 @@ from conftest import (
     send,
     wait_settled,
 )
+from federation_checks import audit_actions, pooled, pooled_table, quantify, site_logs
 from hub_pages import FEATURES, SEGMENTS, hub_web_by_browser
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
-from radflow.catalog.models import AuditEvent, Series
 from radflow.cohorts.definition import parse_short
-from radflow.cohorts.images import is_image_series
-from radflow.cohorts.query import count_series
 from radflow.federation.client import HubClient, join
 from radflow.federation.policy import SitePolicy, policy_path, save_policy
 from radflow.synth import synthesize
@@ -111,52 +109,8 @@ def federation(site, manager, synth_dir, tmp_path_factory):
         policy_path(site.paths.root).unlink(missing_ok=True)
 
 
-def pooled(ctx, cohort) -> tuple[int, int]:
-    with session_scope(ctx.catalog_url) as session:
-        images = sum(is_image_series(s.modality, s.manufacturer)  # "series": image series
-                     for s in session.exec(select(Series)))
-        return images, count_series(session, cohort)
-
-
-def audit_actions(ctx) -> list[str]:
-    with session_scope(ctx.catalog_url) as session:
-        return [e.action for e in session.exec(select(AuditEvent).order_by(AuditEvent.seq))]
-
-
 ANALYTICS = ("federated-feature-statistics", "federated-harmonization-check",
              "federated-logistic-regression")
-
-
-def quantify(ctx, series_uids: list[str]) -> None:
-    """segment-and-quantify (the real model and pyradiomics) on the site's own worker."""
-    api = ctx.prefect()
-    run = api.create_flow_run(f"segment-and-quantify/{ctx.name}", {
-        "site": ctx.name, "series_uids": series_uids, "max_parallel": 2})
-    done = api.wait(run.id, timeout=900)
-    assert done.ok, (ctx.name, done.state, done.message)
-
-
-def pooled_table(ctx, cohort, feature: str, segment: str) -> list[tuple[float, Series]]:
-    """The site's values of one feature, computed here on its own: the newest result per
-    series that is neither rejected nor superseded, over the cohort's series."""
-    from radflow.catalog.models import DerivedResult, FeatureValue
-    from radflow.cohorts.query import select_series
-
-    with session_scope(ctx.catalog_url) as session:
-        chosen = {}
-        for series in select_series(session, cohort):
-            chosen.setdefault(series.series_uid, series)
-        newest: dict[str, tuple[int, float]] = {}
-        for value, result in session.exec(select(FeatureValue, DerivedResult).where(
-                FeatureValue.result_pk == DerivedResult.id, FeatureValue.feature == feature,
-                FeatureValue.segment_label == segment)):
-            if value.source_series_uid in chosen and str(result.status) not in (
-                    "rejected", "superseded"):
-                if result.id >= newest.get(value.source_series_uid, (-1, 0.0))[0]:
-                    newest[value.source_series_uid] = (result.id, value.value)
-        for series in chosen.values():
-            session.expunge(series)
-    return [(v, chosen[uid]) for uid, (_, v) in sorted(newest.items())]
 
 
 def test_federated_statistics_regression_and_harmonization(federation, tmp_path) -> None:
@@ -272,25 +226,15 @@ def test_federated_statistics_regression_and_harmonization(federation, tmp_path)
     assert steps[-1] < 1e-10 and len(steps) >= 3  # convergence, reported per round
 
 
-def site_logs(sites, combined: dict) -> str:
-    """What a failed study needs to be understood: the result, and each site's agent and
-    worker log tails (the sites are gone after the module)."""
-    parts = [json.dumps(combined)[:2000]]
-    for name, ctx in sites.items():
-        for log in ("agent", "worker"):
-            path = ctx.paths.root / "logs" / f"{log}.log"
-            tail = path.read_text(errors="replace")[-3000:] if path.exists() else "(none)"
-            parts.append(f"--- {name} {log} ---\n{tail}")
-    return "\n".join(parts)
-
-
 def test_federated_nnunet_training(federation, cli, tmp_path) -> None:
     """Federated nnU-Net over the three sites from their reviewed labels (imported ground
-    truth, recorded accepted): the fingerprint, two FedAvg rounds of fp16 weights through the
-    gates (epsilon's policy does not allow weights: it refuses, the quorum of two goes on), the
-    validation, and the model package on the hub, which the predictor loads."""
+    truth, recorded accepted), with secure aggregation: the fingerprint, the round keys, two
+    FedAvg rounds of masked updates through the gates (epsilon's policy does not allow weights:
+    its agent refuses the first masked round, which runs again without it, the quorum of two
+    goes on), the validation; then the model, signed by the hub, approved and installed at
+    alpha, segments a series there."""
+    from radflow.catalog.models import DerivedResult
     from radflow.federation.weights import checkpoint_bytes
-    from radflow_nnunet.predictor import load_model
 
     hub_cli, sites = federation["hub_cli"], federation["sites"]
 
@@ -315,33 +259,50 @@ def test_federated_nnunet_training(federation, cli, tmp_path) -> None:
                      "--deadline", "300", *[x for p in (
                          "rounds=2", "epochs=1", "iterations=2", "patch=[16,32,32]",
                          "held_out=0.34", "seed=5", "samples_per_case=2000",
-                         "model_name=fed-e2e") for x in ("--param", p)])
+                         "secure_aggregation=true", "model_name=fed-e2e")
+                         for x in ("--param", p)])
     combined = result["combined"]
-    assert [r["round"] for r in result["rounds"]] == ["fingerprint", "train", "train",
-                                                      "validate"], site_logs(sites, combined)
+    assert [(r["round"], r["params"].get("label")) for r in result["rounds"]] == [
+        ("fingerprint", None), ("keys", "train-1-a1"), ("train_secure", "train-1-a1"),
+        ("keys", "train-1-a2"), ("train_secure", "train-1-a2"),
+        ("train_secure", "train-2-a1"), ("validate", None)], site_logs(sites, combined)
     assert combined["finished"] and combined["rounds_trained"] == 2, combined
     assert combined["sites_not_in"] == {"epsilon": "policy_violation:weights"}
     assert sorted(combined["cases_per_site"]) == ["alpha", "delta"]
     assert sorted(combined["validation"]) == ["alpha", "delta"]
     for entry in combined["training"]:
-        assert entry["sites"] == 2 and entry["loss"] is not None
-        for size in entry["bytes"].values():  # fp16 in base64, against a full fp32 checkpoint
-            assert size < checkpoint_bytes(combined["parameters"]) / 4
+        assert entry["secure"] and entry["sites"] == 2 and entry["loss"] is not None
+        for size in entry["bytes"].values():  # uint32 in base64, against an fp32 checkpoint
+            assert size < checkpoint_bytes(combined["parameters"]) / 2
     for site_values in combined["validation"].values():
         for organ, values in site_values.items():
             assert 0.0 <= values["mean"] <= 1.0 and values["n"] >= 1, (organ, values)
-    model = federation["hub_home"] / "hub" / "studies" / result["study"] / "model"
-    card = json.loads((model / "radflow-model.json").read_text())
-    assert card["name"] == "fed-e2e" and card["federated"]["study"] == result["study"]
-    assert load_model(model) is not None
     kept = {name: sites[name].paths.root / "studies" / result["study"] / "nnunet"
             for name in sites}
     for name in ("alpha", "delta"):  # each site's split and preprocessed cases stay there
         assert (kept[name] / "state.json").exists()
         assert (kept[name] / "preprocessed.json").exists()
-    # epsilon's agent refused the training round before its worker did any work
+    # epsilon's agent refused the masked round before its worker did any work
     assert (kept["epsilon"] / "state.json").exists()
     assert not (kept["epsilon"] / "preprocessed.json").exists()
+
+    # the model: offered signed, approved and installed at alpha, and used there
+    model = result["model"]
+    assert model["name"] == "fed-e2e" and model["version"] == result["study"]
+    from radflow_nnunet.models import models_home
+
+    cli("model", "approve", model["hash"], "--site", "alpha", check=True)
+    try:
+        cli("model", "install-version", model["hash"], "--site", "alpha", check=True)
+        series = next(iter(federation["sent"]["alpha"]))
+        cli("pipeline", "run", "--site", "alpha", "--series", series, "--model", "fed-e2e",
+            check=True, timeout=600)
+    finally:  # (other tests list the installed models)
+        shutil.rmtree(models_home() / "fed-e2e", ignore_errors=True)
+    with session_scope(sites["alpha"].catalog_url) as session:
+        made = {(r.algorithm, r.version) for r in session.exec(
+            select(DerivedResult).where(DerivedResult.source_series_uid == series))}
+    assert ("fed-e2e", result["study"]) in made, made
 
 
 def test_a_hub_and_three_sites(federation, cli, tmp_path, browser, shots) -> None:
