@@ -71,8 +71,15 @@ def federated_job(job_id: str, version_hash: str, entrypoint: str,
         study: the hub's study id, passed on to a site part that takes ``study`` (one that
             keeps state between its rounds: a training set, a round key).
     """
+    import faulthandler
+    import signal
+
     from radflow.blocks import Site
     from radflow.errors import ConfigurationError
+
+    # a site part that hangs can be asked where: `kill -USR1 PID` writes every thread's stack
+    # to the run's stderr (the worker's log)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     from radflow.runtime import site_name
 
     name = site_name(site)

@@ -58,6 +58,21 @@ def pooled_table(ctx, cohort, feature: str, segment: str) -> list[tuple[float, S
     return [(v, chosen[uid]) for uid, (_, v) in sorted(newest.items())]
 
 
+def dump_site_parts() -> None:
+    """Ask every running site part (federated-job flow run) where it is: faulthandler writes
+    each thread's stack to the worker's log (flows/federated_job.py)."""
+    import signal
+
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        if "prefect.engine" in " ".join(proc.info["cmdline"] or []):
+            try:
+                proc.send_signal(signal.SIGUSR1)
+            except psutil.Error:
+                pass
+
+
 def site_logs(sites, combined: dict) -> str:
     """What a failed study needs to be understood: the result, and each site's agent and
     worker log tails (the sites are gone after the module)."""

@@ -31,7 +31,14 @@ from conftest import (
     send,
     wait_settled,
 )
-from federation_checks import audit_actions, pooled, pooled_table, quantify, site_logs
+from federation_checks import (
+    audit_actions,
+    dump_site_parts,
+    pooled,
+    pooled_table,
+    quantify,
+    site_logs,
+)
 from hub_pages import FEATURES, SEGMENTS, hub_web_by_browser
 from sqlmodel import select
 
@@ -255,12 +262,21 @@ def test_federated_nnunet_training(federation, cli, tmp_path) -> None:
                                                allow_weights=name != "epsilon"))
     cohort_file = tmp_path / "cohort.json"
     cohort_file.write_text(parse_short(["modality=CT", "rows=40"]).canonical_json())
-    result = hub_cli("study", "run", "federated-nnunet-training", "--cohort", str(cohort_file),
-                     "--deadline", "300", *[x for p in (
-                         "rounds=2", "epochs=1", "iterations=2", "patch=[16,32,32]",
-                         "held_out=0.34", "seed=5", "samples_per_case=2000",
-                         "secure_aggregation=true", "model_name=fed-e2e")
-                         for x in ("--param", p)])
+    import threading
+
+    watchdog = threading.Timer(240, dump_site_parts)  # a hang seen twice: where is it?
+    watchdog.start()
+    try:
+        result = hub_cli("study", "run", "federated-nnunet-training", "--cohort", str(cohort_file),
+                         "--deadline", "300", *[x for p in (
+                             "rounds=2", "epochs=1", "iterations=2", "patch=[16,32,32]",
+                             "held_out=0.34", "seed=5", "samples_per_case=2000",
+                             "secure_aggregation=true", "model_name=fed-e2e")
+                             for x in ("--param", p)])
+    except subprocess.TimeoutExpired:  # the sites' logs, with the stacks the watchdog asked
+        raise AssertionError(site_logs(sites, {"timeout": "the study did not end"})) from None
+    finally:
+        watchdog.cancel()
     combined = result["combined"]
     assert [(r["round"], r["params"].get("label")) for r in result["rounds"]] == [
         ("fingerprint", None), ("keys", "train-1-a1"), ("train_secure", "train-1-a1"),
