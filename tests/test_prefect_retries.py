@@ -120,3 +120,34 @@ def test_an_unknown_run_is_refused_without_waiting(site, proxy):
     with pytest.raises(ResumeRefused, match="does not know it"):
         client.resume("00000000-0000-4000-8000-000000000000")
     assert len(proxy.hits("POST", r"/resume$")) == 1
+
+
+def test_two_sites_never_register_their_blocks_at_once(site, monkeypatch):
+    """Prefect keeps a block class's ids in class variables: two registrations side by side in
+    one process (sites started in parallel) would save one site's blocks with the other
+    server's ids, which CI saw as a 500 from a site's Prefect. They take turns."""
+    import contextlib
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from radflow.site import registration
+
+    inside, most = [0], [0]
+    real = registration.site_prefect
+
+    @contextlib.contextmanager
+    def counted(ctx):
+        with real(ctx):
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            time.sleep(0.3)  # long enough for the other thread to try
+            try:
+                yield
+            finally:
+                inside[0] -= 1
+
+    monkeypatch.setattr(registration, "site_prefect", counted)
+    monkeypatch.setattr("prefect.events.utilities.should_emit_events", lambda: False)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: registration.register_site_blocks(site), range(2)))
+    assert most[0] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,6 +36,14 @@ def orthanc_block_name(site: str) -> str:
     return f"{site}-orthanc"
 
 
+# Prefect keeps a block class's type and schema ids in class variables, set by registering with
+# a server and used by every save: two sites registering side by side in one process (sites
+# started in parallel) would save one site's blocks with the other server's ids (the site's
+# Prefect answers 500 or 404: seen in CI). One registration at a time, each reading its own
+# server's ids first.
+_REGISTERING = threading.Lock()
+
+
 def register_site_blocks(ctx: SiteContext) -> None:
     """Register the block types of radflow and its plugins (idempotent), save ``<site>-orthanc``
     and ``<site>`` (projections of the site handle), and run each plugin's ``setup_site``
@@ -42,7 +51,7 @@ def register_site_blocks(ctx: SiteContext) -> None:
     from radflow.blocks import ALL_BLOCKS
     from radflow.plugins import plugins
 
-    with site_prefect(ctx):
+    with _REGISTERING, site_prefect(ctx):
         for block in [*ALL_BLOCKS, *(b for p in plugins() for b in p.blocks)]:
             block.register_type_and_schema()
         site_block = ctx.block()
