@@ -44,19 +44,10 @@ TRAIN_SEED, TEST_SEED = 1000, 2000
 def write_raw_dataset(raw: Path, cases: list[SynthCase]) -> None:
     """Synthetic cases -> an nnU-Net raw dataset folder (images read from their DICOM files,
     as inference reads them)."""
-    import SimpleITK as sitk
+    from radflow_nnunet.training import LABELS, MODEL_NAME, write_raw_case
 
-    from radflow_nnunet.training import LABELS, MODEL_NAME, read_series
-
-    (raw / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (raw / "labelsTr").mkdir(parents=True, exist_ok=True)
     for case in cases:
-        image = read_series(case.dicom_dir)
-        labels = sitk.ReadImage(str(case.labels_path))
-        labels.CopyInformation(image)
-        sitk.WriteImage(sitk.Cast(image, sitk.sitkInt16),
-                        str(raw / "imagesTr" / f"{case.name}_0000.nii.gz"))
-        sitk.WriteImage(labels, str(raw / "labelsTr" / f"{case.name}.nii.gz"))
+        write_raw_case(case, raw)
     (raw / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": len(cases),
         "file_ending": ".nii.gz", "name": MODEL_NAME}, indent=2))

@@ -28,25 +28,15 @@ STUDY = "st-test"
 def make_site(work: Path, name: str, seed: int, cases: int) -> dict[str, Any]:
     """A site: its raw dataset as the fingerprint round writes it (train and held-out cases)
     and its folder with the Ed25519 key it enrolled with."""
-    import SimpleITK as sitk
-
     from radflow.federation.signing import generate
     from radflow.synth import synthesize
     from radflow_nnunet.federated.study_site import DATASET, LABELS
-    from radflow_nnunet.training import read_series
+    from radflow_nnunet.training import write_raw_case
 
     raw = work / name / "raw" / DATASET
     names = []
     for k, case in enumerate(synthesize(work / name / "synth", cases, seed=seed, matrix=40)):
-        side = "Ts" if k == cases - 1 else "Tr"
-        for sub in (f"images{side}", f"labels{side}"):
-            (raw / sub).mkdir(parents=True, exist_ok=True)
-        image = read_series(case.dicom_dir)
-        labels = sitk.ReadImage(str(case.labels_path))
-        labels.CopyInformation(image)
-        sitk.WriteImage(sitk.Cast(image, sitk.sitkInt16),
-                        str(raw / f"images{side}" / f"{case.name}_0000.nii.gz"))
-        sitk.WriteImage(labels, str(raw / f"labels{side}" / f"{case.name}.nii.gz"))
+        write_raw_case(case, raw, "Ts" if k == cases - 1 else "Tr")
         names.append(case.name)
     (raw / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": cases - 1,

@@ -24,20 +24,12 @@ TRAIN, HELD_OUT = ["case_000", "case_001", "case_002"], "case_003"
 
 
 def _make_raw(work: Path) -> None:
-    import SimpleITK as sitk
-
     from radflow.synth import synthesize
-    from radflow_nnunet.training import LABELS, read_series
+    from radflow_nnunet.training import LABELS, write_raw_case
 
     raw = work / "raw" / DATASET
-    (raw / "imagesTr").mkdir(parents=True)
-    (raw / "labelsTr").mkdir(parents=True)
     for case in synthesize(work / "synth", 4, seed=7, matrix=48):
-        image = read_series(case.dicom_dir)
-        labels = sitk.ReadImage(str(case.labels_path))
-        labels.CopyInformation(image)
-        sitk.WriteImage(sitk.Cast(image, sitk.sitkInt16), str(raw / "imagesTr" / f"{case.name}_0000.nii.gz"))
-        sitk.WriteImage(labels, str(raw / "labelsTr" / f"{case.name}.nii.gz"))
+        write_raw_case(case, raw)
     (raw / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": 4,
         "file_ending": ".nii.gz", "name": "fed-local-test"}))

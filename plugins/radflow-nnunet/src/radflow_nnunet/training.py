@@ -62,21 +62,28 @@ def read_series(folder: Path):
     return reader.Execute()
 
 
-def make_dataset(work: Path, cases: int) -> None:
-    """Synthetic training cases -> nnU-Net raw dataset (images read from the DICOM files)."""
+def write_raw_case(case, raw: Path, side: str = "Tr") -> None:
+    """One synthetic case into an nnU-Net raw dataset folder: its image read from the DICOM
+    files, as inference reads them, and its labels on that grid (``side``: Tr or Ts)."""
     import SimpleITK as sitk
 
+    for sub in (f"images{side}", f"labels{side}"):
+        (raw / sub).mkdir(parents=True, exist_ok=True)
+    image = read_series(case.dicom_dir)
+    labels = sitk.ReadImage(str(case.labels_path))
+    labels.CopyInformation(image)
+    sitk.WriteImage(sitk.Cast(image, sitk.sitkInt16),
+                    str(raw / f"images{side}" / f"{case.name}_0000.nii.gz"))
+    sitk.WriteImage(labels, str(raw / f"labels{side}" / f"{case.name}.nii.gz"))
+
+
+def make_dataset(work: Path, cases: int) -> None:
+    """Synthetic training cases -> nnU-Net raw dataset (images read from the DICOM files)."""
     from radflow.synth import synthesize
 
     raw = work / "raw" / DATASET
-    (raw / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (raw / "labelsTr").mkdir(parents=True, exist_ok=True)
     for case in synthesize(work / "synth-train", cases, seed=TRAIN_SEED):
-        image = read_series(case.dicom_dir)
-        labels = sitk.ReadImage(str(case.labels_path))
-        labels.CopyInformation(image)
-        sitk.WriteImage(sitk.Cast(image, sitk.sitkInt16), str(raw / "imagesTr" / f"{case.name}_0000.nii.gz"))
-        sitk.WriteImage(labels, str(raw / "labelsTr" / f"{case.name}.nii.gz"))
+        write_raw_case(case, raw)
     (raw / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": cases,
         "file_ending": ".nii.gz", "name": MODEL_NAME}, indent=2))
