@@ -116,6 +116,8 @@ class PrefectApi:
         where = f" of site {self.site!r}" if self.site else ""
         up = self.start or (f"radflow site up --site {self.site}" if self.site
                             else "radflow site up")
+        # A 500 is retried too (see PREFECT_CLIENT_RETRIES), unless the caller reads it itself.
+        retry = RETRY_STATUSES if 500 in ok else (*RETRY_STATUSES, 500)
         for delay in (*RETRY_DELAYS, None):
             try:
                 answer = self._session.request(method, url, timeout=self.timeout, **kwargs)
@@ -123,7 +125,7 @@ class PrefectApi:
                 raise PrefectUnavailable(
                     f"the Prefect server{where} at {self.api_url} did not answer ({what}: "
                     f"{type(exc).__name__})", fix=f"start it (`{up}`) and try again") from exc
-            if answer.status_code not in RETRY_STATUSES or delay is None:
+            if answer.status_code not in retry or delay is None:
                 break
             time.sleep(delay)
         if answer.status_code in RETRY_STATUSES:

@@ -114,6 +114,19 @@ def test_a_decision_resumes_its_run_through_a_locked_database(site, proxy):
         requests.delete(f"{api}/flow_runs/{run['id']}", auth=auth, timeout=10)
 
 
+def test_the_typed_client_creates_a_run_through_a_locked_database(site, proxy):
+    client = PrefectApi(f"http://127.0.0.1:{proxy.port}/api", auth=site.prefect_auth())
+    flow = client._request("POST", "flows/", "a flow", json={"name": "locked-probe"}).json()
+    proxy.fault = ("POST", re.compile(r"^/api/flow_runs/$"))
+
+    run = client._request("POST", "flow_runs/", "a flow run", json={
+        "flow_id": flow["id"], "state": {"type": "COMPLETED", "name": "Completed"}}).json()
+
+    assert proxy.hits("POST", r"^/api/flow_runs/$") == [500, 201]
+    assert client.flow_run(run["id"]).state == "COMPLETED"
+    client._request("DELETE", f"flow_runs/{run['id']}", "a clean-up", ok=(200, 204))
+
+
 def test_an_unknown_run_is_refused_without_waiting(site, proxy):
     client = PrefectApi(f"http://127.0.0.1:{proxy.port}/api", auth=site.prefect_auth())
 
