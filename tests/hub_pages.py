@@ -134,3 +134,23 @@ def hub_web_by_browser(browser, shots, hub_cli, hub_home, local: dict) -> None:
             assert answer.headers["location"].startswith("/login?next=")
         checked += 1
     assert checked >= 7
+
+
+def training_page(page, web: str, result: dict, shots) -> None:
+    """A federated training study as a coordinator reads it: each round with its iteration and
+    the bytes each site released, the training table (loss, cases, bytes per round), the loss
+    and Dice charts, the site that refused named with its reason, no JSON."""
+    page.goto(f"{web}/studies/{result['study']}")
+    assert_no_raw_json(page)
+    rounds = page.locator("#rounds tbody tr").all_inner_texts()
+    assert len(rounds) == len(result["rounds"]), rounds
+    assert "(train-1-a2)" in rounds[4] and "bytes" in rounds[4], rounds[4]
+    training = page.locator("table[data-table='training'] tbody tr").all_inner_texts()
+    assert len(training) == result["combined"]["rounds_trained"], training
+    for row in training:
+        assert "alpha:" in row and "delta:" in row, row  # the bytes each site released
+    charts = page.locator("figure.chart img")
+    assert sorted(charts.evaluate_all("els => els.map(e => e.alt)")) == ["dice.png", "loss.png"]
+    assert all(charts.evaluate_all("els => els.map(e => e.naturalWidth > 100)"))
+    assert "policy_violation:weights" in page.inner_text("#sites tr[data-site='epsilon']")
+    page.screenshot(path=str(shots / "hub-study-training.png"), full_page=True)

@@ -21,13 +21,11 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import federation_fixture
 import pytest
 from conftest import (
     RADFLOW,
-    RecordingProxy,
     catalog_secrets,
-    distinctive_patient,
-    free_port,
     send,
     wait_settled,
 )
@@ -39,81 +37,18 @@ from federation_checks import (
     quantify,
     site_logs,
 )
-from hub_pages import FEATURES, SEGMENTS, hub_web_by_browser
+from hub_pages import FEATURES, SEGMENTS, coordinator_page, hub_web_by_browser, training_page
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
 from radflow.cohorts.definition import parse_short
-from radflow.federation.client import HubClient, join
-from radflow.federation.policy import SitePolicy, policy_path, save_policy
+from radflow.federation.client import HubClient
+from radflow.federation.policy import SitePolicy, save_policy
 from radflow.synth import synthesize
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
+federation = federation_fixture.federation  # the hub and three sites (a module fixture)
 PACKAGE = "federation/flows/federated-cohort-count"
-SITES = ("alpha", "delta", "epsilon")
-
-
-@pytest.fixture(scope="module")
-def federation(site, manager, synth_dir, tmp_path_factory):
-    hub_home = tmp_path_factory.mktemp("hub-home")
-    env = {**os.environ, "RADFLOW_HOME": str(hub_home)}
-
-    def hub_cli(*args: str) -> dict:
-        proc = subprocess.run([*RADFLOW, *args, "--json"], env=env, capture_output=True,
-                              text=True, timeout=400, check=False)
-        assert proc.returncode == 0, f"radflow {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-        return json.loads(proc.stdout)
-
-    api_port = free_port()
-    proxy = RecordingProxy(f"http://127.0.0.1:{api_port}")
-    hub_cli("hub", "up", "--port", str(api_port), "--prefect-port", str(free_port()),
-            "--web-port", str(free_port()), "--idp-port", str(free_port()),
-            "--public-url", proxy.url)
-    distinctive: set[str] = set()
-    contexts = {}
-    sent: dict[str, list[str]] = {}
-
-    def bring(name: str) -> None:
-        """Enrol, start, fill: alpha (the session's site) first, delta and epsilon side by
-        side (a new site's ports are chosen under the home's lock)."""
-        code = hub_cli("hub", "site", "add", name)["code"]
-        root = manager.settings.home / "sites" / name
-        join(proxy.url, name, code, root)
-        manager.up(name, stable_age=2)  # alpha: starts its agent, now enabled
-        ctx = manager.context(name)
-        assert manager.status(name).component("agent").state == "running"
-        data = synth_dir if name == "alpha" else tmp_path_factory.mktemp(f"synth-{name}")
-        if name != "alpha":  # other seeds: other vendor mixes, organs and demographics
-            synthesize(data, 4, seed=len(name) * 7 + ord(name[0]), matrix=64)
-        leak = tmp_path_factory.mktemp(f"leak-{name}")
-        made = distinctive_patient(data / "case_000" / "dicom", leak, name.title())
-        distinctive.update(made.values())
-        send(ctx, data, leak)
-        contexts[name] = ctx
-        sent[name] = [c["series_uid"] for c in json.loads(
-            (data / "manifest.json").read_text())["cases"]] + [made["SeriesInstanceUID"]]
-
-    try:
-        bring(SITES[0])
-        with ThreadPoolExecutor(len(SITES) - 1) as pool:
-            list(pool.map(bring, SITES[1:]))  # list(): a failure in either is raised here
-        contexts = {name: contexts[name] for name in SITES}
-        for ctx in contexts.values():
-            wait_settled(ctx)
-        yield {"hub_cli": hub_cli, "hub_home": hub_home, "proxy": proxy, "sites": contexts,
-               "distinctive": distinctive, "sent": sent}
-    finally:
-        from radflow.site.components import component
-
-        for name in ("delta", "epsilon"):  # gone again: other tests count the sites
-            if name in manager.sites():
-                manager.down(name)
-                shutil.rmtree(manager.settings.home / "sites" / name, ignore_errors=True)
-        component("agent").process(site).stop()
-        hub_cli("hub", "down")
-        proxy.close()
-        shutil.rmtree(site.paths.root / "federation", ignore_errors=True)
-        policy_path(site.paths.root).unlink(missing_ok=True)
 
 
 ANALYTICS = ("federated-feature-statistics", "federated-harmonization-check",
@@ -233,7 +168,7 @@ def test_federated_statistics_regression_and_harmonization(federation, tmp_path)
     assert steps[-1] < 1e-10 and len(steps) >= 3  # convergence, reported per round
 
 
-def test_federated_nnunet_training(federation, cli, tmp_path) -> None:
+def test_federated_nnunet_training(federation, cli, tmp_path, browser, shots) -> None:
     """Federated nnU-Net over the three sites from their reviewed labels (imported ground
     truth, recorded accepted), with secure aggregation: the fingerprint, the round keys, two
     FedAvg rounds of masked updates through the gates (epsilon's policy does not allow weights:
@@ -248,7 +183,7 @@ def test_federated_nnunet_training(federation, cli, tmp_path) -> None:
     def labelled(item) -> None:  # 3 cases a site of 40x40: 2 train, 1 held out (seed 5)
         name, ctx = item
         data = tmp_path / f"labels-{name}"
-        synthesize(data, 3, seed=100 + len(name), matrix=40, seg=True)
+        synthesize(data, 3, seed=100 + sorted(sites).index(name), matrix=40, seg=True)
         send(ctx, *[case / "dicom" for case in sorted(data.glob("case_*"))])
         cli("data", "import-labels", str(data), "--site", name, check=True)
         wait_settled(ctx)
@@ -278,7 +213,7 @@ def test_federated_nnunet_training(federation, cli, tmp_path) -> None:
     finally:
         watchdog.cancel()
     combined = result["combined"]
-    assert [(r["round"], r["params"].get("label")) for r in result["rounds"]] == [
+    assert [(r["round"], r.get("label")) for r in result["rounds"]] == [
         ("fingerprint", None), ("keys", "train-1-a1"), ("train_secure", "train-1-a1"),
         ("keys", "train-1-a2"), ("train_secure", "train-1-a2"),
         ("train_secure", "train-2-a1"), ("validate", None)], site_logs(sites, combined)
@@ -301,6 +236,10 @@ def test_federated_nnunet_training(federation, cli, tmp_path) -> None:
     # epsilon's agent refused the masked round before its worker did any work
     assert (kept["epsilon"] / "state.json").exists()
     assert not (kept["epsilon"] / "preprocessed.json").exists()
+
+    page, web = coordinator_page(browser, hub_cli, "coordinator")  # as the coordinator reads it
+    training_page(page, web, result, shots)
+    page.context.close()
 
     # the model: offered signed, approved and installed at alpha, and used there
     model = result["model"]

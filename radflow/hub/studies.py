@@ -87,9 +87,8 @@ def publish_study_model(folder: Path, package: Path, study_id: str) -> dict[str,
     """Publish the model a study trained as a signed model version (its hash and name)."""
     from radflow.federation.model_versions import publish_model
 
-    key = folder / "keys" / "hub.key"
-    signed = publish_model(folder / "models", key if key.exists() else folder / "hub.key",
-                           package, study=study_id)
+    signed = publish_model(folder / "models", folder / "keys" / "hub.key", package,
+                           study=study_id)
     return {"hash": signed["hash"], "name": signed["manifest"]["name"],
             "version": signed["manifest"]["version"]}
 
@@ -158,7 +157,9 @@ def _wait_round(engine: Engine, study_id: str, round_no: int, deadline_s: float,
 
 def _round_summary(done: dict[str, Any]) -> dict[str, Any]:
     """A round as the report shows it: who answered how, and how many bytes each released."""
-    return {"round": done["round"], "seconds": round(done["seconds"], 3), "sites": {
+    label = (done.get("params") or {}).get("label")  # (the iteration a training round is of)
+    return {"round": done["round"], **({"label": label} if label else {}),
+            "seconds": round(done["seconds"], 3), "sites": {
         e["site"]: {"status": e["status"], **({"refusal": e["refusal"]} if "refusal" in e
                                                 else {}),
                     "bytes": len(json.dumps(e["release"], sort_keys=True))

@@ -191,6 +191,7 @@ def charts(result: dict[str, Any], rounds: list[dict[str, Any]], folder: Path) -
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.plot([t["round"] for t in training], [t["loss"] for t in training], marker="o")
     ax.set_xlabel("round")
+    ax.set_xticks([t["round"] for t in training])  # whole rounds only
     ax.set_ylabel("training loss (cases-weighted)")
     ax.set_title("Federated training")
     fig.tight_layout()
