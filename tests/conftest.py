@@ -191,10 +191,10 @@ def serving_hub(folder: Path, engine) -> Iterator[dict]:
     from radflow.federation.signing import generate
     from radflow.hub.api import create_app
 
-    generate(folder / "keys" / "hub.key")  # as the hub keeps it (HubHome.key)
+    generate(folder / "hub.key")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    app = create_app(engine, folder / "keys" / "hub.key", url)
+    app = create_app(engine, folder / "hub.key", url)
     bodies: list[bytes] = []
 
     async def recorder(scope, receive, send):  # every request body the hub receives

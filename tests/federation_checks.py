@@ -1,17 +1,23 @@
 """What the tests of tests/test_federation_sites.py compute at the sites themselves, to check
 the federated results against: pooled counts and feature tables, the audit log, the site's own
-pipeline run; and the sites' logs for a failed study's message."""
+pipeline run; and the sites' logs for a failed study's message. Also the hub's side, for the
+tests that kill it (tests/test_hub_faults.py too): its jobs and studies, its processes."""
 
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 
-from sqlmodel import select
+import psutil
+from sqlmodel import Session, col, select
 
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import AuditEvent, Series
 from radflow.cohorts.images import is_image_series
 from radflow.cohorts.query import count_series
+from radflow.hub.models import HubJob, HubStudy
 
 
 def pooled(ctx, cohort) -> tuple[int, int]:
@@ -83,3 +89,40 @@ def site_logs(sites, combined: dict) -> str:
             tail = path.read_text(errors="replace")[-3000:] if path.exists() else "(none)"
             parts.append(f"--- {name} {log} ---\n{tail}")
     return "\n".join(parts)
+
+
+def poll(condition, timeout: float, what: str, every: float = 0.2):
+    """``condition()``'s first truthy value, asked every ``every`` s for ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"gave up waiting for {what} after {timeout:.0f} s")
+
+
+def hub_jobs(engine, study: str) -> list[HubJob]:
+    with Session(engine) as session:
+        rows = list(session.exec(select(HubJob).where(HubJob.study_id == study)
+                                 .order_by(HubJob.round, HubJob.site)))
+        for row in rows:
+            session.expunge(row)
+        return rows
+
+
+def newest_study(engine, flow: str, after: datetime) -> str | None:
+    with Session(engine) as session:
+        row = session.exec(select(HubStudy).where(HubStudy.name == flow)
+                           .order_by(col(HubStudy.created_at).desc())).first()
+    created = row.created_at.replace(tzinfo=UTC) if row is not None else None
+    return row.id if row is not None and created >= after else None
+
+
+def hub_processes(hub_home: Path) -> dict[str, list[psutil.Process]]:
+    """Each hub process (by its PID file) with everything it started."""
+    found = {}
+    for pidfile in (hub_home / "hub" / "run").glob("*.pid"):
+        proc = psutil.Process(json.loads(pidfile.read_text())["pid"])
+        found[pidfile.stem] = [proc, *proc.children(recursive=True)]
+    return found

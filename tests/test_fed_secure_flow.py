@@ -25,7 +25,7 @@ def secure(tmp_path_factory) -> dict[str, Any]:
 
 
 def _trained(site: dict[str, Any], iteration: int) -> np.ndarray:
-    (cache,) = (site["state"] / "rounds").glob(f"{iteration}-*")
+    (cache,) = (site.state / "rounds").glob(f"{iteration}-*")
     return np.load(cache / "vector.npy")
 
 
@@ -67,7 +67,7 @@ def test_a_site_that_drops_out_after_masking_makes_the_round_run_again(tmp_path)
     assert [e["site"] for e in rounds[4]["sites"]] == ["essen", "leiden"]
     assert rounds[4]["params"]["global_weights"] == rounds[2]["params"]["global_weights"]
     for name in ("essen", "leiden"):  # the rerun masked the same update: trained once
-        assert len(list((run["sites"][name]["state"] / "rounds").glob("1-*"))) == 1
+        assert len(list((run["sites"][name].state / "rounds").glob("1-*"))) == 1
     combined = run["combined"]
     assert combined["finished"] and combined["rounds_trained"] == 2  # the failed one is not
     assert combined["cases_per_site"] == {"essen": 2, "leiden": 2}
@@ -80,11 +80,11 @@ def test_a_forged_key_stops_a_site_from_masking(secure) -> None:
     site = secure["sites"]["essen"]
     done = secure["rounds"][3]  # train-2-a1: the keys were each site's next_key
     params = SECURE | done["params"] | {"label": "train-9-a1", "iteration": 9}
-    keys_round(site["state"], "essen", STUDY, site["folder"], params)  # essen's own key
+    keys_round(site.state, "essen", STUDY, site.folder, params)  # essen's own key
     # the last round's signed keys, relabelled for this round: their signatures bind their own
     forged = [dict(a, round="train-9-a1") for a in done["params"]["announcements"]]
     params |= {"announcements": forged,
-               "site_keys": {n: public_pem(s["key"]).decode()
+               "site_keys": {n: public_pem(s.key).decode()
                              for n, s in secure["sites"].items()}}
     with pytest.raises(FederationError, match="does not verify"):
-        secure_train_round(site["state"], "essen", STUDY, site["folder"], params)
+        secure_train_round(site.state, "essen", STUDY, site.folder, params)

@@ -14,14 +14,18 @@ request body the hub received."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import federation_fixture
+import psutil
 import pytest
 from conftest import (
     RADFLOW,
@@ -32,18 +36,24 @@ from conftest import (
 from federation_checks import (
     audit_actions,
     dump_site_parts,
+    hub_jobs,
+    hub_processes,
+    newest_study,
+    poll,
     pooled,
     pooled_table,
     quantify,
     site_logs,
 )
 from hub_pages import FEATURES, SEGMENTS, coordinator_page, hub_web_by_browser, training_page
-from sqlmodel import select
+from sqlmodel import create_engine, select
 
 from radflow.catalog.db import session_scope
 from radflow.cohorts.definition import parse_short
 from radflow.federation.client import HubClient
 from radflow.federation.policy import SitePolicy, save_policy
+from radflow.hub.home import HubHome
+from radflow.prefect_api import PrefectApi
 from radflow.synth import synthesize
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -173,8 +183,10 @@ def test_federated_nnunet_training(federation, cli, tmp_path, browser, shots) ->
     truth, recorded accepted), with secure aggregation: the fingerprint, the round keys, two
     FedAvg rounds of masked updates through the gates (epsilon's policy does not allow weights:
     its agent refuses the first masked round, which runs again without it, the quorum of two
-    goes on), the validation; then the model, signed by the hub, approved and installed at
-    alpha, segments a series there."""
+    goes on), the validation. The hub is killed while the sites train the first round and goes
+    on when it is back; the coordinator reads the study on its page, each round is a task with
+    its table in the hub's Prefect. Then the model, signed by the hub, approved and installed
+    at alpha, segments a series there."""
     from radflow.catalog.models import DerivedResult
     from radflow.federation.weights import checkpoint_bytes
 
@@ -199,19 +211,44 @@ def test_federated_nnunet_training(federation, cli, tmp_path, browser, shots) ->
     cohort_file.write_text(parse_short(["modality=CT", "rows=40"]).canonical_json())
     import threading
 
-    watchdog = threading.Timer(240, dump_site_parts)  # a hang seen twice: where is it?
+    hub_home = federation["hub_home"]
+    engine = create_engine(f"sqlite:///{hub_home / 'hub' / 'hub.db'}")
+    began = datetime.now(UTC) - timedelta(seconds=1)
+    runner = subprocess.Popen([*RADFLOW, "study", "run", "federated-nnunet-training", "--cohort",
+                               str(cohort_file), "--deadline", "300", "--json", *[x for p in (
+                                   "rounds=2", "epochs=1", "iterations=2", "patch=[16,32,32]",
+                                   "held_out=0.34", "seed=5", "samples_per_case=2000",
+                                   "secure_aggregation=true", "model_name=fed-e2e")
+                                   for x in ("--param", p)]],
+                              env={**os.environ, "RADFLOW_HOME": str(hub_home)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(300, dump_site_parts)  # (a hang seen twice: where is it?)
     watchdog.start()
     try:
-        result = hub_cli("study", "run", "federated-nnunet-training", "--cohort", str(cohort_file),
-                         "--deadline", "300", *[x for p in (
-                             "rounds=2", "epochs=1", "iterations=2", "patch=[16,32,32]",
-                             "held_out=0.34", "seed=5", "samples_per_case=2000",
-                             "secure_aggregation=true", "model_name=fed-e2e")
-                             for x in ("--param", p)])
+        study = poll(lambda: newest_study(engine, "federated-nnunet-training", began), 120,
+                     "the study")
+        poll(lambda: any(j.round == 2 for j in hub_jobs(engine, study)), 240,
+             "the first training round")  # (0 the fingerprint, 1 the keys)
+        # the hub dies while the sites train: every process of it, the coordinator included;
+        # back, it goes on from the rounds its database holds
+        doomed = [proc for group in hub_processes(hub_home).values() for proc in group]
+        for proc in doomed:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGKILL)
+        psutil.wait_procs(doomed, timeout=30)
+        hub_cli("hub", "up")
+        out, err = runner.communicate(timeout=600)
     except subprocess.TimeoutExpired:  # the sites' logs, with the stacks the watchdog asked
         raise AssertionError(site_logs(sites, {"timeout": "the study did not end"})) from None
     finally:
         watchdog.cancel()
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 0, f"{out}\n{err}"
+    result = json.loads(out)
+    assert result["study"] == study
+    coordinators = HubHome.of(hub_home).prefect().flow_runs_tagged(f"study:{study}")
+    assert [r.state for r in coordinators] == ["COMPLETED", "CRASHED"]  # newest first
     combined = result["combined"]
     assert [(r["round"], r.get("label")) for r in result["rounds"]] == [
         ("fingerprint", None), ("keys", "train-1-a1"), ("train_secure", "train-1-a1"),
@@ -240,6 +277,15 @@ def test_federated_nnunet_training(federation, cli, tmp_path, browser, shots) ->
     page, web = coordinator_page(browser, hub_cli, "coordinator")  # as the coordinator reads it
     training_page(page, web, result, shots)
     page.context.close()
+    prefect = hub_cli("hub", "credentials")["prefect"]  # each round a task in the hub's Prefect
+    hub_api = PrefectApi(prefect["url"] + "/api", (prefect["username"], prefect["password"]))
+    keys = [f"study-{result['study']}-round-{n}" for n in range(1, len(result["rounds"]) + 1)]
+    tables = hub_api._request("POST", "artifacts/filter", "the rounds' artifacts", json={
+        "artifacts": {"key": {"any_": keys}}}).json()
+    assert sorted(a["key"] for a in tables) == sorted(keys)
+    tasks = hub_api._request("POST", "task_runs/filter", "the rounds' tasks", json={
+        "task_runs": {"name": {"like_": "round "}}}).json()
+    assert {"round 3: train_secure train-1-a1", "round 7: validate"} <= {t["name"] for t in tasks}
 
     # the model: offered signed, approved and installed at alpha, and used there
     model = result["model"]

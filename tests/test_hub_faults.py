@@ -31,6 +31,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import RADFLOW, free_port, send, wait_settled
+from federation_checks import hub_jobs, hub_processes, newest_study, poll
 from link_proxy import LinkProxy
 from sqlalchemy import update
 from sqlmodel import Session, col, create_engine, select
@@ -43,7 +44,7 @@ from radflow.federation.policy import SitePolicy, policy_path, save_policy
 from radflow.federation.steward import job_row
 from radflow.flows.federated_job import params_file
 from radflow.hub.home import HubHome
-from radflow.hub.models import HubJob, HubStudy, HubToken
+from radflow.hub.models import HubToken
 from radflow.hub.recovery import coordinated
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -101,34 +102,6 @@ def faults(site, manager, synth_dir, tmp_path_factory):
         policy_path(site.paths.root).unlink(missing_ok=True)
 
 
-def poll(condition, timeout: float, what: str, every: float = 0.2):
-    """``condition()``'s first truthy value, asked every ``every`` s for ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"gave up waiting for {what} after {timeout:.0f} s")
-
-
-def hub_jobs(engine, study: str) -> list[HubJob]:
-    with Session(engine) as session:
-        rows = list(session.exec(select(HubJob).where(HubJob.study_id == study)
-                                 .order_by(HubJob.round, HubJob.site)))
-        for row in rows:
-            session.expunge(row)
-        return rows
-
-
-def newest_study(engine, flow: str, after: datetime) -> str | None:
-    with Session(engine) as session:
-        row = session.exec(select(HubStudy).where(HubStudy.name == flow)
-                           .order_by(col(HubStudy.created_at).desc())).first()
-    created = row.created_at.replace(tzinfo=UTC) if row is not None else None
-    return row.id if row is not None and created >= after else None
-
-
 def beta_answers(beta: HubClient, study: str) -> list[str]:
     """beta posts a release for each of its open jobs of ``study``; returns their ids."""
     posted = []
@@ -139,15 +112,6 @@ def beta_answers(beta: HubClient, study: str) -> list[str]:
             assert answer.status_code == 200, answer.text
             posted.append(job["id"])
     return posted
-
-
-def hub_processes(hub_home: Path) -> dict[str, list[psutil.Process]]:
-    """Each hub process (by its PID file) with everything it started."""
-    found = {}
-    for pidfile in (hub_home / "hub" / "run").glob("*.pid"):
-        proc = psutil.Process(json.loads(pidfile.read_text())["pid"])
-        found[pidfile.stem] = [proc, *proc.children(recursive=True)]
-    return found
 
 
 def agent_log(site) -> Path:

@@ -177,7 +177,7 @@ def test_a_release_with_weights_of_a_few_mb_is_accepted(hub, two_sites, tmp_path
     shutil.copy(PACKAGE / "site.py", package / "site.py")
     (package / "radflow-flow.yaml").write_text(WEIGHTS_FLOW)
     manifest, bundle = build(package, publisher="test@hub")
-    registry.publish(hub["engine"], sign_version(manifest, load(hub["folder"] / "keys" / "hub.key")),
+    registry.publish(hub["engine"], sign_version(manifest, load(hub["folder"] / "hub.key")),
                      bundle)
     sites, _ = two_sites
     _, (job,) = study_jobs.start_study(hub["engine"], "weights-release",

@@ -37,7 +37,7 @@ def offered(site, hub, tmp_path):
     card |= {"name": NAME, "version": VERSION,
              "federated": {"study": VERSION, "sites": ["alpha", "beta"], "rounds": 2}}
     (package / "radflow-model.json").write_text(json.dumps(card))
-    signed = publish_model(hub["folder"] / "models", hub["folder"] / "keys" / "hub.key", package,
+    signed = publish_model(hub["folder"] / "models", hub["folder"] / "hub.key", package,
                            study=VERSION)
     join(hub["url"], "alpha", registry.add_site(hub["engine"], "alpha"), site.paths.root)
     yield signed

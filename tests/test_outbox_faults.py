@@ -217,7 +217,7 @@ def held_version(hub, folder: Path) -> str:
                   "    while Path(hold).exists():\n        time.sleep(0.2)\n"
                   "    return count_cohort(cohort, site=site)\n")
     manifest, bundle = build(folder, publisher="test@hub")
-    signed = sign_version(manifest, load(hub["folder"] / "keys" / "hub.key"))
+    signed = sign_version(manifest, load(hub["folder"] / "hub.key"))
     registry.publish(hub["engine"], signed, bundle)
     return signed.hash
 

@@ -11,6 +11,7 @@ why (the code only), and the policy each site applied.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -24,16 +25,21 @@ from radflow.hub import registry, study_jobs
 from radflow.hub.study_view import release_schema, study_view
 
 ANSWERED = ("released", "refused", "invalid_release")  # a site's answer to a job
+# runs one round's wait: (round number, the round's parameters, the wait) -> the sites' entries
+EachRound = Callable[[int, dict[str, Any], Callable[[], list[dict[str, Any]]]],
+                     list[dict[str, Any]]]
 
 
 def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
               sites: list[str] | None = None, deadline_s: float = 600.0,
               poll: float = 0.5, study_id: str | None = None,
               on_site: Callable[[dict[str, Any]], None] | None = None,
-              started_by: str | None = None) -> dict[str, Any]:
+              started_by: str | None = None,
+              each_round: EachRound | None = None) -> dict[str, Any]:
     """Queue the study's jobs, round by round (:mod:`radflow.hub.coordinator`), each round
     waiting for its sites or ``deadline_s``; combine; write the artifacts. ``on_site`` is told
-    of each site's release or refusal as it arrives.
+    of each site's release or refusal as it arrives; ``each_round(number, params, wait)`` runs
+    each round's wait (the hub's flow makes it a Prefect task with the round's table).
 
     Run again with the id of a study that exists (its coordinator died with the hub:
     :mod:`radflow.hub.recovery`), it goes on from what the hub database holds: the rounds all of
@@ -64,7 +70,8 @@ def run_study(engine: Engine, folder: Path, name: str, params: dict[str, Any],
         if study is None:
             study, _ = study_jobs.start_study(engine, name, params, sites, deadline_s,
                                               study_id, started_by, round_params=first)
-        rounds = _rounds(engine, study, coordinator, params, first, deadline_s, poll, on_site)
+        rounds = _rounds(engine, study, coordinator, params, first, deadline_s, poll, on_site,
+                         each_round)
         result = _result(study, params, rounds, coordinator.combine(params, rounds))
         out.mkdir(parents=True, exist_ok=True)
         if hasattr(coordinator, "charts"):
@@ -87,23 +94,27 @@ def publish_study_model(folder: Path, package: Path, study_id: str) -> dict[str,
     """Publish the model a study trained as a signed model version (its hash and name)."""
     from radflow.federation.model_versions import publish_model
 
-    signed = publish_model(folder / "models", folder / "keys" / "hub.key", package,
-                           study=study_id)
+    key = folder / "keys" / "hub.key"  # (HubHome.key; the API's test fixture keeps it in
+    # the folder itself, where the API finds the models too)
+    signed = publish_model(folder / "models", key if key.exists() else folder / "hub.key",
+                           package, study=study_id)
     return {"hash": signed["hash"], "name": signed["manifest"]["name"],
             "version": signed["manifest"]["version"]}
 
 
 def _rounds(engine: Engine, study: Any, coordinator: Any, params: dict[str, Any],
             first: dict[str, Any], deadline_s: float, poll: float,
-            on_site: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+            on_site: Callable[[dict[str, Any]], None] | None,
+            each_round: EachRound | None) -> list[dict[str, Any]]:
     """Every round of the study, each waited for (at once when its sites answered already),
     the next one queued unless its jobs exist (queued before the hub restarted)."""
     rounds: list[dict[str, Any]] = []
     round_no, round_params = 0, first
     while True:
         began = time.monotonic()
-        entries = _wait_round(engine, study.id, round_no, deadline_s, poll, on_site,
-                              round_params.get("round"))
+        wait = functools.partial(_wait_round, engine, study.id, round_no, deadline_s, poll,
+                                 on_site, round_params.get("round"))
+        entries = each_round(round_no, round_params, wait) if each_round else wait()
         rounds.append({"round": round_params.get("round", "main"), "params": round_params,
                        "sites": entries, "seconds": time.monotonic() - began})
         released = [e["site"] for e in entries if e["status"] == "released"]
@@ -128,7 +139,7 @@ def _result(study: Any, params: dict[str, Any], rounds: list[dict[str, Any]],
                 per_site[entry["site"]] = entry
     return {"study": study.id, "flow": study.name, "version": study.version_hash,
             "params": params, "sites": [per_site[k] for k in sorted(per_site)],
-            "rounds": [_round_summary(r) for r in rounds] if len(rounds) > 1 else [],
+            "rounds": [round_summary(r) for r in rounds] if len(rounds) > 1 else [],
             "combined": combined, "started_by": study.started_by,
             "finished": datetime.now(UTC).isoformat(timespec="seconds")}
 
@@ -155,7 +166,7 @@ def _wait_round(engine: Engine, study_id: str, round_no: int, deadline_s: float,
     return [_entry(job) for job in rows]
 
 
-def _round_summary(done: dict[str, Any]) -> dict[str, Any]:
+def round_summary(done: dict[str, Any]) -> dict[str, Any]:
     """A round as the report shows it: who answered how, and how many bytes each released."""
     label = (done.get("params") or {}).get("label")  # (the iteration a training round is of)
     return {"round": done["round"], **({"label": label} if label else {}),

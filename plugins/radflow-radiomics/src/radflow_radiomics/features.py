@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,6 +19,7 @@ from typing import Any
 
 from radflow.sdk import FeatureTable
 
+logger = logging.getLogger(__name__)
 IBSI = "IBSI"
 SCHEMES = {IBSI: {"name": "Image Biomarker Standardisation Initiative",
                   "organization": "Image Biomarker Standardisation Initiative (IBSI)"}}
@@ -86,7 +88,9 @@ _EXTRACTOR_LOCK = threading.Lock()
 def extract(image: Any, masks: dict[int, tuple[str, Any]], params: dict[str, Any],
             source_series_uid: str) -> FeatureTable:
     """Features of each segment: ``masks`` maps segment number -> (label, binary SimpleITK mask
-    on the image's grid)."""
+    on the image's grid). A segment too small for pyradiomics (one voxel, one line) and a
+    feature it leaves undefined on a small mask (nan) are left out, with a warning: an SR
+    cannot carry nan, and a statistic over sites must not meet one."""
     from radiomics import featureextractor
 
     logging.getLogger("radiomics").setLevel(logging.ERROR)
@@ -94,9 +98,19 @@ def extract(image: Any, masks: dict[int, tuple[str, Any]], params: dict[str, Any
         extractor = featureextractor.RadiomicsFeatureExtractor(params)
     table = FeatureTable()
     for number, (label, mask) in sorted(masks.items()):
-        result = extractor.execute(image, mask, label=1)
+        try:
+            result = extractor.execute(image, mask, label=1)
+        except ValueError as exc:  # a segment of one voxel, or one line of voxels
+            logger.warning("segment %s (%s) of series %s is left out of the features: %s",
+                           number, label, source_series_uid, exc)
+            continue
         for name, value in result.items():
             if name.startswith("diagnostics_"):
+                continue
+            if not math.isfinite(float(value)):  # not defined on so small a mask
+                logger.warning("feature %s of segment %s (%s) of series %s is left out: "
+                               "pyradiomics gives %s for this mask", name, number, label,
+                               source_series_uid, value)
                 continue
             table.rows.append({"source_series_uid": source_series_uid, "segment_number": number,
                                "segment_label": label, "feature": name,

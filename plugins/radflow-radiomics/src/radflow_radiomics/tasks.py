@@ -88,6 +88,11 @@ def quantify_segmentation(ctx: ProducerContext, seg: SegmentationRef,
     with ctx.timer("features"):
         masks = segment_masks(seg_ds, volume)
         table = extract(volume.image, masks, spec.to_pyradiomics(), seg.source.series_uid)
+    if not table.rows:
+        raise DicomInputError(f"no segment of SEG {seg_ds.SOPInstanceUID} is large enough to "
+                              f"quantify ({', '.join(label for label, _ in masks.values())})",
+                              fix="correct the segmentation in the worklist's editor, or "
+                                  "reject the case")
     with ctx.timer("encode"):
         sr = write_sr(volume.datasets, seg_ds, table, spec.version_hash(), radiomics.__version__,
                       series_uid=ctx.series_uid, instance_uid=ctx.instance_uid, uid=ctx.uid)
