@@ -64,19 +64,27 @@ def pooled_table(ctx, cohort, feature: str, segment: str) -> list[tuple[float, S
     return [(v, chosen[uid]) for uid, (_, v) in sorted(newest.items())]
 
 
-def dump_site_parts() -> None:
-    """Ask every running site part (federated-job flow run) where it is: faulthandler writes
-    each thread's stack to the worker's log (flows/federated_job.py)."""
+def dump_site_parts(sites) -> None:
+    """Ask each site part (a federated-job flow run its agent started) where it is: faulthandler
+    writes each thread's stack to the worker's log (flows/federated_job.py). Only those: any
+    other flow run (the hub's coordinator, a site's ingest) dies of SIGUSR1."""
+    import re
     import signal
 
-    import psutil
-
+    started = set()
+    for ctx in sites.values():
+        log = ctx.paths.logs / "agent.log"
+        if log.exists():
+            started |= set(re.findall(r"site part started \(flow run ([0-9a-f-]+)\)",
+                                      log.read_text(errors="replace")))
     for proc in psutil.process_iter(["cmdline"]):
-        if "prefect.engine" in " ".join(proc.info["cmdline"] or []):
-            try:
+        if "prefect.engine" not in " ".join(proc.info["cmdline"] or []):
+            continue
+        try:
+            if proc.environ().get("PREFECT__FLOW_RUN_ID") in started:
                 proc.send_signal(signal.SIGUSR1)
-            except psutil.Error:
-                pass
+        except psutil.Error:
+            pass
 
 
 def site_logs(sites, combined: dict) -> str:

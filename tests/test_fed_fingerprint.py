@@ -288,3 +288,24 @@ def test_order_statistics_are_bounded_through_suppressed_bins() -> None:
         assert all(found[0].low <= p <= found[-1].high for p in points)
     with pytest.raises(ValueError, match="rank"):
         order_statistic_bounds(hists, edges, [n])
+
+
+def test_the_cases_are_listed_as_nnunet_lists_them_without_forking(data, monkeypatch) -> None:
+    """nnU-Net's lister forks a pool (a fork of a flow run's threaded process hung); radflow's
+    gives the same cases, and no pool is made."""
+    import multiprocessing.pool
+
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+    from radflow_nnunet.federated.fingerprint import raw_cases, read_dataset_json
+
+    raw = data["pooled"]
+    dataset_json = read_dataset_json(raw)
+    theirs = get_filenames_of_train_images_and_targets(str(raw), dataset_json)
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a process pool was made")
+
+    monkeypatch.setattr(multiprocessing.pool.Pool, "__init__", no_pool)
+    ours = raw_cases(raw, dataset_json)
+    assert ours == theirs and len(ours) == sum(c for _, c, _ in SITES.values())

@@ -222,7 +222,7 @@ def test_federated_nnunet_training(federation, cli, tmp_path, browser, shots) ->
                                    for x in ("--param", p)]],
                               env={**os.environ, "RADFLOW_HOME": str(hub_home)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(300, dump_site_parts)  # (a hang seen twice: where is it?)
+    watchdog = threading.Timer(300, dump_site_parts, [sites])  # (a hang seen twice: where is it?)
     watchdog.start()
     try:
         study = poll(lambda: newest_study(engine, "federated-nnunet-training", began), 120,

@@ -179,6 +179,20 @@ def check_modality(dataset_json: dict[str, Any], where: Any = "dataset.json") ->
             fix="train on CT series only (channel_names {\"0\": \"CT\"})")
 
 
+def raw_cases(raw: Path, dataset_json: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The training cases of an nnU-Net raw dataset, as nnU-Net lists them ({case: {"images":
+    [one file per channel], "label": file}}), without its lister: that one forks a pool of 12
+    processes, and a fork of a flow run's process (Prefect's threads holding their locks) can
+    hang for ever (seen: a site part that never ended, in the fingerprint and training rounds)."""
+    ending = dataset_json.get("file_ending", ".nii.gz")
+    channels = len(dataset_json.get("channel_names") or {"0": "CT"})
+    suffix = f"_0000{ending}"
+    cases = sorted(p.name[:-len(suffix)] for p in (raw / "imagesTr").glob(f"*{suffix}"))
+    return {case: {"images": [str(raw / "imagesTr" / f"{case}_{c:04d}{ending}")
+                              for c in range(channels)],
+                   "label": str(raw / "labelsTr" / f"{case}{ending}")} for case in cases}
+
+
 def site_fingerprint(raw_folder: str | Path,
                      params: FingerprintParams | dict[str, Any] | None = None) -> dict[str, Any]:
     """A site's release of the fingerprint round, computed with nnU-Net's own per-case
@@ -200,12 +214,10 @@ def site_fingerprint(raw_folder: str | Path,
         DatasetFingerprintExtractor,
     )
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
-    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
-
     params = FingerprintParams.coerce(params)
     raw = Path(raw_folder)
     dataset_json = read_dataset_json(raw)
-    dataset = get_filenames_of_train_images_and_targets(str(raw), dataset_json)
+    dataset = raw_cases(raw, dataset_json)
     if not dataset:
         raise ConfigurationError(f"{raw} holds no training cases",
                                  fix="build the site's raw dataset first (imagesTr, labelsTr)")

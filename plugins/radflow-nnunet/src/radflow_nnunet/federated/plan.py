@@ -67,6 +67,7 @@ from radflow_nnunet.federated.fingerprint import (
     FingerprintParams,
     check_modality,
     histogram_field,
+    raw_cases,
     read_dataset_json,
     release_schema,
 )
@@ -356,7 +357,6 @@ def preprocess_with_plan(raw_dataset_folder: str | Path, plans: dict[str, Any],
     """
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
     raw = Path(raw_dataset_folder)
     site_json = read_dataset_json(raw)
@@ -380,7 +380,7 @@ def preprocess_with_plan(raw_dataset_folder: str | Path, plans: dict[str, Any],
     (base / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     if fingerprint is not None:
         (base / "dataset_fingerprint.json").write_text(json.dumps(fingerprint))
-    dataset = get_filenames_of_train_images_and_targets(str(raw), site_json)
+    dataset = raw_cases(raw, site_json)  # (not nnU-Net's lister: it forks)
     preprocessor = DefaultPreprocessor(verbose=False)
     for key in sorted(dataset):
         preprocessor.run_case_save(str(out / key), dataset[key]["images"], dataset[key]["label"],
