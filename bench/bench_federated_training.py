@@ -6,8 +6,8 @@
 Three sites with the profiles a, b and c of radflow.synth (vendor, contrast phase, noise, slice
 thickness, anatomy: a model trained at one loses accuracy at the others, bench/fed_sites.py), each
 with ``--cases`` training cases and ``--test-cases`` held-out ones. Trained with the same network
-(training.py's small plan, patch 32x64x64) and the same number of training iterations per
-model (rounds x epochs x iterations):
+(training.py's small plan, patch 32x64x64) and the same total number of training iterations
+(the federated model's: rounds x epochs x iterations at each of the three sites):
 
 - pooled: one model on all sites' training cases;
 - site-only: one model per site on its own cases;
@@ -58,7 +58,8 @@ def baseline(work: Path, profiles: list[str], args: argparse.Namespace) -> dict[
     """A model trained in the classic way on ``profiles``' training cases, scored everywhere."""
     began = time.perf_counter()
     model = train_on(work, profiles, cases=args.cases, matrix=args.matrix,
-                     epochs=args.rounds * args.epochs, iterations=args.iterations)
+                     epochs=args.rounds * args.epochs,
+                     iterations=args.iterations * len(PROFILES))  # the federated total
     seconds = time.perf_counter() - began
     return {"seconds": seconds, "dice": _scores(model, work, args)}
 
@@ -130,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     steps = args.rounds * args.epochs * args.iterations
     print(f"3 sites (profiles a, b, c), {args.cases} training and {args.test_cases} held-out "
-          f"cases each of {args.matrix}x{args.matrix}; {steps} training iterations per model "
-          f"({args.rounds} rounds x {args.epochs} epochs x {args.iterations})", flush=True)
+          f"cases each of {args.matrix}x{args.matrix}; {steps * len(PROFILES)} training "
+          f"iterations per model (federated: {args.rounds} rounds x {args.epochs} epochs x "
+          f"{args.iterations} at each site; the others: {args.rounds * args.epochs} epochs x "
+          f"{args.iterations * len(PROFILES)})", flush=True)
     models = {"pooled": _in_process(baseline, args.work / "pooled", list(PROFILES), args)}
     print(f"pooled: {models['pooled']}", flush=True)
     for p in PROFILES:
