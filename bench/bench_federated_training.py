@@ -1,16 +1,17 @@
 """Federated nnU-Net against its baselines, on three synthetic hospitals that differ.
 
     .venv/bin/python bench/bench_federated_training.py --work NEW_DIR [--cases 4]
-        [--test-cases 3] [--matrix 64] [--rounds 5] [--epochs 1] [--iterations 15] [--no-secure]
+        [--test-cases 3] [--matrix 64] [--rounds 8] [--epochs 1] [--iterations 30] [--no-secure]
 
 Three sites with the profiles a, b and c of radflow.synth (vendor, contrast phase, noise, slice
 thickness, anatomy: a model trained at one loses accuracy at the others, bench/fed_sites.py), each
 with ``--cases`` training cases and ``--test-cases`` held-out ones. Trained with the same network
-(training.py's small plan, patch 32x64x64) and the same total number of training iterations
-(the federated model's: rounds x epochs x iterations at each of the three sites):
+(training.py's small plan, patch 32x64x64) and the same total number of training iterations as
+the federated model (rounds x epochs x iterations at each of the three sites):
 
-- pooled: one model on all sites' training cases;
-- site-only: one model per site on its own cases;
+- pooled: one model on all sites' training cases, with the federated total (3 sites' iterations);
+- site-only: one model per site on its own cases, with its own share of that total (the
+  iterations the site trains in the federated study);
 - federated: the federated-nnunet-training flow (radflow_nnunet.federated.simulate: the real
   site parts, gates and coordinator, in one process; FedAvg weighted by cases);
 - federated with secure aggregation (the same, the updates masked in fixed point).
@@ -55,11 +56,12 @@ def _scores(model: Path, work: Path, args: argparse.Namespace) -> dict[str, floa
 
 
 def baseline(work: Path, profiles: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    """A model trained in the classic way on ``profiles``' training cases, scored everywhere."""
+    """A model trained in the classic way on ``profiles``' training cases, scored everywhere:
+    ``len(profiles)`` sites' share of the federated iterations (pooled: all three)."""
     began = time.perf_counter()
     model = train_on(work, profiles, cases=args.cases, matrix=args.matrix,
                      epochs=args.rounds * args.epochs,
-                     iterations=args.iterations * len(PROFILES))  # the federated total
+                     iterations=args.iterations * len(profiles))
     seconds = time.perf_counter() - began
     return {"seconds": seconds, "dice": _scores(model, work, args)}
 
@@ -120,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=4, help="training cases per site")
     parser.add_argument("--test-cases", type=int, default=3, help="held-out cases per site")
     parser.add_argument("--matrix", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
-    parser.add_argument("--iterations", type=int, default=15, help="batches per epoch")
+    parser.add_argument("--iterations", type=int, default=30, help="batches per epoch")
     parser.add_argument("--no-secure", action="store_true", help="skip the secure run")
     parser.add_argument("--work", type=Path, required=True, help="a new scratch folder")
     args = parser.parse_args(argv)
@@ -132,23 +134,28 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.rounds * args.epochs * args.iterations
     print(f"3 sites (profiles a, b, c), {args.cases} training and {args.test_cases} held-out "
           f"cases each of {args.matrix}x{args.matrix}; {steps * len(PROFILES)} training "
-          f"iterations per model (federated: {args.rounds} rounds x {args.epochs} epochs x "
-          f"{args.iterations} at each site; the others: {args.rounds * args.epochs} epochs x "
-          f"{args.iterations * len(PROFILES)})", flush=True)
-    models = {"pooled": _in_process(baseline, args.work / "pooled", list(PROFILES), args)}
+          f"iterations (federated: {args.rounds} rounds x {args.epochs} epochs x "
+          f"{args.iterations} at each site; pooled: {args.rounds * args.epochs} epochs x "
+          f"{args.iterations * len(PROFILES)}; each site-only model its share, "
+          f"{args.rounds * args.epochs} epochs x {args.iterations})", flush=True)
+    models: dict[str, Any] = {}
+    models["federated"] = _in_process(federated, args.work / "federated", args, False)
+    print(f"federated: seconds {models['federated']['seconds']:.0f}, "
+          f"dice {models['federated']['dice']}", flush=True)
+    models["pooled"] = _in_process(baseline, args.work / "pooled", list(PROFILES), args)
     print(f"pooled: {models['pooled']}", flush=True)
     for p in PROFILES:
         models[f"site-only {p}"] = _in_process(baseline, args.work / f"only-{p}", [p], args)
         print(f"site-only {p}: {models[f'site-only {p}']}", flush=True)
-    models["federated"] = _in_process(federated, args.work / "federated", args, False)
-    print(f"federated: seconds {models['federated']['seconds']:.0f}, "
-          f"dice {models['federated']['dice']}", flush=True)
     if not args.no_secure:
         models["secure"] = _in_process(federated, args.work / "secure", args, True)
 
     print(f"\n{'model':<14}" + "".join(f"{'site ' + p:>9}" for p in PROFILES)
           + f"{'mean':>9}{'minutes':>9}")
-    for name, m in models.items():
+    for name in ["pooled", *(f"site-only {p}" for p in PROFILES), "federated", "secure"]:
+        if name not in models:
+            continue
+        m = models[name]
         print(f"{name:<14}" + "".join(f"{m['dice'][p]:9.4f}" for p in PROFILES)
               + f"{_mean(m['dice']):9.4f}{m['seconds'] / 60:9.1f}")
     fed, pooled = models["federated"], models["pooled"]

@@ -45,13 +45,27 @@ def manager(radflow_home: Path) -> SiteManager:
     return SiteManager(RadflowSettings(home=radflow_home))
 
 
+@contextmanager
+def reported(request: pytest.FixtureRequest, what: str) -> Iterator[None]:
+    """Time a slow step of a fixture and print it past pytest's capture: a CI log then says
+    where a set-up's or teardown's minutes go (``--durations`` gives only their sum)."""
+    began = time.monotonic()
+    try:
+        yield
+    finally:
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            print(f"\n[{what}: {time.monotonic() - began:.1f} s]", flush=True)
+
+
 @pytest.fixture(scope="session")
-def site(manager: SiteManager) -> Iterator[SiteContext]:
+def site(manager: SiteManager, request: pytest.FixtureRequest) -> Iterator[SiteContext]:
     """The session's site 'alpha', fully up; stopped at the end of the session."""
     manager.up("alpha", stable_age=2)
     yield manager.context("alpha")
     for name in manager.sites():  # also sites a failed test may have left running
-        manager.down(name)
+        with reported(request, f"site {name} down"):
+            manager.down(name)
 
 
 @pytest.fixture()

@@ -12,7 +12,15 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import RADFLOW, RecordingProxy, distinctive_patient, free_port, send, wait_settled
+from conftest import (
+    RADFLOW,
+    RecordingProxy,
+    distinctive_patient,
+    free_port,
+    reported,
+    send,
+    wait_settled,
+)
 
 from radflow.federation.client import join
 from radflow.federation.policy import policy_path
@@ -22,7 +30,7 @@ SITES = ("alpha", "delta", "epsilon")
 
 
 @pytest.fixture(scope="module")
-def federation(site, manager, synth_dir, tmp_path_factory):
+def federation(site, manager, synth_dir, tmp_path_factory, request):
     hub_home = tmp_path_factory.mktemp("hub-home")
     env = {**os.environ, "RADFLOW_HOME": str(hub_home)}
 
@@ -73,12 +81,18 @@ def federation(site, manager, synth_dir, tmp_path_factory):
     finally:
         from radflow.site.components import component
 
-        for name in ("delta", "epsilon"):  # gone again: other tests count the sites
+        def gone(name: str) -> None:  # gone again: other tests count the sites
             if name in manager.sites():
-                manager.down(name)
+                with reported(request, f"site {name} down"):
+                    manager.down(name)
                 shutil.rmtree(manager.settings.home / "sites" / name, ignore_errors=True)
-        component("agent").process(site).stop()
-        hub_cli("hub", "down")
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(gone, ("delta", "epsilon")))
+        with reported(request, "alpha's agent stopped"):
+            component("agent").process(site).stop()
+        with reported(request, "hub down"):
+            hub_cli("hub", "down")
         proxy.close()
         shutil.rmtree(site.paths.root / "federation", ignore_errors=True)
         policy_path(site.paths.root).unlink(missing_ok=True)

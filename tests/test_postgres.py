@@ -12,7 +12,7 @@ import os
 
 import pytest
 import requests
-from conftest import serving_hub, wait_settled
+from conftest import reported, serving_hub, wait_settled
 
 # the same tests, collected again (fixtures and tests, as they are)
 from test_federation_e2e import joined, test_a_federated_count_through_the_agent  # noqa: F401
@@ -50,11 +50,12 @@ def databases(postgres) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def site(manager, databases):
+def site(manager, databases, request):
     manager.up("alpha", stable_age=2, database_url=databases["prefect"],
                catalog_url=databases["catalog"], orthanc_index_url=databases["orthanc"])
     yield manager.context("alpha")
-    manager.down("alpha")
+    with reported(request, "the PostgreSQL site down"):
+        manager.down("alpha")
 
 
 @pytest.fixture(scope="module")
