@@ -69,6 +69,7 @@ def baseline(work: Path, profiles: list[str], args: argparse.Namespace) -> dict[
 def federated(work: Path, args: argparse.Namespace, secure: bool) -> dict[str, Any]:
     """The flow over the three sites, its model scored everywhere; per round: each site's time
     for its part, its local training time, the hub's time and the bytes each site released."""
+    from radflow.hub.studies import round_summary
     from radflow.synth import synthesize
     from radflow_nnunet.federated.simulate import SimSite, simulate
     from radflow_nnunet.federated.study_site import DATASET, LABELS
@@ -102,8 +103,8 @@ def federated(work: Path, args: argparse.Namespace, secure: bool) -> dict[str, A
             continue
         local = {e["site"]: e["local"].get("seconds") for e in done["sites"]
                  if e["status"] == "released"}
-        sizes = {e["site"]: len(json.dumps(e["release"], sort_keys=True))
-                 for e in done["sites"] if e["status"] == "released"}
+        sizes = {site: e["bytes"] for site, e in round_summary(done)["sites"].items()
+                 if e["status"] == "released"}
         per_round.append({"site_seconds": done["site_seconds"], "local_seconds": local,
                           "hub_seconds": done["hub_seconds"], "bytes": sizes})
     return {"seconds": seconds, "dice": _scores(work / "hub" / "model", work, args),

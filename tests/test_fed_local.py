@@ -128,41 +128,6 @@ def test_a_round_trains_returns_fp16_and_leaves_no_optimizer_state(prepared: dic
     assert np.array_equal(again.vector_fp16, twice.vector_fp16)  # same seed, same weights
 
 
-def test_adam_stays_at_the_site_between_rounds_and_a_rerun_finds_the_same_state(
-        prepared: dict, tmp_path: Path) -> None:
-    import stat
-
-    import torch
-
-    w0 = prepared["w0"].astype(np.float16)
-    kept = tmp_path / "optimizer"
-    first = _round(prepared, w0, work="k0", optimizer_state=kept)
-    state = kept / "adam-0.pt"
-    assert stat.S_IMODE(state.stat().st_mode) == 0o600  # the site's own, never released
-    saved = torch.load(state, weights_only=True)
-    assert saved["state"] and all(int(s["step"]) == 2 for s in saved["state"].values())
-
-    fresh = _round(prepared, first.vector_fp16, round_index=1, work="k1-fresh")
-    resumed = _round(prepared, first.vector_fp16, round_index=1, work="k1", optimizer_state=kept)
-    rerun = _round(prepared, first.vector_fp16, round_index=1, work="k1-rerun",
-                   optimizer_state=kept)  # the round again, after a crash: adam-0 again
-    assert not np.array_equal(resumed.vector_fp16, fresh.vector_fp16)  # the state was used
-    assert np.array_equal(resumed.vector_fp16, rerun.vector_fp16)
-    assert resumed.learning_rates == fresh.learning_rates  # the schedule's, not the saved one
-    assert int(next(iter(torch.load(kept / "adam-1.pt", weights_only=True)["state"].values()))
-               ["step"]) == 4
-
-    (kept / "adam-5.pt").write_bytes(b"")  # a later round's file is never read for round 1
-    _round(prepared, first.vector_fp16, round_index=1, work="k1-again", optimizer_state=kept)
-    (kept / "adam-5.pt").unlink()
-    from radflow_nnunet.federated.local import train_local
-
-    train_local(prepared["folder"], prepared["plans"], prepared["dataset_json"],
-                resumed.vector_fp16, cases=TRAIN, epochs=1, iterations=1, round_index=2,
-                total_rounds=3, seed=3, work=prepared["work"] / "k2", optimizer_state=kept)
-    assert sorted(p.name for p in kept.iterdir()) == ["adam-1.pt", "adam-2.pt"]  # pruned
-
-
 def test_a_round_refuses_what_does_not_fit(prepared: dict) -> None:
     w0 = prepared["w0"]
     with pytest.raises(ConfigurationError, match="not preprocessed"):

@@ -24,7 +24,7 @@ def study_round(number: int, kind: str, study: str,
     from radflow.hub.studies import round_summary
 
     entries = wait()
-    summary = round_summary({"round": kind, "sites": entries, "seconds": 0.0})
+    summary = round_summary({"round": kind, "sites": entries})
     create_table_artifact(
         [{"site": site, "status": e["status"], "refusal": e.get("refusal", ""),
           "bytes": e["bytes"]} for site, e in sorted(summary["sites"].items())],

@@ -167,10 +167,11 @@ def _wait_round(engine: Engine, study_id: str, round_no: int, deadline_s: float,
 
 
 def round_summary(done: dict[str, Any]) -> dict[str, Any]:
-    """A round as the report shows it: who answered how, and how many bytes each released."""
+    """A round as the report shows it: who answered how, and how many bytes each released
+    (its seconds where ``done`` has them: a round still being waited for has none)."""
     label = (done.get("params") or {}).get("label")  # (the iteration a training round is of)
-    return {"round": done["round"], **({"label": label} if label else {}),
-            "seconds": round(done["seconds"], 3), "sites": {
+    seconds = {"seconds": round(done["seconds"], 3)} if "seconds" in done else {}
+    return {"round": done["round"], **({"label": label} if label else {}), **seconds, "sites": {
         e["site"]: {"status": e["status"], **({"refusal": e["refusal"]} if "refusal" in e
                                                 else {}),
                     "bytes": len(json.dumps(e["release"], sort_keys=True))

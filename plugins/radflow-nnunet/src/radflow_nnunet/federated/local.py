@@ -13,14 +13,9 @@ are disabled, and the trainer's scratch folder (its log) is removed after the ro
 that holds an optimizer state is left behind.
 
 Choices:
-- Adam's state never leaves the site (it would double the bytes and is site-specific), but it
-  may stay there between rounds: given an ``optimizer_state`` folder of the site, round ``r``
-  starts from the state the site's newest earlier round left (``adam-<k>.pt``, owner-only) and
-  leaves its own, as FednnU-Net's clients keep their trainer between rounds. Without it (or in
-  a site's first round) Adam starts afresh. Its second moments are what a restart loses: the
-  first steps after a restart move every weight by about the learning rate, whatever its
-  gradient's scale (measured in bench/bench_federated_training.py, see docs/federation.md).
-  The learning rate follows one poly decay over the whole study: epoch ``e`` of round ``r`` (0-based) uses
+- Adam restarts every round (no optimizer state crosses rounds or leaves the site; it would
+  double the bytes and is site-specific). The learning rate follows one poly decay over the
+  whole study: epoch ``e`` of round ``r`` (0-based) uses
   ``lr0 * (1 - (r * E + e) / (R * E)) ** 0.9`` for ``R`` rounds, as if one model trained
   ``R * E`` epochs.
 - ``cases_trained`` is the number of training cases the round drew from (the site's training
@@ -39,7 +34,6 @@ import contextlib
 import copy
 import io
 import logging
-import os
 import random
 import shutil
 import time
@@ -153,46 +147,10 @@ def _seed_everything(seed: int) -> int:
     return seed
 
 
-def _adam_files(folder: Path) -> dict[int, Path]:
-    found = {}
-    for path in folder.glob("adam-*.pt"):
-        with contextlib.suppress(ValueError):
-            found[int(path.stem.removeprefix("adam-"))] = path
-    return found
-
-
-def _load_adam(optimizer: Any, folder: Path, round_index: int) -> None:
-    """The state the site's newest earlier round left (a rerun of a round after a crash finds
-    the same one); none: Adam starts afresh. The learning rate is the schedule's, set after."""
-    import torch
-
-    earlier = {k: p for k, p in _adam_files(folder).items() if k < round_index}
-    if earlier:
-        optimizer.load_state_dict(torch.load(earlier[max(earlier)], map_location="cpu",
-                                             weights_only=True))
-
-
-def _keep_adam(optimizer: Any, folder: Path, round_index: int) -> None:
-    """Keep this round's Adam state (owner-only), and only the one before it besides."""
-    import torch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"adam-{round_index}.pt"
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        torch.save(optimizer.state_dict(), out)
-    os.replace(tmp, path)
-    for k, old in _adam_files(folder).items():
-        if k < round_index - 1:
-            old.unlink(missing_ok=True)
-
-
 def train_local(preprocessed_folder: str | Path, plans: dict, dataset_json: dict,
                 global_vector: Any, *, cases: Sequence[str], epochs: int, iterations: int,
                 round_index: int, total_rounds: int, seed: int, work: str | Path,
-                configuration: str = CONFIGURATION, device: str = "cpu",
-                optimizer_state: str | Path | None = None) -> LocalResult:
+                configuration: str = CONFIGURATION, device: str = "cpu") -> LocalResult:
     """One local round: load the global weights, train ``epochs`` x ``iterations`` batches on
     the site's training cases with nnU-Net's augmentation and loss, return the new weights.
 
@@ -210,8 +168,6 @@ def train_local(preprocessed_folder: str | Path, plans: dict, dataset_json: dict
         work: a scratch folder of the site; the trainer's log goes there and is removed.
         device: where to train ("cpu", or "cuda" where the site has a GPU; torch.compile off:
             the weights keep the network's own names).
-        optimizer_state: a folder of the site that keeps Adam's state between its rounds
-            (never released; see the module's docstring); None: Adam starts afresh.
 
     Returns:
         The new weights as a flat fp16 vector, the cases trained and sampled, the mean loss
@@ -246,8 +202,6 @@ def train_local(preprocessed_folder: str | Path, plans: dict, dataset_json: dict
             trainer.initialize()
             check_vector(global_vector, network_layout(trainer.network))
             load_vector(trainer.network, global_vector)
-            if optimizer_state is not None:
-                _load_adam(trainer.optimizer, Path(optimizer_state), round_index)
             trainer.dataset_class.unpack_dataset(str(folder), overwrite_existing=False,
                                                  num_processes=1, verify=True)
             loader = _train_loader(trainer, folder, chosen)
@@ -267,8 +221,6 @@ def train_local(preprocessed_folder: str | Path, plans: dict, dataset_json: dict
                 log.info("round %d epoch %d: lr %.2e, mean loss %.4f", round_index, epoch,
                          rates[-1], losses[-1])
             vector = network_vector(trainer.network)
-            if optimizer_state is not None:
-                _keep_adam(trainer.optimizer, Path(optimizer_state), round_index)
     finally:
         trainer.optimizer = trainer.lr_scheduler = None
         shutil.rmtree(scratch, ignore_errors=True)

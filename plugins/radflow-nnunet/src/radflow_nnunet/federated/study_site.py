@@ -8,15 +8,13 @@ Rounds (the job parameter ``round``):
   nnU-Net raw dataset split by the study's seed into training and held-out cases, and release
   the site's part of the federated fingerprint (:mod:`.fingerprint`).
 - ``train``: preprocess the training cases with the study's shared plan (once per plan), train
-  ``epochs`` x ``iterations`` batches from the global weights (:mod:`.local`; Adam's state
-  stays at the site between rounds), release the weights in fp16 (no optimizer state) with the
-  number of cases trained and the round's loss.
+  ``epochs`` x ``iterations`` batches from the global weights (:mod:`.local`), release the
+  weights in fp16 (no optimizer state) with the number of cases trained and the round's loss.
 - ``validate``: evaluate the global weights on the held-out cases; release Dice per organ as
   mean, sd and n (:mod:`.evaluate`), never per case.
 
 Everything a study keeps at the site lives in ``<site folder>/studies/<study>/nnunet/``: the
-raw dataset, the preprocessed cases, the split (``state.json``), Adam's state between rounds
-(``optimizer/``). Nothing there leaves the site.
+raw dataset, the preprocessed cases, the split (``state.json``). Nothing there leaves the site.
 """
 
 from __future__ import annotations
@@ -110,8 +108,7 @@ def train_round(folder: Path, params: dict[str, Any]) -> dict[str, Any]:
                          iterations=int(params.get("iterations", 30)),
                          round_index=int(params["iteration"]) - 1,
                          total_rounds=int(params.get("rounds", 1)),
-                         seed=int(params.get("seed", 0)), work=folder / "work",
-                         optimizer_state=folder / "optimizer")
+                         seed=int(params.get("seed", 0)), work=folder / "work")
     loss = float(result.mean_train_loss[-1]) if result.mean_train_loss else 0.0
     return {"local": {"seconds": round(result.seconds, 2), "cases_sampled": result.cases_sampled,
                       "losses": [float(v) for v in result.mean_train_loss]},
