@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_federated_training.py --work NEW_DIR [--cases 4]
         [--test-cases 3] [--matrix 64] [--rounds 8] [--epochs 1] [--iterations 30] [--no-secure]
+        [--no-site-only]
 
 Three sites with the profiles a, b and c of radflow.synth (vendor, contrast phase, noise, slice
 thickness, anatomy: a model trained at one loses accuracy at the others, bench/fed_sites.py), each
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
     parser.add_argument("--iterations", type=int, default=30, help="batches per epoch")
     parser.add_argument("--no-secure", action="store_true", help="skip the secure run")
+    parser.add_argument("--no-site-only", action="store_true",
+                        help="skip the site-only models (federated against pooled only)")
     parser.add_argument("--work", type=Path, required=True, help="a new scratch folder")
     args = parser.parse_args(argv)
     if args.work.exists() and any(args.work.iterdir()):
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
           f"dice {models['federated']['dice']}", flush=True)
     models["pooled"] = _in_process(baseline, args.work / "pooled", list(PROFILES), args)
     print(f"pooled: {models['pooled']}", flush=True)
-    for p in PROFILES:
+    for p in PROFILES if not args.no_site_only else ():
         models[f"site-only {p}"] = _in_process(baseline, args.work / f"only-{p}", [p], args)
         print(f"site-only {p}: {models[f'site-only {p}']}", flush=True)
     if not args.no_secure:
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     fed, pooled = models["federated"], models["pooled"]
     print(f"\nfederated - pooled mean Dice: {_mean(fed['dice']) - _mean(pooled['dice']):+.4f} "
           "(target >= -0.02)")
-    for p in PROFILES:
+    for p in PROFILES if not args.no_site_only else ():
         others = [q for q in PROFILES if q != p]
         gain = np.mean([fed["dice"][q] for q in others]) - \
             np.mean([models[f"site-only {p}"]["dice"][q] for q in others])
