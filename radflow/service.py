@@ -122,6 +122,24 @@ class ServiceLoop:
         tmp.replace(self.heartbeat)
 
 
+def restore_sigint() -> None:
+    """Make SIGINT interrupt this process again where it started with SIGINT ignored.
+
+    A shell starts a background job (``cmd &`` in a script, ``nohup``) with SIGINT ignored, the
+    children inherit that across ``exec``, and Python then installs no KeyboardInterrupt handler.
+    A site's services stop on SIGINT (:meth:`radflow.site.process.ManagedProcess.stop`); one that
+    ignores it is stopped only by the SIGTERM 20 s later. A process with a handler installed
+    passes SIGINT on to what it starts at its default (``exec`` resets handled signals), so
+    calling this in the CLI and in each service fixes the whole tree. No-op outside the main
+    thread and where SIGINT is not ignored."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) == signal.SIG_IGN):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_site_service(prog: str, make: Callable[[Any], ServiceLoop],
                      argv: list[str] | None = None) -> int:
     """The ``main`` of a site service (``python -m MODULE --site NAME``, as `radflow site up`
@@ -138,6 +156,7 @@ def run_site_service(prog: str, make: Callable[[Any], ServiceLoop],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    restore_sigint()
 
     from radflow.site import SiteManager
 

@@ -14,11 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from radflow.service import restore_sigint
 from radflow.settings import RadflowSettings
 from radflow.site import SiteManager
 from radflow.site.components import SiteContext
 
 RADFLOW = [str(Path(sys.executable).parent / "radflow")]
+
+# pytest run as a script's background job (`nohup make test &`) has SIGINT ignored, and so would
+# every site it starts in-process: their stops would wait out SIGINT's 20 s (see restore_sigint)
+restore_sigint()
 
 
 @pytest.fixture(scope="session")

@@ -102,6 +102,9 @@ def fail(message: str, fix: str | None) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    from radflow.service import restore_sigint
+
+    restore_sigint()  # `radflow site up &` in a script: what it starts must stop on SIGINT
     try:
         code = app(standalone_mode=False)
     except RadflowError as exc:
