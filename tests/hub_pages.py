@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import time
 
+from playwright.sync_api import Error as PlaywrightError
+
 from radflow.federation.units import count
 
 FEATURES = ["original_firstorder_Mean", "original_shape_VoxelVolume"]
@@ -88,8 +90,12 @@ def hub_web_by_browser(browser, shots, hub_cli, hub_home, local: dict) -> None:
     deadline = time.monotonic() + 180
     while page.locator("#state").text_content(timeout=10_000) != "finished":
         assert time.monotonic() < deadline, page.content()[:3000]
-        time.sleep(1)  # (the page also reloads itself every 2 s while the study runs)
-        page.goto(f"{web}/studies/{study_id}")
+        time.sleep(1)
+        try:
+            page.goto(f"{web}/studies/{study_id}")
+        except PlaywrightError as exc:  # its own refresh (every 2 s while it runs) came first
+            if "ERR_ABORTED" not in str(exc):
+                raise
     page.screenshot(path=str(shots / "hub-study-web.png"), full_page=True)
     shown = hub_cli("study", "show", study_id)
     assert shown["started_by"].startswith("web:")  # who started it: the OIDC subject
