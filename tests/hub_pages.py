@@ -123,6 +123,14 @@ def hub_web_by_browser(browser, shots, hub_cli, hub_home, local: dict) -> None:
     # a coordinator may not revoke a site (admin only), whatever the form says
     page.goto(web + "/sites")
     assert page.locator("button:has-text('Revoke')").count() == 0
+    # the fleet table: each site as its agent reported it, as `radflow hub fleet` prints it
+    fleet = {r["site"]: r for r in hub_cli("hub", "fleet")}
+    for name in local:
+        row = f"#fleet tr[data-site='{name}']"
+        assert page.inner_text(f"{row} td.health").startswith(fleet[name]["health"]["state"])
+        assert f"radflow {fleet[name]['radflow']}" in page.inner_text(f"{row} td.versions")
+        assert "s ago" in page.inner_text(f"{row} td.heard")
+    page.screenshot(path=str(shots / "hub-fleet.png"), full_page=True)
     refused = page.context.request.post(f"{web}/sites/epsilon/revoke",
                                         form={"csrf": "anything"})
     assert refused.status == 403 and "admin" in refused.text()

@@ -300,3 +300,66 @@ def test_manual_release_on_the_federation_page(joined, hub, browser, shots, cli)
     (job,) = study_jobs.study_jobs(hub["engine"], out["study"])
     assert job.release is None and job.refusal == "declined"  # nothing else reached the hub
     assert verify(site.catalog_url).ok
+
+
+def test_the_agent_reports_its_site_to_the_fleet(joined, hub, manager, synth_dir) -> None:
+    """The running agent tells the hub its versions and health as soon as it starts; the fleet
+    table says what the site's own `site status` says, and nothing in the report names a
+    patient, a study or a series."""
+    import time
+    from datetime import UTC, datetime
+    from importlib.metadata import version as installed
+
+    import pydicom
+
+    from radflow import __version__
+    from radflow.federation.policy import load_policy
+    from radflow.hub.fleet import fleet, history
+    from radflow.site.components import component
+
+    started = component("agent").process(joined).process().create_time()  # (by `joined`)
+    began = datetime.fromtimestamp(int(started), UTC)
+    kept = load_policy(joined.paths.root)
+
+    def alpha() -> dict:
+        return next(r for r in fleet(hub["engine"]) if r["site"] == "alpha")
+
+    def reported_running() -> bool:  # (a site still starting reports again within 10 s)
+        row = alpha()
+        return bool(row["last_heard"] and datetime.fromisoformat(row["last_heard"]) >= began
+                    and row["health"]["state"] == "running")
+
+    deadline = time.monotonic() + 60
+    while not reported_running():
+        assert time.monotonic() < deadline, ("alpha's agent never reported it running", alpha())
+        time.sleep(0.5)
+    row = alpha()
+    status = manager.status("alpha")
+    assert row["health"]["state"] == status.state == "running"
+    assert {c["name"]: c["state"] for c in row["health"]["components"]} == {
+        c.name: c.state for c in status.components}
+    assert row["radflow"] == __version__ and not row["silent"]
+    assert row["heard_seconds_ago"] is not None and row["heard_seconds_ago"] < 120
+    plugins = {p["distribution"]: p for p in row["plugins"]}
+    assert plugins["radflow-nnunet"]["version"] == installed("radflow-nnunet")
+    assert plugins["radflow-nnunet"]["hash"].startswith("sha256:")
+    assert row["policy"] == load_policy(joined.paths.root).summary()
+    assert any(m["name"] == "radflow-abdomen-demo" for m in row["models"])
+    # a changed policy is in the next report: a new row of the site's history
+    before = len(history(hub["engine"], "alpha"))
+    save_policy(joined.paths.root, SitePolicy(job_mode="auto", min_cohort=3))
+    from radflow.federation.agent import Agent
+
+    assert Agent(joined).report()  # (what the running agent does every minute)
+    after = history(hub["engine"], "alpha")
+    assert len(after) == before + 1 and after[0]["policy"]["min_cohort"] == 3
+    assert Agent(joined).report() and len(history(hub["engine"], "alpha")) == before + 1
+    save_policy(joined.paths.root, kept)
+    # what the hub received holds no patient's name or id, no study or series UID
+    posted = b"".join(b for b in hub["bodies"] if b'"health"' in b)
+    assert posted
+    for path in sorted(synth_dir.rglob("*.dcm"))[:5]:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for value in (str(ds.PatientName), ds.PatientID, ds.StudyInstanceUID,
+                      ds.SeriesInstanceUID):
+            assert value.encode() not in posted, value

@@ -349,6 +349,24 @@ def test_a_hub_and_three_sites(federation, cli, tmp_path, browser, shots) -> Non
     assert second["combined"]["series"] == sum(n for n, _ in local.values())
     listed = hub_cli("study", "list")
     assert {first["study"], second["study"]} <= {r["study"] for r in listed}
+    # the fleet: each site's agent reported it; the table says what each site's status says
+    from radflow import __version__
+    from radflow.site import SiteManager
+
+    deadline = time.monotonic() + 90
+    while True:
+        fleet = {r["site"]: r for r in hub_cli("hub", "fleet")}
+        if all((fleet[n]["health"] or {}).get("state") == "running" for n in sites):
+            break
+        assert time.monotonic() < deadline, fleet
+        time.sleep(2)
+    for name, ctx in sites.items():
+        own = SiteManager(ctx.settings).status(name)
+        assert {c["name"]: c["state"] for c in fleet[name]["health"]["components"]} == {
+            c.name: c.state for c in own.components}, name
+        assert fleet[name]["radflow"] == __version__ and fleet[name]["drift"] == []
+        assert not fleet[name]["silent"] and fleet[name]["last_study"]["flow"] == \
+            "federated-cohort-count"
     hub_web_by_browser(browser, shots, hub_cli, federation["hub_home"], local)
 
     # delta takes its jobs by hand; its job reaches it, and then the whole site goes down

@@ -198,6 +198,51 @@ def site_list(json_out: bool = JSON) -> None:
                       highlight=False)
 
 
+@app.command()
+def fleet(site: str | None = typer.Option(None, help="One site's report history instead."),
+          json_out: bool = JSON) -> None:
+    """Every site as its agent last reported: health, last heard, versions (with the drift
+    from the newest in the fleet), models, approvals pending, its last study."""
+    from radflow.hub import fleet as hub_fleet
+
+    engine = _home().engine()
+    if site is not None:
+        rows = hub_fleet.history(engine, site)
+        if json_out:
+            print_json(rows)
+            return
+        for r in rows:
+            plugins = ", ".join(f"{p['distribution']} {p['version']}" for p in r["plugins"])
+            console.print(f"{r['received_at']}  {r['health']['state']:<9} radflow "
+                          f"{r['radflow']}  {plugins}", highlight=False)
+        if not rows:
+            console.print(f"{site} has not reported (its agent reports once a minute)")
+        return
+    rows = hub_fleet.fleet(engine)
+    if json_out:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("site", "health", "last heard", "radflow", "drift", "models",
+                   "pending approvals", "queue", "last study"):
+        table.add_column(column)
+    for r in rows:
+        heard = ("never" if r["heard_seconds_ago"] is None
+                 else f"{r['heard_seconds_ago']} s ago") + (" (silent)" if r["silent"] else "")
+        health = r["health"]["state"] if r["health"] else "-"
+        study = r["last_study"]
+        table.add_row(
+            r["site"] + ("" if r["status"] == "enrolled" else f" ({r['status']})"), health,
+            heard, r["radflow"] or "-", "; ".join(r["drift"]) or "none",
+            ", ".join(m["name"] for m in r["models"] if not m["builtin"]) or "-",
+            ", ".join(r["pending_approvals"]) or "-",
+            "-" if r["queue"] is None else str(r["queue"]),
+            f"{study['flow']} ({study['status']})" if study else "-")
+    console.print(table)
+
+
 @site_app.command("revoke")
 def site_revoke(name: str, json_out: bool = JSON) -> None:
     """Cut a site off at once: its tokens stop working and it gets no new one."""

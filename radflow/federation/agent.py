@@ -50,6 +50,7 @@ from radflow.service import ServiceLoop
 POLL_SECONDS = 20.0  # how long one long poll is held open at the hub when nothing is in flight
 BUSY_POLL_SECONDS = 1.0  # ... and while jobs run or wait: their runs are looked at every tick
 AWAY_SECONDS = 5.0  # between two tries while the hub is away (or refuses)
+UNSETTLED_REPORT_SECONDS = 10.0  # between two site reports while the site is not all running
 ACTOR = "radflow:agent"
 
 
@@ -68,11 +69,14 @@ class Agent(ServiceLoop):
         self.prefect = ctx.prefect()
         self._warned: set[str] = set()
         self._retry_now = False  # the hub is back: what the outbox holds goes at once
+        self._report_due = 0.0  # the site's report about itself (radflow.federation.fleet)
         self.on_up("hub", self._hub_back)
 
     def tick(self) -> None:
         if self.up["hub"]:  # (while it is away, the poll is what asks it)
             self.guard("hub", self.deliver)
+            if time.monotonic() >= self._report_due:
+                self.guard("hub", self.report)
         if self.guard("hub", self.poll) is None:
             self.work()  # the hub is away or refuses: the jobs in flight go on meanwhile
             time.sleep(AWAY_SECONDS)  # and it is asked again, gently
@@ -93,6 +97,31 @@ class Agent(ServiceLoop):
         self.work()
         return True
 
+    def report(self) -> bool:
+        """Post the site's report about itself (its versions, models, approvals, policy,
+        health, last job: radflow.federation.fleet) to the hub; again after REPORT_SECONDS.
+        A report that cannot be made is logged and skipped: the jobs come first."""
+        from radflow.federation.fleet import REPORT_SECONDS, site_report
+
+        self._report_due = time.monotonic() + REPORT_SECONDS
+        self.beat()  # (its own heartbeat is what `site status` probes it by)
+        try:
+            body = site_report(self.ctx)
+        except Exception:  # a probe that fails must not stop the job poll
+            self.logger.warning("the site report could not be made", exc_info=True)
+            return False
+        if body["health"]["state"] != "running":  # starting, or a part down: told again soon
+            self._report_due = time.monotonic() + UNSETTLED_REPORT_SECONDS
+        answer = self.hub.post("/report", body)
+        if answer.status_code in BUSY:
+            self._report_due = 0.0  # asked again once the hub is back
+            raise self.hub.unavailable(answer, "the site report")
+        if answer.status_code != 200:  # (a hub older than the fleet answers 404)
+            self.logger.warning("the hub answered HTTP %s to the site report",
+                                answer.status_code)
+            return False
+        return True
+
     def work(self) -> None:
         """Take each known job one step further (:meth:`handle`)."""
         self.waiting, self.running, self.sending, self.failing = [], [], [], []
@@ -108,6 +137,7 @@ class Agent(ServiceLoop):
 
     def _hub_back(self) -> None:
         self._retry_now = True
+        self._report_due = 0.0  # the hub hears of the site again at once
 
     def detail(self) -> dict[str, Any]:
         parts = [f"joined {self.hub.info['url']}"]

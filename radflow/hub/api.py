@@ -34,6 +34,7 @@ from sqlalchemy.engine import Engine
 
 from radflow.errors import ConfigurationError
 from radflow.hub import inbox, registry, study_jobs
+from radflow.hub.fleet import SiteReport
 from radflow.hub.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_RELEASE_BYTES, BodyLimit
 from radflow.hub.polling import JobWatch
 from radflow.hub.registry import ASSERTION_TYPE, Refusal
@@ -305,6 +306,14 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
         if path is None:
             raise HTTPException(404, "no such model file")
         return FileResponse(path, media_type="application/octet-stream")
+
+    @app.post("/v1/sites/{name}/report")
+    def report(body: SiteReport, site: str = Depends(caller)) -> dict[str, Any]:
+        """The site's report about itself (versions, models, approvals, policy, health, its
+        last job): the hub notes it was heard, and keeps the report where it changed."""
+        from radflow.hub.fleet import record_report
+
+        return {"site": site, "changed": record_report(engine, site, body)}
 
     @app.get("/v1/sites/{name}")
     def whoami(site: str = Depends(caller)) -> dict[str, str]:

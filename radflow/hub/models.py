@@ -30,6 +30,20 @@ class HubSite(HubModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     enrolled_at: datetime | None = None
     revoked_at: datetime | None = None
+    last_heard: datetime | None = None  # its agent's last report (radflow.hub.fleet)
+
+
+class HubSiteReport(HubModel, table=True):
+    """What a site's agent reported about itself (versions, models, approvals, policy, health,
+    its last job): a row when the report changed, so the table is the site's history."""
+
+    __tablename__ = "hub_site_report"
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    received_at: datetime = Field(default_factory=utcnow, index=True)
+    report: str  # JSON, as posted (checked by radflow.hub.fleet.SiteReport)
+    report_hash: str  # sha256 of its canonical JSON (an unchanged report adds no row)
 
 
 class HubToken(HubModel, table=True):

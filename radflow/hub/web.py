@@ -207,10 +207,12 @@ def study_file(request: Request, study_id: str, name: str,
 @router.get("/sites")
 def sites_page(request: Request, me: User = Depends(coordinator)) -> Response:
     from radflow.hub import registry
+    from radflow.hub.fleet import fleet
     from radflow.web.app import render
 
+    engine = _home(request).engine()
     return render(request, "hub_sites.html", {
-        "sites": registry.sites(_home(request).engine()),
+        "sites": registry.sites(engine), "fleet": {r["site"]: r for r in fleet(engine)},
         "flash": request.session.pop("flash", None)})
 
 

@@ -1,0 +1,103 @@
+"""The hub's fleet table from the sites' reports (radflow.hub.fleet): a report adds a history
+row only when it changed, drift is marked against the newest version in the fleet, silence
+after five minutes, approvals pending for the newest published versions; a report with a field
+the hub does not know, or an overlong value, is refused. (The agent's real report, against the
+site's own `site status`: tests/test_federation_e2e.py.)"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from pydantic import ValidationError
+from sqlmodel import Session, create_engine
+
+from radflow.catalog.models.base import utcnow
+from radflow.hub import registry
+from radflow.hub.fleet import SiteReport, fleet, history, record_report
+from radflow.hub.models import HubJob, HubStudy, HubVersion
+
+
+def _report(radflow: str = "0.1.0", nnunet: str = "0.1.0", approved=(), **more) -> SiteReport:
+    return SiteReport.model_validate({
+        "radflow": radflow,
+        "plugins": [{"name": "nnunet", "distribution": "radflow-nnunet", "version": nnunet,
+                     "hash": "sha256:" + "ab" * 32}],
+        "models": [{"name": "radflow-abdomen-demo", "version": "1", "builtin": True}],
+        "approved": list(approved), "policy": {"min_cohort": 10, "allow_weights": False},
+        "health": {"state": "running", "components": [{"name": "orthanc", "state": "running"}]},
+        "queue": 0, **more})
+
+
+@pytest.fixture()
+def engine(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'hub.db'}")
+    registry.create(engine)
+    for name in ("essen", "mainz", "ulm"):
+        registry.add_site(engine, name)  # (enrolled below by hand: no keys needed here)
+    return engine
+
+
+def _enrolled(engine, *names: str) -> None:
+    from radflow.hub.models import HubSite
+
+    with Session(engine) as session:
+        for name in names:
+            row = session.get(HubSite, name)
+            row.status = "enrolled"
+            session.add(row)
+        session.commit()
+
+
+def test_a_report_is_kept_where_it_changed(engine) -> None:
+    _enrolled(engine, "essen")
+    assert record_report(engine, "essen", _report())
+    assert not record_report(engine, "essen", _report())  # the same again: heard, no new row
+    assert record_report(engine, "essen", _report(queue=2))
+    rows = history(engine, "essen")
+    assert [r["queue"] for r in rows] == [2, 0]  # newest first
+    (row,) = [r for r in fleet(engine) if r["site"] == "essen"]
+    assert row["queue"] == 2 and row["heard_seconds_ago"] <= 5 and not row["silent"]
+
+
+def test_drift_silence_pending_approvals_and_the_last_study(engine) -> None:
+    _enrolled(engine, "essen", "mainz", "ulm")
+    with Session(engine) as session:
+        for k, (name, digest) in enumerate((("mean-volume", "sha256:old"),
+                                            ("mean-volume", "sha256:new"),
+                                            ("cohort-count", "sha256:cc"))):
+            session.add(HubVersion(hash=digest, name=name, signed="{}", bundle=b"",
+                                   published_at=utcnow() + timedelta(seconds=k)))
+        session.add(HubStudy(id="s1", name="cohort-count", version_hash="sha256:cc",
+                             deadline=utcnow()))
+        session.add(HubJob(id="j1", study_id="s1", site="mainz", version_hash="sha256:cc",
+                           status="released"))
+        session.commit()
+    record_report(engine, "essen", _report("0.2.0", "0.3.0", approved=["sha256:new", "sha256:cc"]))
+    record_report(engine, "mainz", _report("0.1.0", "0.3.0", approved=["sha256:old"]))
+    rows = {r["site"]: r for r in fleet(engine)}
+    assert rows["essen"]["drift"] == [] and not rows["essen"]["radflow_behind"]
+    assert rows["essen"]["pending_approvals"] == []
+    assert rows["mainz"]["drift"] == ["radflow 0.1.0 < 0.2.0"] and rows["mainz"]["radflow_behind"]
+    # the old version is approved, the newest is not: mean-volume waits on mainz's steward
+    assert rows["mainz"]["pending_approvals"] == ["cohort-count", "mean-volume"]
+    assert rows["mainz"]["last_study"] | {"started": None} == {
+        "study": "s1", "flow": "cohort-count", "status": "released", "started": None}
+    assert rows["ulm"]["health"] is None and rows["ulm"]["silent"]  # never heard
+    record_report(engine, "ulm", _report("0.2.0", "0.2.9"))
+    rows = {r["site"]: r for r in fleet(engine)}
+    assert rows["ulm"]["drift"] == ["radflow-nnunet 0.2.9 < 0.3.0"]
+    later = {r["site"]: r for r in fleet(engine, now=utcnow() + timedelta(minutes=6))}
+    assert all(r["silent"] for r in later.values())  # five minutes without a word
+
+
+def test_a_report_is_checked_before_it_is_kept() -> None:
+    good = json.loads(_report().model_dump_json())
+    for bad in ({**good, "patients": 1200},  # a field the hub does not know
+                {**good, "radflow": "x" * 65},
+                {**good, "health": {"state": "running", "components": [{"name": "a"}]}},
+                {**good, "queue": -1},
+                {**good, "policy": {"min_cohort": float("nan")}}):
+        with pytest.raises(ValidationError):
+            SiteReport.model_validate(bad)
