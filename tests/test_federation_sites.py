@@ -356,7 +356,8 @@ def test_a_hub_and_three_sites(federation, cli, tmp_path, browser, shots) -> Non
     deadline = time.monotonic() + 90
     while True:
         fleet = {r["site"]: r for r in hub_cli("hub", "fleet")}
-        if all((fleet[n]["health"] or {}).get("state") == "running" for n in sites):
+        if all((fleet[n]["health"] or {}).get("state") == "running" and fleet[n]["queue"] == 0
+               for n in sites):  # (an agent reports again when a job of its ends)
             break
         assert time.monotonic() < deadline, fleet
         time.sleep(2)

@@ -236,7 +236,7 @@ def fleet(site: str | None = typer.Option(None, help="One site's report history 
         table.add_row(
             r["site"] + ("" if r["status"] == "enrolled" else f" ({r['status']})"), health,
             heard, r["radflow"] or "-", "; ".join(r["drift"]) or "none",
-            ", ".join(m["name"] for m in r["models"] if not m["builtin"]) or "-",
+            ", ".join(m["name"] for m in r["models"]) or "-",
             ", ".join(r["pending_approvals"]) or "-",
             "-" if r["queue"] is None else str(r["queue"]),
             f"{study['flow']} ({study['status']})" if study else "-")

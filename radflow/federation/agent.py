@@ -93,7 +93,10 @@ class Agent(ServiceLoop):
         if answer.status_code != 200:
             raise SiteError(f"the hub answered HTTP {answer.status_code} to the job poll",
                             fix="the site may be revoked: ask the hub's operator")
-        self.jobs = {job["id"]: job for job in answer.json()["jobs"]}
+        jobs = {job["id"]: job for job in answer.json()["jobs"]}
+        if set(jobs) - set(self.jobs):
+            self._report_due = 0.0  # a new job: the hub's fleet table counts it at once
+        self.jobs = jobs
         self.work()
         return True
 
@@ -283,6 +286,7 @@ class Agent(ServiceLoop):
             return outcome
         self.logger.info("job %s: %s", job["id"], outcome)
         crash_point("agent.after_decide")
+        self._report_due = 0.0  # the job is done here: the fleet's last job and queue follow
         try:
             outbox.deliver_one(self.ctx.catalog_url, entry, self.send, steward.on_posted)
         except (RadflowError, RequestException) as exc:  # recorded; retried on a later tick

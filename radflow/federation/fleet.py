@@ -35,12 +35,13 @@ def distribution_hash(name: str) -> str | None:
 
 
 def plugin_versions() -> list[dict[str, Any]]:
-    """Every plugin of the ``radflow.plugins`` group, loaded or not, with its distribution."""
+    """Every plugin of the ``radflow.plugins`` group, loaded or not, with its distribution
+    (radflow's own flows, the ``core`` plugin, are radflow's version)."""
     from radflow.plugins.registry import discover
 
     return [{"name": p.name, "distribution": p.distribution, "version": p.version,
              "hash": distribution_hash(p.distribution), "loaded": p.error is None}
-            for p in discover()]
+            for p in discover() if p.distribution != "radflow"]  # (its own: the version)
 
 
 def installed_models() -> list[dict[str, Any]]:
