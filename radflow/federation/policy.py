@@ -9,11 +9,16 @@ NVFlare min_count 10): a cohort of at least 10, cells under 5 suppressed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from radflow.errors import ConfigurationError
+
+# one setting of a policy summary as a site sends it (with a result, in its fleet report): what
+# the hub accepts, bounded (a finite number, a bool, a short string)
+Setting = (Annotated[int, Field(ge=-(2**53), le=2**53)] | Annotated[float, Field(
+    allow_inf_nan=False)] | bool | Annotated[str, StringConstraints(max_length=64)])
 
 
 class SitePolicy(BaseModel):

@@ -24,15 +24,16 @@ import asyncio
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
 from radflow.errors import ConfigurationError
+from radflow.federation.policy import Setting
 from radflow.hub import inbox, registry, study_jobs
 from radflow.hub.fleet import SiteReport
 from radflow.hub.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_RELEASE_BYTES, BodyLimit
@@ -41,8 +42,6 @@ from radflow.hub.registry import ASSERTION_TYPE, Refusal
 
 MAX_WAIT = 25.0  # seconds a long poll is held open, at most
 RESULT_PATH = re.compile(r"^/v1/sites/([^/]+)/jobs/([^/]+)/result$")
-Setting = (Annotated[int, Field(ge=-(2**53), le=2**53)] | Annotated[float, Field(
-    allow_inf_nan=False)] | bool | Annotated[str, StringConstraints(max_length=64)])
 
 
 class Enrolment(BaseModel):

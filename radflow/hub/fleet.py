@@ -22,14 +22,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from radflow.catalog.models.base import as_utc, utcnow
+from radflow.federation.policy import Setting
 from radflow.hub.models import HubJob, HubSite, HubSiteReport, HubStudy
 from radflow.hub.registry import detached, sites, versions
 
 SILENT_AFTER = timedelta(minutes=5)  # an agent reports every minute: five missed is silence
 Short = Annotated[str, StringConstraints(max_length=64)]
 Hash = Annotated[str, StringConstraints(max_length=80)]
-Setting = (Annotated[int, Field(ge=-(2**53), le=2**53)] | Annotated[float, Field(
-    allow_inf_nan=False)] | bool | Short)
 
 
 class _Strict(BaseModel):
