@@ -9,17 +9,15 @@ release carries); each component's state from `radflow site status` (name, state
 not its detail line, which may name hosts and paths); the last job (its hub id, study, state);
 and the number of jobs in flight. Nothing in it counts patients, series or instances.
 
-    report = site_report(ctx, queue=2)      # the agent posts it to /v1/sites/NAME/report
+    report = site_report(ctx)      # the agent posts it to /v1/sites/NAME/report
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 from importlib.metadata import PackageNotFoundError, distribution
 from typing import Any
 
-logger = logging.getLogger(__name__)
 REPORT_SECONDS = 60.0  # between two reports of a running agent
 IN_FLIGHT = ("received", "running", "pending_release", "sending")  # a job's states until posted
 
