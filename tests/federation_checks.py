@@ -134,3 +134,18 @@ def hub_processes(hub_home: Path) -> dict[str, list[psutil.Process]]:
         proc = psutil.Process(json.loads(pidfile.read_text())["pid"])
         found[pidfile.stem] = [proc, *proc.children(recursive=True)]
     return found
+
+
+def needy_package(folder: Path, name: str, requires: str) -> Path:
+    """The cohort count's flow package under another name, declaring ``requires`` (a YAML
+    mapping such as ``{radflow: ">=99"}``): a version the sites may be too old for."""
+    import shutil
+
+    package = folder / name
+    shutil.copytree(Path("federation/flows/federated-cohort-count"), package)
+    spec = package / "radflow-flow.yaml"
+    text = spec.read_text().replace("name: federated-cohort-count", f"name: {name}")
+    lines = [f"requires: {requires}" if line.startswith("requires:") else line
+             for line in text.splitlines()]
+    spec.write_text("\n".join(lines) + "\n")
+    return package

@@ -75,6 +75,17 @@ def hub_web_by_browser(browser, shots, hub_cli, hub_home, local: dict) -> None:
     missing: list[str] = []  # no 404 in the console: the favicon answers, on every page
     page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
     assert page.url == web + "/studies/new"
+    # which site can run which flow, before it starts (the sites' reports)
+    for name in local:
+        cell = page.locator(f"#readiness tr[data-site='{name}'] "
+                            "td[data-flow='federated-count-next']")
+        if cell.count():  # (published by tests/test_federation_sites.py: needs radflow>=99)
+            assert "cannot: needs radflow>=99" in cell.inner_text()
+            assert cell.get_attribute("class") == "warn"
+        counted = page.inner_text(f"#readiness tr[data-site='{name}'] "
+                                  "td[data-flow='federated-cohort-count']")
+        assert counted.startswith("can run it"), counted
+    page.screenshot(path=str(shots / "hub-study-new.png"), full_page=True)
     page.fill("#cohort", "modality=CT")
     page.fill("#deadline", "120")
     with page.expect_navigation():

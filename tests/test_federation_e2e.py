@@ -364,3 +364,47 @@ def test_the_agent_reports_its_site_to_the_fleet(joined, hub, manager, synth_dir
         for value in (str(ds.PatientName), ds.PatientID, ds.StudyInstanceUID,
                       ds.SeriesInstanceUID):
             assert value.encode() not in posted, value
+
+
+def test_a_site_too_old_for_a_version_refuses_it_before_it_runs(joined, hub, tmp_path) -> None:
+    """A version that needs a newer radflow than the site runs: the hub says so from the
+    site's report before a study starts, and the site's agent, given the job anyway, refuses
+    it with unsupported_version:radflow before any flow run, its audit event saying what to
+    install; nothing is released."""
+    import time
+
+    from federation_checks import needy_package
+
+    from radflow.federation.bundle import build
+    from radflow.federation.manifest import sign_version
+    from radflow.federation.signing import load
+    from radflow.hub.fleet import fleet, readiness
+
+    manifest, bundle = build(needy_package(tmp_path, "federated-count-next",
+                                           '{radflow: ">=99"}'), publisher="test@hub")
+    signed = sign_version(manifest, load(hub["folder"] / "hub.key"))
+    registry.publish(hub["engine"], signed, bundle)
+    site = joined
+    save_policy(site.paths.root, SitePolicy(approved=[signed.hash], job_mode="auto",
+                                            min_cohort=2, min_cell=2))
+    deadline = time.monotonic() + 60  # (the agent reported at its start)
+    while not next(r for r in fleet(hub["engine"]) if r["site"] == "alpha")["radflow"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    (row,) = readiness(hub["engine"], "federated-count-next", ["alpha"])["sites"]
+    assert row["can_run"] is False
+    assert [b["code"] for b in row["blocking"]] == ["unsupported_version:radflow"]
+
+    before = last_seq(site)
+    result = run_study(hub["engine"], hub["folder"], "federated-count-next",
+                       {"cohort": parse_short(["modality=CT"]).canonical()}, ["alpha"],
+                       deadline_s=90)
+    (alpha,) = result["sites"]
+    assert (alpha["status"], alpha["refusal"]) == ("refused", "unsupported_version:radflow")
+    assert flow_runs_of(site, result["study"]) == []  # refused before anything ran
+    (event,) = audit_since(site, before)
+    detail = json.loads(event.detail)
+    assert event.action == "federation.refused" and detail["release"] is None
+    assert "needs radflow>=99 (has " in detail["detail"]
+    assert "pip install 'radflow>=99'" in detail["detail"]
+    assert verify(site.catalog_url).ok

@@ -194,6 +194,40 @@ def test_a_signed_version_refuses_any_changed_byte(tmp_path: Path) -> None:
                                       "missing_plugin:radflow-none@1"]
 
 
+
+def test_a_version_states_the_radflow_and_plugin_versions_it_needs() -> None:
+    """``requires`` is checked against what is installed (or a site's report): a site below it
+    gets the refusal ``unsupported_version:<distribution>`` with what to install; a manifest with
+    a field this radflow does not know is refused whole; a version without ``requires`` hashes
+    as versions published before the field existed."""
+    from pydantic import ValidationError
+
+    from radflow.federation.manifest import unmet_requirements
+    from radflow.hashing import digest
+
+    base = FlowVersion(name="federated-cohort-count", site_entrypoint="site.py:count",
+                       release_schema=SCHEMA)
+    before_requires = {k: v for k, v in base.model_dump(mode="json").items() if k != "requires"}
+    assert digest(before_requires) == base.content_hash()
+    needs = base.model_copy(update={"requires": {"radflow": ">=0.1", "Radflow_NNUnet": ">=0.1,<9",
+                                                 "radflow-none": ">=1"}})
+    assert needs.content_hash() != base.content_hash()
+    (unmet,) = unmet_requirements(needs)  # radflow and radflow-nnunet 0.1.0 are installed here
+    assert (unmet.refusal, unmet.has) == ("unsupported_version:radflow-none", None)
+    assert "pip install 'radflow-none>=1'" in unmet.fix
+    too_old = unmet_requirements(needs.model_copy(update={"requires": {"radflow": ">=0.2"}}),
+                                 {"radflow": "0.2.0.dev3"})  # a pre-release is below 0.2
+    assert [(u.refusal, u.needs, u.has) for u in too_old] == [
+        ("unsupported_version:radflow", ">=0.2", "0.2.0.dev3")]
+    assert unmet_requirements(needs, {"radflow": "0.1.5", "radflow-nnunet": "1.0",
+                                      "radflow-none": "2"}) == []
+    assert unmet_requirements(needs, {"radflow": "0.1.5", "radflow-nnunet": "not-a-version",
+                                      "radflow-none": "2"})[0].distribution == "Radflow_NNUnet"
+    with pytest.raises(ValidationError, match="not a version specifier"):
+        FlowVersion.model_validate(base.model_dump() | {"requires": {"radflow": "newest"}})
+    with pytest.raises(ValidationError, match="extra"):  # e.g. a newer radflow's field
+        FlowVersion.model_validate(base.model_dump() | {"min_sites": 3})
+
 ROUNDS = ReleaseSchema.model_validate({"rounds": {
     "span": {"fields": {"n": {"kind": "count"},
                         "span_low": {"kind": "coarse", "shape": []},

@@ -38,6 +38,7 @@ from federation_checks import (
     dump_site_parts,
     hub_jobs,
     hub_processes,
+    needy_package,
     newest_study,
     poll,
     pooled,
@@ -368,6 +369,27 @@ def test_a_hub_and_three_sites(federation, cli, tmp_path, browser, shots) -> Non
         assert fleet[name]["radflow"] == __version__ and fleet[name]["drift"] == []
         assert not fleet[name]["silent"] and fleet[name]["last_study"]["flow"] == \
             "federated-cohort-count"
+    # a version that needs a newer radflow than every site reports: refused before it starts
+    hub_cli("publish", str(needy_package(tmp_path, "federated-count-next",
+                                         '{radflow: ">=99"}')))
+    studies_before = len(hub_cli("study", "list"))
+    env = {**os.environ, "RADFLOW_HOME": str(federation["hub_home"])}
+    checked = subprocess.run([*RADFLOW, "study", "check", "federated-count-next", "--json"],
+                             env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert checked.returncode == 1, checked.stderr
+    ready = json.loads(checked.stdout)
+    assert ready["requires"] == {"radflow": ">=99"}
+    assert {r["site"]: (r["can_run"], [b["text"] for b in r["blocking"]])
+            for r in ready["sites"]} == {
+        name: (False, [f"needs radflow>=99 (has {__version__})"]) for name in sites}
+    refused = subprocess.run([*RADFLOW, "study", "run", "federated-count-next", "--cohort",
+                              str(cohort_file)], env=env, capture_output=True, text=True,
+                             timeout=120, check=False)
+    assert refused.returncode != 0
+    said = " ".join((refused.stdout + refused.stderr).split())
+    assert "no chosen site can run federated-count-next" in said, said
+    assert "pip install 'radflow>=99'" in said, said
+    assert len(hub_cli("study", "list")) == studies_before  # nothing was started
     hub_web_by_browser(browser, shots, hub_cli, federation["hub_home"], local)
 
     # delta takes its jobs by hand; its job reaches it, and then the whole site goes down

@@ -101,3 +101,49 @@ def test_a_report_is_checked_before_it_is_kept() -> None:
                 {**good, "policy": {"min_cohort": float("nan")}}):
         with pytest.raises(ValidationError):
             SiteReport.model_validate(bad)
+
+
+def _publish(engine, tmp_path, requires: dict[str, str], weights: bool = False) -> str:
+    """A signed version of a flow 'needy' with ``requires`` (and a round releasing weights)."""
+    from radflow.federation.manifest import FlowVersion, sign_version
+    from radflow.federation.release import ReleaseSchema
+    from radflow.federation.signing import generate
+
+    fields: dict = {"n": {"kind": "count"}}
+    if weights:
+        fields["w"] = {"kind": "weights", "shape": ["parameters"]}
+    manifest = FlowVersion(name="needy", site_entrypoint="site.py:run", requires=requires,
+                           release_schema=ReleaseSchema.model_validate({"fields": fields}))
+    signed = sign_version(manifest, generate(tmp_path / "hub.key"))
+    registry.publish(engine, signed, b"")
+    return signed.hash
+
+
+def test_which_sites_can_run_a_version(engine, tmp_path) -> None:
+    """Before a study starts: a site whose reported radflow or plugin is below the version's
+    need cannot run it (and says what to install); one never heard is unknown; approvals and a
+    weights policy are warnings (the site's steward decides them)."""
+    from radflow.hub.fleet import readiness
+
+    _enrolled(engine, "essen", "mainz", "ulm")
+    needed = _publish(engine, tmp_path, {"radflow": ">=0.2", "radflow-nnunet": ">=0.3",
+                                         "pyradiomics": ">=3"}, weights=True)
+    record_report(engine, "essen", _report("0.2.1", "0.3.0", approved=[needed]))
+    record_report(engine, "mainz", _report("0.1.0", "0.2.9"))
+    ready = readiness(engine, "needy")
+    assert ready["version"] == needed and ready["requires"]["radflow"] == ">=0.2"
+    rows = {r["site"]: r for r in ready["sites"]}
+    assert rows["essen"]["can_run"] is True and rows["essen"]["blocking"] == []
+    assert [w["code"] for w in rows["essen"]["warnings"]] == [
+        "unknown", "policy_violation:weights"]  # pyradiomics: not in a report; no weights
+    assert rows["mainz"]["can_run"] is False
+    assert [(b["code"], b["text"]) for b in rows["mainz"]["blocking"]] == [
+        ("unsupported_version:radflow", "needs radflow>=0.2 (has 0.1.0)"),
+        ("unsupported_version:radflow-nnunet", "needs radflow-nnunet>=0.3 (has 0.2.9)")]
+    assert "pip install 'radflow>=0.2'" in rows["mainz"]["blocking"][0]["fix"]
+    assert "not_approved" in [w["code"] for w in rows["mainz"]["warnings"]]
+    assert rows["ulm"]["can_run"] is None and [w["code"] for w in rows["ulm"]["warnings"]] == [
+        "silent", "no_report"]
+    assert [r["site"] for r in readiness(engine, "needy", ["mainz"])["sites"]] == ["mainz"]
+    with pytest.raises(KeyError):
+        readiness(engine, "never-published")

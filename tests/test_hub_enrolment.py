@@ -146,7 +146,7 @@ def test_published_versions_are_verified_at_the_site(hub, tmp_path) -> None:
                                                                "federated-cohort-count")
     assert set(row["release_schema"]["properties"]) == {"n", "matching"}
     signed, files = fetch(tmp_path / "mainz", version)
-    assert "site.py" in files and signed.manifest.plugins["radflow"]
+    assert "site.py" in files and signed.manifest.requires == {"radflow": ">=0.1"}
     save_policy(tmp_path / "mainz", SitePolicy(approved=[version]))
     assert [r["approved"] for r in offered(tmp_path / "mainz") if r["hash"] == version] == [True]
 
@@ -212,7 +212,7 @@ def test_auth_sweep_of_every_site_route(hub, tmp_path) -> None:
     assert len(coordinator_routes) >= 4
     token_id, coordinator = registry.create_api_token(hub["engine"], "c.oord")
     for method, route in coordinator_routes:
-        route = route.replace("{study_id}", "nosuchstudy")
+        route = route.replace("{study_id}", "nosuchstudy").replace("{name}", "no-such-flow")
         assert call(hub, method, route, "", None) == 401
         assert call(hub, method, route, "", b.token()) == 401  # a site's token is no coordinator's
         assert call(hub, method, route, "", "rfh_made_up") == 401

@@ -42,12 +42,21 @@ class LocalHub:
             raise ConfigurationError("the hub on this machine is not running",
                                      fix="radflow hub up (or pass --hub URL to use another)")
 
-    def start(self, name: str, params: dict, sites: list[str] | None, deadline: float) -> dict:
+    def start(self, name: str, params: dict, sites: list[str] | None, deadline: float,
+              skip_unable: bool = False) -> dict:
         import getpass
 
         from radflow.hub.studies import launch
 
-        return launch(self.home, name, params, sites, deadline, f"cli:{getpass.getuser()}")
+        return launch(self.home, name, params, sites, deadline, f"cli:{getpass.getuser()}",
+                      skip_unable=skip_unable)
+
+    def readiness(self, name: str, sites: list[str] | None) -> dict:
+        from radflow.hub.fleet import readiness
+        from radflow.hub.study_jobs import check_study
+
+        engine = self.home.engine()
+        return readiness(engine, name, check_study(engine, name, sites))
 
     def state(self, study_id: str) -> dict | None:
         from radflow.hub.studies import study_state
@@ -101,9 +110,14 @@ class RemoteHub:
                                      fix=fix)
         return answer.json()
 
-    def start(self, name: str, params: dict, sites: list[str] | None, deadline: float) -> dict:
+    def start(self, name: str, params: dict, sites: list[str] | None, deadline: float,
+              skip_unable: bool = False) -> dict:
         return self._call("POST", "/studies", json={"name": name, "params": params,
-                                                    "sites": sites, "deadline_s": deadline})
+                                                    "sites": sites, "deadline_s": deadline,
+                                                    "skip_unable": skip_unable})
+
+    def readiness(self, name: str, sites: list[str] | None) -> dict:
+        return self._call("GET", f"/flows/{name}/readiness", params={"sites": sites or []})
 
     def state(self, study_id: str) -> dict | None:
         return self._call("GET", f"/studies/{study_id}")
@@ -149,9 +163,13 @@ def run(name: str = typer.Argument(..., help="The flow, e.g. federated-cohort-co
         sites: list[str] | None = typer.Option(None, "--sites", help="Only these sites."),
         deadline: float = typer.Option(600, help="Seconds to wait for the sites."),
         wait: bool = typer.Option(True, help="Wait for the result (else print the run)."),
+        skip_unable: bool = typer.Option(False, "--skip-unable", help="Leave out the sites "
+                                         "whose versions are below the flow's need (radflow "
+                                         "study check) instead of refusing to start."),
         hub: str | None = HUB, json_out: bool = JSON) -> None:
     """Run a study at the enrolled sites and combine what they release. It runs as a flow run
-    of ``federated-study/NAME`` on the hub's Prefect (watch it there)."""
+    of ``federated-study/NAME`` on the hub's Prefect (watch it there). It is refused before it
+    starts when a chosen site reports a radflow or plugin version below the flow's need."""
     from radflow.cohorts.definition import CohortDefinition
 
     target = _hub(hub)
@@ -164,7 +182,10 @@ def run(name: str = typer.Argument(..., help="The flow, e.g. federated-cohort-co
                 params[key] = [value]
     if cohort is not None:
         params["cohort"] = CohortDefinition.parse(cohort.read_text()).canonical()
-    started = target.start(name, params, sites or None, deadline)
+    started = target.start(name, params, sites or None, deadline, skip_unable)
+    for row in started.get("left_out") or []:
+        console.print(f"left out {row['site']}: "
+                      + "; ".join(b["text"] for b in row["blocking"]), highlight=False)
     if not wait:
         report(json_out, started, f"study {started['study']}: running, watch it at "
                                   f"{started['url']}")
@@ -251,6 +272,37 @@ def show(result: dict) -> None:
         say(f"  artifacts (on the hub): {', '.join(result['artifacts'])}")
     if result.get("flow_run"):
         say(f"  flow run: {result['flow_run']}")
+
+
+@app.command("check")
+def check(name: str = typer.Argument(..., help="The flow, e.g. federated-cohort-count."),
+          sites: list[str] | None = typer.Option(None, "--sites", help="Only these sites."),
+          hub: str | None = HUB, json_out: bool = JSON) -> None:
+    """Which sites can run the newest version of a flow, and why the others cannot: each
+    site's reported radflow and plugin versions against the version's need, its approval, its
+    weights policy, its silence (from the fleet: radflow hub fleet). Exit 1 when a site
+    cannot run it."""
+    target = _hub(hub)
+    ready = target.readiness(name, sites or None)
+    if ready is None:
+        raise ConfigurationError(f"no version of {name!r} is published on this hub",
+                                 fix="see radflow study flows")
+    if json_out:
+        print_json(ready)
+    else:
+        needs = ", ".join(f"{d}{s}" for d, s in ready["requires"].items()) or "nothing declared"
+        console.print(f"{name} {ready['version'][:19]} needs {needs}", highlight=False)
+        for row in ready["sites"]:
+            verdict = {True: "can run it", False: "cannot run it", None: "unknown"}[
+                row["can_run"]]
+            console.print(f"  {row['site']:<20} {verdict:<14} radflow {row['radflow'] or '?'}",
+                          highlight=False)
+            for b in row["blocking"]:
+                console.print(f"      {b['code']}: {b['text']} ({b['fix']})", highlight=False)
+            for w in row["warnings"]:
+                console.print(f"      warning {w['code']}: {w['text']}", highlight=False)
+    if any(row["can_run"] is False for row in ready["sites"]):
+        raise typer.Exit(1)
 
 
 @app.command("flows")

@@ -3,7 +3,9 @@ out, long-polling the hub for jobs, and for each job, in order:
 
 1. checks the site's approval of the version's hash (``not_approved``), the job mode (manual:
    a data steward accepts it first), the signature against the pinned hub key and every file
-   (``bad_signature``), and the plugins at their exact versions (``missing_plugin:...``);
+   (``bad_signature``), the radflow and plugin versions the version requires
+   (``unsupported_version:<distribution>``, its audit event saying what to upgrade) and the
+   plugins older versions pin exactly (``missing_plugin:...``);
 2. installs the bundle under ``sites/NAME/bundles/<hash>/``;
 3. starts the site part as a ``federated-job`` flow run on the site's own Prefect, with the job
    id as idempotency key (a restarted agent finds the same run, never a second one);
@@ -209,7 +211,7 @@ class Agent(ServiceLoop):
 
     def verify(self, job: dict[str, Any]) -> tuple[str | None, Any]:
         """The job's version, verified: (None, manifest), or (the refusal decided, None)."""
-        from radflow.federation.manifest import missing_plugins
+        from radflow.federation.manifest import missing_plugins, unmet_requirements
         from radflow.federation.signing import SignatureInvalid
         from radflow.federation.versions import UnsupportedVersion, fetch
 
@@ -225,6 +227,11 @@ class Agent(ServiceLoop):
         missing = missing_plugins(signed.manifest)
         if missing:
             return self.decide(job, refusal=missing[0]), None
+        unmet = unmet_requirements(signed.manifest)
+        if unmet:  # refused before anything runs, saying what to upgrade
+            detail = "; ".join(f"{u.message}: {u.fix}" for u in unmet)
+            self.logger.warning("job %s: version %s %s", job["id"], job["version"], detail)
+            return self.decide(job, refusal=unmet[0].refusal, detail=detail), None
         self.install(job["version"], files)
         self.manifests[job["id"]] = signed.manifest
         return None, signed.manifest

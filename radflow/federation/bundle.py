@@ -1,8 +1,10 @@
 """Flow packages and their bundles.
 
-A flow package is a folder with ``radflow-flow.yaml`` (name, label, entrypoints, the plugin
-distributions it needs, its parameter and release schemas, resources) and its source files.
-``build`` pins the plugins to the versions installed where it is published, hashes every file
+A flow package is a folder with ``radflow-flow.yaml`` (name, label, entrypoints, the radflow and
+plugin versions it needs, its parameter and release schemas, resources) and its source files.
+``requires:`` maps a distribution to a PEP 440 specifier (``radflow: ">=0.1"``), checked at each
+site; the older ``plugins: [dist]`` pins a distribution to the exact version installed where it
+is published (every site then needs that very version). ``build`` hashes every file
 into the ``FlowVersion`` manifest, and packs the files into a deterministic tar (sorted, fixed
 times and owners), so the same package gives the same bundle and the same content hash.
 Prefect's own "bundles" (a pickled flow run plus the sender's pip freeze) are not used.
@@ -59,6 +61,12 @@ def build(folder: Path, publisher: str) -> tuple[FlowVersion, bytes]:
         except metadata.PackageNotFoundError as exc:
             raise ConfigurationError(f"the flow needs {dist}, which is not installed here",
                                      fix=f"install {dist} where you publish") from exc
+    requires = spec.get("requires") or {}
+    if not isinstance(requires, dict) or not all(
+            isinstance(v, str) and v.strip() for v in requires.values()):
+        raise ConfigurationError(f"{folder / PACKAGE_FILE}: requires is a mapping of "
+                                 f"distribution to version specifier",
+                                 fix='e.g. requires: {radflow: ">=0.1", radflow-nnunet: ">=0.1"}')
     entry = str(spec.get("site_entrypoint", ""))
     if entry.split(":")[0] not in files:
         raise ConfigurationError(f"the site entrypoint {entry!r} is not a file of the package",
@@ -67,6 +75,7 @@ def build(folder: Path, publisher: str) -> tuple[FlowVersion, bytes]:
         manifest = FlowVersion(
             name=spec["name"], label=str(spec.get("label", "")), site_entrypoint=entry,
             coordinator_entrypoint=spec.get("coordinator_entrypoint"), plugins=plugins,
+            requires={str(k): v.strip() for k, v in requires.items()},
             parameter_schema=spec.get("parameter_schema", {}),
             release_schema=ReleaseSchema.model_validate(spec["release_schema"]),
             resources=spec.get("resources", {}), files=file_hashes(files), publisher=publisher)

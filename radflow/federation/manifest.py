@@ -1,8 +1,15 @@
 """One ``FlowVersion`` manifest says everything about a published flow version: its entrypoints,
-the plugin distributions and versions it needs, its parameter and release schemas, resources,
-and the hash of every source file in its bundle. It is hashed with radflow's canonical hashing
+the radflow and plugin versions it needs, its parameter and release schemas, resources, and the
+hash of every source file in its bundle. It is hashed with radflow's canonical hashing
 (:mod:`radflow.hashing`) and the hub signs that hash; a site checks the hash, the signature
-against the hub key it pinned, every file, its own approval and its installed plugins.
+against the hub key it pinned, every file, its own approval and its installed versions.
+
+What a version needs is ``requires``: distribution -> a PEP 440 specifier (``radflow: ">=0.2"``),
+checked at the site before anything runs (:func:`unmet_requirements`, refusal
+``unsupported_version:<distribution>``) and by the hub against each site's fleet report before a
+study starts. ``plugins`` (distribution -> the exact version) is what versions published before
+``requires`` pin. A manifest with a field this radflow does not know is refused as a whole
+(``extra="forbid"``): an older site cannot honour a rule it cannot read.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ import hashlib
 from importlib import metadata
 from typing import Any
 
-from pydantic import BaseModel, Field, PrivateAttr
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from radflow.federation.release import ReleaseSchema
 from radflow.federation.signing import SignatureInvalid, sign, verify
@@ -21,12 +30,16 @@ from radflow.hashing import digest
 class FlowVersion(BaseModel):
     """A flow version as published (all of it is covered by the hash)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(description="the flow's name, e.g. federated-cohort-count")
     label: str = Field(default="", description="the publisher's version label")
     site_entrypoint: str = Field(description="the site part, path/to/file.py:function")
     coordinator_entrypoint: str | None = Field(default=None, description="the hub part")
     plugins: dict[str, str] = Field(default_factory=dict,
                                     description="distribution -> exact version it needs")
+    requires: dict[str, str] = Field(default_factory=dict,
+                                     description="distribution -> PEP 440 specifier it needs")
     parameter_schema: dict[str, Any] = Field(default_factory=dict)
     release_schema: ReleaseSchema
     resources: dict[str, Any] = Field(default_factory=dict)
@@ -34,8 +47,22 @@ class FlowVersion(BaseModel):
                                   description="bundle path -> sha256 hex of its bytes")
     publisher: str = ""
 
+    @field_validator("requires")
+    @classmethod
+    def _specifiers(cls, value: dict[str, str]) -> dict[str, str]:
+        for dist, spec in value.items():
+            try:
+                SpecifierSet(spec)
+            except InvalidSpecifier:
+                raise ValueError(f"requires: {dist}: {spec!r} is not a version specifier "
+                                 f"(e.g. \">=0.2\" or \">=0.2,<1\")") from None
+        return value
+
     def content_hash(self) -> str:
-        return digest(self.model_dump(mode="json"))
+        data = self.model_dump(mode="json")
+        if not data["requires"]:  # (a version published before `requires` hashes as it did)
+            del data["requires"]
+        return digest(data)
 
 
 class SignedVersion(BaseModel):
@@ -105,3 +132,61 @@ def missing_plugins(manifest: FlowVersion) -> list[str]:
         if installed != version:
             missing.append(f"missing_plugin:{dist}@{version}")
     return missing
+
+
+class Unmet(BaseModel):
+    """A requirement a site does not meet: the distribution, what the version needs, what the
+    site has (None: not installed)."""
+
+    distribution: str
+    needs: str
+    has: str | None
+
+    @property
+    def refusal(self) -> str:
+        return f"unsupported_version:{self.distribution}"
+
+    @property
+    def message(self) -> str:
+        have = f"has {self.has}" if self.has else "does not have it"
+        return f"needs {self.distribution}{self.needs} ({have})"
+
+    @property
+    def fix(self) -> str:
+        return (f"upgrade it at the site: pip install '{self.distribution}{self.needs}', "
+                f"then radflow site upgrade")
+
+
+def installed_versions() -> dict[str, str]:
+    """Every installed distribution's version (name normalized as PEP 503 does)."""
+    out = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            out[normalize(name)] = dist.version
+    return out
+
+
+def normalize(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def unmet_requirements(manifest: FlowVersion,
+                       have: dict[str, str] | None = None) -> list[Unmet]:
+    """The requirements of ``manifest`` (``requires``) that ``have`` (distribution -> version;
+    default: what is installed here) does not meet. A pre-release or local version counts as
+    what it is (``0.2.0.dev1`` meets ``>=0.1``, not ``>=0.2``)."""
+    have = {normalize(k): v for k, v in (installed_versions() if have is None else have).items()}
+    unmet = []
+    for dist, spec in sorted(manifest.requires.items()):
+        version = have.get(normalize(dist))
+        try:
+            ok = version is not None and SpecifierSet(spec).contains(Version(version),
+                                                                     prereleases=True)
+        except InvalidVersion:
+            ok = False
+        if not ok:
+            unmet.append(Unmet(distribution=dist, needs=spec, has=version))
+    return unmet

@@ -55,6 +55,8 @@ class StudyRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     sites: list[str] | None = Field(default=None, max_length=500)
     deadline_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    skip_unable: bool = Field(default=False, description="leave out the chosen sites whose "
+                              "versions are below the flow's need (else: refused, 422)")
 
 
 class JobResult(BaseModel):
@@ -178,6 +180,21 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
 
         return flow_rows(engine)
 
+    @app.get("/v1/flows/{name}/readiness")
+    def flow_readiness(name: str, sites: list[str] | None = Query(None, max_length=500),
+                       who: str = Depends(coordinator)) -> dict[str, Any]:
+        """Which sites can run the newest version of flow NAME, from their fleet reports, and
+        why the others cannot (``radflow study check``)."""
+        from radflow.errors import RadflowError
+        from radflow.hub.fleet import readiness
+        from radflow.hub.study_jobs import check_study
+
+        try:
+            chosen = check_study(engine, name, sites)
+            return readiness(engine, name, chosen)
+        except RadflowError as exc:
+            raise HTTPException(422, f"{exc.message} ({exc.fix})") from exc
+
     @app.get("/v1/studies")
     def studies(who: str = Depends(coordinator)) -> list[dict[str, Any]]:
         from radflow.hub.studies import study_rows
@@ -191,7 +208,8 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
         from radflow.hub.studies import launch
 
         try:
-            return launch(hub_home(), body.name, body.params, body.sites, body.deadline_s, who)
+            return launch(hub_home(), body.name, body.params, body.sites, body.deadline_s, who,
+                          skip_unable=body.skip_unable)
         except RadflowError as exc:
             raise HTTPException(422, f"{exc.message} ({exc.fix})" if exc.fix else exc.message) \
                 from exc

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from radflow.catalog.models.base import as_utc, utcnow
+from radflow.federation.manifest import SignedVersion, normalize, unmet_requirements
 from radflow.federation.policy import Setting
 from radflow.hub.models import HubJob, HubSite, HubSiteReport, HubStudy
 from radflow.hub.registry import detached, sites, versions
@@ -206,3 +207,77 @@ def fleet(engine: Engine, silent_after: timedelta = SILENT_AFTER,
                 "queue": report.queue, "policy": report.policy}
         rows.append(row)
     return rows
+
+
+def _releases_weights(manifest: Any) -> bool:
+    schema = manifest.release_schema
+    schemas = list(schema.rounds.values()) if schema.rounds else [schema]
+    return any(spec.kind == "weights" for s in schemas for spec in s.fields.values())
+
+
+def newest_version(engine: Engine, name: str) -> Any | None:
+    """The newest published version of flow ``name`` (what a study of it runs)."""
+    found = [v for v in versions(engine) if v.name == name]
+    return found[-1] if found else None
+
+
+def readiness(engine: Engine, name: str, chosen: list[str] | None = None,
+              now: datetime | None = None) -> dict[str, Any]:
+    """Which of the chosen sites (default: every enrolled one) can run the newest version of
+    flow ``name``, from each site's newest fleet report, and why the others cannot.
+
+    Per site: ``can_run`` True, False (a ``blocking`` reason: a radflow or plugin version below
+    the version's need, or a plugin pinned exactly and not at that version: the site would
+    refuse with ``unsupported_version:<dist>`` or ``missing_plugin:...``), or None (no report
+    yet: only the site can tell); ``warnings`` are refusals the site's steward decides
+    (``not_approved``, weights its policy forbids) and silence. The site checks again itself.
+    """
+    version = newest_version(engine, name)
+    if version is None:
+        raise KeyError(name)
+    manifest = SignedVersion.model_validate_json(version.signed).manifest
+    reports = latest_reports(engine)
+    rows = {row["site"]: row for row in fleet(engine, now=now)}
+    enrolled = [s.name for s in sites(engine) if s.status == "enrolled"]
+    out = []
+    for site in chosen or enrolled:
+        report = reports.get(site)
+        row = rows.get(site) or {}
+        blocking: list[dict[str, str]] = []
+        warnings: list[dict[str, str]] = []
+        if row.get("silent"):
+            heard = row.get("last_heard")
+            warnings.append({"code": "silent", "text": "not heard since " + heard if heard
+                             else "never heard: its agent has not reported"})
+        if report is None:
+            warnings.append({"code": "no_report",
+                             "text": "no report from its agent yet: the site checks itself"})
+            out.append({"site": site, "can_run": None, "radflow": None, "blocking": [],
+                        "warnings": warnings})
+            continue
+        have = {normalize(p.distribution): p.version for p in report.plugins} | {
+            "radflow": report.radflow}
+        for unmet in unmet_requirements(manifest, have):
+            if normalize(unmet.distribution) not in have:
+                warnings.append({"code": "unknown", "text": f"needs {unmet.distribution}"
+                                 f"{unmet.needs}, which its report does not list: the site "
+                                 f"checks it"})
+                continue
+            blocking.append({"code": unmet.refusal, "text": unmet.message, "fix": unmet.fix})
+        for dist, exact in sorted(manifest.plugins.items()):
+            if normalize(dist) in have and have[normalize(dist)] != exact:
+                blocking.append({"code": f"missing_plugin:{dist}@{exact}",
+                                 "text": f"needs {dist} {exact} exactly (has "
+                                         f"{have[normalize(dist)]})",
+                                 "fix": f"pip install '{dist}=={exact}' at the site"})
+        if version.hash not in report.approved:
+            warnings.append({"code": "not_approved", "text": "its steward has not approved "
+                             "this version: the site refuses it until then"})
+        if _releases_weights(manifest) and not report.policy.get("allow_weights", False):
+            warnings.append({"code": "policy_violation:weights", "text": "its policy does not "
+                             "allow model weights to leave (allow_weights)"})
+        out.append({"site": site, "can_run": not blocking, "radflow": report.radflow,
+                    "blocking": blocking, "warnings": warnings})
+    return {"flow": name, "version": version.hash, "requires": manifest.requires,
+            "plugins": manifest.plugins, "sites": out}
+

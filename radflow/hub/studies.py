@@ -271,22 +271,44 @@ def chart(result: dict[str, Any], path: Path) -> None:
 
 
 def launch(home: Any, name: str, params: dict[str, Any], sites: list[str] | None,
-           deadline_s: float, started_by: str) -> dict[str, Any]:
+           deadline_s: float, started_by: str, skip_unable: bool = False) -> dict[str, Any]:
     """Start a study as a run of ``federated-study/NAME`` on the hub's Prefect; returns its id,
-    the run's id and its page. Bad requests (no such flow, unknown sites) fail here, before
-    any run exists.
+    the run's id and its page (and ``left_out``: the sites that cannot run it, with why, when
+    ``skip_unable``). Bad requests (no such flow, unknown sites, sites whose reported radflow or
+    plugin versions are below what the version needs) fail here, before any run exists.
 
     Raises:
-        ConfigurationError: the flow is not published, or a site is unknown.
+        ConfigurationError: the flow is not published, a site is unknown, or a chosen site
+            cannot run it (unless ``skip_unable`` and another can).
     """
-    study_jobs.check_study(home.engine(), name, sites)
-    study_jobs.check_params(home.engine(), name, params)
+    from radflow.errors import ConfigurationError
+    from radflow.hub.fleet import readiness
+
+    engine = home.engine()
+    chosen = study_jobs.check_study(engine, name, sites)
+    study_jobs.check_params(engine, name, params)
+    ready = readiness(engine, name, chosen)
+    unable = [row for row in ready["sites"] if row["can_run"] is False]
+    if unable and (not skip_unable or len(unable) == len(chosen)):
+        why = "; ".join(f"{row['site']} {', '.join(b['text'] for b in row['blocking'])}"
+                        for row in unable)
+        fixes = sorted({b["fix"] for row in unable for b in row["blocking"]})
+        if len(unable) == len(chosen):
+            raise ConfigurationError(f"no chosen site can run {name} {ready['version'][:19]}: "
+                                     f"{why}", fix="; ".join(fixes))
+        raise ConfigurationError(
+            f"{len(unable)} of the {len(chosen)} chosen sites cannot run {name} "
+            f"{ready['version'][:19]}: {why}",
+            fix=f"{'; '.join(fixes)}; or start it without them (--skip-unable, or --sites)")
+    if unable:
+        sites = [row["site"] for row in ready["sites"] if row["can_run"] is not False]
     study_id = study_jobs.new_study_id()
     api = home.prefect()
     run = api.create_flow_run(f"federated-study/{name}", {
         "name": name, "params": params, "sites": sites or None, "deadline_s": deadline_s,
         "study_id": study_id, "started_by": started_by}, tags=(f"study:{study_id}",))
-    return {"study": study_id, "flow_run": run.id, "url": api.flow_run_ui(run.id)}
+    return {"study": study_id, "flow_run": run.id, "url": api.flow_run_ui(run.id),
+            "left_out": [{"site": row["site"], "blocking": row["blocking"]} for row in unable]}
 
 
 def study_state(home: Any, study_id: str) -> dict[str, Any] | None:

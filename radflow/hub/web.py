@@ -87,11 +87,17 @@ def studies_page(request: Request, me: User = Depends(coordinator)) -> Response:
 
 
 def _form_context(home: HubHome) -> dict[str, Any]:
+    """The form's flows and sites, and which site can run which flow (from the fleet)."""
     from radflow.hub import registry
+    from radflow.hub.fleet import readiness
     from radflow.hub.studies import flow_rows
 
-    return {"flows": flow_rows(home.engine()),
-            "sites": [s for s in registry.sites(home.engine()) if s.status == "enrolled"]}
+    engine = home.engine()
+    flows = flow_rows(engine)
+    sites = [s for s in registry.sites(engine) if s.status == "enrolled"]
+    ready = {f["name"]: {r["site"]: r for r in readiness(engine, f["name"])["sites"]}
+             for f in flows} if sites else {}
+    return {"flows": flows, "sites": sites, "ready": ready}
 
 
 @router.get("/studies/new")
@@ -124,7 +130,7 @@ def parse_cohort(text: str) -> dict[str, Any] | None:
 def start_study(request: Request, csrf: str | None = Form(None), flow: str = Form(...),
                 cohort: str = Form(""), deadline: float = Form(600.0),
                 parameters: str = Form(""),
-                sites: list[str] | None = Form(None),
+                sites: list[str] | None = Form(None), skip_unable: bool = Form(False),
                 me: User = Depends(coordinator)) -> Response:
     from radflow.hub.studies import launch
     from radflow.web.app import render
@@ -140,7 +146,8 @@ def start_study(request: Request, csrf: str | None = Form(None), flow: str = For
         definition = parse_cohort(cohort)
         if definition is not None:
             params["cohort"] = definition
-        started = launch(home, flow, params, sites or None, deadline, f"web:{me.sub}")
+        started = launch(home, flow, params, sites or None, deadline, f"web:{me.sub}",
+                         skip_unable=skip_unable)
     except (RadflowError, ValueError, HTTPException) as exc:
         message = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
         fix = getattr(exc, "fix", None)
@@ -148,10 +155,15 @@ def start_study(request: Request, csrf: str | None = Form(None), flow: str = For
             **_form_context(home), "flash": {"text": f"Not started: {message}"
                                              + (f" ({fix})" if fix else ""), "error": True},
             "form": {"cohort": cohort, "deadline": f"{deadline:g}", "flow": flow,
-                     "sites": sites or [], "parameters": parameters}}, status=422)
+                     "sites": sites or [], "parameters": parameters,
+                     "skip_unable": skip_unable}}, status=422)
+    left_out = [row["site"] for row in started["left_out"]]
     audit(home, f"web:{me.sub}", "study.started", {"study": started["study"], "flow": flow,
-                                                   "sites": sites or "all"})
-    _flash(request, f"Study {started['study']} started.")
+                                                   "sites": sites or "all",
+                                                   **({"left_out": left_out} if left_out else {})})
+    _flash(request, f"Study {started['study']} started."
+           + (f" Left out (versions below the flow's need): {', '.join(left_out)}."
+              if left_out else ""))
     return RedirectResponse(f"/studies/{started['study']}", 303)
 
 
