@@ -161,6 +161,31 @@ def restart(
                                    f"{status.detail}")
 
 
+@app.command()
+def upgrade(site: str | None = SITE, json_out: bool = JSON) -> None:
+    """After installing a newer radflow: migrate the site's catalog, restart the site and
+    verify that nothing was lost (counts, the audit chain and its history, Orthanc's
+    instances), with a copy of a SQLite catalog kept under backups/. Audited; the hub's fleet
+    hears the new versions from the agent as it starts."""
+    from radflow.site.upgrade import upgrade_site
+
+    manager = SiteManager()
+    name = manager.resolve(site)
+    say = (lambda _m: None) if json_out else (lambda m: console.print(f"  {m}", highlight=False))
+    result = upgrade_site(manager, name, say)
+    if json_out:
+        print_json(result)
+        return
+    before, after = result["before"]["counts"], result["after"]["counts"]
+    console.print(f"site {name} upgraded: radflow {result['from']['radflow'] or 'unknown'} -> "
+                  f"{result['to']['radflow']}, schema {result['from']['schema'] or 'none'} -> "
+                  f"{result['to']['schema']}; {result['state']}", highlight=False)
+    console.print("  kept: " + ", ".join(f"{k.replace('_', ' ')} {before[k]} -> {after[k]}"
+                                         for k in before), highlight=False)
+    console.print("  checks: " + ", ".join(f"{k} ok" for k in result["checks"]),
+                  highlight=False)
+
+
 @app.command("install-service")
 def install_service(
     site: str | None = SITE,

@@ -244,6 +244,9 @@ class SiteManager:
 
                 say(f"catalog: schema revision {upgrade(ctx.catalog_url)}")
                 self._start_all(ctx, say, started)
+                from radflow.site.upgrade import record_version
+
+                record_version(ctx.paths.root)  # what `radflow site upgrade` upgrades from
             except Exception as exc:
                 # a running site keeps running: only what this call started stops again
                 stopped = [p.name for p in reversed(started) if p.process(ctx).stop()] \

@@ -6,10 +6,11 @@ After the site's IT has installed a newer radflow (``pip install -U radflow ...`
    series, instances, results, features and audit events it holds, Orthanc's instance count
    (when it runs), and checks the audit chain (a broken chain stops the upgrade: nothing is
    changed);
-2. records ``site.upgrade`` (from, to) in the audit log, before anything changes;
-3. stops the site, copies a SQLite catalog aside (``backups/catalog-<revision>-<time>.db``;
+2. stops the site, copies a SQLite catalog aside (``backups/catalog-<revision>-<time>.db``;
    a PostgreSQL catalog is the database administrator's to back up: it is said, not done);
-4. migrates the catalog to this radflow's schema (Alembic; :mod:`radflow.catalog.migrate`);
+3. migrates the catalog to this radflow's schema (Alembic; :mod:`radflow.catalog.migrate`);
+4. records ``site.upgrade`` (from, to, the backup) in the audit log, which lives in the catalog
+   (so under its new schema), before the site starts again;
 5. starts the site again (the agent then reports its new versions to the hub's fleet);
 6. verifies: every count is at least what it was (a watcher may catalog new images at once),
    the audit chain verifies and still holds every event it had, word for word (its hash at the
@@ -30,7 +31,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func
 from sqlmodel import col, select
 
 from radflow.errors import RadflowError, SiteError
@@ -38,6 +38,7 @@ from radflow.errors import RadflowError, SiteError
 VERSION_FILE = "radflow-version.json"  # what the site last ran (written by `site up`)
 ACTOR = "radflow:site-upgrade"
 COUNTED = ("series", "instances", "results", "features", "audit_events")
+TABLES = ("series", "instance", "result", "feature", "audit_event")
 
 
 def record_version(root: Path) -> None:
@@ -55,23 +56,28 @@ def last_version(root: Path) -> str | None:
 
 
 def stock(ctx: Any, orthanc: bool) -> dict[str, Any]:
-    """What the site holds: catalog counts, the audit chain's state, Orthanc's instances."""
-    from radflow import audit
-    from radflow.catalog.db import session_scope
-    from radflow.catalog.migrate import current_revision
-    from radflow.catalog.models import AuditEvent, Feature, Instance, Result, Series
+    """What the site holds: catalog counts, the audit chain's state, Orthanc's instances. The
+    catalog is read as it is, never migrated (opening it through radflow.catalog.db would)."""
+    from sqlalchemy import create_engine, text
+    from sqlmodel import Session
 
-    counts = {}
-    with session_scope(ctx.catalog_url) as session:
-        for name, model in zip(COUNTED, (Series, Instance, Result, Feature, AuditEvent),
-                               strict=True):
-            counts[name] = session.exec(select(func.count()).select_from(model)).one()
-        head = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc())).first()
-        head_seq, head_hash = (head.seq, head.hash) if head else (0, None)
-    check = audit.verify(ctx.catalog_url)
-    out = {"revision": current_revision(ctx.catalog_url), "radflow": last_version(ctx.paths.root),
-           "counts": counts, "audit_ok": check.ok, "audit_problem": check.problem,
-           "audit_head": {"seq": head_seq, "hash": head_hash}, "orthanc_instances": None}
+    from radflow import audit
+    from radflow.catalog.migrate import current_revision
+    from radflow.catalog.models import AuditEvent
+
+    engine = create_engine(ctx.catalog_url)
+    try:
+        with Session(engine) as session:
+            counts = {name: session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+                      for name, table in zip(COUNTED, TABLES, strict=True)}
+            check = audit.verify_events(session.exec(select(AuditEvent).order_by(
+                col(AuditEvent.seq))))
+        revision = current_revision(engine)
+    finally:
+        engine.dispose()
+    out = {"revision": revision, "radflow": last_version(ctx.paths.root), "counts": counts,
+           "audit_ok": check.ok, "audit_problem": check.reason,
+           "audit_head": {"seq": check.events, "hash": check.head}, "orthanc_instances": None}
     if orthanc:
         out["orthanc_instances"] = ctx.orthanc_client(timeout=30).statistics()["CountInstances"]
     return out
@@ -124,9 +130,6 @@ def upgrade_site(manager: Any, name: str,
     say(f"site {name}: radflow {before['radflow'] or 'unknown'} -> {__version__}, catalog "
         f"schema {before['revision'] or 'none'} -> {target}; "
         + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in before["counts"].items()))
-    audit.record(ctx.catalog_url, actor=ACTOR, action="site.upgrade", subject=f"site:{name}",
-                 detail={"from": {"radflow": before["radflow"], "schema": before["revision"]},
-                         "to": {"radflow": __version__, "schema": target}})
     if running:
         say(f"stopping: {', '.join(manager.down(name)) or 'nothing was running'}")
     backup = backup_catalog(ctx, before["revision"])
@@ -134,6 +137,11 @@ def upgrade_site(manager: Any, name: str,
         "the catalog is on PostgreSQL: back it up with pg_dump (radflow makes no copy)")
     revision = upgrade(ctx.catalog_url)
     say(f"catalog: schema revision {revision}")
+    # (the log lives in the catalog: its first event under the new schema, before the start)
+    audit.record(ctx.catalog_url, actor=ACTOR, action="site.upgrade", subject=f"site:{name}",
+                 detail={"from": {"radflow": before["radflow"], "schema": before["revision"]},
+                         "to": {"radflow": __version__, "schema": target},
+                         "backup": str(backup) if backup else None})
     status = manager.up(name, progress=lambda m: say(f"  {m}"))
     record_version(ctx.paths.root)
     after = stock(ctx, orthanc=before["orthanc_instances"] is not None)
