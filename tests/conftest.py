@@ -4,6 +4,7 @@ on free loopback ports under a temporary RADFLOW_HOME, and synthetic data."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -241,6 +242,44 @@ def serving_hub(folder: Path, engine) -> Iterator[dict]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class Webhook:
+    """A webhook receiver on loopback (a chat or paging service's, say): keeps every JSON body
+    POSTed to it (``received``)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        received: list[dict] = []
+        self.received = received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                received.append(json.loads(body or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, predicate, timeout: float) -> dict | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((b for b in list(self.received) if predicate(b)), None)
+            if found is not None:
+                return found
+            time.sleep(0.5)
+        return None
+
+    def close(self) -> None:
+        self.server.shutdown()
 
 
 class RecordingProxy:

@@ -29,6 +29,7 @@ import psutil
 import pytest
 from conftest import (
     RADFLOW,
+    Webhook,
     catalog_secrets,
     send,
     wait_settled,
@@ -392,6 +393,12 @@ def test_a_hub_and_three_sites(federation, cli, tmp_path, browser, shots) -> Non
     assert len(hub_cli("study", "list")) == studies_before  # nothing was started
     hub_web_by_browser(browser, shots, hub_cli, federation["hub_home"], local)
 
+    # the operator's silence alert: a Prefect automation that notifies a webhook
+    webhook = Webhook()
+    hub_cli("hub", "alerts", "set", "--webhook", webhook.url, "--silent-after", "45s")
+    assert hub_cli("hub", "alerts", "--test")["enabled"]
+    assert webhook.wait_for(lambda b: b["subject"] == "radflow hub: a test alert", 30)
+
     # delta takes its jobs by hand; its job reaches it, and then the whole site goes down
     save_policy(sites["delta"].paths.root, SitePolicy(approved=[version], min_cohort=2,
                                                      min_cell=2))
@@ -417,6 +424,13 @@ def test_a_hub_and_three_sites(federation, cli, tmp_path, browser, shots) -> Non
     assert third["combined"]["matching"] == local["alpha"][1] + local["epsilon"][1]
     shown = hub_cli("study", "show", started["study"])
     assert shown["sites"] == third["sites"]
+    # delta's agent stopped with it: 45 s after it was last heard, the operator is told
+    alert = webhook.wait_for(lambda b: "delta" in b["subject"], 120)
+    assert alert and alert["subject"] == "radflow hub: site delta is silent", webhook.received
+    assert "has not been heard for 45 s" in alert["text"]
+    assert not [b for b in webhook.received if "alpha" in b["subject"]]  # it polls: heard
+    assert hub_cli("hub", "alerts", "off")["removed"] == 1
+    webhook.close()
 
     # a revoked site is cut off at once: the token it holds stops working
     epsilon = HubClient(sites["epsilon"].paths.root)

@@ -147,3 +147,35 @@ def test_which_sites_can_run_a_version(engine, tmp_path) -> None:
     assert [r["site"] for r in readiness(engine, "needy", ["mainz"])["sites"]] == ["mainz"]
     with pytest.raises(KeyError):
         readiness(engine, "never-published")
+
+
+def test_a_contact_is_noted_at_most_every_ten_seconds_and_silence_is_a_duration(engine) -> None:
+    """The API notes a site's contact (its long poll, its report) in last_heard, once per 10 s
+    (a poll every second while jobs run writes no row each time); --silent-after reads 90,
+    90s, 5m, 1h, and refuses what Prefect cannot watch (under 10 s) or is not a duration."""
+    from radflow.errors import ConfigurationError
+    from radflow.hub.alerts import Contact, heard_event, parse_duration
+    from radflow.hub.models import HubSite
+
+    def heard(name: str):
+        with Session(engine) as session:
+            return session.get(HubSite, name).last_heard
+
+    contact = Contact(engine, home=None, every=10.0)
+    contact("essen")
+    first = heard("essen")
+    assert first is not None and heard("mainz") is None
+    contact("essen")
+    assert heard("essen") == first  # within 10 s: not written again
+    contact.noted["essen"] -= 11
+    contact("essen")
+    assert heard("essen") > first
+    contact("nowhere")  # (a site the hub does not know: nothing to note)
+    event = heard_event("essen")
+    assert event["event"] == "radflow.site.heard" and \
+        event["resource"]["prefect.resource.id"] == "radflow.site.essen"
+    assert [parse_duration(t).total_seconds() for t in ("90", "90s", "5m", "1h", " 2M ")] == [
+        90, 90, 300, 3600, 120]
+    for bad in ("5", "soon", "", "8d"):
+        with pytest.raises(ConfigurationError):
+            parse_duration(bad)

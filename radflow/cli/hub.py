@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from radflow.cli.common import JSON, console, print_json, report
+from radflow.errors import ConfigurationError
 
 app = typer.Typer(help="The hub: federation API, site enrolment and revocation.",
                   no_args_is_help=True)
@@ -325,3 +326,71 @@ def token_revoke(token_id: str = typer.Argument(..., help="The token's id (radfl
 
     registry.revoke_api_token(_home().engine(), token_id)
     report(json_out, {"id": token_id, "revoked": True}, f"API token {token_id}: revoked")
+
+
+alerts_app = typer.Typer(help="Silence alerts: a Prefect automation on the hub's Prefect that "
+                              "notifies you when a site's agent has not been heard for a while.")
+app.add_typer(alerts_app, name="alerts")
+
+
+def _running_home():
+    home = _home()
+    from radflow.hub.services import HubServices
+
+    if not HubServices(home).prefect_healthy():
+        raise ConfigurationError("the hub's Prefect server is not running",
+                                 fix="radflow hub up")
+    return home
+
+
+@alerts_app.callback(invoke_without_command=True)
+def alerts_show(ctx: typer.Context,
+                test: bool = typer.Option(False, "--test", help="Send one notification "
+                                          "through the alert's block now."),
+                json_out: bool = JSON) -> None:
+    """The silence alert as the hub's Prefect holds it (its automation)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from radflow.hub import alerts
+
+    home = _running_home()
+    now = alerts.current(home)
+    if test:
+        now["test_sent_through"] = alerts.send_test(home)
+    if json_out:
+        print_json(now)
+    elif not now["enabled"]:
+        console.print("no silence alert: radflow hub alerts set --webhook URL "
+                      "[--silent-after 5m]", highlight=False)
+    else:
+        console.print(f"{now['description']} (automation {now['id']})", highlight=False)
+        if test:
+            console.print("a test notification was sent", highlight=False)
+
+
+@alerts_app.command("set")
+def alerts_set(webhook: str | None = typer.Option(None, help="POST each alert as JSON "
+                                                  "({subject, text}) to this URL."),
+               block: str | None = typer.Option(None, help="Or send it through a notification "
+                                                "block made in the hub's Prefect UI "
+                                                "(TYPE/NAME, e.g. sendgrid-email/on-call)."),
+               silent_after: str = typer.Option("5m", help="Silence that raises the alert: "
+                                                "90s, 5m, 1h (at least 10 s)."),
+               json_out: bool = JSON) -> None:
+    """Alert when a site's agent has not been heard for --silent-after (its long poll reaches
+    the hub every 20 s at most, its report every minute). Replaces the alert set before."""
+    from radflow.hub import alerts
+
+    home = _running_home()
+    made = alerts.configure(home, alerts.parse_duration(silent_after), webhook, block)
+    report(json_out, made, f"silence alert set: {made['description']}")
+
+
+@alerts_app.command("off")
+def alerts_off(json_out: bool = JSON) -> None:
+    """Remove the silence alert (the notification block stays)."""
+    from radflow.hub import alerts
+
+    removed = alerts.remove(_running_home())
+    report(json_out, {"removed": removed},
+           "silence alert removed" if removed else "there was no silence alert")

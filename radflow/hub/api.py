@@ -35,6 +35,7 @@ from sqlalchemy.engine import Engine
 from radflow.errors import ConfigurationError
 from radflow.federation.policy import Setting
 from radflow.hub import inbox, registry, study_jobs
+from radflow.hub.alerts import Contact
 from radflow.hub.fleet import SiteReport
 from radflow.hub.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_RELEASE_BYTES, BodyLimit
 from radflow.hub.polling import JobWatch
@@ -110,6 +111,7 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
                   openapi_url=None)
     registry.create(engine)
     watch = JobWatch(engine)
+    contact = Contact(engine, home)  # a site heard: last_heard, and a Prefect event
     limit = max_body or max_body_bytes(home)
     token_life = registry.token_lifetime(home)
 
@@ -271,7 +273,8 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
         is answered 422). ``skip``: job ids (comma-separated) the site knows already and waits
         on (e.g. for a steward's acceptance): they do not end the wait. The database is asked
         in worker threads, never on the event loop."""
-        await asyncio.to_thread(caller, name, request)
+        site = await asyncio.to_thread(caller, name, request)
+        await asyncio.to_thread(contact, site)  # heard: the fleet, and the silence alert
         known = set(skip.split(",")[:200]) if skip else set()
         return {"jobs": await watch.wait(name, known, wait)}
 
@@ -330,6 +333,7 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
         last job): the hub notes it was heard, and keeps the report where it changed."""
         from radflow.hub.fleet import record_report
 
+        contact(site)
         return {"site": site, "changed": record_report(engine, site, body)}
 
     @app.get("/v1/sites/{name}")
