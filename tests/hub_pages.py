@@ -179,3 +179,40 @@ def training_page(page, web: str, result: dict, shots) -> None:
     assert all(charts.evaluate_all("els => els.map(e => e.naturalWidth > 100)"))
     assert "policy_violation:weights" in page.inner_text("#sites tr[data-site='epsilon']")
     page.screenshot(path=str(shots / "hub-study-training.png"), full_page=True)
+
+
+def schedules_by_browser(browser, shots, hub_cli, slug: str) -> None:
+    """A coordinator reads the scheduled studies, pauses one whose first study started, makes
+    another in the form and deletes it again."""
+    page, web = coordinator_page(browser, hub_cli, "coordinator", "/schedules")
+    row = page.locator(f"#schedules tr[data-schedule='{slug}']")
+    assert "* * * * *" in page.inner_text(f"#schedules tr[data-schedule='{slug}'] td.when")
+    assert page.inner_text(f"#schedules tr[data-schedule='{slug}'] td.state") == "active"
+    assert page.locator(f"#schedules tr[data-schedule='{slug}'] td.last a").count() >= 1
+    page.screenshot(path=str(shots / "hub-schedules.png"), full_page=True)
+    with page.expect_navigation():
+        row.locator("button.pause").click()
+    assert "paused" in page.inner_text(".flash")
+    assert page.inner_text(f"#schedules tr[data-schedule='{slug}'] td.state") == "paused"
+    assert page.inner_text(f"#schedules tr[data-schedule='{slug}'] td.next") == "-"
+    # another, in the form: Mondays at 02:00 in Berlin; then deleted
+    page.fill("#cron", "0 2 * * 1")
+    page.fill("#timezone", "Europe/Berlin")
+    page.fill("#cohort", "modality=CT")
+    with page.expect_navigation():
+        page.click("#add")
+    assert "Schedule radflow-" in page.inner_text(".flash"), page.inner_text("main")[:2000]
+    made = [r for r in hub_cli("study", "schedule", "list") if r["cron"] == "0 2 * * 1"]
+    assert len(made) == 1 and made[0]["timezone"] == "Europe/Berlin" and made[0]["active"]
+    assert made[0]["created_by"].startswith("web:")
+    page.fill("#cron", "61 * * * *")  # no such minute: refused with the reason, kept in form
+    page.click("#add")
+    assert "Not scheduled" in page.inner_text(".flash") and \
+        page.input_value("#cron") == "61 * * * *"
+    page.goto(web + "/schedules")
+    page.once("dialog", lambda dialog: dialog.accept())
+    with page.expect_navigation():
+        page.locator(f"#schedules tr[data-schedule='{made[0]['slug']}'] button.delete").click()
+    assert "deleted" in page.inner_text(".flash")
+    assert page.locator(f"#schedules tr[data-schedule='{made[0]['slug']}']").count() == 0
+    page.context.close()

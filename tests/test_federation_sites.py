@@ -47,7 +47,14 @@ from federation_checks import (
     quantify,
     site_logs,
 )
-from hub_pages import FEATURES, SEGMENTS, coordinator_page, hub_web_by_browser, training_page
+from hub_pages import (
+    FEATURES,
+    SEGMENTS,
+    coordinator_page,
+    hub_web_by_browser,
+    schedules_by_browser,
+    training_page,
+)
 from sqlmodel import create_engine, select
 
 from radflow.catalog.db import session_scope
@@ -332,6 +339,11 @@ def test_a_hub_and_three_sites(federation, cli, tmp_path, browser, shots) -> Non
 
     cli("site", "approve", version, "--site", "alpha", check=True)  # audited approval
     assert "version.approved" in audit_actions(sites["alpha"])
+    # a study on a schedule (every minute here): its runs are ordinary studies
+    scheduled = hub_cli("study", "schedule", "federated-cohort-count", "--cron", "* * * * *",
+                        "--cohort", str(cohort_file), "--deadline", "120")
+    assert scheduled["active"] and scheduled["created_by"].startswith("cli:")
+    assert scheduled["params"]["cohort"] == json.loads(cohort.canonical_json())
     # a coordinator away from the hub: through the API, with a personal token
     token = hub_cli("hub", "token", "create", "c.oordinator")["token"]
     remote = subprocess.run([*RADFLOW, "study", "run", "federated-cohort-count", "--cohort",
@@ -373,7 +385,6 @@ def test_a_hub_and_three_sites(federation, cli, tmp_path, browser, shots) -> Non
     # a version that needs a newer radflow than every site reports: refused before it starts
     hub_cli("publish", str(needy_package(tmp_path, "federated-count-next",
                                          '{radflow: ">=99"}')))
-    studies_before = len(hub_cli("study", "list"))
     env = {**os.environ, "RADFLOW_HOME": str(federation["hub_home"])}
     checked = subprocess.run([*RADFLOW, "study", "check", "federated-count-next", "--json"],
                              env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -390,8 +401,36 @@ def test_a_hub_and_three_sites(federation, cli, tmp_path, browser, shots) -> Non
     said = " ".join((refused.stdout + refused.stderr).split())
     assert "no chosen site can run federated-count-next" in said, said
     assert "pip install 'radflow>=99'" in said, said
-    assert len(hub_cli("study", "list")) == studies_before  # nothing was started
+    assert not [r for r in hub_cli("study", "list")  # nothing was started
+                if r["flow"] == "federated-count-next"]
     hub_web_by_browser(browser, shots, hub_cli, federation["hub_home"], local)
+
+    # the schedule's first study has started (Prefect's scheduler, at a minute's turn)
+    slug = scheduled["slug"]
+    deadline = time.monotonic() + 150
+    while not [r for r in hub_cli("study", "schedule", "list")
+               if r["slug"] == slug and r["last_studies"]]:
+        assert time.monotonic() < deadline, hub_cli("study", "schedule", "list")
+        time.sleep(2)
+    schedules_by_browser(browser, shots, hub_cli, slug)  # paused there
+    (row,) = [r for r in hub_cli("study", "schedule", "list") if r["slug"] == slug]
+    assert not row["active"] and row["next_run"] is None
+    ran = row["last_studies"][-1]["study"]  # (the first; a second may have started meanwhile)
+    done = federation["hub_home"] / "hub" / "studies" / ran / "result.json"
+    deadline = time.monotonic() + 150
+    while not done.exists():
+        assert time.monotonic() < deadline, hub_cli("study", "show", ran)
+        time.sleep(1)
+    shown = hub_cli("study", "show", ran)
+    assert shown["started_by"] == f"schedule:{slug} ({scheduled['created_by']})"
+    assert {s["site"]: s["status"] for s in shown["sites"]} == dict.fromkeys(sites, "released")
+    assert shown["combined"]["matching"] == sum(m for _, m in local.values())  # = pooled
+    for other in row["last_studies"][:-1]:  # any later one ends before delta's part below
+        poll(lambda study=other["study"]: (federation["hub_home"] / "hub" / "studies" / study
+                                           / "result.json").exists(), 150,
+             f"the scheduled study {other['study']}")
+    assert hub_cli("study", "schedule", "delete", slug)["slug"] == slug
+    assert slug not in [r["slug"] for r in hub_cli("study", "schedule", "list")]
 
     # the operator's silence alert: a Prefect automation that notifies a webhook
     webhook = Webhook()

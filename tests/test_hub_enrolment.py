@@ -208,11 +208,12 @@ def test_auth_sweep_of_every_site_route(hub, tmp_path) -> None:
     from radflow.web.app import app_routes
 
     coordinator_routes = [(m, r) for m, r in app_routes(hub["app"])
-                          if r.startswith(("/v1/studies", "/v1/flows"))]
+                          if r.startswith(("/v1/studies", "/v1/flows", "/v1/schedules"))]
     assert len(coordinator_routes) >= 4
     token_id, coordinator = registry.create_api_token(hub["engine"], "c.oord")
     for method, route in coordinator_routes:
-        route = route.replace("{study_id}", "nosuchstudy").replace("{name}", "no-such-flow")
+        route = route.replace("{study_id}", "nosuchstudy").replace("{name}", "no-such-flow") \
+            .replace("{slug}", "radflow-00000000")
         assert call(hub, method, route, "", None) == 401
         assert call(hub, method, route, "", b.token()) == 401  # a site's token is no coordinator's
         assert call(hub, method, route, "", "rfh_made_up") == 401

@@ -60,6 +60,20 @@ class StudyRequest(BaseModel):
                               "versions are below the flow's need (else: refused, 422)")
 
 
+class ScheduleRequest(BaseModel):
+    name: str = Field(max_length=80, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    cron: str | None = Field(default=None, max_length=100)
+    every: float | None = Field(default=None, description="seconds between runs")
+    timezone: str = Field(default="UTC", max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+    sites: list[str] | None = Field(default=None, max_length=500)
+    deadline_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+
+
+class ScheduleChange(BaseModel):
+    active: bool
+
+
 class JobResult(BaseModel):
     release: dict[str, Any] | None = None
     refusal: str | None = Field(default=None, pattern=r"^[a-z_]+(:[\w.@-]+)?$", max_length=120)
@@ -215,6 +229,47 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
         except RadflowError as exc:
             raise HTTPException(422, f"{exc.message} ({exc.fix})" if exc.fix else exc.message) \
                 from exc
+
+    @app.get("/v1/schedules")
+    def schedules(who: str = Depends(coordinator)) -> list[dict[str, Any]]:
+        """The scheduled studies: each schedule, its next run and its last studies."""
+        from radflow.hub.schedules import rows
+
+        return rows(hub_home())
+
+    @app.post("/v1/schedules")
+    def schedule(body: ScheduleRequest, who: str = Depends(coordinator)) -> dict[str, Any]:
+        """Schedule a study (a schedule of the hub's deployment federated-study/NAME)."""
+        from radflow.errors import RadflowError
+        from radflow.hub.schedules import create
+
+        try:
+            return create(hub_home(), body.name, body.cron, body.params, body.sites,
+                          body.deadline_s, who, every=body.every, timezone=body.timezone)
+        except RadflowError as exc:
+            raise HTTPException(422, f"{exc.message} ({exc.fix})") from exc
+
+    @app.patch("/v1/schedules/{slug}")
+    def change_schedule(slug: str, body: ScheduleChange,
+                        who: str = Depends(coordinator)) -> dict[str, Any]:
+        """Pause (active false) or resume a schedule."""
+        from radflow.errors import RadflowError
+        from radflow.hub.schedules import set_active
+
+        try:
+            return set_active(hub_home(), slug, body.active)
+        except RadflowError as exc:
+            raise HTTPException(404, exc.message) from exc
+
+    @app.delete("/v1/schedules/{slug}")
+    def delete_schedule(slug: str, who: str = Depends(coordinator)) -> dict[str, Any]:
+        from radflow.errors import RadflowError
+        from radflow.hub.schedules import delete
+
+        try:
+            return delete(hub_home(), slug)
+        except RadflowError as exc:
+            raise HTTPException(404, exc.message) from exc
 
     @app.get("/v1/studies/{study_id}")
     def study(study_id: str, who: str = Depends(coordinator)) -> dict[str, Any]:

@@ -149,6 +149,8 @@ class HubServices:
                 "PREFECT_SERVER_API_HOST": "127.0.0.1",
                 "PREFECT_SERVER_API_PORT": str(config["prefect_port"]),
                 "PREFECT_SERVER_API_AUTH_STRING": home.prefect_auth_string(),
+                # a scheduled study's runs are made within 10 s of its schedule's change
+                "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "10",
                 "PREFECT_UI_ENABLED": "true", "PREFECT_UI_API_URL": home.prefect_api_url})
             home.prefect_home.mkdir(parents=True, exist_ok=True)
             server.start([sys.executable, "-m", "prefect", "server", "start", "--host",
@@ -259,8 +261,11 @@ def apply_hub_deployments(home: HubHome) -> list[str]:
         newest[version.name] = version.hash
     if not newest:
         return []
+    from radflow.hub.schedules import existing, keep_schedules
+
     flow = import_object(COORDINATOR_FLOW)
     names = []
+    scheduled = existing(home)  # (applying a deployment again may drop its schedules)
     with hub_prefect(home):
         for name, version_hash in sorted(newest.items()):
             deployment = flow.to_deployment(
@@ -270,4 +275,5 @@ def apply_hub_deployments(home: HubHome) -> list[str]:
                 tags=["radflow", "federation", f"version:{version_hash[7:19]}"])
             deployment.apply(work_pool_name=WORK_POOL)
             names.append(f"federated-study/{name}")
+    keep_schedules(home, scheduled)
     return names

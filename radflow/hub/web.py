@@ -51,6 +51,7 @@ def audit(home: HubHome, actor: str, action: str, detail: dict[str, Any]) -> Non
 def hub_pages() -> WebPages:
     return WebPages(router=router, templates=TEMPLATES, nav=(
         ("Studies", "/studies", COORDINATOR_ROLES),
+        ("Schedules", "/schedules", COORDINATOR_ROLES),
         ("Sites", "/sites", COORDINATOR_ROLES),
         ("Flows", "/flows", COORDINATOR_ROLES)))
 
@@ -214,6 +215,86 @@ def study_file(request: Request, study_id: str, name: str,
         raise HTTPException(404, "this study has no such file (yet)")
     # the report is a document of its own (its style inline, its charts inside): no script
     return FileResponse(path, media_type=media, headers={"Content-Security-Policy": REPORT_CSP})
+
+
+def _schedules_page(request: Request, form: dict[str, Any] | None = None,
+                    flash: dict[str, Any] | None = None, status: int = 200) -> Response:
+    from radflow.hub.schedules import rows
+    from radflow.hub.studies import flow_rows
+    from radflow.web.app import render
+
+    home = _home(request)
+    return render(request, "hub_schedules.html", {
+        "rows": rows(home), "flows": flow_rows(home.engine()),
+        "flash": flash or request.session.pop("flash", None),
+        "form": form or {"cohort": "modality=CT", "cron": "0 2 * * 1", "timezone": "UTC",
+                         "deadline": "600"}}, status=status)
+
+
+@router.get("/schedules")
+def schedules_page(request: Request, me: User = Depends(coordinator)) -> Response:
+    """The scheduled studies: when each runs, whether it is paused, its last studies."""
+    return _schedules_page(request)
+
+
+@router.post("/schedules")
+def add_schedule(request: Request, csrf: str | None = Form(None), flow: str = Form(...),
+                 cron: str = Form(""), timezone: str = Form("UTC"), cohort: str = Form(""),
+                 parameters: str = Form(""), deadline: float = Form(600.0),
+                 me: User = Depends(coordinator)) -> Response:
+    from radflow.hub.schedules import create
+
+    check_csrf(request, csrf)
+    home = _home(request)
+    try:
+        if not 0 < deadline <= 7 * 24 * 3600:
+            raise HTTPException(422, "the deadline is between 1 s and 7 days")
+        params: dict[str, Any] = json.loads(parameters) if parameters.strip() else {}
+        if not isinstance(params, dict):
+            raise ValueError("the parameters are a JSON object, e.g. {\"bins\": 32}")
+        definition = parse_cohort(cohort)
+        if definition is not None:
+            params["cohort"] = definition
+        made = create(home, flow, cron.strip(), params, None, deadline, f"web:{me.sub}",
+                      timezone=timezone.strip() or "UTC")
+    except (RadflowError, ValueError, HTTPException) as exc:
+        message = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
+        fix = getattr(exc, "fix", None)
+        return _schedules_page(request, {"flow": flow, "cron": cron, "timezone": timezone,
+                                         "cohort": cohort, "parameters": parameters,
+                                         "deadline": f"{deadline:g}"},
+                               {"text": f"Not scheduled: {message}" + (f" ({fix})" if fix
+                                                                       else ""),
+                                "error": True}, status=422)
+    audit(home, f"web:{me.sub}", "schedule.created", {"schedule": made["slug"], "flow": flow,
+                                                      "cron": made["cron"]})
+    _flash(request, f"Schedule {made['slug']} made: {flow} at {made['cron']} "
+                    f"({made['timezone']}).")
+    return RedirectResponse("/schedules", 303)
+
+
+@router.post("/schedules/{slug}/{action}")
+def change_schedule(request: Request, slug: str, action: str, csrf: str | None = Form(None),
+                    me: User = Depends(coordinator)) -> Response:
+    from radflow.hub.schedules import delete, set_active
+
+    check_csrf(request, csrf)
+    if action not in ("pause", "resume", "delete"):
+        raise HTTPException(404, "pause, resume or delete")
+    home = _home(request)
+    try:
+        if action == "delete":
+            delete(home, slug)
+        else:
+            set_active(home, slug, action == "resume")
+    except RadflowError as exc:
+        raise HTTPException(404, exc.message) from exc
+    audit(home, f"web:{me.sub}", {"pause": "schedule.paused", "resume": "schedule.resumed",
+                                  "delete": "schedule.deleted"}[action], {"schedule": slug})
+    _flash(request, f"Schedule {slug} " + {"pause": "paused: no run starts until it is "
+                                           "resumed.", "resume": "resumed.",
+                                           "delete": "deleted (its studies stay)."}[action])
+    return RedirectResponse("/schedules", 303)
 
 
 @router.get("/sites")
