@@ -18,8 +18,9 @@ from typing import Annotated, Any
 
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from radflow.catalog.models.base import as_utc, utcnow
 from radflow.federation.manifest import SignedVersion, normalize, unmet_requirements
@@ -135,10 +136,10 @@ def _behind(have: str, newest: str | None) -> bool:
 
 def latest_reports(engine: Engine) -> dict[str, SiteReport]:
     """Each site's newest report."""
+    last = select(func.max(HubSiteReport.id)).group_by(HubSiteReport.site)  # (not the history)
     with Session(engine) as session:
-        newest = {}
-        for row in session.exec(select(HubSiteReport).order_by(HubSiteReport.id)):
-            newest[row.site] = row.report
+        newest = {row.site: row.report for row in session.exec(
+            select(HubSiteReport).where(col(HubSiteReport.id).in_(last)))}
     return {site: SiteReport.model_validate_json(text) for site, text in newest.items()}
 
 
@@ -222,7 +223,9 @@ def newest_version(engine: Engine, name: str) -> Any | None:
 
 
 def readiness(engine: Engine, name: str, chosen: list[str] | None = None,
-              now: datetime | None = None) -> dict[str, Any]:
+              now: datetime | None = None,
+              known: tuple[dict[str, SiteReport], list[dict[str, Any]]] | None = None
+              ) -> dict[str, Any]:
     """Which of the chosen sites (default: every enrolled one) can run the newest version of
     flow ``name``, from each site's newest fleet report, and why the others cannot.
 
@@ -231,13 +234,14 @@ def readiness(engine: Engine, name: str, chosen: list[str] | None = None,
     refuse with ``unsupported_version:<dist>`` or ``missing_plugin:...``), or None (no report
     yet: only the site can tell); ``warnings`` are refusals the site's steward decides
     (``not_approved``, weights its policy forbids) and silence. The site checks again itself.
+    ``known``: (:func:`latest_reports`, :func:`fleet`) read once for several flows.
     """
     version = newest_version(engine, name)
     if version is None:
         raise KeyError(name)
     manifest = SignedVersion.model_validate_json(version.signed).manifest
-    reports = latest_reports(engine)
-    rows = {row["site"]: row for row in fleet(engine, now=now)}
+    reports, fleet_rows = known or (latest_reports(engine), fleet(engine, now=now))
+    rows = {row["site"]: row for row in fleet_rows}
     enrolled = [s.name for s in sites(engine) if s.status == "enrolled"]
     out = []
     for site in chosen or enrolled:

@@ -90,14 +90,15 @@ def studies_page(request: Request, me: User = Depends(coordinator)) -> Response:
 def _form_context(home: HubHome) -> dict[str, Any]:
     """The form's flows and sites, and which site can run which flow (from the fleet)."""
     from radflow.hub import registry
-    from radflow.hub.fleet import readiness
+    from radflow.hub.fleet import fleet, latest_reports, readiness
     from radflow.hub.studies import flow_rows
 
     engine = home.engine()
     flows = flow_rows(engine)
     sites = [s for s in registry.sites(engine) if s.status == "enrolled"]
-    ready = {f["name"]: {r["site"]: r for r in readiness(engine, f["name"])["sites"]}
-             for f in flows} if sites else {}
+    known = (latest_reports(engine), fleet(engine)) if sites else None
+    ready = {f["name"]: {r["site"]: r for r in readiness(engine, f["name"], known=known)[
+        "sites"]} for f in flows} if sites else {}
     return {"flows": flows, "sites": sites, "ready": ready}
 
 
