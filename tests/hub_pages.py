@@ -81,7 +81,7 @@ def hub_web_by_browser(browser, shots, hub_cli, hub_home, local: dict) -> None:
                             "td[data-flow='federated-count-next']")
         if cell.count():  # (published by tests/test_federation_sites.py: needs radflow>=99)
             assert "cannot: needs radflow>=99" in cell.inner_text()
-            assert cell.get_attribute("class") == "warn"
+            assert cell.get_attribute("data-can") == "no"
         counted = page.inner_text(f"#readiness tr[data-site='{name}'] "
                                   "td[data-flow='federated-cohort-count']")
         assert counted.startswith("can run it"), counted
