@@ -124,28 +124,33 @@ def _find(home: Any, slug: str) -> dict[str, Any]:
                              fix="see radflow study schedule list")
 
 
-def _deployment_of(home: Any, slug: str) -> str:
-    for deployment in _deployments(home):
-        if any(s.get("slug") == slug for s in deployment.get("schedules") or []):
-            return deployment["id"]
+def _located(home: Any, slug: str) -> tuple[str, dict[str, Any]]:
+    """The deployment id and the schedule as Prefect holds it."""
+    if slug.startswith(PREFIX):
+        for deployment in _deployments(home):
+            for item in deployment.get("schedules") or []:
+                if item.get("slug") == slug:
+                    return deployment["id"], item
     raise ConfigurationError(f"there is no schedule {slug!r} on this hub",
                              fix="see radflow study schedule list")
 
 
 def set_active(home: Any, slug: str, active: bool) -> dict[str, Any]:
-    """Pause (its scheduled runs are removed) or resume a schedule."""
-    row = _find(home, slug)
-    home.prefect()._request("PATCH", f"deployments/{_deployment_of(home, slug)}/schedules/"
-                            f"{row['id']}", "pausing or resuming the schedule",
-                            json={"active": active}, ok=(200, 204))
+    """Pause (its scheduled runs are removed) or resume a schedule. (Its parameters are sent
+    again: Prefect's update of a schedule resets those it is not given.)"""
+    deployment, item = _located(home, slug)
+    home.prefect()._request("PATCH", f"deployments/{deployment}/schedules/{item['id']}",
+                            "pausing or resuming the schedule", ok=(200, 204),
+                            json={"active": active, "parameters": item.get("parameters") or {}})
     return _find(home, slug)
 
 
 def delete(home: Any, slug: str) -> dict[str, Any]:
     """Remove a schedule (its past studies stay)."""
     row = _find(home, slug)
-    home.prefect()._request("DELETE", f"deployments/{_deployment_of(home, slug)}/schedules/"
-                            f"{row['id']}", "deleting the schedule", ok=(200, 204))
+    deployment, item = _located(home, slug)
+    home.prefect()._request("DELETE", f"deployments/{deployment}/schedules/{item['id']}",
+                            "deleting the schedule", ok=(200, 204))
     return row
 
 

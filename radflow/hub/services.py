@@ -153,7 +153,7 @@ class HubServices:
                 "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "10",
                 "PREFECT_UI_ENABLED": "true", "PREFECT_UI_API_URL": home.prefect_api_url})
             home.prefect_home.mkdir(parents=True, exist_ok=True)
-            server.start([sys.executable, "-m", "prefect", "server", "start", "--host",
+            server.start([sys.executable, "-m", "radflow.hub.prefect_server", "server", "start", "--host",
                           "127.0.0.1", "--port", str(config["prefect_port"])], env, cwd=home.root)
         api = self.process("federation-api")
         if api.process() is None:
