@@ -128,6 +128,33 @@ def parse_cohort(text: str) -> dict[str, Any] | None:
     return parse_short([line.strip() for line in text.splitlines() if line.strip()]).canonical()
 
 
+def form_params(cohort: str, parameters: str, deadline: float) -> dict[str, Any]:
+    """A study's parameters from a form: the JSON object of its other parameters and the
+    cohort (:func:`parse_cohort`), with the deadline checked.
+
+    Raises:
+        HTTPException: a deadline outside 1 s to 7 days.
+        ValueError: parameters that are no JSON object.
+        RadflowError: a cohort that does not parse.
+    """
+    if not 0 < deadline <= 7 * 24 * 3600:
+        raise HTTPException(422, "the deadline is between 1 s and 7 days")
+    params: dict[str, Any] = json.loads(parameters) if parameters.strip() else {}
+    if not isinstance(params, dict):
+        raise ValueError("the parameters are a JSON object, e.g. {\"bins\": 32}")
+    definition = parse_cohort(cohort)
+    if definition is not None:
+        params["cohort"] = definition
+    return params
+
+
+def refused(what: str, exc: Exception) -> dict[str, Any]:
+    """The flash of a refused form: what was not done, the reason and its fix."""
+    message = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
+    fix = getattr(exc, "fix", None)
+    return {"text": f"{what}: {message}" + (f" ({fix})" if fix else ""), "error": True}
+
+
 @router.post("/studies")
 def start_study(request: Request, csrf: str | None = Form(None), flow: str = Form(...),
                 cohort: str = Form(""), deadline: float = Form(600.0),
@@ -140,22 +167,12 @@ def start_study(request: Request, csrf: str | None = Form(None), flow: str = For
     check_csrf(request, csrf)
     home = _home(request)
     try:
-        if not 0 < deadline <= 7 * 24 * 3600:
-            raise HTTPException(422, "the deadline is between 1 s and 7 days")
-        params: dict[str, Any] = json.loads(parameters) if parameters.strip() else {}
-        if not isinstance(params, dict):
-            raise ValueError("the parameters are a JSON object, e.g. {\"bins\": 32}")
-        definition = parse_cohort(cohort)
-        if definition is not None:
-            params["cohort"] = definition
+        params = form_params(cohort, parameters, deadline)
         started = launch(home, flow, params, sites or None, deadline, f"web:{me.sub}",
                          skip_unable=skip_unable)
     except (RadflowError, ValueError, HTTPException) as exc:
-        message = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
-        fix = getattr(exc, "fix", None)
         return render(request, "hub_study_new.html", {
-            **_form_context(home), "flash": {"text": f"Not started: {message}"
-                                             + (f" ({fix})" if fix else ""), "error": True},
+            **_form_context(home), "flash": refused("Not started", exc),
             "form": {"cohort": cohort, "deadline": f"{deadline:g}", "flow": flow,
                      "sites": sites or [], "parameters": parameters,
                      "skip_unable": skip_unable}}, status=422)
@@ -248,25 +265,14 @@ def add_schedule(request: Request, csrf: str | None = Form(None), flow: str = Fo
     check_csrf(request, csrf)
     home = _home(request)
     try:
-        if not 0 < deadline <= 7 * 24 * 3600:
-            raise HTTPException(422, "the deadline is between 1 s and 7 days")
-        params: dict[str, Any] = json.loads(parameters) if parameters.strip() else {}
-        if not isinstance(params, dict):
-            raise ValueError("the parameters are a JSON object, e.g. {\"bins\": 32}")
-        definition = parse_cohort(cohort)
-        if definition is not None:
-            params["cohort"] = definition
+        params = form_params(cohort, parameters, deadline)
         made = create(home, flow, cron.strip(), params, None, deadline, f"web:{me.sub}",
                       timezone=timezone.strip() or "UTC")
     except (RadflowError, ValueError, HTTPException) as exc:
-        message = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
-        fix = getattr(exc, "fix", None)
         return _schedules_page(request, {"flow": flow, "cron": cron, "timezone": timezone,
                                          "cohort": cohort, "parameters": parameters,
                                          "deadline": f"{deadline:g}"},
-                               {"text": f"Not scheduled: {message}" + (f" ({fix})" if fix
-                                                                       else ""),
-                                "error": True}, status=422)
+                               refused("Not scheduled", exc), status=422)
     audit(home, f"web:{me.sub}", "schedule.created", {"schedule": made["slug"], "flow": flow,
                                                       "cron": made["cron"]})
     _flash(request, f"Schedule {made['slug']} made: {flow} at {made['cron']} "
