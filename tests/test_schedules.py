@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from radflow.cli.study import _every, _seconds
+from radflow.cli.study_schedule import _every, _seconds
 from radflow.errors import ConfigurationError
 from radflow.hub.schedules import _schedule, _who
 

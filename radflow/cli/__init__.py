@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 import typer
 
 from radflow import __version__
+from radflow.cli import study_schedule  # noqa: F401  (registers `study schedule`)
 from radflow.cli.catalog import app as catalog_app
 from radflow.cli.cohort import app as cohort_app
 from radflow.cli.common import err_console
