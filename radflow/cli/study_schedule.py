@@ -35,12 +35,14 @@ def schedule(
     from radflow.cli.common import emit_rows
     from radflow.cohorts.definition import CohortDefinition
 
+    if target in ("pause", "resume", "delete") and not slug:
+        raise ConfigurationError(f"which schedule to {target}?",
+                                 fix=f"radflow study schedule {target} SLUG (see schedule list)")
+    if target not in ("pause", "resume", "delete", "list") and not (cron or every):
+        raise ConfigurationError(f"when should {target} run?",
+                                 fix="--cron '0 2 * * 1' (Mondays at 02:00) or --every 7d")
     target_hub = _hub(hub)
     if target in ("pause", "resume", "delete"):
-        if not slug:
-            raise ConfigurationError(f"which schedule to {target}?",
-                                     fix=f"radflow study schedule {target} SLUG (see schedule "
-                                         "list)")
         row = target_hub.schedules(target, slug=slug)
         report(json_out, row, f"schedule {slug}: "
                + {"pause": "paused", "resume": "active", "delete": "deleted"}[target])
