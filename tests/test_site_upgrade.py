@@ -42,6 +42,15 @@ def rows(url: str, table: str) -> list[tuple]:
         engine.dispose()
 
 
+@pytest.fixture()
+def site(manager):
+    """A site of its own ('upgr'): the session's site is never stopped and started under it
+    (its other tests hold clients and log-ins of the running one)."""
+    manager.up("upgr", stable_age=2)
+    yield manager.context("upgr")
+    manager.down("upgr")
+
+
 @pytest.mark.services
 @pytest.mark.slow
 def test_an_upgrade_from_the_previous_schema_keeps_everything(site, manager, synth_dir,
@@ -85,7 +94,7 @@ def test_an_upgrade_from_the_previous_schema_keeps_everything(site, manager, syn
         proc = cli("site", "upgrade", "--site", site.name, "--json", timeout=400)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     finally:
-        if manager.status(site.name).state != "running":  # the session's site goes on
+        if manager.status(site.name).state != "running":  # (for the other checks below)
             manager.up(site.name)
     done = json.loads(proc.stdout)
     assert done["from"]["schema"] == previous and done["to"] == {"radflow": __version__,
