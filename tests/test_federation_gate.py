@@ -6,6 +6,7 @@ FlowVersion manifest (a changed byte anywhere is refused)."""
 from __future__ import annotations
 
 import copy
+import json
 import stat
 from pathlib import Path
 
@@ -195,11 +196,11 @@ def test_a_signed_version_refuses_any_changed_byte(tmp_path: Path) -> None:
 
 
 
-def test_a_version_states_the_radflow_and_plugin_versions_it_needs() -> None:
+def test_a_version_states_the_radflow_and_plugin_versions_it_needs(tmp_path: Path) -> None:
     """``requires`` is checked against what is installed (or a site's report): a site below it
     gets the refusal ``unsupported_version:<distribution>`` with what to install; a manifest with
     a field this radflow does not know is refused whole; a version without ``requires`` hashes
-    as versions published before the field existed."""
+    as published (one from before the field existed still verifies)."""
     from pydantic import ValidationError
 
     from radflow.federation.manifest import unmet_requirements
@@ -207,8 +208,20 @@ def test_a_version_states_the_radflow_and_plugin_versions_it_needs() -> None:
 
     base = FlowVersion(name="federated-cohort-count", site_entrypoint="site.py:count",
                        release_schema=SCHEMA)
+    # a version published before `requires` existed (its JSON has no such key) still verifies:
+    # the hash covers the manifest as published
+    hub = generate(tmp_path / "hub.key")
     before_requires = {k: v for k, v in base.model_dump(mode="json").items() if k != "requires"}
-    assert digest(before_requires) == base.content_hash()
+    old_hash = digest(before_requires)
+    wire = {"manifest": before_requires, "hash": old_hash,
+            "signature": sign(hub, old_hash.encode())}
+    assert verify_version(SignedVersion.from_wire(wire), (tmp_path / "hub.key.pub").read_bytes(),
+                          None) == old_hash
+    # and one published now verifies as the hub stores it (its JSON, `requires` and all)
+    signed = sign_version(base, hub)
+    stored = json.loads(signed.model_dump_json())
+    assert verify_version(SignedVersion.from_wire(stored),
+                          (tmp_path / "hub.key.pub").read_bytes()) == signed.hash
     needs = base.model_copy(update={"requires": {"radflow": ">=0.1", "Radflow_NNUnet": ">=0.1,<9",
                                                  "radflow-none": ">=1"}})
     assert needs.content_hash() != base.content_hash()

@@ -59,10 +59,7 @@ class FlowVersion(BaseModel):
         return value
 
     def content_hash(self) -> str:
-        data = self.model_dump(mode="json")
-        if not data["requires"]:  # (a version published before `requires` hashes as it did)
-            del data["requires"]
-        return digest(data)
+        return digest(self.model_dump(mode="json"))
 
 
 class SignedVersion(BaseModel):
