@@ -50,7 +50,7 @@ from radflow.errors import ConfigurationError, RadflowError, is_transient
 from radflow.faults import crash_point
 from radflow.hashing import canonical_json
 
-KINDS = ("hub.post", "prefect.resume")
+KINDS = ("hub.post", "hub.access", "prefect.resume")
 RETRY_GRACE = 5.0  # seconds a retrier leaves a new entry to the request that made it
 MAX_BACKOFF = 60.0  # seconds between two attempts at most
 T = TypeVar("T")

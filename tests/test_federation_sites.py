@@ -34,6 +34,7 @@ from conftest import (
     send,
     wait_settled,
 )
+from discovery_checks import discovery_and_access
 from federation_checks import (
     audit_actions,
     dump_site_parts,
@@ -313,6 +314,12 @@ def test_federated_nnunet_training(federation, cli, tmp_path, browser, shots) ->
         made = {(r.algorithm, r.version) for r in session.exec(
             select(DerivedResult).where(DerivedResult.source_series_uid == series))}
     assert ("fed-e2e", result["study"]) in made, made
+
+
+def test_discovery_and_access_requests(federation, cli, tmp_path, browser, shots) -> None:
+    """Collection summaries against the catalogs, rounded as each policy states; the Discover
+    page; an access request filed, decided at two sites and gating a study (discovery_checks)."""
+    discovery_and_access(federation, cli, tmp_path, browser, shots)
 
 
 def test_a_hub_and_three_sites(federation, cli, tmp_path, browser, shots) -> None:

@@ -21,6 +21,7 @@ from radflow.cli.catalog import app as catalog_app
 from radflow.cli.cohort import app as cohort_app
 from radflow.cli.common import err_console
 from radflow.cli.data import app as data_app
+from radflow.cli.discover import discover, hub_access_app, site_access_app
 from radflow.cli.hub import app as hub_app
 from radflow.cli.hub import publish
 from radflow.cli.pipeline import app as pipeline_app
@@ -52,6 +53,8 @@ app = typer.Typer(
 register_site_federation(site_app)
 site_app.add_typer(site_sessions_app, name="sessions")
 hub_app.add_typer(hub_sessions_app, name="sessions")
+hub_app.add_typer(hub_access_app, name="access")
+site_app.add_typer(site_access_app, name="access")
 app.add_typer(site_app, name="site")
 app.add_typer(data_app, name="data")
 app.add_typer(catalog_app, name="catalog")
@@ -62,6 +65,7 @@ app.add_typer(results_app, name="results")
 app.add_typer(worklist_app, name="worklist")
 app.add_typer(hub_app, name="hub")
 app.command("publish")(publish)
+app.command("discover")(discover)
 app.add_typer(study_app, name="study")
 
 

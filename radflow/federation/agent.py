@@ -72,11 +72,15 @@ class Agent(ServiceLoop):
         self._warned: set[str] = set()
         self._retry_now = False  # the hub is back: what the outbox holds goes at once
         self._report_due = 0.0  # the site's report about itself (radflow.federation.fleet)
+        from radflow.federation.discovery import Publisher
+
+        self.publisher = Publisher(ctx, self.hub, ACTOR, self.logger)
         self.on_up("hub", self._hub_back)
 
     def tick(self) -> None:
         if self.up["hub"]:  # (while it is away, the poll is what asks it)
             self.guard("hub", self.deliver)
+            self.guard("hub", self.discovery)  # (a changed policy makes the report due)
             if time.monotonic() >= self._report_due:
                 self.guard("hub", self.report)
         if self.guard("hub", self.poll) is None:
@@ -125,7 +129,22 @@ class Agent(ServiceLoop):
             self.logger.warning("the hub answered HTTP %s to the site report",
                                 answer.status_code)
             return False
+        from radflow.federation.access import refresh
+
+        try:  # the access requests naming this site, for its steward (Federation page)
+            refresh(self.root, self.hub)
+        except (RadflowError, OSError, ValueError) as exc:  # (an older hub answers 404)
+            if isinstance(exc, HubUnavailable):
+                raise
+            self.logger.warning("the access requests were not fetched: %s",
+                                getattr(exc, "message", None) or type(exc).__name__)
         return True
+
+    def discovery(self) -> None:
+        """The collection summary, when due (:class:`radflow.federation.discovery.Publisher`);
+        a changed policy also makes the site's report due (the hub's readiness reads it)."""
+        if self.publisher.step():
+            self._report_due = 0.0
 
     def work(self) -> None:
         """Take each known job one step further (:meth:`handle`)."""
@@ -242,6 +261,13 @@ class Agent(ServiceLoop):
         refused, manifest = self.verify(job)
         if refused:
             return refused
+        if load_policy(self.root).require_access_request:  # under an approved request only
+            from radflow.federation.access import cohort_hash, permits
+
+            if permits(self.ctx.catalog_url, manifest.name, cohort_hash(job["params"])) is None:
+                return self.decide(job, refusal="no_access_request", detail=(
+                    f"no access request this site approved covers {manifest.name} on this "
+                    "cohort (require_access_request)"))
         if releases_weights(manifest.release_schema, job["params"]) and \
                 not load_policy(self.root).allow_weights:  # refused before any work is done
             self.logger.warning("job %s: the round releases model weights; this site's "
@@ -305,7 +331,11 @@ class Agent(ServiceLoop):
     def deliver(self) -> int:
         """Post what the outbox holds (decided before a restart, approved by a steward, or
         not acknowledged yet)."""
+        from radflow.federation.access import send_decision
+
         retry_now, self._retry_now = self._retry_now, False
+        outbox.deliver(self.ctx.catalog_url, "hub.access", lambda entry: send_decision(
+            self.hub, entry), log=self.logger, retry_now=retry_now)
         return outbox.deliver(self.ctx.catalog_url, "hub.post", self.send,
                               on_done=steward.on_posted, log=self.logger, retry_now=retry_now)
 

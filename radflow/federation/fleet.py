@@ -93,7 +93,7 @@ def site_report(ctx: Any) -> dict[str, Any]:
             "models": installed_models(),
             "approved": list(policy.approved),
             "approved_models": list(policy.approved_models),
-            "policy": policy.summary(),
+            "policy": policy.summary(fleet=True),
             "health": component_health(ctx),
             "last_job": last,
             "queue": queue}

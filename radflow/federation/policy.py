@@ -34,18 +34,33 @@ class SitePolicy(BaseModel):
                                                 "steward accepts each queued job")
     manual_release: bool = Field(default=False, description="a data steward approves each "
                                  "release after seeing exactly what would leave")
+    discovery: Literal["off", "boolean", "count"] = Field(
+        default="off", description="the collection summary this site publishes for data "
+        "discovery: off, boolean (yes/no per cell) or count (rounded)")
+    discovery_min_count: int = Field(default=10, ge=1, description="discovery: a cell of fewer "
+                                     "series is left out of the summary")
+    discovery_round_to: int = Field(default=10, ge=1, description="discovery: counts are "
+                                    "rounded to the nearest multiple of this")
+    discovery_every_hours: float = Field(default=24.0, gt=0, le=24 * 31, description="discovery:"
+                                         " hours between two summaries (and at once after a "
+                                         "change of policy)")
+    require_access_request: bool = Field(default=False, description="a study runs here only "
+                                         "under an access request this site's steward approved")
     approved: list[str] = Field(default_factory=list, description="approved flow versions, by "
                                 "content hash (nothing is approved by default)")
     approved_models: list[str] = Field(default_factory=list, description="approved model "
                                        "versions, by content hash (radflow model approve)")
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, fleet: bool = False) -> dict[str, Any]:
         """What the gate applied, sent with every result so that a study's report can say it
-        (the approvals stay at the site)."""
-        return self.model_dump(exclude={"approved", "approved_models"})
+        (the approvals stay at the site); ``fleet``: every setting, for the site's report
+        (discovery and access requests too)."""
+        return self.model_dump(exclude=set(APPROVALS) | (set() if fleet else FLEET_ONLY))
 
 
 APPROVALS = ("approved", "approved_models")  # set by approving, never by `policy set`
+FLEET_ONLY = {"discovery", "discovery_min_count", "discovery_round_to", "discovery_every_hours",
+              "require_access_request"}  # not about a release: in the site's report only
 
 
 def policy_path(site_root: Path) -> Path:

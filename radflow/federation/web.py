@@ -76,7 +76,43 @@ def federation_page(request: Request, me: User = Depends(steward)) -> Response:
                 for r in pending_releases(ctx.catalog_url)]
     return render(request, "federation.html", {
         "jobs": jobs, "problem": problem, "releases": releases, "policy": policy,
-        "flash": request.session.pop("flash", None)})
+        "access": _access(ctx, problem is None), "flash": request.session.pop("flash", None)})
+
+
+def _access(ctx: Any, hub_answers: bool) -> list[dict[str, Any]]:
+    """The access requests naming this site (fetched again while the hub answers), with this
+    site's decisions (radflow.federation.access)."""
+    from radflow.federation import access
+    from radflow.federation.client import HubClient
+
+    if hub_answers:
+        try:
+            access.refresh(ctx.paths.root, HubClient(ctx.paths.root))
+        except (RadflowError, OSError):
+            pass  # the requests fetched last are shown
+    return access.listing(ctx.paths.root, ctx.catalog_url)
+
+
+@router.post("/federation/access/{request_id}")
+def decide_access(request: Request, request_id: str, csrf: str | None = Form(None),
+                  decision: str = Form(...), reason: str = Form(""),
+                  me: User = Depends(steward)) -> Response:
+    from radflow.federation import access
+
+    check_csrf(request, csrf)
+    if decision not in ("approve", "decline"):
+        raise HTTPException(422, f"unknown decision {decision!r}: approve or decline")
+    ctx = request.app.state.ctx
+    try:
+        done = access.decide(ctx.paths.root, ctx.catalog_url, request_id,
+                             decision == "approve", f"web:{me.sub}", reason[:2000])
+    except RadflowError as exc:
+        request.session["flash"] = f"Access request {request_id}: not decided: {exc.message} " \
+                                   f"({exc.fix})"
+        return RedirectResponse("/federation#access", 303)
+    request.session["flash"] = (f"Access request {request_id}: {done['decision']} (in the "
+                                "audit log); the agent tells the hub.")
+    return RedirectResponse("/federation#access", 303)
 
 
 @router.post("/federation/jobs/{job_id}/accept")

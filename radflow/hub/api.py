@@ -36,6 +36,7 @@ from radflow.errors import ConfigurationError
 from radflow.federation.policy import Setting
 from radflow.hub import inbox, registry, study_jobs
 from radflow.hub.alerts import Contact
+from radflow.hub.discovery_api import add_routes
 from radflow.hub.fleet import SiteReport
 from radflow.hub.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_RELEASE_BYTES, BodyLimit
 from radflow.hub.polling import JobWatch
@@ -390,6 +391,8 @@ def create_app(engine: Engine, hub_key_path: Path, public_url: str,
 
         contact(site)
         return {"site": site, "changed": record_report(engine, site, body)}
+
+    add_routes(app, engine, caller, coordinator, home)  # discovery, access requests
 
     @app.get("/v1/sites/{name}")
     def whoami(site: str = Depends(caller)) -> dict[str, str]:

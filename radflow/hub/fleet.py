@@ -224,8 +224,8 @@ def newest_version(engine: Engine, name: str) -> Any | None:
 
 def readiness(engine: Engine, name: str, chosen: list[str] | None = None,
               now: datetime | None = None,
-              known: tuple[dict[str, SiteReport], list[dict[str, Any]]] | None = None
-              ) -> dict[str, Any]:
+              known: tuple[dict[str, SiteReport], list[dict[str, Any]]] | None = None,
+              params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Which of the chosen sites (default: every enrolled one) can run the newest version of
     flow ``name``, from each site's newest fleet report, and why the others cannot.
 
@@ -234,8 +234,13 @@ def readiness(engine: Engine, name: str, chosen: list[str] | None = None,
     refuse with ``unsupported_version:<dist>`` or ``missing_plugin:...``), or None (no report
     yet: only the site can tell); ``warnings`` are refusals the site's steward decides
     (``not_approved``, weights its policy forbids) and silence. The site checks again itself.
-    ``known``: (:func:`latest_reports`, :func:`fleet`) read once for several flows.
+    ``known``: (:func:`latest_reports`, :func:`fleet`) read once for several flows. A site
+    whose policy says ``require_access_request`` can run it only under an access request its
+    steward approved for this flow (and the cohort in ``params``, where it names one).
     """
+    from radflow.federation.access import cohort_hash
+    from radflow.hub.discovery import approved_for
+
     version = newest_version(engine, name)
     if version is None:
         raise KeyError(name)
@@ -274,6 +279,13 @@ def readiness(engine: Engine, name: str, chosen: list[str] | None = None,
                                  "text": f"needs {dist} {exact} exactly (has "
                                          f"{have[normalize(dist)]})",
                                  "fix": f"pip install '{dist}=={exact}' at the site"})
+        if report.policy.get("require_access_request") and not approved_for(
+                engine, site, name, cohort_hash(params)):
+            blocking.append({"code": "no_access_request", "text": "its policy runs a study only "
+                             "under an access request its steward approved (none covers "
+                             f"{name} on this cohort)", "fix": "file an access request "
+                             f"(radflow hub access request --flow {name} --sites {site}) and "
+                             "wait for the steward's approval"})
         if version.hash not in report.approved:
             warnings.append({"code": "not_approved", "text": "its steward has not approved "
                              "this version: the site refuses it until then"})
@@ -284,4 +296,5 @@ def readiness(engine: Engine, name: str, chosen: list[str] | None = None,
                     "blocking": blocking, "warnings": warnings})
     return {"flow": name, "version": version.hash, "requires": manifest.requires,
             "plugins": manifest.plugins, "sites": out}
+
 

@@ -135,3 +135,44 @@ class HubWebSession(HubModel, WebSessionFields, table=True):
     """A session of the coordinators' web app (the same columns as a site's web sessions)."""
 
     __tablename__ = "hub_web_session"
+
+
+class HubDiscovery(HubModel, table=True):
+    """A site's newest collection summary for data discovery (radflow.federation.discovery),
+    as it published it through its policy's rule; withdrawn (the row removed) when the site
+    turns discovery off."""
+
+    __tablename__ = "hub_discovery"
+
+    site: str = Field(primary_key=True)
+    received_at: datetime = Field(default_factory=utcnow)
+    summary: str  # JSON, as posted (checked by radflow.hub.discovery.Summary)
+
+
+class HubAccessRequest(HubModel, table=True):
+    """A coordinator's request to run flows on a cohort at chosen sites, for a purpose: each
+    site's steward approves or declines it (HubAccessDecision)."""
+
+    __tablename__ = "hub_access_request"
+
+    id: str = Field(primary_key=True)
+    purpose: str
+    flows: str = "[]"  # JSON list of flow names
+    cohort: str | None = None  # the canonical cohort definition (JSON), or None: any cohort
+    cohort_hash: str | None = None
+    sites: str = "[]"  # JSON list of site names
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class HubAccessDecision(HubModel, table=True):
+    """One site's steward's decision on an access request, as the site reported it."""
+
+    __tablename__ = "hub_access_decision"
+
+    request_id: str = Field(primary_key=True)
+    site: str = Field(primary_key=True)
+    decision: str  # approved, declined
+    decided_by: str = ""
+    reason: str = ""
+    decided_at: datetime = Field(default_factory=utcnow)

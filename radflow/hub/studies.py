@@ -287,7 +287,7 @@ def launch(home: Any, name: str, params: dict[str, Any], sites: list[str] | None
     engine = home.engine()
     chosen = study_jobs.check_study(engine, name, sites)
     study_jobs.check_params(engine, name, params)
-    ready = readiness(engine, name, chosen)
+    ready = readiness(engine, name, chosen, params=params)
     unable = [row for row in ready["sites"] if row["can_run"] is False]
     if unable and (not skip_unable or len(unable) == len(chosen)):
         why = "; ".join(f"{row['site']} {', '.join(b['text'] for b in row['blocking'])}"

@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from radflow.errors import RadflowError
 from radflow.hub.home import COORDINATOR_ROLES, HubHome
 from radflow.hub.models import HubWebSession
+from radflow.hub.web_discover import router as discover_router
 from radflow.web import WebPages
 from radflow.web.auth import User, check_csrf, requiring
 from radflow.web.host import WebHost
@@ -36,6 +37,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 coordinator = requiring(*COORDINATOR_ROLES)
 admin = requiring("admin")
 router = APIRouter()
+router.include_router(discover_router)  # the Discover page (radflow.hub.web_discover)
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 
 
@@ -52,6 +54,7 @@ def hub_pages() -> WebPages:
     return WebPages(router=router, templates=TEMPLATES, nav=(
         ("Studies", "/studies", COORDINATOR_ROLES),
         ("Schedules", "/schedules", COORDINATOR_ROLES),
+        ("Discover", "/discover", COORDINATOR_ROLES),
         ("Sites", "/sites", COORDINATOR_ROLES),
         ("Flows", "/flows", COORDINATOR_ROLES)))
 
