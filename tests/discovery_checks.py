@@ -87,14 +87,6 @@ def discovery_and_access(federation, cli, tmp_path, browser, shots) -> None:
     page, web = coordinator_page(browser, hub_cli, "coordinator", "/discover")
     assert {r.get_attribute("data-site") for r in page.locator("#summaries tbody tr").all()} \
         == set(sites)
-    page.fill("#where", "modality=CT")
-    page.click("#ask-button")
-    page.wait_for_selector("#answer")
-    ct = {name: exact(ctx, ["modality=CT"]) for name, ctx in sites.items()}
-    assert page.inner_text("#answer tr[data-site='delta'] .count").strip() == str(ct["delta"])
-    assert page.inner_text("#answer tr[data-site='epsilon'] .count").strip() == "yes"
-    assert page.inner_text("#answer #total .count").strip() == str(
-        rounded(ct["alpha"], 2, 5) + ct["delta"])
     page.fill("#purpose", "Feasibility of a CT study: how many series match, per hospital")
     page.check(f"#request input[name=flows][value='{FLOW}']")
     for name in ("alpha", "epsilon"):
@@ -108,6 +100,16 @@ def discovery_and_access(federation, cli, tmp_path, browser, shots) -> None:
     assert request["sites"] == ["alpha", "epsilon"] and request["flows"] == [FLOW]
     assert request["cohort_hash"] == parse_short(["modality=CT"]).content_hash
     assert request["created_by"].startswith("web:") and request["decisions"] == {}
+    assert "modality = CT" in page.inner_text(f"#access-requests tr[data-request='"
+                                              f"{request['id']}']")
+    page.fill("#where", "modality=CT")
+    page.click("#ask-button")
+    page.wait_for_selector("#answer")
+    ct = {name: exact(ctx, ["modality=CT"]) for name, ctx in sites.items()}
+    assert page.inner_text("#answer tr[data-site='delta'] .count").strip() == str(ct["delta"])
+    assert page.inner_text("#answer tr[data-site='epsilon'] .count").strip() == "yes"
+    assert page.inner_text("#answer #total .count").strip() == str(
+        rounded(ct["alpha"], 2, 5) + ct["delta"])
     page.screenshot(path=str(shots / "hub-discover.png"), full_page=True)
 
     # epsilon requires a request: the hub does not start a study there before its approval
@@ -121,6 +123,7 @@ def discovery_and_access(federation, cli, tmp_path, browser, shots) -> None:
     steward = log_in(browser, sites["epsilon"], "steward", "/federation")
     card = f".access-request[data-request='{request['id']}']"
     assert "Feasibility of a CT study" in steward.inner_text(card)
+    assert steward.inner_text(f"{card} .cohort") == "modality = CT"
     steward.screenshot(path=str(shots / "federation-access-request.png"), full_page=True)
     steward.click(f"{card} button[value=approve]")
     steward.wait_for_url(f"{app_url(sites['epsilon'])}/federation#access")

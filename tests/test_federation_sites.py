@@ -35,6 +35,7 @@ from conftest import (
     wait_settled,
 )
 from discovery_checks import discovery_and_access
+from offline_checks import never_online
 from federation_checks import (
     audit_actions,
     dump_site_parts,
@@ -320,6 +321,12 @@ def test_discovery_and_access_requests(federation, cli, tmp_path, browser, shots
     """Collection summaries against the catalogs, rounded as each policy states; the Discover
     page; an access request filed, decided at two sites and gating a study (discovery_checks)."""
     discovery_and_access(federation, cli, tmp_path, browser, shots)
+
+
+def test_a_site_that_is_never_online(federation, cli, manager, tmp_path) -> None:
+    """delta's job as a signed file and its release back as one: the same result as online;
+    tampered and replayed files refused at both ends (offline_checks)."""
+    never_online(federation, cli, manager, tmp_path)
 
 
 def test_a_hub_and_three_sites(federation, cli, tmp_path, browser, shots) -> None:

@@ -224,3 +224,34 @@ def parse_short(filters: list[str]) -> CohortDefinition:
     if not conditions:
         raise _bad("no filter given")
     return CohortDefinition.parse({"where": {"all": conditions}})
+
+
+_WORDS = {"eq": "=", "ne": "≠", "lt": "<", "lte": "≤", "gt": ">", "gte": "≥", "in": "in",
+          "not_in": "not in", "contains": "contains", "between": "between"}
+
+
+def in_words(node: dict[str, Any] | None) -> str:
+    """A (canonical) filter as a person reads it: ``modality = CT and age_years ≥ 60``."""
+    if not node:
+        return "every series"
+    if "field" in node:
+        op, value = node["op"], node["value"]
+        if op == "exists":
+            return f"{node['field']} {'is given' if value else 'is missing'}"
+        def word(v: Any) -> str:
+            return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+        if op == "between":
+            return f"{node['field']} between {word(value[0])} and {word(value[1])}"
+        shown = ", ".join(word(v) for v in value) if isinstance(value, list) else word(value)
+        return f"{node['field']} {_WORDS.get(op, op)} {shown}"
+    key, value = next(iter(node.items()))
+    if key in ("all", "any"):
+        parts = [in_words(v) for v in value]
+        if not parts:
+            return "every series" if key == "all" else "no series"
+        joined = f" {'and' if key == 'all' else 'or'} ".join(parts)
+        return joined if key == "all" or len(parts) == 1 else f"({joined})"
+    if key == "not":
+        return f"not ({in_words(value)})"
+    return f"has a {value}"

@@ -87,8 +87,12 @@ def decisions(catalog_url: str) -> dict[str, dict[str, Any]]:
 
 def listing(site_root: Path, catalog_url: str) -> list[dict[str, Any]]:
     """The known requests with this site's decision on each (undecided first)."""
+    from radflow.cohorts.definition import in_words
+
     decided = decisions(catalog_url)
-    rows = [r | {"decided": decided.get(r["id"])} for r in known(site_root)]
+    rows = [r | {"decided": decided.get(r["id"]), "cohort_text": in_words(
+        (r.get("cohort") or {}).get("where")) if r.get("cohort") else "any cohort"}
+        for r in known(site_root)]
     return sorted(rows, key=lambda r: (r["decided"] is not None, r.get("created_at", "")),
                   reverse=False)
 

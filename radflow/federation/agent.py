@@ -73,6 +73,9 @@ class Agent(ServiceLoop):
         self._retry_now = False  # the hub is back: what the outbox holds goes at once
         self._report_due = 0.0  # the site's report about itself (radflow.federation.fleet)
         from radflow.federation.discovery import Publisher
+        from radflow.federation.versions import fetch
+
+        self.fetch = fetch  # a version's manifest and files, verified (a job file's: offline)
 
         self.publisher = Publisher(ctx, self.hub, ACTOR, self.logger)
         self.on_up("hub", self._hub_back)
@@ -232,10 +235,10 @@ class Agent(ServiceLoop):
         """The job's version, verified: (None, manifest), or (the refusal decided, None)."""
         from radflow.federation.manifest import missing_plugins, unmet_requirements
         from radflow.federation.signing import SignatureInvalid
-        from radflow.federation.versions import UnsupportedVersion, fetch
+        from radflow.federation.versions import UnsupportedVersion
 
         try:
-            signed, files = fetch(self.root, job["version"])
+            signed, files = self.fetch(self.root, job["version"])
         except SignatureInvalid as exc:
             self.logger.warning("job %s: version %s refused: %s", job["id"], job["version"],
                                 exc.message)

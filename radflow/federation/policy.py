@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, ValidationError, field_validator
 
 from radflow.errors import ConfigurationError
 
@@ -50,6 +50,12 @@ class SitePolicy(BaseModel):
                                 "content hash (nothing is approved by default)")
     approved_models: list[str] = Field(default_factory=list, description="approved model "
                                        "versions, by content hash (radflow model approve)")
+
+    @field_validator("discovery", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        """YAML reads a bare ``off`` as false (``discovery=off``, ``discovery: off``)."""
+        return "off" if value is False else value
 
     def summary(self, fleet: bool = False) -> dict[str, Any]:
         """What the gate applied, sent with every result so that a study's report can say it
@@ -119,6 +125,8 @@ def set_values(policy: SitePolicy, assignments: list[str]) -> SitePolicy:
         update[key] = yaml.safe_load(raw)
     try:
         return SitePolicy.model_validate(policy.model_dump() | update)
-    except ValueError as exc:
-        raise ConfigurationError(f"invalid policy value: {str(exc).splitlines()[0]}",
+    except ValidationError as exc:
+        said = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                         for e in exc.errors()[:3])
+        raise ConfigurationError(f"invalid policy value: {said}",
                                  fix="see `radflow site policy show` for each setting") from exc

@@ -56,31 +56,45 @@ class UnsupportedVersion(RadflowError):
 
 
 def fetch(site_root: Path, version_hash: str) -> tuple[SignedVersion, dict[str, bytes]]:
-    """A version's manifest and files, verified: the signature against the pinned key, the
-    manifest against its hash, every file against the manifest.
+    """A version's manifest and files from the hub, verified (:func:`verify_files`).
 
     Raises:
         SignatureInvalid: anything does not verify (refusal code ``bad_signature``).
+        UnsupportedVersion: a manifest this radflow cannot read.
         HubUnavailable: the hub did not answer, or answered busy (tried again later).
     """
     client = HubClient(site_root)
-    pinned = (federation_dir(site_root) / "hub.pub").read_bytes()
     listing = {item["hash"]: item for item in client.get_json("/versions")}
     if version_hash not in listing:
         raise SignatureInvalid(f"the hub offers no version {version_hash}",
                                fix="see radflow site versions")
+    answer = client.get(f"/versions/{version_hash}/bundle")
+    if answer.status_code in BUSY:  # (a hub restarting, a proxy): asked again, not refused
+        raise client.unavailable(answer, "the bundle")
+    return verify_files(site_root, version_hash, listing[version_hash]["signed"],
+                        answer.content, f"HTTP {answer.status_code}")
+
+
+def verify_files(site_root: Path, version_hash: str, wire: dict[str, Any], bundle: bytes,
+                 came: str = "a job file") -> tuple[SignedVersion, dict[str, bytes]]:
+    """A version's manifest and files, verified, whether they came from the hub or in a job
+    file (radflow.federation.offline): the signature against the pinned key, the manifest
+    against its hash, every file against the manifest.
+
+    Raises:
+        SignatureInvalid: anything does not verify (refusal code ``bad_signature``).
+        UnsupportedVersion: a manifest this radflow cannot read.
+    """
+    pinned = (federation_dir(site_root) / "hub.pub").read_bytes()
     try:
-        signed = SignedVersion.from_wire(listing[version_hash]["signed"])
+        signed = SignedVersion.from_wire(wire)
     except ValueError as exc:  # pydantic: a field or rule this radflow does not know
         raise UnsupportedVersion(f"version {version_hash} has a manifest this radflow cannot "
                                  f"read: {str(exc).splitlines()[0]}",
                                  fix="upgrade radflow at the site, or ask the hub for a version "
                                      "built for it") from None
-    answer = client.get(f"/versions/{version_hash}/bundle")
-    if answer.status_code in BUSY:  # (a hub restarting, a proxy): asked again, not refused
-        raise client.unavailable(answer, "the bundle")
     try:
-        files = unpack(answer.content)
+        files = unpack(bundle)
     except Exception as exc:
         raise SignatureInvalid("the bundle cannot be read", fix="refuse it") from exc
     if signed.hash != version_hash:
@@ -94,6 +108,5 @@ def fetch(site_root: Path, version_hash: str) -> tuple[SignedVersion, dict[str, 
         changed = sorted(k for k in set(got) | set(signed.manifest.files)
                          if got.get(k) != signed.manifest.files.get(k))
         raise SignatureInvalid(f"{exc.message} (files: {', '.join(changed) or 'none'}; "
-                               f"bundle {len(answer.content)} bytes, HTTP "
-                               f"{answer.status_code})", fix=exc.fix) from None
+                               f"bundle {len(bundle)} bytes, {came})", fix=exc.fix) from None
     return signed, files

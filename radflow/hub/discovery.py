@@ -141,7 +141,11 @@ def file_request(engine: Engine, purpose: str, flows: list[str], sites: list[str
 
 def _request_row(row: HubAccessRequest, decisions: dict[str, HubAccessDecision]
                  ) -> dict[str, Any]:
-    return {"id": row.id, "purpose": row.purpose, "flows": json.loads(row.flows),
+    from radflow.cohorts.definition import in_words
+
+    return {"cohort_text": in_words(json.loads(row.cohort)["where"]) if row.cohort
+            else "any cohort",
+            "id": row.id, "purpose": row.purpose, "flows": json.loads(row.flows),
             "cohort": json.loads(row.cohort) if row.cohort else None,
             "cohort_hash": row.cohort_hash, "sites": json.loads(row.sites),
             "created_by": row.created_by,
