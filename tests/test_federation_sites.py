@@ -35,7 +35,6 @@ from conftest import (
     wait_settled,
 )
 from discovery_checks import discovery_and_access
-from offline_checks import never_online
 from federation_checks import (
     audit_actions,
     dump_site_parts,
@@ -57,6 +56,7 @@ from hub_pages import (
     schedules_by_browser,
     training_page,
 )
+from offline_checks import never_online
 from sqlmodel import create_engine, select
 
 from radflow.catalog.db import session_scope
