@@ -21,7 +21,11 @@ class AgentComponent(ServiceComponent):
     stale_after = 60.0  # a long poll holds a tick for up to 20 s
 
     def enabled(self, ctx) -> bool:
-        return (ctx.paths.root / "federation" / "hub.json").exists()
+        """A site that joined a hub runs an agent, unless it joined by file (never online)."""
+        from radflow.federation.offline import is_offline
+
+        return (ctx.paths.root / "federation" / "hub.json").exists() and \
+            not is_offline(ctx.paths.root)
 
 
 plugin = Plugin(

@@ -24,7 +24,7 @@ from radflow.cli.data import app as data_app
 from radflow.cli.discover import discover, hub_access_app, site_access_app
 from radflow.cli.hub import app as hub_app
 from radflow.cli.hub import publish
-from radflow.cli.offline import hub_job_app, hub_release_app, site_job_app
+from radflow.cli.offline import hub_job_app, hub_key, hub_release_app, join_offline, site_job_app
 from radflow.cli.pipeline import app as pipeline_app
 from radflow.cli.plugins import app as plugins_app
 from radflow.cli.results import app as results_app
@@ -58,6 +58,8 @@ hub_app.add_typer(hub_access_app, name="access")
 hub_app.add_typer(hub_job_app, name="job")
 hub_app.add_typer(hub_release_app, name="release")
 site_app.add_typer(site_job_app, name="job")
+site_app.command("join-offline")(join_offline)
+hub_app.command("key")(hub_key)
 site_app.add_typer(site_access_app, name="access")
 app.add_typer(site_app, name="site")
 app.add_typer(data_app, name="data")

@@ -169,10 +169,14 @@ def install_service(
 
 @site_app.command("add")
 def site_add(name: str = typer.Argument(..., help="The site's name, as it calls itself."),
+             public_key: Path | None = typer.Option(None, help="Never online: its key file."),
              json_out: bool = JSON) -> None:
     """Register a site and print its one-time enrolment code (valid 24 h, kept only hashed)."""
+    from radflow.cli.offline import enrol_by_file
     from radflow.hub import registry
 
+    if public_key is not None:
+        return enrol_by_file(name, public_key, json_out)
     home = _home()
     code = registry.add_site(home.engine(), name)
     data = {"site": name, "code": code, "hub": home.url()}

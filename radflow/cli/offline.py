@@ -97,3 +97,52 @@ def job_import(file: Path, out: Path = typer.Option(..., help="The release file 
         raise typer.Exit(3) from None
     report(json_out, said, f"job {said['job']}: {said['outcome']}; the release file is {out}:"
                            " carry it to the hub (radflow hub release import FILE)")
+
+
+def hub_key(out: Path | None = typer.Option(None, help="Write the public key (PEM) here."),
+            json_out: bool = JSON) -> None:
+    """The hub's public signing key and its fingerprint: for a site that joins without a
+    network (radflow site join-offline --hub-key FILE)."""
+    from radflow.cli.hub import _home
+    from radflow.federation.signing import fingerprint
+
+    home = _home()
+    public = home.key.with_suffix(".key.pub").read_bytes()
+    if out is not None:
+        out.write_bytes(public)
+    report(json_out, {"fingerprint": fingerprint(public), "file": str(out) if out else None,
+                      "public_key_pem": public.decode()},
+           f"hub key {fingerprint(public)}" + (f": {out}" if out else f"\n{public.decode()}"))
+
+
+def enrol_by_file(name: str, public_key: Path, json_out: bool) -> None:
+    """Enrol a site that is never online with its public key file (no code crosses)."""
+    from radflow.cli.hub import _home
+    from radflow.hub import registry
+
+    engine = _home().engine()
+    code = registry.add_site(engine, name)
+    row = registry.enrol(engine, name, code, public_key.read_text())
+    report(json_out, {"site": name, "status": row.status, "fingerprint": row.fingerprint},
+           f"{name} enrolled with key {row.fingerprint} (compare it with the site's by "
+           f"another channel); its jobs go by file: radflow hub job export STUDY --site {name}")
+
+
+def join_offline(hub_key: Path = typer.Option(..., help="The hub's public key (radflow hub "
+                                                         "key --out FILE)."),
+                 out: Path = typer.Option(..., help="Write this site's public key here, for "
+                                                     "the hub's operator."),
+                 site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Join a hub without a network: this site's key pair (the private key stays here), the
+    hub's key pinned; jobs then come as files (radflow site job import)."""
+    from radflow.cli.common import site_context
+    from radflow.federation.offline import join_offline as join
+
+    ctx = site_context(site)
+    info = join(ctx.paths.root, ctx.name, hub_key.read_bytes())
+    out.write_text(info.pop("public_key_pem"))
+    report(json_out, info | {"public_key_file": str(out)},
+           f"{ctx.name} joined offline\n  this site's key  {info['site_fingerprint']}\n  the "
+           f"hub's key    {info['hub_fingerprint']}  (compare both by another channel)\n  "
+           f"give {out} to the hub's operator: radflow hub site add {ctx.name} --public-key "
+           f"{out.name}")

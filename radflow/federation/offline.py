@@ -141,3 +141,52 @@ def _write_release(ctx: Any, entry: Any, job: dict[str, Any], out: Path) -> str:
     tmp.write_bytes(data)
     tmp.replace(out)
     return "recorded"
+
+
+def join_offline(site_root: Path, site: str, hub_key_pem: bytes) -> dict[str, Any]:
+    """Join a hub without a network: make the site's key pair (if it has none), pin the hub's
+    public key (from the file its operator gave), and mark the site offline (it runs no
+    agent). Returns both fingerprints and the site's public key (PEM) for the hub's operator.
+
+    Raises:
+        ConfigurationError: the site has joined a hub already, or the file holds no Ed25519
+            public key.
+    """
+    import json
+
+    from radflow.errors import ConfigurationError
+    from radflow.federation.client import federation_dir
+    from radflow.federation.signing import fingerprint, generate
+
+    folder = federation_dir(site_root)
+    if (folder / "hub.json").exists():
+        raise ConfigurationError(f"site {site!r} has joined a hub already "
+                                 f"({folder / 'hub.json'})",
+                                 fix="remove that folder on purpose to join another hub")
+    try:
+        hub_print = fingerprint(hub_key_pem)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError("the hub key file holds no Ed25519 public key (PEM)",
+                                 fix="ask the hub's operator for `radflow hub key --out "
+                                     "hub.pub`") from exc
+    folder.mkdir(parents=True, exist_ok=True)
+    key_path = folder / "site.key"
+    if not key_path.exists():
+        generate(key_path)
+    public = key_path.with_suffix(".key.pub").read_bytes()
+    (folder / "hub.pub").write_bytes(hub_key_pem)
+    info = {"url": None, "offline": True, "site": site, "token_url": None,
+            "hub_fingerprint": hub_print, "site_fingerprint": fingerprint(public)}
+    (folder / "hub.json").write_text(json.dumps(info, indent=2))
+    return info | {"public_key_pem": public.decode()}
+
+
+def is_offline(site_root: Path) -> bool:
+    """Whether the site joined its hub by file (it runs no agent)."""
+    import json
+
+    try:
+        return bool(json.loads((site_root / "federation" / "hub.json").read_text())
+                    .get("offline"))
+    except (OSError, ValueError):
+        return False

@@ -23,10 +23,14 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 def _jobs(ctx: Any, approved: set[str]) -> tuple[list[dict[str, Any]], str | None]:
     from radflow.federation.client import HubClient
+    from radflow.federation.offline import is_offline
     from radflow.federation.steward import is_accepted, undecided
 
     if not (ctx.paths.root / "federation" / "hub.json").exists():
         return [], "This site has not joined a hub (radflow site join HUB_URL --code CODE)."
+    if is_offline(ctx.paths.root):
+        return [], ("This site is never online: its jobs come as files (radflow site job "
+                    "import FILE --out RELEASE).")
     try:
         answer = HubClient(ctx.paths.root).get("/jobs", wait=0)
     except RadflowError as exc:
