@@ -78,6 +78,13 @@ def discovery_and_access(federation, cli, tmp_path, browser, shots) -> None:
         kept = json.loads((sites[name].paths.root / "federation"
                            / "discovery-published.json").read_text())
         assert kept["rule"]["granularity"] == ("boolean" if name == "epsilon" else "count")
+    token = hub_cli("hub", "token", "create", "d.iscovery")["token"]  # asked from elsewhere
+    remote = subprocess.run([*RADFLOW, "discover", "--where", "modality=CT", "--json"],
+                            env={**os.environ, "RADFLOW_HUB_URL": federation["proxy"].url,
+                                 "RADFLOW_HUB_TOKEN": token}, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert remote.returncode == 0, remote.stderr
+    assert json.loads(remote.stdout)["sites"] == answered("modality=CT")["sites"]
     refused = run(hub_home, "discover", "--where", "kvp>=100")
     assert refused.returncode != 0 and "do not hold 'kvp'" in refused.stderr, refused.stderr
     split = run(hub_home, "discover", "--where", "age_years>=65")

@@ -37,14 +37,25 @@ def _where(where: list[str] | None, cohort: Path | None) -> dict[str, Any] | Non
 def discover(where: list[str] | None = typer.Option(
                  None, "--where", help="FIELD OP VALUE, e.g. modality=CT (repeat: all hold)"),
              cohort: Path | None = typer.Option(None, help="A cohort definition (JSON) file."),
+             hub: str | None = typer.Option(None, "--hub", envvar="RADFLOW_HUB_URL",
+                                            help="The hub's URL, to ask it from elsewhere "
+                                                 "(with RADFLOW_HUB_TOKEN)."),
              json_out: bool = JSON) -> None:
     """How many series the fleet holds that match, per site and in total, from the sites'
-    collection summaries (each site's rounding stated). Run on the hub."""
+    collection summaries (each site's rounding stated). On the hub, or with --hub."""
+    import json
+
     from radflow.cli.hub import _home
     from radflow.hub.discovery import discover as answer
 
     definition = _where(where, cohort)
-    result = answer(_home().engine(), definition["where"] if definition else None)
+    if hub:
+        from radflow.cli.study import RemoteHub
+
+        result = RemoteHub(hub)._call("GET", "/discover", params={
+            "where": json.dumps(definition) if definition else ""})
+    else:
+        result = answer(_home().engine(), definition["where"] if definition else None)
     if json_out:
         print_json(result)
         return
