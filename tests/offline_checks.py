@@ -36,6 +36,9 @@ def never_online(federation, cli, manager, tmp_path) -> None:
     for ctx in sites.values():
         save_policy(ctx.paths.root, SitePolicy(approved=[version], job_mode="auto",
                                                min_cohort=2, min_cell=2))
+    # (the hub's readiness reads the sites' reports: epsilon's without its access rule)
+    poll(lambda: not next(r for r in hub_cli("hub", "fleet") if r["site"] == "epsilon")[
+        "policy"].get("require_access_request"), 60, "epsilon's report of its new policy")
     delta = sites["delta"]
     component("agent").process(delta).stop()  # delta has no link to the hub from here on
     try:
