@@ -63,6 +63,8 @@ def test_answers_per_site_and_in_total() -> None:
     seg = answer({"a": a}, CohortDefinition.parse({"all": [
         {"field": "modality", "op": "eq", "value": "CT"}, {"has_result": "SEG"}]}).where)
     assert seg["sites"]["a"]["count"] == 20  # 23
+    makers = answer({"a": a}, parse_short(["manufacturer~SIEM"]).where)  # text: any case
+    assert makers["sites"]["a"]["count"] == 40  # 37
     everything = answer({"a": a}, {"all": []})
     assert everything["sites"]["a"]["count"] == 80
 

@@ -236,7 +236,7 @@ def _condition(node: dict[str, Any], dim: str, value: str) -> bool:
     if value == UNKNOWN:
         return op in ("ne", "not_in")
     if dim == "manufacturer":
-        value = value.lower()
+        value = value.casefold()  # (text values are case-folded in a canonical filter)
     return _compare(op, value, want)
 
 

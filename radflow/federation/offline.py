@@ -51,7 +51,14 @@ def read_job(ctx: Any, data: bytes) -> dict[str, Any]:
     """
     from radflow.federation.client import federation_dir
 
-    pinned = (federation_dir(ctx.paths.root) / "hub.pub").read_bytes()
+    from radflow.errors import ConfigurationError
+
+    try:
+        pinned = (federation_dir(ctx.paths.root) / "hub.pub").read_bytes()
+    except FileNotFoundError:
+        raise ConfigurationError(f"site {ctx.name} has not joined a hub: no hub key is pinned",
+                                 fix="radflow site join-offline --hub-key hub.pub --out site.pub"
+                                     " (or radflow site join HUB_URL --code CODE)") from None
     try:
         payload = open_envelope(data, JOB, ctx.name, pinned)
         deadline = datetime.fromisoformat(payload["study"]["deadline"])
