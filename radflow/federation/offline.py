@@ -49,9 +49,8 @@ def read_job(ctx: Any, data: bytes) -> dict[str, Any]:
     Raises:
         Refused: it does not verify, or its deadline has passed (``deadline_passed``).
     """
-    from radflow.federation.client import federation_dir
-
     from radflow.errors import ConfigurationError
+    from radflow.federation.client import federation_dir
 
     try:
         pinned = (federation_dir(ctx.paths.root) / "hub.pub").read_bytes()
