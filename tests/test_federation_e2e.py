@@ -344,7 +344,7 @@ def test_the_agent_reports_its_site_to_the_fleet(joined, hub, manager, synth_dir
     assert plugins["radflow-nnunet"]["version"] == installed("radflow-nnunet")
     assert plugins["radflow-nnunet"]["hash"].startswith("sha256:")
     assert "radflow" not in plugins  # (its own flows: radflow's version, above)
-    assert row["policy"] == load_policy(joined.paths.root).summary()
+    assert row["policy"] == load_policy(joined.paths.root).summary(fleet=True)
     assert any(m["name"] == "radflow-abdomen-demo" for m in row["models"])
     # a changed policy is in the next report: a new row of the site's history
     before = len(history(hub["engine"], "alpha"))
