@@ -61,19 +61,19 @@ def peek(data: bytes) -> dict[str, Any]:
     """
     if len(data) > MAX_BYTES:
         raise Refused("unreadable", f"the file is larger than {MAX_BYTES >> 20} MiB",
-                      fix="this is no radflow job or release file")
+                      fix="this is not a job file or a release file")
     try:
         envelope = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise Refused("unreadable", f"the file is not a radflow envelope ({exc})",
+        raise Refused("unreadable", f"the file is not an envelope: a job or release file ({exc})",
                       fix="check that the whole file was carried over") from None
     if not isinstance(envelope, dict) or not isinstance(envelope.get("payload"), dict):
-        raise Refused("unreadable", "the file is not a radflow envelope (no payload)",
+        raise Refused("unreadable", "the file is not an envelope: a job or release file (no payload)",
                       fix="check that the whole file was carried over")
     if envelope.get("format") != FORMAT:
         raise Refused("unsupported_format", f"envelope format {envelope.get('format')!r} is not "
-                      f"the one this radflow reads ({FORMAT})",
-                      fix="use the same radflow release at both ends")
+                      f"the format this installation reads ({FORMAT})",
+                      fix="use the same release of radflow at both ends")
     return envelope
 
 

@@ -52,7 +52,7 @@ def export_job(home: Any, study_id: str, site: str, actor: str = "cli") -> tuple
         if job is None:
             raise ConfigurationError(f"study {study_id} has no open job for site {site!r}",
                                      fix="a study queues its jobs when its run starts (try again"
-                                         " in a moment); radflow study show STUDY lists them")
+                                         " in a moment); `radflow study show STUDY` lists them")
         version = session.get(HubVersion, job.version_hash)
         payload = {
             "job": {"id": job.id, "study": study_id, "version": job.version_hash,
@@ -95,7 +95,7 @@ def import_release(home: Any, data: bytes, actor: str = "cli") -> dict[str, Any]
         keys = public_keys(engine, [sender])
         if sender not in keys or sender == "hub":
             raise Refused("unknown_site", f"the file comes from {sender!r}, which is not an "
-                          "enrolled site of this hub", fix="radflow hub fleet lists the sites")
+                          "enrolled site of this hub", fix="`radflow hub fleet` lists the sites")
         payload = open_envelope(data, RELEASE, "hub", keys[sender].encode())
         try:
             result = JobResult.model_validate(payload.get("result"))
