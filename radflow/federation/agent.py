@@ -264,7 +264,8 @@ class Agent(ServiceLoop):
         refused, manifest = self.verify(job)
         if refused:
             return refused
-        if load_policy(self.root).require_access_request:  # under an approved request only
+        policy = load_policy(self.root)
+        if policy.require_access_request:  # under an approved request only
             from radflow.federation.access import cohort_hash, permits
 
             if permits(self.ctx.catalog_url, manifest.name, cohort_hash(job["params"])) is None:
@@ -272,7 +273,7 @@ class Agent(ServiceLoop):
                     f"no access request this site approved covers {manifest.name} on this "
                     "cohort (require_access_request)"))
         if releases_weights(manifest.release_schema, job["params"]) and \
-                not load_policy(self.root).allow_weights:  # refused before any work is done
+                not policy.allow_weights:  # refused before any work is done
             self.logger.warning("job %s: the round releases model weights; this site's "
                                 "policy does not allow them (allow_weights)", job["id"])
             return self.decide(job, refusal="policy_violation:weights",

@@ -82,17 +82,17 @@ def collect(catalog_url: str) -> dict[str, Any]:
     from radflow.results.current import current_units
 
     with session_scope(catalog_url) as session:
-        units = current_units()
-        seg = set(session.exec(select(units.c.source_series_uid).where(
-            units.c.kind == ResultKind.SEG.value).distinct()).all())
-        featured = set(session.exec(select(units.c.source_series_uid).where(
-            units.c.segment.is_not(None)).distinct()).all())
-        accepted = set(session.exec(
-            select(col(DerivedResult.source_series_uid)).where(
-                col(DerivedResult.id).in_(select(units.c.id).where(
-                    units.c.kind == ResultKind.SEG.value)),
+        units = current_units()  # (the rule's SQL is the costly part: asked once)
+        found = session.exec(select(units.c.id, units.c.source_series_uid, units.c.kind,
+                                    units.c.segment)).all()
+        current_segs = {i for i, _, kind, _ in found if kind == ResultKind.SEG.value}
+        seg = {uid for _, uid, kind, _ in found if kind == ResultKind.SEG.value}
+        featured = {uid for _, uid, _, segment in found if segment is not None}
+        accepted = {uid for i, uid in session.exec(
+            select(col(DerivedResult.id), col(DerivedResult.source_series_uid)).where(
+                col(DerivedResult.kind) == ResultKind.SEG,
                 (col(DerivedResult.status) == ResultStatus.ACCEPTED)
-                | (col(DerivedResult.algorithm) == "correction")).distinct()).all())
+                | (col(DerivedResult.algorithm) == "correction"))) if i in current_segs}
         rows = session.exec(select(Series.series_uid, Series.modality, Series.body_part,
                                    Series.manufacturer, Series.patient_sex, Series.age_years,
                                    Series.study_date)).all()

@@ -244,6 +244,7 @@ def readiness(engine: Engine, name: str, chosen: list[str] | None = None,
     version = newest_version(engine, name)
     if version is None:
         raise KeyError(name)
+    cohort = cohort_hash(params)
     manifest = SignedVersion.model_validate_json(version.signed).manifest
     reports, fleet_rows = known or (latest_reports(engine), fleet(engine, now=now))
     rows = {row["site"]: row for row in fleet_rows}
@@ -280,7 +281,7 @@ def readiness(engine: Engine, name: str, chosen: list[str] | None = None,
                                          f"{have[normalize(dist)]})",
                                  "fix": f"pip install '{dist}=={exact}' at the site"})
         if report.policy.get("require_access_request") and not approved_for(
-                engine, site, name, cohort_hash(params)):
+                engine, site, name, cohort):
             blocking.append({"code": "no_access_request", "text": "its policy runs a study only "
                              "under an access request its steward approved (none covers "
                              f"{name} on this cohort)", "fix": "file an access request "
@@ -296,5 +297,3 @@ def readiness(engine: Engine, name: str, chosen: list[str] | None = None,
                     "blocking": blocking, "warnings": warnings})
     return {"flow": name, "version": version.hash, "requires": manifest.requires,
             "plugins": manifest.plugins, "sites": out}
-
-
