@@ -186,6 +186,9 @@ def test_the_hub_killed_during_a_round(faults, manager, cli) -> None:
         # alpha goes on without the hub: its outcome is decided and waits in the outbox
         poll(lambda: state_of(alpha, second) == "sending", 120,
              "alpha's outcome decided while the hub is away")
+        # the entry is written with the decision; the sender's first try follows it
+        poll(lambda: outbox_of(alpha, second)[0].attempts >= 1, 60,
+             "alpha's first try to post its outcome", every=0.1)
         (entry,) = outbox_of(alpha, second)
         assert entry.state == "pending" and entry.attempts >= 1 and entry.last_error
         assert component("agent").process(alpha).pid == agent_pid  # no crash, no restart
@@ -207,6 +210,9 @@ def test_the_hub_killed_during_a_round(faults, manager, cli) -> None:
     finally:
         if runner.poll() is None:
             runner.kill()
+        # idempotent, and the next tests need the hub whether this one failed or not
+        subprocess.run([*RADFLOW, "hub", "up"], env=faults["env"], capture_output=True,
+                       timeout=400, check=False)
     assert runner.returncode == 0, f"{out}\n{err}"
     result = json.loads(out)
     assert result["study"] == study
