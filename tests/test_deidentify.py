@@ -311,3 +311,49 @@ def test_scrub_removes_identifiers_and_date_shapes() -> None:
     known = ["Zyxplant", "MRN5550123"]
     assert scrub("CT of ZYXPLANT on 2021-03-04, MRN5550123 / 123456", known) == "CT of on , /"
     assert scrub("thorax 3.5mm", known) == "thorax 3.5mm"
+
+
+def test_a_project_and_its_files_export_from_the_command_line(site, cli, source, tmp_path) -> None:
+    """`radflow export project create` makes a project and a key only the site's user reads;
+    `radflow export files` de-identifies by it into a folder, audited with the manifest's hash;
+    bad names, options and folders are refused with the fix."""
+    from radflow import audit
+    from radflow.export.projects import projects_dir
+
+    name = f"reader-{secrets.token_hex(3)}"
+    options = [a for o in OPTIONS_CHOSEN for a in ("--option", o)]
+    made = json.loads(cli("export", "project", "create", name, *options, "--purpose",
+                          "a reader study", "--site", "alpha", "--json", check=True).stdout)
+    assert made["options"] == list(OPTIONS_CHOSEN)
+    key = projects_dir(site.paths.root) / f"{name}.key"
+    assert key.stat().st_mode & 0o077 == 0 and len(bytes.fromhex(key.read_text().strip())) == 32
+    listed = json.loads(cli("export", "project", "list", "--site", "alpha", "--json",
+                            check=True).stdout)
+    assert name in [p["name"] for p in listed]
+    again = cli("export", "project", "create", name, "--site", "alpha")
+    assert again.returncode != 0 and "exists already" in again.stderr
+    bad = cli("export", "project", "create", "x-" + name, "--option", "keep-names", "--site", "alpha")
+    assert bad.returncode != 0 and "choose from" in bad.stderr
+
+    out = tmp_path / "set"
+    done = json.loads(cli("export", "files", *map(str, source["files"]), "--project", name,
+                          "--out", str(out), "--site", "alpha", "--json", check=True).stdout)
+    assert done["instances"] == len(source["files"]) and done["held_back"] == []
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["project"] == name and len(manifest["files"]) == done["instances"]
+    import hashlib
+    assert hashlib.sha256((out / MANIFEST).read_bytes()).hexdigest() == done["manifest_sha256"]
+    events = [e for e in audit.events(site.catalog_url) if e.subject == f"export-project:{name}"]
+    assert [e.action for e in events] == ["export.project", "export.files"]
+    assert json.loads(events[-1].detail)["manifest_sha256"] == done["manifest_sha256"]
+    # the same project gives the same pseudonyms next time; a non-empty folder is refused
+    refused = cli("export", "files", str(source["files"][0]), "--project", name, "--out",
+                  str(out), "--site", "alpha")
+    assert refused.returncode != 0 and "not empty" in refused.stderr
+    second = tmp_path / "again"
+    cli("export", "files", str(source["files"][0]), "--project", name, "--out", str(second),
+        "--site", "alpha", check=True)
+    (first_file,) = [f for f in manifest["files"] if f["path"].endswith(
+        next(p.name for p in (second).rglob("*.dcm")))]
+    assert pydicom.dcmread(out / first_file["path"]).PatientID == \
+        pydicom.dcmread(next(second.rglob("*.dcm"))).PatientID

@@ -22,6 +22,7 @@ from radflow.cli.cohort import app as cohort_app
 from radflow.cli.common import err_console
 from radflow.cli.data import app as data_app
 from radflow.cli.discover import discover, hub_access_app, site_access_app
+from radflow.cli.export import app as export_app
 from radflow.cli.hub import app as hub_app
 from radflow.cli.hub import publish
 from radflow.cli.offline import hub_job_app, hub_key, hub_release_app, join_offline, site_job_app
@@ -73,6 +74,7 @@ app.add_typer(hub_app, name="hub")
 app.command("publish")(publish)
 app.command("discover")(discover)
 app.add_typer(study_app, name="study")
+app.add_typer(export_app, name="export")
 
 
 def _plugin_groups() -> None:
