@@ -90,6 +90,7 @@ def export_files(
     from radflow.cli.common import site_context
     from radflow.errors import ConfigurationError, DicomInputError
     from radflow.export import projects
+    from radflow.export.mapping import remember
     from radflow.export.writer import manifest_hash, write_set
 
     ctx = site_context(site)
@@ -110,6 +111,7 @@ def export_files(
     report, _ = write_set(datasets(), chosen.deidentifier(ctx.paths.root), out,
                                  project=project)
     digest = manifest_hash(out)
+    remember(ctx.paths.root, project, f"files-{digest[:12]}", report.patients)
     record(ctx.catalog_url, actor=_user(), action="export.files",
            subject=f"export-project:{project}",
            detail={"files": report.instances, "held_back": len(report.held),
@@ -127,3 +129,144 @@ def export_files(
     for held in report.held.values():
         console.print(f"held back: series {held.series_uid} ({held.modality}): {held.reason}",
                       highlight=False)
+
+
+def _show(entry: dict) -> str:
+    what = entry["plan"]
+    modalities = ", ".join(f"{n} {m or '?'}" for m, n in sorted(what["by_modality"].items()))
+    kinds: dict[str, int] = {}
+    for r in what["results"]:
+        kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+    results = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no results"
+    lines = [f"export {entry['id']}  {entry['state']}  project {entry['project']} "
+             f"(options: {', '.join(entry['options']) or 'none'})",
+             f"  cohort {what['cohort']}: {what['cohort_in_words']}",
+             f"  {len(what['series'])} series ({modalities}), {results}, "
+             f"{what['instances']} instances -> {entry['target']}",
+             f"  requested by {entry['requested_by']} at {entry['requested_at']}"]
+    if entry.get("decided_by"):
+        lines.append(f"  {entry['state']} by {entry['decided_by']} {entry.get('reason') or ''}")
+    if entry.get("result"):
+        r = entry["result"]
+        lines.append(f"  {r['instances']} instances written, manifest {r['manifest_sha256'][:12]}")
+        lines += [f"  held back: series {h['series_uid']} ({h['modality']}): {h['reason']}"
+                  for h in r["held_back"]]
+    return "\n".join(lines)
+
+
+@app.command("run")
+def export_run(
+    project: str = typer.Argument(..., help="The export project."),
+    cohort: str = typer.Option(None, "--cohort", "-c", help="The saved cohort to export."),
+    to: str = typer.Option(None, "--to", help="folder:PATH, zip:PATH.zip or dicomweb:URL."),
+    request_id: str = typer.Option(None, "--request", help="Run this approved export instead."),
+    site: str | None = SITE, json_out: bool = JSON,
+) -> None:
+    """Export a cohort de-identified: files the request (a data steward approves it where the
+    policy says so), and exports at once when it is approved."""
+    from radflow.cli.common import site_context
+    from radflow.errors import ConfigurationError
+    from radflow.export import run
+    from radflow.federation.policy import load_policy
+
+    ctx = site_context(site)
+    root = ctx.paths.root
+    if request_id is None:
+        if not cohort or not to:
+            raise ConfigurationError("an export needs --cohort and --to (or --request ID)",
+                                     fix="e.g. radflow export run PROJECT --cohort NAME "
+                                         "--to folder:PATH")
+        entry = run.request(root, ctx.catalog_url, project=project, cohort=cohort, target=to,
+                            actor=_user(),
+                            requires_steward=load_policy(root).export_requires_steward)
+        if entry["state"] == "waiting":
+            if json_out:
+                print_json(entry)
+                return
+            console.print(_show(entry), highlight=False)
+            console.print(f"waits for a data steward: `radflow export approve {entry['id']}`, "
+                          f"then `radflow export run {project} --request {entry['id']}`",
+                          highlight=False)
+            return
+        request_id = entry["id"]
+    entry = run.execute(root, ctx.catalog_url, ctx.orthanc_client(), request_id, actor=_user())
+    if json_out:
+        print_json(entry)
+        return
+    console.print(_show(entry), highlight=False)
+
+
+@app.command("list")
+def export_list(site: str | None = SITE, json_out: bool = JSON) -> None:
+    """The site's exports, newest first."""
+    from radflow.cli.common import site_context
+    from radflow.export import run
+
+    entries = run.listing(site_context(site).paths.root)
+    if json_out:
+        print_json(entries)
+        return
+    for entry in entries:
+        console.print(_show(entry), highlight=False)
+    if not entries:
+        console.print("no export yet")
+
+
+@app.command("show")
+def export_show(export_id: str, site: str | None = SITE, json_out: bool = JSON) -> None:
+    """What an export takes and where it goes (what the steward decides on)."""
+    from radflow.cli.common import site_context
+    from radflow.export import run
+
+    entry = run.load(site_context(site).paths.root, export_id)
+    if json_out:
+        print_json(entry)
+        return
+    console.print(_show(entry), highlight=False)
+
+
+@app.command("approve")
+def export_approve(export_id: str, reason: str = typer.Option("", help="A note."),
+                   site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Approve an export (data steward): it may then run."""
+    _decide(site, export_id, True, reason, json_out)
+
+
+@app.command("decline")
+def export_decline(export_id: str, reason: str = typer.Option(..., help="Why."),
+                   site: str | None = SITE, json_out: bool = JSON) -> None:
+    """Decline an export (data steward): it does not run."""
+    _decide(site, export_id, False, reason, json_out)
+
+
+def _decide(site: str | None, export_id: str, approve: bool, reason: str, json_out: bool) -> None:
+    from radflow.cli.common import site_context
+    from radflow.export import run
+
+    ctx = site_context(site)
+    entry = run.decide(ctx.paths.root, ctx.catalog_url, export_id, approve=approve,
+                       actor=_user(), reason=reason)
+    if json_out:
+        print_json(entry)
+        return
+    console.print(_show(entry), highlight=False)
+
+
+@app.command("reidentify")
+def export_reidentify(
+    pseudonym: str, project: str = typer.Option(..., "--project", "-p"),
+    reason: str = typer.Option(..., help="Why (audited before the answer)."),
+    site: str | None = SITE, json_out: bool = JSON,
+) -> None:
+    """The patient behind a pseudonym of a project's exports (data steward; audited)."""
+    from radflow.cli.common import site_context
+    from radflow.export.mapping import reidentify
+
+    ctx = site_context(site)
+    found = reidentify(ctx.paths.root, ctx.catalog_url, project, pseudonym, actor=_user(),
+                       reason=reason)
+    if json_out:
+        print_json(found)
+        return
+    console.print(f"{pseudonym} is patient {found['patient_id']} (exports "
+                  f"{', '.join(found['exports'])})", highlight=False)

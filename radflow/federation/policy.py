@@ -46,6 +46,8 @@ class SitePolicy(BaseModel):
                                          "change of policy)")
     require_access_request: bool = Field(default=False, description="a study runs here only "
                                          "under an access request this site's steward approved")
+    export_requires_steward: bool = Field(default=True, description="a de-identified export "
+                                          "leaves only after a data steward approved it")
     approved: list[str] = Field(default_factory=list, description="approved flow versions, by "
                                 "content hash (nothing is approved by default)")
     approved_models: list[str] = Field(default_factory=list, description="approved model "
@@ -65,8 +67,9 @@ class SitePolicy(BaseModel):
 
 
 APPROVALS = ("approved", "approved_models")  # set by approving, never by `policy set`
+# not about a release: in the site's report only
 FLEET_ONLY = {"discovery", "discovery_min_count", "discovery_round_to", "discovery_every_hours",
-              "require_access_request"}  # not about a release: in the site's report only
+              "require_access_request", "export_requires_steward"}
 
 
 def policy_path(site_root: Path) -> Path:
