@@ -59,6 +59,10 @@ class OrthancClient:
         self._session = requests.Session()  # uploads: Orthanc's error body matters there
         self._session.auth = (username, password)
 
+    def credentials(self) -> tuple[str, str, str]:
+        """(url, username, password): to make the same client in another process."""
+        return self.url, self._username, self._password
+
     def __repr__(self) -> str:  # never shows the password
         return f"OrthancClient({self.url!r}, user={self._username!r})"
 

@@ -18,6 +18,7 @@ import requests
 from conftest import RADFLOW, dciodvfy, free_port, send, wait_settled
 from sqlmodel import select
 from test_deidentify import OPTIONS_CHOSEN, planted_strings, source  # noqa: F401 (a fixture)
+from test_worklist import app_url, log_in
 
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import Series
@@ -84,7 +85,7 @@ def put_in_site(site, orthanc, made: dict) -> str:
 
 
 def test_a_cohort_leaves_de_identified_after_the_stewards_approval(
-        site, orthanc, cli, source, partner, tmp_path) -> None:  # noqa: F811
+        site, orthanc, cli, source, partner, browser, shots, tmp_path) -> None:  # noqa: F811
     put_in_site(site, orthanc, source)
     cohort = f"export-{secrets.token_hex(3)}"
     cli("cohort", "create", cohort, "-f", "series_description~zyxplant", "--site", site.name,
@@ -104,7 +105,21 @@ def test_a_cohort_leaves_de_identified_after_the_stewards_approval(
     assert early.returncode != 0 and "radflow export approve" in early.stderr
     shown = cli("export", "show", asked["id"], "--site", site.name, check=True).stdout
     assert "1 series (1 CT), 1 SEG, 1 SR" in shown and "series_description" in shown
-    cli("export", "approve", asked["id"], "--site", site.name, check=True)
+    # the steward sees it on the Federation page, and approves it there
+    steward = log_in(browser, site, "steward", "/federation")
+    card = f".export-request[data-export='{asked['id']}']"
+    text = steward.inner_text(card)
+    assert "a reader study at a partner" in text and "1 series (1 CT), 1 SEG, 1 SR" in text
+    assert steward.inner_text(f"{card} .cohort") == asked["plan"]["cohort_in_words"]
+    assert f"folder:{folder}" in text and "clean-structured-content" in text
+    steward.locator(card).scroll_into_view_if_needed()
+    steward.screenshot(path=str(shots / "federation-export.png"), full_page=True)
+    steward.click(f"{card} button[value=approve]")
+    steward.wait_for_url(f"{app_url(site)}/federation#exports")
+    assert "approved" in steward.inner_text(".flash")
+    steward.context.close()
+    assert cli("export", "show", asked["id"], "--site", site.name, "--json",
+               check=True).stdout.count('"approved"') >= 1
     done = json.loads(cli("export", "run", project, "--request", asked["id"], "--site",
                           site.name, "--json", check=True).stdout)
     assert done["state"] == "done" and done["result"]["held_back"] == []

@@ -48,6 +48,9 @@ PATIENT_ID, PATIENT_NAME = 0x00100020, 0x00100010
 PSEUDONYMS = {PATIENT_ID: "patient", PATIENT_NAME: "patient", 0x00080050: "accession",
               0x00200010: "study-id"}
 CONTENT_SEQUENCE = 0x0040A730
+# what a safety net may act on when the table does not list the attribute (None: an implicit
+# VR file, whose element must be read to know)
+NET_VRS = {"PN", "DA", "DT", "ST", "LT", "UT", "SQ", None}
 
 
 @dataclass(frozen=True)
@@ -245,20 +248,24 @@ class _Context:
         self.offset = owner.date_offset(patient_id)
 
     def walk(self, ds: Any, top: bool = False) -> None:
-        for element in list(ds):
-            tag = int(element.tag)
-            if element.tag.is_private:
-                if not self._private_safe(ds, element):
+        rules = self.owner.profile.rule
+        for key in list(ds.keys()):
+            tag = int(key)
+            group, number = tag >> 16, tag & 0xFFFF
+            if group % 2:  # private
+                if not self._private_safe(ds, ds[key]):
                     del ds[tag]
                 continue
-            group, number = tag >> 16, tag & 0xFFFF
             if 0x5000 <= group <= 0x50FF or (0x6000 <= group <= 0x60FF and number in (0x3000, 0x4000)):
                 del ds[tag]  # curves, overlay data and overlay comments (Table E.1-1's xx rows)
                 continue
             if group == 0x0002:
                 continue
-            rule = self.owner.profile.rule(tag) or self._net(element)
-            self._act(ds, element, rule, top)
+            rule = rules(tag)
+            if rule is None and ds.get_item(key).VR not in NET_VRS:
+                continue  # neither in the table nor caught by a safety net (read as it is)
+            element = ds[key]
+            self._act(ds, element, rule or self._net(element), top)
 
     def _net(self, element: Any) -> Rule:
         """What an attribute the table does not list gets: names and dates as the table's

@@ -80,7 +80,39 @@ def federation_page(request: Request, me: User = Depends(steward)) -> Response:
                 for r in pending_releases(ctx.catalog_url)]
     return render(request, "federation.html", {
         "jobs": jobs, "problem": problem, "releases": releases, "policy": policy,
-        "access": _access(ctx, problem is None), "flash": request.session.pop("flash", None)})
+        "access": _access(ctx, problem is None), "exports": _exports(ctx),
+        "flash": request.session.pop("flash", None)})
+
+
+def _exports(ctx: Any) -> list[dict[str, Any]]:
+    """The de-identified exports: those waiting for a steward first, then the ten newest."""
+    from radflow.export import run
+
+    entries = run.listing(ctx.paths.root)
+    waiting = [e for e in entries if e["state"] == "waiting"]
+    return waiting + [e for e in entries if e["state"] != "waiting"][:10]
+
+
+@router.post("/federation/exports/{export_id}")
+def decide_export(request: Request, export_id: str, csrf: str | None = Form(None),
+                  decision: str = Form(...), reason: str = Form(""),
+                  me: User = Depends(steward)) -> Response:
+    from radflow.export import run
+
+    check_csrf(request, csrf)
+    if decision not in ("approve", "decline"):
+        raise HTTPException(422, f"unknown decision {decision!r}: approve or decline")
+    ctx = request.app.state.ctx
+    try:
+        run.decide(ctx.paths.root, ctx.catalog_url, export_id, approve=decision == "approve",
+                   actor=f"web:{me.sub}", reason=reason[:2000])
+    except RadflowError as exc:
+        request.session["flash"] = f"Export {export_id}: not decided: {exc.message} ({exc.fix})"
+        return RedirectResponse("/federation#exports", 303)
+    request.session["flash"] = (f"Export {export_id}: {decision}d (in the audit log)."
+                                + (" It runs with `radflow export run PROJECT --request ID`."
+                                   if decision == "approve" else ""))
+    return RedirectResponse("/federation#exports", 303)
 
 
 def _access(ctx: Any, hub_answers: bool) -> list[dict[str, Any]]:
