@@ -44,6 +44,12 @@ CORE_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         tags=("radflow", "federation"),
     ),
     DeploymentSpec(
+        flow="radflow.flows.export.export_cohort",
+        description="A de-identified export filed on the site web app, once a data steward "
+                    "approved it (radflow export show ID).",
+        tags=("radflow", "export"),
+    ),
+    DeploymentSpec(
         flow="radflow.flows.segment_quantify.segment_and_quantify_case",
         description="Segmentation and radiomics of one series (the unit of work and of review).",
         tags=("radflow", "segmentation", "radiomics", "case"),

@@ -5,6 +5,7 @@ and a second Orthanc over STOW-RS; re-identified by the steward, audited through
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -84,15 +85,24 @@ def put_in_site(site, orthanc, made: dict) -> str:
     return ct_uid
 
 
-def test_a_cohort_leaves_de_identified_after_the_stewards_approval(
-        site, orthanc, cli, source, partner, browser, shots, tmp_path) -> None:  # noqa: F811
-    put_in_site(site, orthanc, source)
+@pytest.fixture(scope="module")
+def prepared(site, source) -> dict:  # noqa: F811
+    """The case in the site (CT, SEG, SR), a cohort of it and an export project."""
+    from conftest import run_cli as cli
+
+    put_in_site(site, site.orthanc_client(), source)
     cohort = f"export-{secrets.token_hex(3)}"
     cli("cohort", "create", cohort, "-f", "series_description~zyxplant", "--site", site.name,
         check=True)
     project = f"reader-{secrets.token_hex(3)}"
     cli("export", "project", "create", project, *[a for o in OPTIONS_CHOSEN for a in ("-o", o)],
         "--purpose", "a reader study at a partner", "--site", site.name, check=True)
+    return {"cohort": cohort, "project": project, "instances": len(source["files"])}
+
+
+def test_a_cohort_leaves_de_identified_after_the_stewards_approval(
+        site, cli, source, prepared, partner, browser, shots, tmp_path) -> None:  # noqa: F811
+    cohort, project = prepared["cohort"], prepared["project"]
 
     # the policy asks for a steward: the request waits, and says what would leave
     folder = tmp_path / "set"
@@ -183,3 +193,50 @@ def test_a_cohort_leaves_de_identified_after_the_stewards_approval(
     done_event = next(e for e in events if e.action == "export.done"
                       and e.subject == f"export:{asked['id']}")
     assert json.loads(done_event.detail)["manifest_sha256"] == done["result"]["manifest_sha256"]
+
+
+def test_a_researcher_exports_from_the_cohorts_page(site, prepared, browser, shots) -> None:
+    """Explore's cohort page: a researcher files the export, the steward approves it on the
+    Federation page, it runs on the site's worker with its progress on the cohort's page, and
+    the researcher downloads the zip; a radiologist may not export."""
+    from test_worklist import cookies
+
+    cohort, project = prepared["cohort"], prepared["project"]
+    researcher = log_in(browser, site, "researcher", f"/cohorts/{cohort}")
+    researcher.select_option("#export-project", project)
+    researcher.click("#export button[type=submit]")
+    researcher.wait_for_url(f"{app_url(site)}/cohorts/{cohort}#exports")
+    assert "waits for a data steward" in researcher.inner_text(".flash")
+    row = researcher.locator("#exportrows tr").first
+    export_id = row.get_attribute("data-export")
+    assert "waiting" in row.inner_text()
+
+    steward = log_in(browser, site, "steward", "/federation")
+    steward.click(f".export-request[data-export='{export_id}'] button[value=approve]")
+    steward.wait_for_url(f"{app_url(site)}/federation#exports")
+    assert "runs on the site's worker" in steward.inner_text(".flash")
+    steward.context.close()
+
+    researcher.reload()
+    researcher.wait_for_selector(f"#exportrows tr[data-export='{export_id}'] .link a",
+                                 timeout=180_000)  # the page polls until the zip is there
+    assert "done" in researcher.inner_text(f"#exportrows tr[data-export='{export_id}'] .state")
+    researcher.screenshot(path=str(shots / "explore-export.png"), full_page=True)
+    answer = cookies(researcher).get(f"{app_url(site)}/exports/{export_id}/download", timeout=60)
+    assert answer.status_code == 200, answer.text
+    with zipfile.ZipFile(io.BytesIO(answer.content)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        assert manifest["project"] == project and manifest["instances"] == prepared["instances"]
+        for name in archive.namelist():
+            assert b"MRN5550123" not in archive.read(name)
+    researcher.context.close()
+
+    radiologist = log_in(browser, site, "radiologist", f"/cohorts/{cohort}")
+    assert radiologist.locator("#no-export").count() == 1
+    assert cookies(radiologist).get(f"{app_url(site)}/exports/{export_id}/download",
+                                    timeout=30).status_code == 403
+    radiologist.context.close()
+    from radflow import audit
+    actions = [e.action for e in audit.events(site.catalog_url) if e.subject == f"export:{export_id}"]
+    assert actions == ["export.requested", "export.approved", "export.started", "export.done",
+                       "export.downloaded"]

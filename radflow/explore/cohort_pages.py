@@ -239,6 +239,7 @@ def cohort_page(request: Request, name: str, page: int = 0,
                 me: User = Depends(explorer)) -> Response:
     from radflow.catalog.db import session_scope
     from radflow.cohorts import count_series
+    from radflow.explore.export_pages import EXPORT_ROLES, cohort_exports, projects_of
     from radflow.web.app import render
 
     definition, record = _cohort(request, name)
@@ -251,6 +252,8 @@ def cohort_page(request: Request, name: str, page: int = 0,
         "series": _series_rows(request, definition, page * PAGE, PAGE),
         "may_run": me.has(*RUN_ROLES), "may_view": me.has(*CLINICAL_ROLES),
         "runs": _runs(request, name), "flash": _flash(request), "run_token": uuid.uuid4().hex,
+        "exports": cohort_exports(request, name), "projects": projects_of(request),
+        "may_export": me.has(*EXPORT_ROLES),
         "builder": "/cohorts/new?" + urlencode({"definition": json.dumps(definition.canonical())})})
 
 

@@ -157,10 +157,12 @@ def _series_rows(request: Request, definition: Any, offset: int, limit: int,
 
 def pages() -> Any:
     from radflow.explore.cohort_pages import router as cohort_pages
+    from radflow.explore.export_pages import router as export_pages
     from radflow.explore.viewer import router as viewer
     from radflow.web import WebPages
 
     router.include_router(cohort_pages)
+    router.include_router(export_pages)
     router.include_router(viewer)
     return WebPages(router=router, templates=TEMPLATES, nav=(
         ("Explore", "/explore", EXPLORE_ROLES), ("Cohorts", "/cohorts", EXPLORE_ROLES)))

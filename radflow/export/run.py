@@ -42,6 +42,8 @@ class Target:
 
     @classmethod
     def parse(cls, text: str) -> Target:
+        if text == "outbox":  # a zip kept at the site, downloaded from the web app
+            return cls("outbox", "")
         kind, sep, where = text.partition(":")
         if sep and kind in ("folder", "zip", "dicomweb") and where:
             return cls(kind, where)
@@ -53,7 +55,12 @@ class Target:
                                  fix="use folder:PATH, zip:PATH.zip or dicomweb:URL")
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.where}"
+        return "outbox" if self.kind == "outbox" else f"{self.kind}:{self.where}"
+
+
+def outbox_zip(root: Path, export_id: str) -> Path:
+    """Where an ``outbox`` export's zip waits for its download."""
+    return root / "export" / "outbox" / f"{export_id}.zip"
 
 
 def requests_dir(root: Path) -> Path:
@@ -101,7 +108,7 @@ def plan(catalog_url: str, cohort: str) -> dict[str, Any]:
 
 
 def request(root: Path, catalog_url: str, *, project: str, cohort: str, target: str,
-            actor: str, requires_steward: bool) -> dict[str, Any]:
+            actor: str, requires_steward: bool, origin: str = "cli") -> dict[str, Any]:
     """File an export request (audited with its plan); approved at once where the policy
     does not ask for a steward."""
     from radflow.audit import record
@@ -115,7 +122,7 @@ def request(root: Path, catalog_url: str, *, project: str, cohort: str, target: 
     entry = {"id": uuid.uuid4().hex[:12], "project": project, "options": chosen.options,
              "purpose": chosen.purpose, "target": str(where), "requested_by": actor,
              "requested_at": _now(), "state": "waiting", "plan": what, "decided_by": None,
-             "reason": "", "result": None}
+             "reason": "", "result": None, "origin": origin, "progress": 0}
     record(catalog_url, actor=actor, action="export.requested", subject=f"export:{entry['id']}",
            detail=_summary(entry))
     if not requires_steward:
@@ -225,8 +232,13 @@ def _one_instance(instance_id: str) -> dict[str, Any]:
     return one(pydicom.dcmread(io.BytesIO(answer.content)), _WORKER["deid"], _WORKER["out"])
 
 
+def _progress(root: Path, entry: dict[str, Any], done: int) -> None:
+    entry["progress"] = done
+    _save(root, entry)
+
+
 def _write(ids: list[str], deid: Any, out: Path, orthanc: tuple[str, str, str],
-           workers: int) -> Any:
+           workers: int, progress: Any = None) -> Any:
     """Every instance through :func:`radflow.export.writer.one`, ``workers`` processes side
     by side (in this process for a small export: a process takes half a second to start)."""
     import multiprocessing
@@ -239,17 +251,17 @@ def _write(ids: list[str], deid: Any, out: Path, orthanc: tuple[str, str, str],
     if workers <= 1:
         _init(deid, out, orthanc)
         outcomes: Any = map(_one, ids)
-        for outcome in outcomes:
-            _take(report, outcome)
+        for done, outcome in enumerate(outcomes, start=1):
+            _take(report, outcome, progress, done)
         return report
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init, initargs=(deid, out, orthanc)) as pool:
-        for outcome in pool.map(_one, ids, chunksize=4):
-            _take(report, outcome)
+        for done, outcome in enumerate(pool.map(_one, ids, chunksize=4), start=1):
+            _take(report, outcome, progress, done)
     return report
 
 
-def _take(report: Any, outcome: dict[str, Any]) -> None:
+def _take(report: Any, outcome: dict[str, Any], progress: Any = None, done: int = 0) -> None:
     from radflow.errors import DicomInputError
     from radflow.export.writer import add
 
@@ -258,6 +270,8 @@ def _take(report: Any, outcome: dict[str, Any]) -> None:
                               f"{outcome['error']}", fix="repair or remove that instance in "
                               "Orthanc, then file the export again")
     add(report, outcome)
+    if progress is not None and done % 25 == 0:
+        progress(done)
 
 
 def execute(root: Path, catalog_url: str, orthanc: Any, export_id: str, *,
@@ -290,13 +304,16 @@ def execute(root: Path, catalog_url: str, orthanc: Any, export_id: str, *,
         Path(tempfile.mkdtemp(prefix=f"export-{export_id}-", dir=_staging_root(root)))
     try:
         ids = _instances(orthanc, entry)
+        entry["total"] = len(ids)
         report = _write(ids, deid, staging, orthanc.credentials(),
-                        WORKERS if len(ids) >= 50 else 1)
+                        WORKERS if len(ids) >= 50 else 1,
+                        progress=lambda done: _progress(root, entry, done))
         manifest = finish(report, deid, staging, entry["plan"]["cohort_hash"], entry["project"])
         digest = manifest_hash(staging)
         remember(root, chosen.name, export_id, report.patients)
-        if target.kind == "zip":
-            _zip(staging, Path(target.where))
+        if target.kind in ("zip", "outbox"):
+            _zip(staging, Path(target.where) if target.kind == "zip"
+                 else outbox_zip(root, export_id))
         elif target.kind == "dicomweb":
             _stow(staging, manifest, target.where)
     except Exception as exc:
@@ -315,7 +332,7 @@ def execute(root: Path, catalog_url: str, orthanc: Any, export_id: str, *,
     record(catalog_url, actor=actor, action="export.done", subject=subject,
            detail={**_summary(entry), **{k: v for k, v in result.items() if k != "held_back"},
                    "held_back": len(held)})
-    entry.update(state="done", result=result, finished_at=_now())
+    entry.update(state="done", result=result, finished_at=_now(), progress=len(ids))
     _save(root, entry)
     return entry
 
@@ -361,3 +378,12 @@ def _stow(folder: Path, manifest: dict[str, Any], url: str, batch: int = 50) -> 
         if failed:
             raise ConfigurationError(f"{url} refused {len(failed)} instance(s)",
                                      fix="read the receiving server's log")
+
+
+def start_on_worker(ctx: Any, export_id: str) -> str:
+    """Start the approved export on the site's worker (deployment ``export-cohort/SITE``, the
+    export's id its idempotency key: one run per export); returns the flow run's id."""
+    started = ctx.prefect().create_flow_run(
+        f"export-cohort/{ctx.name}", {"export_id": export_id, "site": ctx.name},
+        idempotency_key=f"export-{export_id}", tags=("radflow", "export", f"export:{export_id}"))
+    return str(started.id)

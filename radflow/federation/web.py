@@ -104,14 +104,20 @@ def decide_export(request: Request, export_id: str, csrf: str | None = Form(None
         raise HTTPException(422, f"unknown decision {decision!r}: approve or decline")
     ctx = request.app.state.ctx
     try:
-        run.decide(ctx.paths.root, ctx.catalog_url, export_id, approve=decision == "approve",
-                   actor=f"web:{me.sub}", reason=reason[:2000])
+        entry = run.decide(ctx.paths.root, ctx.catalog_url, export_id,
+                           approve=decision == "approve", actor=f"web:{me.sub}",
+                           reason=reason[:2000])
+        on_worker = entry["state"] == "approved" and entry.get("origin") == "web"
+        if on_worker:  # filed on the cohort's page: it runs here, the zip is offered there
+            run.start_on_worker(ctx, export_id)
     except RadflowError as exc:
         request.session["flash"] = f"Export {export_id}: not decided: {exc.message} ({exc.fix})"
         return RedirectResponse("/federation#exports", 303)
-    request.session["flash"] = (f"Export {export_id}: {decision}d (in the audit log)."
-                                + (" It runs with `radflow export run PROJECT --request ID`."
-                                   if decision == "approve" else ""))
+    then = ""
+    if decision == "approve":
+        then = (" It runs on the site's worker now." if on_worker else
+                f" It runs with `radflow export run {entry['project']} --request {export_id}`.")
+    request.session["flash"] = f"Export {export_id}: {decision}d (in the audit log).{then}"
     return RedirectResponse("/federation#exports", 303)
 
 
