@@ -240,3 +240,45 @@ def test_a_researcher_exports_from_the_cohorts_page(site, prepared, browser, sho
     actions = [e.action for e in audit.events(site.catalog_url) if e.subject == f"export:{export_id}"]
     assert actions == ["export.requested", "export.approved", "export.started", "export.done",
                        "export.downloaded"]
+
+
+def test_an_export_killed_while_it_runs_runs_again(site, cli, prepared, tmp_path) -> None:
+    """The export's process killed after export.started: the request says running, by a dead
+    process; the same command runs it again to the end (a live run is never run twice)."""
+    import signal
+
+    from radflow import audit
+    from radflow.export import run
+
+    cli("site", "policy", "set", "export_requires_steward=false", "--site", site.name, check=True)
+    try:
+        entry = run.request(site.paths.root, site.catalog_url, project=prepared["project"],
+                            cohort=prepared["cohort"], target=f"zip:{tmp_path / 'again.zip'}",
+                            actor="cli:test", requires_steward=False)
+    finally:
+        cli("site", "policy", "set", "export_requires_steward=true", "--site", site.name,
+            check=True)
+    assert entry["state"] == "approved"  # no steward asked
+    proc = subprocess.Popen([*RADFLOW, "export", "run", prepared["project"], "--request",
+                             entry["id"], "--site", site.name], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while run.load(site.paths.root, entry["id"])["state"] != "running":
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the command and its worker processes
+    proc.wait(30)
+    left = run.load(site.paths.root, entry["id"])
+    assert left["state"] == "running" and left["runner"]["pid"] == proc.pid
+    assert not (tmp_path / "again.zip").exists()
+    done = json.loads(cli("export", "run", prepared["project"], "--request", entry["id"],
+                          "--site", site.name, "--json", check=True).stdout)
+    assert done["state"] == "done" and done["result"]["instances"] == prepared["instances"]
+    with zipfile.ZipFile(tmp_path / "again.zip") as archive:
+        assert len(archive.namelist()) == prepared["instances"] + 1
+    actions = [e.action for e in audit.events(site.catalog_url)
+               if e.subject == f"export:{entry['id']}"]
+    assert actions == ["export.requested", "export.started", "export.started", "export.done"]
+    again = cli("export", "run", prepared["project"], "--request", entry["id"], "--site",
+                site.name)
+    assert again.returncode != 0 and "is done" in again.stderr

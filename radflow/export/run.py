@@ -19,6 +19,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 import zipfile
@@ -232,6 +233,20 @@ def _one_instance(instance_id: str) -> dict[str, Any]:
     return one(pydicom.dcmread(io.BytesIO(answer.content)), _WORKER["deid"], _WORKER["out"])
 
 
+def _alive(runner: dict[str, Any] | None) -> bool:
+    """Whether the process that runs an export is alive (another host's: assumed alive)."""
+    import psutil
+
+    if not runner:
+        return False
+    if runner.get("host") != socket.gethostname():
+        return True
+    try:
+        return psutil.Process(int(runner["pid"])).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _progress(root: Path, entry: dict[str, Any], done: int) -> None:
     entry["progress"] = done
     _save(root, entry)
@@ -276,16 +291,22 @@ def _take(report: Any, outcome: dict[str, Any], progress: Any = None, done: int 
 
 def execute(root: Path, catalog_url: str, orthanc: Any, export_id: str, *,
             actor: str) -> dict[str, Any]:
-    """Run an approved export to its target; returns the request with its result.
+    """Run an approved export to its target; returns the request with its result. An export
+    that failed, or whose process died while it ran, runs again under the same approval.
 
     Raises:
-        PolicyViolation: the export is not approved (waiting, declined, done already).
+        PolicyViolation: the export is not approved (waiting, declined, done already), or it
+            runs in a live process now.
     """
     from radflow.audit import record
     from radflow.export.mapping import remember
 
     entry = load(root, export_id)
-    if entry["state"] != "approved":
+    if entry["state"] == "running" and _alive(entry.get("runner")):
+        raise PolicyViolation(f"export {export_id} is running (process "
+                              f"{entry['runner']['pid']} on {entry['runner']['host']})",
+                              fix="wait for it: `radflow export show ID`")
+    if entry["state"] not in ("approved", "failed", "running"):
         fix = ("a data steward approves it: `radflow export approve ID`"
                if entry["state"] == "waiting" else "file a new export request")
         raise PolicyViolation(f"export {export_id} is {entry['state']}, not approved", fix=fix)
@@ -293,12 +314,14 @@ def execute(root: Path, catalog_url: str, orthanc: Any, export_id: str, *,
     chosen = projects.load(root, entry["project"])
     deid = chosen.deidentifier(root)
     if target.kind == "folder" and Path(target.where).exists() and any(Path(target.where).iterdir()):
-        raise ConfigurationError(f"{target.where} is not empty",
-                                 fix="export to an empty or new folder")
+        raise ConfigurationError(f"{target.where} is not empty" + (
+            " (what an interrupted run of this export wrote?)" if entry["state"] != "approved"
+            else ""), fix="export to an empty or new folder: empty this one")
     subject = f"export:{export_id}"
     record(catalog_url, actor=actor, action="export.started", subject=subject,
            detail=_summary(entry))
-    entry.update(state="running", started_at=_now())
+    entry.update(state="running", started_at=_now(),
+                 runner={"pid": os.getpid(), "host": socket.gethostname()})
     _save(root, entry)
     staging = Path(target.where) if target.kind == "folder" else \
         Path(tempfile.mkdtemp(prefix=f"export-{export_id}-", dir=_staging_root(root)))
