@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from radflow.cli.common import JSON, SITE, console, print_json
+from radflow.cli.common import JSON, SITE, console, emit_rows, print_json
 
 app = typer.Typer(help="De-identified export of images and their results (PS3.15 Annex E).",
                   no_args_is_help=True)
@@ -66,13 +66,9 @@ def project_list(site: str | None = SITE, json_out: bool = JSON) -> None:
     from radflow.export import projects
 
     rows = [p.__dict__ for p in projects.listing(site_context(site).paths.root)]
-    if json_out:
-        print_json(rows)
-        return
-    for row in rows:
-        console.print(f"{row['name']}  {row['profile']}  {', '.join(row['options']) or '-'}  "
-                      f"{row['purpose']}", highlight=False)
-    if not rows:
+    emit_rows(rows, json_out, lambda row: f"{row['name']}  {row['profile']}  "
+              f"{', '.join(row['options']) or '-'}  {row['purpose']}")
+    if not rows and not json_out:
         console.print("no export project yet")
 
 

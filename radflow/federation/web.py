@@ -99,10 +99,7 @@ def decide_export(request: Request, export_id: str, csrf: str | None = Form(None
                   me: User = Depends(steward)) -> Response:
     from radflow.export import run
 
-    check_csrf(request, csrf)
-    if decision not in ("approve", "decline"):
-        raise HTTPException(422, f"unknown decision {decision!r}: approve or decline")
-    ctx = request.app.state.ctx
+    ctx = _decision(request, csrf, decision)
     try:
         entry = run.decide(ctx.paths.root, ctx.catalog_url, export_id,
                            approve=decision == "approve", actor=f"web:{me.sub}",
@@ -119,6 +116,14 @@ def decide_export(request: Request, export_id: str, csrf: str | None = Form(None
                 f" It runs with `radflow export run {entry['project']} --request {export_id}`.")
     request.session["flash"] = f"Export {export_id}: {decision}d (in the audit log).{then}"
     return RedirectResponse("/federation#exports", 303)
+
+
+def _decision(request: Request, csrf: str | None, decision: str) -> Any:
+    """The site of a decision form, once its CSRF token and its decision are checked."""
+    check_csrf(request, csrf)
+    if decision not in ("approve", "decline"):
+        raise HTTPException(422, f"unknown decision {decision!r}: approve or decline")
+    return request.app.state.ctx
 
 
 def _access(ctx: Any, hub_answers: bool) -> list[dict[str, Any]]:
@@ -141,10 +146,7 @@ def decide_access(request: Request, request_id: str, csrf: str | None = Form(Non
                   me: User = Depends(steward)) -> Response:
     from radflow.federation import access
 
-    check_csrf(request, csrf)
-    if decision not in ("approve", "decline"):
-        raise HTTPException(422, f"unknown decision {decision!r}: approve or decline")
-    ctx = request.app.state.ctx
+    ctx = _decision(request, csrf, decision)
     try:
         done = access.decide(ctx.paths.root, ctx.catalog_url, request_id,
                              decision == "approve", f"web:{me.sub}", reason[:2000])
