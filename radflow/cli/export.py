@@ -140,6 +140,8 @@ def _show(entry: dict) -> str:
              f"  {len(what['series'])} series ({modalities}), {results}, "
              f"{what['instances']} instances -> {entry['target']}",
              f"  requested by {entry['requested_by']} at {entry['requested_at']}"]
+    if kinds.get("SR") and "clean-structured-content" not in entry["options"]:
+        lines.append("  the SRs stay here: the project lacks the option clean-structured-content")
     if entry.get("decided_by"):
         lines.append(f"  {entry['state']} by {entry['decided_by']} {entry.get('reason') or ''}")
     if entry.get("result"):
