@@ -253,8 +253,9 @@ def test_roles_csrf_and_cookies(site, cases, browser) -> None:
     steward = log_in(browser, site, "steward", "/")
     http = cookies(steward)
     for method, path in routes(site):
-        if path in PUBLIC or path in ("/", "/logout") or path.startswith("/federation"):
-            continue  # the steward's own pages (test_federation_e2e)
+        if path in PUBLIC or path in ("/", "/logout") or path.startswith(("/federation",
+                                                                          "/exports")):
+            continue  # the steward's own pages (test_federation_e2e, test_export)
         explore = path.startswith(("/explore", "/api/explore", "/cohorts", "/api/cohorts",
                                    "/series"))
         if explore and not (path.endswith(".png") or (method == "POST" and path.endswith("/runs"))):
