@@ -4,8 +4,8 @@ calls safe and its pixel-cleaning rules.
 
 - **Pseudonyms** are a keyed HMAC (SHA-256) of the original value under the project's key:
   the same patient gets the same pseudonym in every export of the project, and nobody without
-  the key can go back. The pairs stay in :attr:`Deidentifier.patients` for the site's
-  re-identification record.
+  the key can go back. The writer (:func:`radflow.export.writer.one`) returns each pair for
+  the site's re-identification record.
 - **Dates** shift by a per-patient number of days (365 to 4,014, from the HMAC of the patient
   id), the same across that patient's studies, when the project retains longitudinal temporal
   information with modified dates; otherwise they are emptied or set to a dummy.
@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -96,13 +96,12 @@ def parse_private(entry: str) -> tuple[int, str, int]:
 
 @dataclass
 class Deidentifier:
-    """De-identifies datasets in place for one export; keeps the pseudonym pairs it made."""
+    """De-identifies datasets in place, by one project's key and rules."""
 
     key: bytes
     options: tuple[str, ...] = ()
     safe_private: tuple[str, ...] = ()
     pixel_rules: tuple[PixelRule, ...] = ()
-    patients: dict[str, str] = field(default_factory=dict)  # pseudonym -> original patient id
 
     def __post_init__(self) -> None:
         if len(self.key) < 16:
@@ -160,8 +159,6 @@ class Deidentifier:
 
         patient_id = str(ds.get("PatientID", "") or "")
         context = _Context(self, patient_id, identifiers(ds))
-        if patient_id:
-            self.patients[self.pseudonym("patient", patient_id)] = patient_id
         cleaned_pixels = self._clean_pixels(ds)
         context.walk(ds, top=True)
         meta = getattr(ds, "file_meta", None)
@@ -331,10 +328,8 @@ class _Context:
 
     def _clean(self, element: Any) -> Any:
         vr, value = element.VR, element.value
-        if vr == "DA":
-            return self._shift_dates(value, "%Y%m%d") if self.owner.profile.keeps_dates else DUMMY[vr]
-        if vr == "DT":
-            return self._shift_dates(value, "%Y%m%d") if self.owner.profile.keeps_dates else DUMMY[vr]
+        if vr in ("DA", "DT"):  # a DT's date part shifts, its time stays
+            return self._shift_dates(value) if self.owner.profile.keeps_dates else DUMMY[vr]
         if vr == "TM":
             return value if self.owner.profile.keeps_dates else DUMMY[vr]
         if vr == "PN":
@@ -345,16 +340,16 @@ class _Context:
             return [scrub(str(v), self.known) for v in _values(value)]
         return value
 
-    def _shift_dates(self, value: Any, fmt: str) -> Any:
+    def _shift_dates(self, value: Any) -> Any:
         def one(text: str) -> str:
             text = str(text)
             if len(text) < 8 or not text[:8].isdigit():
                 return ""
             try:
-                shifted = datetime.strptime(text[:8], fmt).date() - self.offset
+                shifted = datetime.strptime(text[:8], "%Y%m%d").date() - self.offset
             except ValueError:
                 return ""
-            return max(shifted, date(1900, 1, 1)).strftime(fmt) + text[8:]
+            return max(shifted, date(1900, 1, 1)).strftime("%Y%m%d") + text[8:]
 
         if isinstance(value, str):
             return one(value)

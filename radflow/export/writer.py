@@ -103,7 +103,6 @@ def finish(report: WriteReport, deid: Deidentifier, out: Path, cohort_hash: str,
         (out / entry["path"]).unlink(missing_ok=True)
         report.files.remove(entry)
         held[entry["series_uid"]].instances += 1
-    deid.patients.update(report.patients)
     manifest = {
         "format": FORMAT, "radflow": __version__, "project": project,
         "profile": "PS3.15 Annex E basic application level confidentiality profile",
