@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +41,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def run_phases(api, run_id: str, began: datetime, seen: datetime) -> dict[str, float]:
+    """When a flow run reached each state, and when its caller saw it end: seconds after
+    ``began`` (the caller's start). SCHEDULED is its creation; PENDING, a worker took it;
+    RUNNING, its process started and loaded the flow; COMPLETED, its body ended."""
+    phases: dict[str, float] = {}
+    for state, at in api.state_history(run_id):
+        phases.setdefault({"SCHEDULED": "created"}.get(state, state.lower()),
+                          (at - began).total_seconds())
+    phases["seen done"] = (seen - began).total_seconds()
+    return phases
 
 
 def median_of(fn, rounds: int) -> tuple[float, list[float]]:
@@ -66,6 +79,7 @@ def main() -> int:
         from radflow.data.push import push
         from radflow.federation.client import join
         from radflow.federation.policy import SitePolicy, save_policy
+        from radflow.hub import study_jobs
         from radflow.hub.home import HubHome
         from radflow.hub.studies import run_study
         from radflow.settings import RadflowSettings
@@ -113,12 +127,16 @@ def main() -> int:
             from radflow.flows.federated_job import bundle_dir
 
 
+            local_phases: list[dict[str, float]] = []
+
             def local_flow_run() -> None:
+                began = datetime.now(UTC)
                 run = api.create_flow_run(f"federated-job/{first.name}", {
                     "job_id": uuid.uuid4().hex, "version_hash": version,
                     "entrypoint": "site.py:count_cohort", "params": params,
                     "site": first.name})
-                assert api.wait(run.id, timeout=120).ok
+                assert api.wait(run.id, timeout=120, poll=0.1).ok
+                local_phases.append(run_phases(api, run.id, began, datetime.now(UTC)))
 
             import importlib.util
 
@@ -136,14 +154,24 @@ def main() -> int:
             local, local_all = median_of(local_flow_run, args.rounds)
             fed, fed_all = median_of(federated, args.rounds)
 
+            coord_phases: list[dict[str, float]] = []
+
             def coordinator() -> None:
+                began = datetime.now(UTC)
                 out = cli("study", "run", "federated-cohort-count", "--cohort",
                           str(cohort_file), "--deadline", "120")
                 assert all(s["status"] == "released" for s in out["sites"]), out
+                hub_api = hub.prefect()
+                phases = run_phases(hub_api, out["flow_run"].rstrip("/").rsplit("/", 1)[-1],
+                                    began, datetime.now(UTC))
+                posted = [j.posted_at for j in study_jobs.study_jobs(engine, out["study"], 0)]
+                phases["sites answered"] = (max(posted).replace(tzinfo=UTC)
+                                            - began).total_seconds()
+                coord_phases.append(phases)
 
             cohort_file = tmp / "cohort.json"
             cohort_file.write_text(json.dumps(params["cohort"]))
-            coord, coord_all = median_of(coordinator, max(3, args.rounds // 2))
+            coord, coord_all = median_of(coordinator, args.rounds)
         finally:
             for name in names:
                 if name in manager.sites():
@@ -157,6 +185,12 @@ def main() -> int:
           f"(runs: {', '.join(f'{t:.2f}' for t in fed_all)})")
     print(f"federated via the hub's coordinator flow:     {coord:8.2f} s   "
           f"(runs: {', '.join(f'{t:.2f}' for t in coord_all)})")
+    print("where the time goes, seconds from the start (median over the runs):")
+    for label, runs in (("local flow run", local_phases), ("coordinator flow", coord_phases)):
+        keys = sorted({k for r in runs for k in r}, key=lambda k: statistics.median(
+            [r[k] for r in runs if k in r]))
+        print(f"  {label}: " + ", ".join(
+            f"{k} {statistics.median([r[k] for r in runs if k in r]):.2f}" for k in keys))
     added = fed - local
     print(f"added by federation: {added:.2f} s median ({fed / local:.2f}x the local flow run); "
           f"target under 5 s: {'met' if added < 5 else 'NOT met'}")

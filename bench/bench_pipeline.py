@@ -1,6 +1,6 @@
 """segment-and-quantify against its limits, measured in one run on one site:
 
-    .venv/bin/python bench/bench_pipeline.py [--cases 8] [--clinical 1]
+    .venv/bin/python bench/bench_pipeline.py [--cases 8] [--clinical-slices 50 150 300]
 
 1. Near the limit: the segment step per case (the producer task: read the series from Orthanc,
    build the volume, predict, encode the SEG, store it, record it) against the bare predictor on
@@ -10,7 +10,12 @@
    with 2 cases in flight against 1 at a time. Target: at least 1.3x the throughput.
 3. Ahead of the CLI: the model kept loaded against `nnUNetv2_predict` started per case.
    Target: at least 15x.
-4. At clinical size: 512x512 CT, seconds per case and the peak memory of the process.
+4. At clinical size: 512x512 CT of 50, 150 and 300 slices. segment + quantify (the pipeline on
+   one case, recomputed) against the sum of its two limits measured on the same case: the bare
+   predictor on the volume in memory, and bare pyradiomics (the extractor with the same
+   parameters, one call per segment) on the masks of the SEG it wrote. Target: within 1.3x at
+   every size, and a peak memory of the process below 4 GiB at 300 slices. Each step's own
+   breakdown (its timers, kept in the catalog with its result) is printed.
 5. (in 2.) The same fan-out on Dask: a LocalCluster of 2 worker processes (each loads the
    model) against the thread runner (one process, the model shared).
 
@@ -114,6 +119,63 @@ def pipeline(ctx, uids: list[str], parallel: int, isolation: str = "inline") -> 
     return elapsed
 
 
+def bare_radiomics(orthanc, volume, seg_instance: str) -> float:
+    """The limit of the quantify step: pyradiomics' extractor on the masks of a SEG (already
+    decoded), one call per segment, with the step's parameters; seconds."""
+    from io import BytesIO
+
+    import pydicom
+    from radiomics import featureextractor
+
+    from radflow_radiomics.tasks import resolve_params, segment_masks
+
+    seg = pydicom.dcmread(BytesIO(orthanc.instance_file(seg_instance)))
+    masks = segment_masks(seg, volume)
+    extractor = featureextractor.RadiomicsFeatureExtractor(resolve_params("default")
+                                                           .to_pyradiomics())
+    began = time.perf_counter()
+    for _label, mask in masks.values():
+        extractor.execute(volume.image, mask, label=1)
+    return time.perf_counter() - began
+
+
+def step_timings(ctx, series_uid: str) -> dict[str, dict]:
+    """The newest SEG and SR results of a series: their steps' own timers (the catalog's)."""
+    from sqlmodel import select
+
+    from radflow.catalog.db import session_scope
+    from radflow.catalog.models import DerivedResult
+
+    out = {}
+    with session_scope(ctx.catalog_url) as session:
+        for kind in ("SEG", "SR"):
+            row = session.exec(select(DerivedResult).where(
+                DerivedResult.source_series_uid == series_uid, DerivedResult.kind == kind)
+                .order_by(DerivedResult.updated_at.desc())).first()
+            out[kind] = {"timings": json.loads(row.detail).get("timings", {}),
+                         "orthanc_id": row.orthanc_id}
+    return out
+
+
+def clinical_case(ctx, orthanc, case, model_name: str) -> dict:
+    """One clinical-size case: segment + quantify against the bare predictor plus bare
+    pyradiomics on the same volume and masks, with the steps' breakdowns and the peak memory."""
+    from radflow.imaging import load_volume
+
+    ref = orthanc.series_by_uid(case.series_uid)
+    with PeakMemory() as memory:
+        began = time.perf_counter()
+        pipeline(ctx, [case.series_uid], 1)
+        total = time.perf_counter() - began
+    steps = step_timings(ctx, case.series_uid)
+    volume = load_volume(orthanc, ref)
+    predict = bare_predictor([volume.image], model_name)[0]
+    radiomics = bare_radiomics(orthanc, volume, steps["SEG"]["orthanc_id"])
+    return {"slices": ref.instance_count, "seconds": total, "peak": memory.peak,
+            "predict": predict, "radiomics": radiomics,
+            "segment": steps["SEG"]["timings"], "quantify": steps["SR"]["timings"]}
+
+
 def cli_per_case(volumes: list, model_name: str, work: Path) -> list[float]:
     """`nnUNetv2_predict` once per case, from nnU-Net's own results layout."""
     import torch
@@ -149,7 +211,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", type=int, default=8,
                         help="cases at 128x128 (throughput wants enough to amortize the tail)")
-    parser.add_argument("--clinical", type=int, default=1, help="512x512 cases (0: skip)")
+    parser.add_argument("--clinical-slices", type=int, nargs="*", default=[50, 150, 300],
+                        help="one 512x512 case of each of these slice counts (none: skip)")
     parser.add_argument("--model", default="radflow-abdomen-demo")
     parser.add_argument("--dask", action=argparse.BooleanOptionalAction, default=True,
                         help="also the fan-out on Dask (a LocalCluster of 2 processes)")
@@ -165,13 +228,14 @@ def main() -> None:
         tmp = Path(tmp)
         os.environ["RADFLOW_HOME"] = str(tmp / "home")
         cases = synthesize(tmp / "data", args.cases, seed=4000, matrix=128)
-        big = synthesize(tmp / "big", args.clinical, seed=4100, matrix=512) if args.clinical else []
+        big = [synthesize(tmp / f"big{n}", 1, seed=4100, matrix=512, slices=n)[0]
+               for n in args.clinical_slices]
         manager = SiteManager(RadflowSettings(home=tmp / "home"))
         manager.up("bench", stable_age=1)
         ctx = manager.context("bench")
         try:
             orthanc = ctx.orthanc_client()
-            push([tmp / "data"] + ([tmp / "big"] if big else []), client=orthanc,
+            push([tmp / "data", *(tmp / f"big{n}" for n in args.clinical_slices)], client=orthanc,
                  host="127.0.0.1", port=ctx.config.ports.orthanc_dicom, called_aet=ctx.config.aet)
             wait_in_step(orthanc, ctx.catalog_url, timeout=600)
             refs = [orthanc.series_by_uid(c.series_uid) for c in cases]
@@ -184,13 +248,7 @@ def main() -> None:
             t_two = pipeline(ctx, uids, 2)
             t_dask = pipeline(ctx, uids, 2, isolation="dask") if args.dask else None
             t_cli = cli_per_case(volumes, args.model, tmp / "cli")
-            clinical = []
-            for case in big:
-                ref = orthanc.series_by_uid(case.series_uid)
-                with PeakMemory() as memory:
-                    began = time.perf_counter()
-                    pipeline(ctx, [case.series_uid], 1)
-                    clinical.append((time.perf_counter() - began, memory.peak, ref.instance_count))
+            clinical = [clinical_case(ctx, orthanc, case, args.model) for case in big]
         finally:
             manager.down("bench")
     n = args.cases
@@ -212,16 +270,28 @@ def main() -> None:
               f"   thread runner {t_two:5.1f} s   Dask / threads {t_dask / t_two:.2f}x time")
     print(f"3. model kept loaded {bare:5.2f} s/case   nnUNetv2_predict {cli:5.2f} s/case   "
           f"{cli / bare:.1f}x (target at least 15x: {'met' if cli / bare >= 15 else 'MISSED'})")
-    for seconds, peak, slices in clinical:
-        print(f"4. clinical size: 512x512 x {slices} slices: {seconds:.1f} s per case (segment + "
-              f"quantify), peak memory {peak / 2**30:.2f} GiB")
+    for c in clinical:
+        limit = c["predict"] + c["radiomics"]
+        ratio = c["seconds"] / limit
+        memory = "" if c["slices"] < 300 else (
+            f"; below 4 GiB: {'met' if c['peak'] < 4 * 2**30 else 'MISSED'}")
+        print(f"4. clinical size, 512x512 x {c['slices']} slices: segment + quantify "
+              f"{c['seconds']:.1f} s, limits {limit:.1f} s (bare predictor {c['predict']:.1f} s + "
+              f"bare pyradiomics {c['radiomics']:.1f} s), ratio {ratio:.2f}x (target within "
+              f"1.3x: {'met' if ratio <= 1.3 else 'MISSED'}); peak memory "
+              f"{c['peak'] / 2**30:.2f} GiB{memory}")
+        for step in ("segment", "quantify"):
+            print(f"   {step}: " + ", ".join(f"{k} {v:.2f} s" for k, v in c[step].items()))
     print(json.dumps({"cases": n, "segment_step_s": round(step, 3), "bare_predict_s": round(bare, 3),
                       "breakdown_s": {k: round(v, 3) for k, v in breakdown.items()},
                       "pipeline_1_s": round(t_one, 2), "pipeline_2_s": round(t_two, 2),
                       "pipeline_2_dask_s": round(t_dask, 2) if t_dask is not None else None,
                       "cli_per_case_s": round(cli, 2),
-                      "clinical": [{"seconds": round(s, 1), "peak_gib": round(p / 2**30, 2),
-                                    "slices": k} for s, p, k in clinical]}))
+                      "clinical": [{"slices": c["slices"], "seconds": round(c["seconds"], 1),
+                                    "bare_predict_s": round(c["predict"], 2),
+                                    "bare_radiomics_s": round(c["radiomics"], 2),
+                                    "peak_gib": round(c["peak"] / 2**30, 2)}
+                                   for c in clinical]}))
 
 
 if __name__ == "__main__":

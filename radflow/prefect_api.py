@@ -313,6 +313,14 @@ class PrefectApi:
         return self._request("GET", f"flow_runs/{run_id}", f"reading flow run {run_id}"
                              ).json().get("state") or {}
 
+    def state_history(self, run_id: str) -> list[tuple[str, datetime]]:
+        """A flow run's states in order, each with the time the server recorded it (where a
+        run's time went: waiting for a worker, its process starting, its body)."""
+        answer = self._request("GET", f"flow_run_states/?flow_run_id={run_id}",
+                               f"reading the states of flow run {run_id}")
+        return sorted(((s["type"], datetime.fromisoformat(s["timestamp"])) for s in answer.json()),
+                      key=lambda pair: pair[1])
+
     def artifacts(self, flow_run_id: str, key: str | None = None) -> list[dict[str, Any]]:
         """The artifacts of a flow run (newest first), optionally only those with ``key``."""
         filters: dict[str, Any] = {"flow_run_id": {"any_": [str(flow_run_id)]}}

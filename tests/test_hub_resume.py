@@ -127,3 +127,76 @@ def test_the_token_life_is_a_hub_setting(tmp_path, monkeypatch) -> None:
         home.config_file.write_text(json.dumps({"token_seconds": bad}))
         with pytest.raises(ConfigurationError, match="token_seconds"):
             registry.token_lifetime(home)
+
+
+class FlowRunsRefused(FederationError):
+    """What the fake Prefect below raises when told to."""
+
+
+class Starter:
+    """The hub home as :func:`radflow.hub.studies.launch` uses it, with a Prefect that keeps
+    what the hub database held when each coordinator run was created (or refuses to create)."""
+
+    def __init__(self, engine, folder: Path, refuse: bool = False) -> None:
+        self._engine, self.root, self.refuse, self.seen = engine, folder, refuse, []
+
+    def engine(self):
+        return self._engine
+
+    def prefect(self):
+        return self
+
+    def create_flow_run(self, deployment: str, parameters: dict, tags: tuple = ()):
+        jobs = study_jobs.study_jobs(self._engine, parameters["study_id"], 0)
+        self.seen.append((deployment, parameters["study_id"], [(j.site, j.status) for j in jobs]))
+        if self.refuse:
+            raise FlowRunsRefused("the hub's Prefect is not answering", fix="radflow hub up")
+        return type("Run", (), {"id": "run-1"})()
+
+    def flow_run_ui(self, run_id: str) -> str:
+        return f"http://127.0.0.1/runs/flow-run/{run_id}"
+
+
+def test_a_single_round_study_is_queued_before_its_coordinator_run_starts(hub_db) -> None:
+    """The sites start while the hub's worker starts the coordinator's process (seconds of the
+    study's time): launch queues a single-round study's jobs itself, the coordinator run then
+    follows them as a resumed one does and queues nothing more. A flow with a coordinator part
+    of its own queues its first round itself (its code runs on the hub's worker only); a study
+    whose coordinator run could not be created is gone, jobs and all."""
+    from radflow.hub.studies import launch
+
+    engine, folder = hub_db
+    manifest, bundle = build(Path(__file__).parent.parent / "federation" / "flows"
+                             / "federated-cohort-count", publisher="test@hub")
+    registry.publish(engine, sign_version(manifest, load(folder / "hub.key")), bundle)
+    params = {"cohort": {"all": [{"field": "modality", "op": "eq", "value": "CT"}]}}
+    home = Starter(engine, folder)
+    started = launch(home, "federated-cohort-count", params, None, 600, "cli:someone")
+    ((deployment, study_id, jobs),) = home.seen
+    assert deployment == "federated-study/federated-cohort-count" and study_id == started["study"]
+    assert sorted(jobs) == [("s1", "queued"), ("s2", "queued"), ("s3", "queued")]
+    assert study_jobs.study(engine, study_id).started_by == "cli:someone"
+
+    out: dict = {}
+    runner = threading.Thread(target=lambda: out.update(run_study(
+        engine, folder, "federated-cohort-count", params, deadline_s=600, poll=0.05,
+        study_id=study_id)))
+    runner.start()
+    for job in study_jobs.study_jobs(engine, study_id, 0):
+        study_jobs.post_result(engine, job.site, job.id, RELEASE, None)
+    runner.join(120)
+    assert not runner.is_alive()
+    assert len(study_jobs.study_jobs(engine, study_id, 0)) == 3  # none queued twice
+    assert out["combined"]["matching"] == 3 * RELEASE["matching"]
+    assert out["started_by"] == "cli:someone"
+
+    home = Starter(engine, folder)
+    launch(home, "fault-two-rounds", {"cohort": {"all": []}}, None, 600, "cli:someone")
+    assert home.seen[0][2] == []  # its coordinator queues its first round
+
+    refused = Starter(engine, folder, refuse=True)
+    with pytest.raises(FlowRunsRefused):
+        launch(refused, "federated-cohort-count", params, ["s1"], 600, "cli:someone")
+    ((_, gone, jobs),) = refused.seen
+    assert jobs == [("s1", "queued")]
+    assert study_jobs.study(engine, gone) is None and not study_jobs.study_jobs(engine, gone, 0)

@@ -53,14 +53,13 @@ class SingleRound:
         return combine(self.name, rounds[-1]["sites"])
 
 
-def coordinator_for(engine: Engine, hub_root: Path, version_hash: str) -> Any:
-    """The coordinator part of a published version (a module), or :class:`SingleRound`."""
+def _published(engine: Engine, version_hash: str) -> tuple[dict[str, Any], bytes]:
+    """A published version's manifest and bundle."""
     import json
 
     from sqlmodel import Session
 
     from radflow.errors import ConfigurationError
-    from radflow.federation.bundle import unpack
     from radflow.hub.models import HubVersion
 
     with Session(engine) as session:
@@ -69,8 +68,21 @@ def coordinator_for(engine: Engine, hub_root: Path, version_hash: str) -> Any:
             raise ConfigurationError(f"no published version {version_hash}",
                                      fix="publish its flow package on the hub "
                                          "(`radflow publish PATH`)")
-        manifest = json.loads(row.signed)["manifest"]
-        bundle = row.bundle
+        return json.loads(row.signed)["manifest"], row.bundle
+
+
+def single_round(engine: Engine, version_hash: str) -> bool:
+    """Whether the version has no coordinator part (one round, combined by the hub's rules);
+    read from its manifest, without running any of its code."""
+    return not _published(engine, version_hash)[0].get("coordinator_entrypoint")
+
+
+def coordinator_for(engine: Engine, hub_root: Path, version_hash: str) -> Any:
+    """The coordinator part of a published version (a module), or :class:`SingleRound`."""
+    from radflow.errors import ConfigurationError
+    from radflow.federation.bundle import unpack
+
+    manifest, bundle = _published(engine, version_hash)
     entrypoint = manifest.get("coordinator_entrypoint")
     if not entrypoint:
         return SingleRound(manifest["name"])

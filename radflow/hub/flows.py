@@ -47,8 +47,14 @@ def federated_study(name: str, params: dict[str, Any] | None = None,
     logger = get_run_logger()
     home = HubHome.of(get_settings().home)  # the hub worker sets RADFLOW_HOME
     if study_id and study_jobs.study(home.engine(), study_id) is not None:
-        logger.info("study %s: resumed from the hub's records (its coordinator stopped with "
-                    "the hub)", study_id)
+        from prefect.runtime import flow_run
+
+        if any(tag.startswith("resume-of:") for tag in flow_run.tags):
+            logger.info("study %s: resumed from the hub's records (its coordinator stopped "
+                        "with the hub)", study_id)
+        else:  # (radflow.hub.studies.launch queues a single-round study's jobs itself)
+            logger.info("study %s: its jobs were queued when it was started; following them",
+                        study_id)
     study_id = study_id or study_jobs.new_study_id()
 
     def each_round(number: int, round_params: dict[str, Any], wait) -> list[dict[str, Any]]:

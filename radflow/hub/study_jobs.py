@@ -146,6 +146,18 @@ def close_round(engine: Engine, study_id: str, round_no: int) -> None:
         session.commit()
 
 
+def forget_study(engine: Engine, study_id: str) -> None:
+    """Remove a study and its jobs: its coordinator run could not be created, so it never
+    started (a site that took a job already has its release refused as an unknown job)."""
+    with Session(engine) as session:
+        for job in session.exec(select(HubJob).where(HubJob.study_id == study_id)):
+            session.delete(job)
+        row = session.get(HubStudy, study_id)
+        if row is not None:
+            session.delete(row)
+        session.commit()
+
+
 def new_study_id() -> str:
     import uuid
 

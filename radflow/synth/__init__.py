@@ -21,6 +21,7 @@ a seed gives exactly the data it gave before profiles existed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,12 +102,17 @@ def write_ground_truth_seg(paths: list[Path], labels: np.ndarray, path: Path) ->
 
 
 def synthesize_case(out: Path, seed: int, index: int, matrix: int = 128,
-                    seg: bool = False, site_profile: str | SiteProfile | None = None) -> SynthCase:
+                    seg: bool = False, site_profile: str | SiteProfile | None = None,
+                    slices: int | None = None) -> SynthCase:
     """Synthesize and write case ``index`` of the set for ``seed`` (with ``seg``, also its
-    ground truth as a DICOM SEG; with ``site_profile``, as that synthetic hospital's case)."""
+    ground truth as a DICOM SEG; with ``site_profile``, as that synthetic hospital's case;
+    with ``slices``, that many slices over the same coverage, thinner or thicker)."""
     site = get_site_profile(site_profile)
     rng = np.random.default_rng([seed, index])
     spec = make_case(seed, index, rng, site)
+    if slices is not None:
+        spec = dataclasses.replace(spec, slice_thickness=round(
+            (COVERAGE_MM[1] - COVERAGE_MM[0]) / slices, 4))
     phantom = abdomen(rng, spec.contrast) if site is None else \
         abdomen(rng, site.phase, site.anatomy, site.noise_sigma)
     grid = case_grid(matrix, spec.slice_thickness, phantom.extra["habitus"])
@@ -144,6 +150,7 @@ def synthesize(
     seg: bool = False,
     site_profile: str | SiteProfile | None = None,
     progress: Callable[[SynthCase], None] | None = None,
+    slices: int | None = None,
 ) -> list[SynthCase]:
     """Write ``cases`` synthetic CT studies into ``out`` and a ``manifest.json``.
 
@@ -159,6 +166,8 @@ def synthesize(
             :class:`SiteProfile`: the cases are that synthetic hospital's; None (the default)
             is the mixed set, exactly as before profiles existed.
         progress: called after each case.
+        slices: the number of slices of every case (clinical series have 200 to 400 thin
+            ones); None: each case's own thickness decides (40 to 67 slices).
     """
     if cases < 1:
         raise ConfigurationError(f"cases must be at least 1, got {cases}",
@@ -171,7 +180,7 @@ def synthesize(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for index in range(start, start + cases):
-        case = synthesize_case(out, seed, index, matrix, seg, site)
+        case = synthesize_case(out, seed, index, matrix, seg, site, slices)
         written.append(case)
         if progress:
             progress(case)
