@@ -119,7 +119,7 @@ def pipeline(ctx, uids: list[str], parallel: int, isolation: str = "inline") -> 
     return elapsed
 
 
-def bare_radiomics(orthanc, volume, seg_instance: str) -> float:
+def bare_radiomics(ctx, orthanc, volume, seg_instance: str) -> float:
     """The limit of the quantify step: pyradiomics' extractor on the masks of a SEG (already
     decoded), one call per segment, with the step's parameters; seconds."""
     from io import BytesIO
@@ -127,12 +127,14 @@ def bare_radiomics(orthanc, volume, seg_instance: str) -> float:
     import pydicom
     from radiomics import featureextractor
 
+    from radflow.site.registration import site_prefect
     from radflow_radiomics.tasks import resolve_params, segment_masks
 
     seg = pydicom.dcmread(BytesIO(orthanc.instance_file(seg_instance)))
     masks = segment_masks(seg, volume)
-    extractor = featureextractor.RadiomicsFeatureExtractor(resolve_params("default")
-                                                           .to_pyradiomics())
+    with site_prefect(ctx):  # (the parameters are a block on the site's Prefect)
+        params = resolve_params("default").to_pyradiomics()
+    extractor = featureextractor.RadiomicsFeatureExtractor(params)
     began = time.perf_counter()
     for _label, mask in masks.values():
         extractor.execute(volume.image, mask, label=1)
@@ -151,7 +153,7 @@ def step_timings(ctx, series_uid: str) -> dict[str, dict]:
         for kind in ("SEG", "SR"):
             row = session.exec(select(DerivedResult).where(
                 DerivedResult.source_series_uid == series_uid, DerivedResult.kind == kind)
-                .order_by(DerivedResult.updated_at.desc())).first()
+                .order_by(DerivedResult.id.desc())).first()  # (the newest generation)
             out[kind] = {"timings": json.loads(row.detail).get("timings", {}),
                          "orthanc_id": row.orthanc_id}
     return out
@@ -170,7 +172,7 @@ def clinical_case(ctx, orthanc, case, model_name: str) -> dict:
     steps = step_timings(ctx, case.series_uid)
     volume = load_volume(orthanc, ref)
     predict = bare_predictor([volume.image], model_name)[0]
-    radiomics = bare_radiomics(orthanc, volume, steps["SEG"]["orthanc_id"])
+    radiomics = bare_radiomics(ctx, orthanc, volume, steps["SEG"]["orthanc_id"])
     return {"slices": ref.instance_count, "seconds": total, "peak": memory.peak,
             "predict": predict, "radiomics": radiomics,
             "segment": steps["SEG"]["timings"], "quantify": steps["SR"]["timings"]}
@@ -210,7 +212,8 @@ def cli_per_case(volumes: list, model_name: str, work: Path) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", type=int, default=8,
-                        help="cases at 128x128 (throughput wants enough to amortize the tail)")
+                        help="cases at 128x128 (throughput wants enough to amortize the tail; "
+                             "0: the clinical sizes only)")
     parser.add_argument("--clinical-slices", type=int, nargs="*", default=[50, 150, 300],
                         help="one 512x512 case of each of these slice counts (none: skip)")
     parser.add_argument("--model", default="radflow-abdomen-demo")
@@ -227,30 +230,38 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ["RADFLOW_HOME"] = str(tmp / "home")
-        cases = synthesize(tmp / "data", args.cases, seed=4000, matrix=128)
-        big = [synthesize(tmp / f"big{n}", 1, seed=4100, matrix=512, slices=n)[0]
-               for n in args.clinical_slices]
+        cases = synthesize(tmp / "data", args.cases, seed=4000, matrix=128) if args.cases else []
+        big = [synthesize(tmp / f"big{n}", 1, seed=4100, matrix=512, slices=n, start=k)[0]
+               for k, n in enumerate(args.clinical_slices)]  # (one series each: other UIDs)
         manager = SiteManager(RadflowSettings(home=tmp / "home"))
         manager.up("bench", stable_age=1)
         ctx = manager.context("bench")
         try:
             orthanc = ctx.orthanc_client()
-            push([tmp / "data", *(tmp / f"big{n}" for n in args.clinical_slices)], client=orthanc,
+            push([*([tmp / "data"] if cases else []), *(tmp / f"big{n}" for n in args.clinical_slices)],
+                 client=orthanc,
                  host="127.0.0.1", port=ctx.config.ports.orthanc_dicom, called_aet=ctx.config.aet)
             wait_in_step(orthanc, ctx.catalog_url, timeout=600)
             refs = [orthanc.series_by_uid(c.series_uid) for c in cases]
             uids = [c.series_uid for c in cases]
-            pipeline(ctx, uids[:1], 1)  # warm-up: model load, imports, caches
-            volumes = [load_volume(orthanc, ref).image for ref in refs]
-            t_bare = bare_predictor(volumes, args.model)
-            t_step, parts = segment_steps(ctx, refs, args.model)
-            t_one = pipeline(ctx, uids, 1)
-            t_two = pipeline(ctx, uids, 2)
-            t_dask = pipeline(ctx, uids, 2, isolation="dask") if args.dask else None
-            t_cli = cli_per_case(volumes, args.model, tmp / "cli")
+            pipeline(ctx, [(uids or [b.series_uid for b in big])[0]], 1)  # warm-up: model
+            if cases:  # load, imports, caches
+                volumes = [load_volume(orthanc, ref).image for ref in refs]
+                t_bare = bare_predictor(volumes, args.model)
+                t_step, parts = segment_steps(ctx, refs, args.model)
+                t_one = pipeline(ctx, uids, 1)
+                t_two = pipeline(ctx, uids, 2)
+                t_dask = pipeline(ctx, uids, 2, isolation="dask") if args.dask else None
+                t_cli = cli_per_case(volumes, args.model, tmp / "cli")
             clinical = [clinical_case(ctx, orthanc, case, args.model) for case in big]
         finally:
             manager.down("bench")
+    if cases:
+        print_small(args, cases, t_bare, t_step, parts, t_one, t_two, t_dask, t_cli)
+    print_clinical(clinical)
+
+
+def print_small(args, cases, t_bare, t_step, parts, t_one, t_two, t_dask, t_cli) -> None:
     n = args.cases
     bare, step, cli = statistics.mean(t_bare), statistics.mean(t_step), statistics.mean(t_cli)
     breakdown = {k: statistics.mean(p.get(k, 0.0) for p in parts)
@@ -270,6 +281,14 @@ def main() -> None:
               f"   thread runner {t_two:5.1f} s   Dask / threads {t_dask / t_two:.2f}x time")
     print(f"3. model kept loaded {bare:5.2f} s/case   nnUNetv2_predict {cli:5.2f} s/case   "
           f"{cli / bare:.1f}x (target at least 15x: {'met' if cli / bare >= 15 else 'MISSED'})")
+    print(json.dumps({"cases": n, "segment_step_s": round(step, 3), "bare_predict_s": round(bare, 3),
+                      "breakdown_s": {k: round(v, 3) for k, v in breakdown.items()},
+                      "pipeline_1_s": round(t_one, 2), "pipeline_2_s": round(t_two, 2),
+                      "pipeline_2_dask_s": round(t_dask, 2) if t_dask is not None else None,
+                      "cli_per_case_s": round(cli, 2)}))
+
+
+def print_clinical(clinical: list[dict]) -> None:
     for c in clinical:
         limit = c["predict"] + c["radiomics"]
         ratio = c["seconds"] / limit
@@ -282,12 +301,7 @@ def main() -> None:
               f"{c['peak'] / 2**30:.2f} GiB{memory}")
         for step in ("segment", "quantify"):
             print(f"   {step}: " + ", ".join(f"{k} {v:.2f} s" for k, v in c[step].items()))
-    print(json.dumps({"cases": n, "segment_step_s": round(step, 3), "bare_predict_s": round(bare, 3),
-                      "breakdown_s": {k: round(v, 3) for k, v in breakdown.items()},
-                      "pipeline_1_s": round(t_one, 2), "pipeline_2_s": round(t_two, 2),
-                      "pipeline_2_dask_s": round(t_dask, 2) if t_dask is not None else None,
-                      "cli_per_case_s": round(cli, 2),
-                      "clinical": [{"slices": c["slices"], "seconds": round(c["seconds"], 1),
+    print(json.dumps({"clinical": [{"slices": c["slices"], "seconds": round(c["seconds"], 1),
                                     "bare_predict_s": round(c["predict"], 2),
                                     "bare_radiomics_s": round(c["radiomics"], 2),
                                     "peak_gib": round(c["peak"] / 2**30, 2)}
