@@ -100,14 +100,18 @@ class ServiceLoop:
         return result
 
     def mark(self, dependency: str, up: bool, exc: BaseException | None = None) -> None:
-        """Record a dependency up or down (logged when it changes)."""
+        """Record a dependency up or down (logged when it changes, and the heartbeat rewritten
+        at once: what comes next may block for a while, retrying it, and the status must not
+        say "up" meanwhile)."""
         was = self.up.get(dependency, True)
         self.up[dependency] = up
         if was and not up:
             reason = getattr(exc, "message", None) or type(exc).__name__
             self.logger.warning("%s is unreachable (%s); retrying", dependency, reason)
+            self.beat()
         elif up and not was:
             self.logger.info("%s is reachable again", dependency)
+            self.beat()
             if dependency in self._on_up:
                 self._on_up[dependency]()
 

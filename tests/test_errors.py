@@ -136,3 +136,27 @@ def test_the_service_loop_tracks_dependencies_and_errors(tmp_path: Path) -> None
     broken.step()
     with pytest.raises(SystemExit):
         broken.step()
+
+
+def test_a_dependency_going_down_is_in_the_heartbeat_before_the_tick_ends(tmp_path: Path) -> None:
+    """What follows a failure may block for long (the agent's next poll retries a hub that is
+    gone): the heartbeat says "down" as soon as the dependency is marked, not at the tick's
+    end."""
+    beat = tmp_path / "beat.json"
+    seen: list[str] = []
+
+    class Blocking(ServiceLoop):
+        def __init__(self) -> None:
+            super().__init__("blocking", beat, dependencies=("hub",))
+
+        def tick(self) -> None:
+            self.guard("hub", self.fail)
+            seen.append(json.loads(beat.read_text())["dependencies"]["hub"])  # (still in the tick)
+            self.guard("hub", lambda: None)
+            seen.append(json.loads(beat.read_text())["dependencies"]["hub"])
+
+        def fail(self) -> None:
+            raise OrthancError("refused", status=None, url="u")
+
+    Blocking().step()
+    assert seen == ["down", "up"]
