@@ -166,6 +166,10 @@ def viewer(repeat: int) -> None:
 
 
 def main() -> None:
+    from radflow.service import restore_sigint
+
+    restore_sigint()  # (a bench run as a background job has SIGINT ignored, and so would its
+    # sites' Prefect workers: each would stop only on SIGTERM, 20 s later)
     parser = argparse.ArgumentParser()
     parser.add_argument("--series", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=7)

@@ -63,6 +63,10 @@ def export(ctx, project: str, cohort: str, out: Path) -> int:
 
 
 def main() -> None:
+    from radflow.service import restore_sigint
+
+    restore_sigint()  # (a bench run as a background job has SIGINT ignored, and so would its
+    # sites' Prefect workers: each would stop only on SIGTERM, 20 s later)
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--matrix", type=int, default=512)

@@ -42,6 +42,10 @@ def free_port() -> int:
 
 
 def main() -> int:
+    from radflow.service import restore_sigint
+
+    restore_sigint()  # (a bench run as a background job has SIGINT ignored, and so would its
+    # sites' Prefect workers: each would stop only on SIGTERM, 20 s later)
     parser = argparse.ArgumentParser()
     parser.add_argument("--sites", type=int, default=3)
     parser.add_argument("--cases", type=int, default=4)

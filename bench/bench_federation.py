@@ -65,6 +65,10 @@ def median_of(fn, rounds: int) -> tuple[float, list[float]]:
 
 
 def main() -> int:
+    from radflow.service import restore_sigint
+
+    restore_sigint()  # (a bench run as a background job has SIGINT ignored, and so would its
+    # sites' Prefect workers: each would stop only on SIGTERM, 20 s later)
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--sites", type=int, default=3)

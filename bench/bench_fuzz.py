@@ -34,6 +34,10 @@ def sources(tmp: Path) -> list[Path]:
 
 
 def main() -> None:
+    from radflow.service import restore_sigint
+
+    restore_sigint()  # (a bench run as a background job has SIGINT ignored, and so would its
+    # sites' Prefect workers: each would stop only on SIGTERM, 20 s later)
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7)

@@ -136,6 +136,10 @@ def report(engine: str, r: dict, n: int, settle: float) -> None:
 
 
 def main() -> None:
+    from radflow.service import restore_sigint
+
+    restore_sigint()  # (a bench run as a background job has SIGINT ignored, and so would its
+    # sites' Prefect workers: each would stop only on SIGTERM, 20 s later)
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", type=int, default=40)
     parser.add_argument("--matrix", type=int, default=512)

@@ -210,6 +210,10 @@ def cli_per_case(volumes: list, model_name: str, work: Path) -> list[float]:
 
 
 def main() -> None:
+    from radflow.service import restore_sigint
+
+    restore_sigint()  # (a bench run as a background job has SIGINT ignored, and so would its
+    # sites' Prefect workers: each would stop only on SIGTERM, 20 s later)
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", type=int, default=8,
                         help="cases at 128x128 (throughput wants enough to amortize the tail; "

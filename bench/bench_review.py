@@ -64,6 +64,10 @@ def wait_state(api, run_id: str, wanted: set[str], timeout: float = 300) -> str:
 
 
 def main() -> None:
+    from radflow.service import restore_sigint
+
+    restore_sigint()  # (a bench run as a background job has SIGINT ignored, and so would its
+    # sites' Prefect workers: each would stop only on SIGTERM, 20 s later)
     parser = argparse.ArgumentParser()
     parser.add_argument("--reviews", type=int, default=20)
     args = parser.parse_args()
