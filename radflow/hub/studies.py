@@ -303,8 +303,8 @@ def launch(home: Any, name: str, params: dict[str, Any], sites: list[str] | None
     if unable:
         sites = [row["site"] for row in ready["sites"] if row["can_run"] is not False]
     study_id = study_jobs.new_study_id()
-    queued = _queue_first_round(engine, name, params, sites, deadline_s, study_id,
-                                started_by)
+    queued = study_jobs.queue_single_round(engine, name, params, sites, deadline_s, study_id,
+                                           started_by)
     api = home.prefect()
     try:
         run = api.create_flow_run(f"federated-study/{name}", {
@@ -316,22 +316,6 @@ def launch(home: Any, name: str, params: dict[str, Any], sites: list[str] | None
         raise
     return {"study": study_id, "flow_run": run.id, "url": api.flow_run_ui(run.id),
             "left_out": [{"site": row["site"], "blocking": row["blocking"]} for row in unable]}
-
-
-def _queue_first_round(engine: Engine, name: str, params: dict[str, Any],
-                       sites: list[str] | None, deadline_s: float, study_id: str,
-                       started_by: str) -> bool:
-    """Queue a single-round study's jobs before its coordinator run exists, so that the sites
-    work while the hub's worker starts that run (a process: seconds); the run then goes on
-    from the hub's records as a resumed one does. A flow with a coordinator part of its own is
-    left to it: its first round is the bundle's code, run on the hub's worker only."""
-    from radflow.hub.coordinator import single_round
-
-    version_hash = [v for v in registry.versions(engine) if v.name == name][-1].hash
-    if not single_round(engine, version_hash):
-        return False
-    study_jobs.start_study(engine, name, params, sites, deadline_s, study_id, started_by)
-    return True
 
 
 def study_state(home: Any, study_id: str) -> dict[str, Any] | None:

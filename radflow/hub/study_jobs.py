@@ -117,6 +117,24 @@ def start_study(engine: Engine, name: str, params: dict[str, Any], sites_: list[
     return study, jobs
 
 
+def queue_single_round(engine: Engine, name: str, params: dict[str, Any],
+                       sites_: list[str] | None, deadline_s: float, study_id: str,
+                       started_by: str) -> bool:
+    """Queue a single-round study's jobs before its coordinator run exists, so that the sites
+    work while the hub's worker starts that run (a process: seconds); the run then goes on
+    from the hub's records as a resumed one does. A flow with a coordinator part of its own is
+    left to it (False): its first round is the bundle's code, run on the hub's worker only."""
+    from radflow.hub.coordinator import single_round
+
+    with Session(engine) as session:
+        version = session.exec(select(HubVersion).where(HubVersion.name == name)
+                               .order_by(HubVersion.published_at.desc())).first()
+    if version is None or not single_round(engine, version.hash):
+        return False
+    start_study(engine, name, params, sites_, deadline_s, study_id, started_by)
+    return True
+
+
 def queue_round(engine: Engine, study: HubStudy, round_no: int, sites_: list[str],
                 params: dict[str, Any]) -> list[HubJob]:
     """Queue round ``round_no`` of a study: one job per site, with ``params``."""
