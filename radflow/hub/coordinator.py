@@ -53,13 +53,14 @@ class SingleRound:
         return combine(self.name, rounds[-1]["sites"])
 
 
-def _published(engine: Engine, version_hash: str) -> tuple[dict[str, Any], bytes]:
-    """A published version's manifest and bundle."""
+def coordinator_for(engine: Engine, hub_root: Path, version_hash: str) -> Any:
+    """The coordinator part of a published version (a module), or :class:`SingleRound`."""
     import json
 
     from sqlmodel import Session
 
     from radflow.errors import ConfigurationError
+    from radflow.federation.bundle import unpack
     from radflow.hub.models import HubVersion
 
     with Session(engine) as session:
@@ -68,21 +69,8 @@ def _published(engine: Engine, version_hash: str) -> tuple[dict[str, Any], bytes
             raise ConfigurationError(f"no published version {version_hash}",
                                      fix="publish its flow package on the hub "
                                          "(`radflow publish PATH`)")
-        return json.loads(row.signed)["manifest"], row.bundle
-
-
-def single_round(engine: Engine, version_hash: str) -> bool:
-    """Whether the version has no coordinator part (one round, combined by the hub's rules);
-    read from its manifest, without running any of its code."""
-    return not _published(engine, version_hash)[0].get("coordinator_entrypoint")
-
-
-def coordinator_for(engine: Engine, hub_root: Path, version_hash: str) -> Any:
-    """The coordinator part of a published version (a module), or :class:`SingleRound`."""
-    from radflow.errors import ConfigurationError
-    from radflow.federation.bundle import unpack
-
-    manifest, bundle = _published(engine, version_hash)
+        manifest = json.loads(row.signed)["manifest"]
+        bundle = row.bundle
     entrypoint = manifest.get("coordinator_entrypoint")
     if not entrypoint:
         return SingleRound(manifest["name"])
