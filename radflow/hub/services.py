@@ -66,6 +66,13 @@ class HubServices:
         log = {"federation-api": "api.log"}.get(name, f"{name}.log")
         return ManagedProcess(name, self.home.root / "run", self.home.root / "logs" / log)
 
+    @property
+    def warm_socket(self) -> Path:
+        """Where the hub worker's fork server listens (:mod:`radflow.forkserver`)."""
+        from radflow.forkserver import SOCKET_NAME
+
+        return self.home.root / "run" / SOCKET_NAME
+
     def base_env(self) -> dict[str, str]:
         """The caller's environment minus its Prefect settings, plus the hub's."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -184,7 +191,9 @@ class HubServices:
             say(line)
         if worker.process() is None:
             env = {**self.base_env(), **self.client_env(), "PREFECT_WORKER_QUERY_SECONDS": "1"}
-            worker.start([sys.executable, "-m", "prefect", "worker", "start", "--pool",
+            worker.start([sys.executable, "-m", "radflow.forkserver", "--socket",
+                          str(self.warm_socket), "--preload", COORDINATOR_FLOW.rpartition(".")[0],
+                          "--", sys.executable, "-m", "prefect", "worker", "start", "--pool",
                           WORK_POOL, "--type", "process", "--name", "hub-worker"], env,
                          cwd=home.root)
         if idp is not None:  # the web app reads the provider's discovery document at start
@@ -261,6 +270,7 @@ def apply_hub_deployments(home: HubHome) -> list[str]:
         newest[version.name] = version.hash
     if not newest:
         return []
+    from radflow.forkserver import SOCKET_NAME, warm_command
     from radflow.hub.schedules import existing, keep_schedules
 
     flow = import_object(COORDINATOR_FLOW)
@@ -272,7 +282,8 @@ def apply_hub_deployments(home: HubHome) -> list[str]:
                 name=name, version=version_hash[7:19], entrypoint_type=EntrypointType.MODULE_PATH,
                 work_pool_name=WORK_POOL, parameters={"name": name},
                 description=f"The coordinator part of {name} (version {version_hash}).",
-                tags=["radflow", "federation", f"version:{version_hash[7:19]}"])
+                tags=["radflow", "federation", f"version:{version_hash[7:19]}"],
+                job_variables={"command": warm_command(home.root / "run" / SOCKET_NAME)})
             deployment.apply(work_pool_name=WORK_POOL)
             names.append(f"federated-study/{name}")
     keep_schedules(home, scheduled)

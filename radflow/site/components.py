@@ -264,6 +264,11 @@ class WorkerComponent(Component):
         env["PREFECT_WORKER_HEARTBEAT_SECONDS"] = "10"
         argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", ctx.config.work_pool,
                 "--type", ctx.config.work_pool_type, "--name", self.worker_name(ctx)]
+        if ctx.config.work_pool_type == "process":  # its runs fork from a warm process
+            from radflow.forkserver import SOCKET_NAME
+
+            argv = [sys.executable, "-m", "radflow.forkserver", "--socket",
+                    str(ctx.paths.run / SOCKET_NAME), "--", *argv]
         return argv, env
 
     def probe(self, ctx: SiteContext) -> tuple[bool, str]:

@@ -134,8 +134,9 @@ class ManagedProcess:
             family = [proc]
         for sig, wait in ((self.stop_signal, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             _signal_group(proc.pid, sig)
-            for member in family[1:]:  # children that left the group
-                _signal(member, sig)
+            for member in family[1:]:  # children that left the group (not twice to the others:
+                if _group(member) != proc.pid:  # a Prefect worker takes a second SIGINT as kill)
+                    _signal(member, sig)
             alive = _wait_gone(family, wait)
             _reap(proc.pid)
             if not alive:
@@ -230,6 +231,13 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _group(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return None
 
 
 def _signal(proc: psutil.Process, sig: int) -> None:
