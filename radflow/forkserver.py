@@ -98,9 +98,10 @@ class Signals:
     """SIGINT and SIGTERM to the server. A site's stop signals the whole process group, the
     worker with it, and a Prefect worker takes a second SIGINT as an order to kill its runs: so
     the server passes a signal on only if the worker is still there a while later (it was sent
-    to the server alone)."""
+    to the server alone). The wait is longer than a site's stop gives a component before it
+    escalates (20 s), so a stop's own escalation comes first."""
 
-    grace = 10.0
+    grace = 30.0
 
     def __init__(self, worker: subprocess.Popen) -> None:
         self.worker = worker
@@ -337,7 +338,7 @@ def shutdown() -> None:
             stream.flush()
 
 
-def orphaned_worker_stops() -> None:
+def worker_dies_with_server() -> None:
     """In the worker, before its exec: die with the server, else the site's supervisor would
     start a second worker beside it. SIGKILL, as if the component had been killed whole: a
     clean stop would remove the runs' working folders under them (they go on, orphaned, and
@@ -360,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not worker_argv:
         parser.error("no worker command after --")
     sock = listen(args.socket)
-    worker = subprocess.Popen(worker_argv, preexec_fn=orphaned_worker_stops)
+    worker = subprocess.Popen(worker_argv, preexec_fn=worker_dies_with_server)
     signals = Signals(worker)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signals.received)

@@ -141,6 +141,38 @@ def test_without_a_server_the_client_starts_the_run_cold(server, tmp_path):
     assert int((out / "pid").read_text()) == proc.pid  # the client became the run
 
 
+WORKER = textwrap.dedent("""
+    import signal, sys, time
+    from pathlib import Path
+    seen = Path(sys.argv[1])
+    def count(signum, frame):
+        seen.write_text(seen.read_text() + "INT ")
+    signal.signal(signal.SIGINT, count)
+    seen.write_text("")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not seen.read_text():
+        time.sleep(0.05)
+    time.sleep(1)  # a second SIGINT would come now (Prefect's CLI kills its worker on one)
+""")
+
+
+def test_a_stop_signals_the_worker_once(tmp_path):
+    """A site's stop signals the component's process group: the worker under the server gets
+    one SIGINT, neither a copy from the server nor one more as the server's child."""
+    from radflow.site.process import ManagedProcess
+
+    (tmp_path / "worker.py").write_text(WORKER)
+    seen = tmp_path / "seen"
+    proc = ManagedProcess("worker", tmp_path / "run", tmp_path / "worker.log")
+    proc.start([sys.executable, "-m", "radflow.forkserver", "--socket",
+                str(tmp_path / "run" / "forkserver.sock"), "--", sys.executable,
+                str(tmp_path / "worker.py"), str(seen)], dict(os.environ))
+    wait_for(lambda: "serving" in (tmp_path / "worker.log").read_text(), 60, "the server")
+    assert proc.stop(timeout=20) is True
+    assert seen.read_text() == "INT "
+    assert "worker ended (0)" in (tmp_path / "worker.log").read_text()  # not by an escalation
+
+
 def test_the_socket_is_the_users_only(server):
     assert (server["socket"].stat().st_mode & 0o777) == 0o600
 
