@@ -158,7 +158,8 @@ WORKER = textwrap.dedent("""
 
 def test_a_stop_signals_the_worker_once(tmp_path):
     """A site's stop signals the component's process group: the worker under the server gets
-    one SIGINT, neither a copy from the server nor one more as the server's child."""
+    that SIGINT and no copy from the server (a Prefect worker's CLI kills its worker on a
+    second one)."""
     from radflow.site.process import ManagedProcess
 
     (tmp_path / "worker.py").write_text(WORKER)
