@@ -68,16 +68,16 @@ def apply_site_deployments(ctx: SiteContext) -> list[str]:
     from radflow.site.workpools import site_job_variables
 
     names = []
+    specs = site_deployments()
     variables = site_job_variables(ctx.config.work_pool_type, ctx.config.image_registry,
                                    site=ctx.config.name, home=str(ctx.settings.home))
     if ctx.config.work_pool_type == "process":  # started by the worker's fork server
         from radflow.forkserver import SOCKET_NAME, warm_command
 
         warm = {"command": warm_command(ctx.paths.run / SOCKET_NAME)}
-        variables = {spec.flow: {**variables.get(spec.flow, {}), **warm}
-                     for spec in site_deployments()}
+        variables = {spec.flow: {**variables.get(spec.flow, {}), **warm} for spec in specs}
     with site_prefect(ctx):
-        for spec in site_deployments():
+        for spec in specs:
             flow = import_object(spec.flow)
             deployment = flow.to_deployment(
                 name=ctx.config.name,

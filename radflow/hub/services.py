@@ -66,13 +66,6 @@ class HubServices:
         log = {"federation-api": "api.log"}.get(name, f"{name}.log")
         return ManagedProcess(name, self.home.root / "run", self.home.root / "logs" / log)
 
-    @property
-    def warm_socket(self) -> Path:
-        """Where the hub worker's fork server listens (:mod:`radflow.forkserver`)."""
-        from radflow.forkserver import SOCKET_NAME
-
-        return self.home.root / "run" / SOCKET_NAME
-
     def base_env(self) -> dict[str, str]:
         """The caller's environment minus its Prefect settings, plus the hub's."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -192,7 +185,7 @@ class HubServices:
         if worker.process() is None:
             env = {**self.base_env(), **self.client_env(), "PREFECT_WORKER_QUERY_SECONDS": "1"}
             worker.start([sys.executable, "-m", "radflow.forkserver", "--socket",
-                          str(self.warm_socket), "--preload", COORDINATOR_FLOW.rpartition(".")[0],
+                          str(warm_socket(home)), "--preload", COORDINATOR_FLOW.rpartition(".")[0],
                           "--", sys.executable, "-m", "prefect", "worker", "start", "--pool",
                           WORK_POOL, "--type", "process", "--name", "hub-worker"], env,
                          cwd=home.root)
@@ -257,6 +250,14 @@ def hub_prefect(home: HubHome):
                                        PREFECT_CLIENT_RETRY_EXTRA_CODES: {500}})
 
 
+def warm_socket(home: HubHome) -> Path:
+    """Where the hub worker's fork server listens (:mod:`radflow.forkserver`), in the folder of
+    the hub's PID files."""
+    from radflow.forkserver import SOCKET_NAME
+
+    return home.root / "run" / SOCKET_NAME
+
+
 def apply_hub_deployments(home: HubHome) -> list[str]:
     """One deployment ``federated-study/<name>`` per published flow, at its newest version
     (Prefect's ``version``: the short hash). Idempotent."""
@@ -270,7 +271,7 @@ def apply_hub_deployments(home: HubHome) -> list[str]:
         newest[version.name] = version.hash
     if not newest:
         return []
-    from radflow.forkserver import SOCKET_NAME, warm_command
+    from radflow.forkserver import warm_command
     from radflow.hub.schedules import existing, keep_schedules
 
     flow = import_object(COORDINATOR_FLOW)
@@ -283,7 +284,7 @@ def apply_hub_deployments(home: HubHome) -> list[str]:
                 work_pool_name=WORK_POOL, parameters={"name": name},
                 description=f"The coordinator part of {name} (version {version_hash}).",
                 tags=["radflow", "federation", f"version:{version_hash[7:19]}"],
-                job_variables={"command": warm_command(home.root / "run" / SOCKET_NAME)})
+                job_variables={"command": warm_command(warm_socket(home))})
             deployment.apply(work_pool_name=WORK_POOL)
             names.append(f"federated-study/{name}")
     keep_schedules(home, scheduled)
