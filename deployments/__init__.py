@@ -72,9 +72,9 @@ def apply_site_deployments(ctx: SiteContext) -> list[str]:
     variables = site_job_variables(ctx.config.work_pool_type, ctx.config.image_registry,
                                    site=ctx.config.name, home=str(ctx.settings.home))
     if ctx.config.work_pool_type == "process":  # started by the worker's fork server
-        from radflow.forkserver import SOCKET_NAME, warm_command
+        from radflow.forkserver import warm_command
 
-        warm = {"command": warm_command(ctx.paths.run / SOCKET_NAME)}
+        warm = {"command": warm_command(ctx.paths.warm_socket)}
         variables = {spec.flow: {**variables.get(spec.flow, {}), **warm} for spec in specs}
     with site_prefect(ctx):
         for spec in specs:

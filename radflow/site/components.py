@@ -265,10 +265,8 @@ class WorkerComponent(Component):
         argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", ctx.config.work_pool,
                 "--type", ctx.config.work_pool_type, "--name", self.worker_name(ctx)]
         if ctx.config.work_pool_type == "process":  # its runs fork from a warm process
-            from radflow.forkserver import SOCKET_NAME
-
             argv = [sys.executable, "-m", "radflow.forkserver", "--socket",
-                    str(ctx.paths.run / SOCKET_NAME), "--", *argv]
+                    str(ctx.paths.warm_socket), "--", *argv]
         return argv, env
 
     def probe(self, ctx: SiteContext) -> tuple[bool, str]:

@@ -189,6 +189,13 @@ class SitePaths:
     def run(self) -> Path:
         return self.root / "run"
 
+    @property
+    def warm_socket(self) -> Path:
+        """Where the worker's fork server listens (:mod:`radflow.forkserver`)."""
+        from radflow.forkserver import SOCKET_NAME
+
+        return self.run / SOCKET_NAME
+
     def make(self) -> None:
         for folder in (self.root, self.orthanc_config, self.orthanc_storage, self.orthanc_index,
                        self.prefect_home, self.logs, self.run):
