@@ -25,6 +25,7 @@ import time
 
 def cold_start(module: str) -> None:
     """Become the plain engine process (the same environment, a fresh interpreter)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # (an ignored signal stays ignored over exec)
     os.execv(sys.executable, [sys.executable, "-m", module])
 
 

@@ -246,7 +246,12 @@ class Server:
             return
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # no memory or process left: this run starts cold, the server stays
+            log(f"fork failed ({exc}): the run starts cold")
+            self.close(run)
+            return
         if pid == 0:
             code = 1
             try:

@@ -39,6 +39,9 @@ RUN = textwrap.dedent("""
         signal.signal(signal.SIGTERM, stop)
     if mode == "die":
         os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "sigint":  # how the run takes a site's stop
+        ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        sys.exit(9 if ignored else 0)
     (out / "ready").write_text("")
     time.sleep(60)
 """)
@@ -139,6 +142,38 @@ def test_without_a_server_the_client_starts_the_run_cold(server, tmp_path):
     assert proc.returncode == 5, stderr
     assert "out: token-123" in stdout
     assert int((out / "pid").read_text()) == proc.pid  # the client became the run
+
+
+def test_a_server_that_cannot_fork_lets_the_run_start_cold(tmp_path, monkeypatch):
+    """fork() failing (no memory or process left) costs that run its warm start, not the server
+    (nor, through it, the worker); the run started cold still takes a stop's SIGINT."""
+    import errno
+    import threading
+
+    from radflow import forkserver
+
+    sock_path = tmp_path / "run" / "forkserver.sock"
+    worker = subprocess.Popen(["sleep", "60"])
+    server = forkserver.Server(forkserver.listen(sock_path), worker, forkserver.Signals(worker))
+
+    def no_fork():
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+    monkeypatch.setattr(forkserver.os, "fork", no_fork)
+    serving = threading.Thread(target=server.serve, daemon=True)
+    serving.start()
+    try:
+        fake = {"socket": sock_path, "modules": tmp_path / "modules"}
+        fake["modules"].mkdir()
+        (fake["modules"] / "fake_run.py").write_text(RUN)
+        proc, out = client(fake, tmp_path, mode="sigint")
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, (proc.returncode, stderr)  # (9: SIGINT ignored)
+        assert int((out / "pid").read_text()) == proc.pid  # the client became the run
+        assert serving.is_alive() and worker.poll() is None and not server.runs
+    finally:
+        worker.kill()
+        serving.join(10)
+    assert not serving.is_alive()
 
 
 WORKER = textwrap.dedent("""
