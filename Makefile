@@ -32,8 +32,12 @@ demo-down:
 lint: setup
 	@$(BIN)/ruff check .
 
+# the suite runs in PYTEST_WORKERS processes (0: in this one), a module's tests in one of them:
+# its module fixtures (a hub and three sites) start once; each process has its own home
+PYTEST_WORKERS ?= 2
+
 test: setup lint
-	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: setup
 	@$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

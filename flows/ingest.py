@@ -3,8 +3,9 @@
 Two ways to run it:
 
 * started by the site's change watcher (no ``series_ids``): it claims the series Orthanc reported
-  stable from the site's ingest queue, catalogs them, claims again, and ends after
-  ``idle_seconds`` without new work. A burst of studies is one run, with one task per series.
+  stable from the site's ingest queue as threads come free (four series at a time), closes each
+  as soon as it is cataloged, and ends after ``idle_seconds`` without new work. A burst of
+  studies is one run, with one task per series.
 * by hand with ``series_ids`` (Orthanc series identifiers): catalogs exactly those.
 
 A series that fails (after its task's retries of transient failures) is still cataloged, from
@@ -14,6 +15,7 @@ others go on. Nothing Orthanc holds is ever only a line in a log.
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from typing import Any
 
@@ -31,31 +33,72 @@ from radflow.tasks.ingest import (
 from radflow.tasks.reports import ingest_report
 
 REPORT_AFTER_IDLE = 3.0  # seconds without new work before the report is brought up to date
+WORKERS = 4  # series cataloged at once (the task runner's threads)
+POLL_SECONDS = 0.25  # how often a waiting run looks at its queue
+
+
+def _outcome(sid: str, future: Any, site: str | None) -> tuple[dict[str, Any], str | None]:
+    """A finished catalog task's report row, and its error (None when it went well); a failed
+    series is recorded as such."""
+    future.wait()
+    if future.state.is_completed():
+        return future.result(), None
+    message = (future.state.message or "failed").split("\n")[0][:500]
+    get_run_logger().warning("series %s could not be cataloged: %s", sid, message)
+    try:
+        record_failure(sid, message, site)
+    except RadflowError as exc:  # Orthanc unreachable: the request is retried later
+        get_run_logger().warning("series %s: recording the failure failed too: %s", sid, exc)
+    return {"series_id": sid, "status": "failed", "findings": ["catalog_failed"],
+            "error": message}, message
 
 
 def _catalog(series_ids: list[str], site: str | None) -> tuple[list[dict[str, Any]], dict[str, str | None]]:
-    logger = get_run_logger()
     futures = {sid: catalog_series.submit(sid, site) for sid in series_ids}
     rows, outcomes = [], {}
     for sid, future in futures.items():
-        future.wait()
-        if future.state.is_completed():
-            rows.append(future.result())
-            outcomes[sid] = None
-        else:
-            message = (future.state.message or "failed").split("\n")[0][:500]
-            rows.append({"series_id": sid, "status": "failed", "findings": ["catalog_failed"],
-                         "error": message})
-            outcomes[sid] = message
-            logger.warning("series %s could not be cataloged: %s", sid, message)
-            try:
-                record_failure(sid, message, site)
-            except RadflowError as exc:  # Orthanc unreachable: the request is retried later
-                logger.warning("series %s: recording the failure failed too: %s", sid, exc)
+        row, outcomes[sid] = _outcome(sid, future, site)
+        rows.append(row)
     return rows, outcomes
 
 
-@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
+def _work_through_queue(site: str | None, idle_seconds: float,
+                        max_minutes: float) -> tuple[list[dict[str, Any]], int]:
+    """Catalog the queue's series as they come: a series is claimed as soon as a thread is free
+    and closed as soon as it is cataloged (a burst is a stream, not batches that wait for their
+    slowest series). Returns the report's rows and how many of them were reported already."""
+    run_id = flow_run.get_id()
+    rows: list[dict[str, Any]] = []
+    reported = 0
+    in_flight: dict[Any, str] = {}  # the task's concurrent future -> its series
+    futures: dict[str, Any] = {}
+    started = idle_since = time.monotonic()
+    while in_flight or (time.monotonic() - idle_since < idle_seconds
+                        and time.monotonic() - started < max_minutes * 60):
+        if len(in_flight) < WORKERS and time.monotonic() - started < max_minutes * 60:
+            for sid in claim_requests(run_id, site, limit=WORKERS - len(in_flight)):
+                futures[sid] = catalog_series.submit(sid, site)
+                in_flight[futures[sid].wrapped_future] = sid
+        if in_flight:
+            done, _ = concurrent.futures.wait(list(in_flight), timeout=POLL_SECONDS,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            outcomes = {}
+            for wrapped in done:
+                sid = in_flight.pop(wrapped)
+                row, outcomes[sid] = _outcome(sid, futures.pop(sid), site)
+                rows.append(row)
+            if outcomes:
+                close_requests(run_id, outcomes, site)
+            idle_since = time.monotonic()
+            continue
+        if len(rows) > reported and time.monotonic() - idle_since > REPORT_AFTER_IDLE:
+            ingest_report(rows, site)  # a burst ended: show it now, not when the run ends
+            reported = len(rows)
+        time.sleep(POLL_SECONDS)
+    return rows, reported
+
+
+@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=WORKERS), log_prints=False)
 def ingest(series_ids: list[str] | None = None, site: str | None = None,
            idle_seconds: float = 30.0, max_minutes: float = 15.0) -> dict[str, Any]:
     """Catalog series and publish a report (a table of the series, a chart of the catalog).
@@ -67,26 +110,11 @@ def ingest(series_ids: list[str] | None = None, site: str | None = None,
         max_minutes: queue mode: end after this long in any case (the watcher starts another).
     """
     logger = get_run_logger()
-    rows: list[dict[str, Any]] = []
     reported = 0
     if series_ids:
         rows, _ = _catalog(series_ids, site)
     else:
-        run_id = flow_run.get_id()
-        started = idle_since = time.monotonic()
-        while time.monotonic() - idle_since < idle_seconds and \
-                time.monotonic() - started < max_minutes * 60:
-            claimed = claim_requests(run_id, site)
-            if claimed:
-                done, outcomes = _catalog(claimed, site)
-                close_requests(run_id, outcomes, site)
-                rows += done
-                idle_since = time.monotonic()
-                continue
-            if len(rows) > reported and time.monotonic() - idle_since > REPORT_AFTER_IDLE:
-                ingest_report(rows, site)  # a burst ended: show it now, not when the run ends
-                reported = len(rows)
-            time.sleep(0.5)
+        rows, reported = _work_through_queue(site, idle_seconds, max_minutes)
     failed = sum(1 for r in rows if r["status"] == "failed")
     stats = ingest_report(rows, site) if len(rows) > reported else None
     logger.info("cataloged %d series (%d failed)%s", len(rows) - failed, failed,

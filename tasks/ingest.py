@@ -110,11 +110,11 @@ def transfer_syntaxes(orthanc: Any, tags: dict[str, dict[str, Any]]) -> dict[str
     return {i: only for i in ids}
 
 
-def claim_requests(run_id: str, site: str | None = None) -> list[str]:
-    """Claim pending requests of the site's ingest queue for this run (not a task: a run polls
-    the queue every half second while it waits for work)."""
+def claim_requests(run_id: str, site: str | None = None, limit: int = 200) -> list[str]:
+    """Claim up to ``limit`` pending requests of the site's ingest queue for this run (not a
+    task: a run polls the queue several times a second while it waits for work)."""
     with session_scope(site_runtime(site).catalog_url) as session:
-        return outbox.claim(session, run_id)
+        return outbox.claim(session, run_id, limit)
 
 
 def close_requests(run_id: str, outcomes: dict[str, str | None], site: str | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,21 @@ def test_ports_skip_busy_ones_and_those_of_other_sites(tmp_path: Path) -> None:
     assert set(first.model_dump().values()).isdisjoint(second.model_dump().values())
     assert explicit.orthanc_http == port  # an explicit port is taken as given (checked at start)
     assert len(set(second.model_dump().values())) == len(PORT_BASES)  # all distinct
+
+
+def test_two_homes_choosing_at_once_get_different_ports(tmp_path: Path) -> None:
+    """Two homes' sites created at the same moment (nothing listens yet) do not choose the same
+    free ports: a choice is reserved machine-wide until its server binds; the reservations file
+    is the user's own."""
+    from radflow.site.config import port_reservations
+
+    one = allocate_ports(tmp_path / "home-1", {})
+    two = allocate_ports(tmp_path / "home-2", {})
+    assert set(one.model_dump().values()).isdisjoint(two.model_dump().values())
+    with port_reservations() as reserved:
+        assert set(one.model_dump().values()) | set(two.model_dump().values()) <= set(reserved)
+    held = Path(tempfile.gettempdir()) / f"radflow-ports-{os.getuid()}.json"
+    assert held.stat().st_mode & 0o077 == 0
 
 
 def test_secrets_are_generated_once_and_owner_only(tmp_path: Path) -> None:

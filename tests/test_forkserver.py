@@ -166,7 +166,7 @@ def test_a_server_that_cannot_fork_lets_the_run_start_cold(tmp_path, monkeypatch
         fake["modules"].mkdir()
         (fake["modules"] / "fake_run.py").write_text(RUN)
         proc, out = client(fake, tmp_path, mode="sigint")
-        stdout, stderr = proc.communicate(timeout=60)
+        _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 0, (proc.returncode, stderr)  # (9: SIGINT ignored)
         assert int((out / "pid").read_text()) == proc.pid  # the client became the run
         assert serving.is_alive() and worker.poll() is None and not server.runs

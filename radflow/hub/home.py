@@ -35,14 +35,6 @@ OIDC_DEFAULTS = {"issuer": None, "client_id": "radflow-hub", "roles_claim": "gro
                  "session_hours": 8.0}
 
 
-def _first_free(port: int, taken: set[int]) -> int:
-    from radflow.site.config import port_is_free
-
-    while port in taken or not port_is_free(port):
-        port += 1
-    return port
-
-
 @dataclass
 class HubHome:
     root: Path
@@ -85,14 +77,17 @@ class HubHome:
             generate(self.key)
         self._complete_secrets({k: v for k, v in (databases or {}).items() if v is not None})
         config = self.config()
+        from radflow.site.config import first_free_port, port_reservations
+
         taken: set[int] = set()
-        for key, given, offset in (("port", port, 0), ("prefect_port", prefect_port, 10),
-                                   ("web_port", web_port, 20), ("idp_port", idp_port, 30)):
-            # given, else kept, else the first free one from the conventional port on (another
-            # hub or site on this machine may hold 8700...)
-            config[key] = given or config.get(key) or \
-                _first_free((config["port"] if offset else DEFAULT_PORT) + offset, taken)
-            taken.add(config[key])
+        with port_reservations() as reserved:
+            for key, given, offset in (("port", port, 0), ("prefect_port", prefect_port, 10),
+                                       ("web_port", web_port, 20), ("idp_port", idp_port, 30)):
+                # given, else kept, else the first free one from the conventional port on
+                # (another hub or site on this machine may hold 8700..., or have just chosen it)
+                config[key] = given or config.get(key) or first_free_port(
+                    (config["port"] if offset else DEFAULT_PORT) + offset, taken, reserved, key)
+                taken.add(config[key])
         config["oidc"] = OIDC_DEFAULTS | config.get("oidc", {})
         if public_url is not None:
             config["public_url"] = public_url or None

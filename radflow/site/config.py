@@ -21,6 +21,8 @@ import os
 import re
 import secrets
 import socket
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -286,11 +288,64 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+RESERVED_SECONDS = 600.0  # how long a chosen port stays out of other homes' choices
+
+
+@contextmanager
+def port_reservations() -> Iterator[dict[int, float]]:
+    """The ports radflow processes of this user chose in the last ten minutes, machine-wide
+    (every home): between a site's or hub's choice of a free port and its server's bind, another
+    home's site must not choose the same one (two homes starting at once, e.g. test sessions).
+
+    Yields ``{port: chosen at}`` (epoch seconds), under a lock; what the caller adds is kept.
+    The file is the user's own in the temporary folder; if another user holds its name, no
+    reservation is shared (each home still checks that a port is free)."""
+    base = Path(tempfile.gettempdir()) / f"radflow-ports-{os.getuid()}"
+    try:
+        fd = os.open(f"{base}.json", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        yield {}
+        return
+    with os.fdopen(fd, "r+") as fh:
+        if os.fstat(fd).st_uid != os.getuid():
+            yield {}
+            return
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            try:
+                held = {int(k): float(v) for k, v in json.loads(fh.read() or "{}").items()}
+            except (ValueError, AttributeError):  # a damaged file: start afresh
+                held = {}
+            now = time.time()
+            held = {port: at for port, at in held.items() if now - at < RESERVED_SECONDS}
+            yield held
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps(held))
+            fh.flush()
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def first_free_port(base: int, taken: set[int], reserved: dict[int, float], what: str) -> int:
+    """The first port from ``base`` on that is not in ``taken``, not reserved by another home
+    and free; reserved from now on."""
+    port = base
+    while port in taken or port in reserved or not port_is_free(port):
+        port += 1
+        if port > 65535:
+            raise ConfigurationError(f"no free TCP port above {base} for {what}",
+                                     fix="stop other services or pass the port explicitly")
+    reserved[port] = time.time()
+    return port
+
+
 def allocate_ports(home: Path, requested: dict[str, int | None],
                    current: SitePorts | None = None) -> SitePorts:
     """Pick ports for a site: the requested ones, then those it has, else the first free ones
     from the conventional bases (8042, 4242, 4200, 8800, 8900) that no other site of ``home``
-    has recorded. A site made before a component existed gets that component's port here."""
+    has recorded and no other home chose in the last minutes (:func:`port_reservations`). A
+    site made before a component existed gets that component's port here."""
     taken = set()
     for other in all_sites(home):
         cfg = load_config(SitePaths(home, other))
@@ -298,18 +353,9 @@ def allocate_ports(home: Path, requested: dict[str, int | None],
             taken.update(v for v in cfg.ports.model_dump().values() if v)
     have = current.model_dump() if current is not None else {}
     chosen: dict[str, int] = {}
-    for key, base in PORT_BASES.items():
-        want = requested.get(key) or have.get(key)
-        if want:
-            chosen[key] = want
-            taken.add(want)
-            continue
-        port = base
-        while port in taken or not port_is_free(port):
-            port += 1
-            if port > 65535:
-                raise ConfigurationError(f"no free TCP port above {base} for {key}",
-                                         fix="stop other services or pass the port explicitly")
-        chosen[key] = port
-        taken.add(port)
+    with port_reservations() as reserved:
+        for key, base in PORT_BASES.items():
+            want = requested.get(key) or have.get(key)
+            chosen[key] = want or first_free_port(base, taken, reserved, key)
+            taken.add(chosen[key])
     return SitePorts(**chosen)
