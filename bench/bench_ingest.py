@@ -65,13 +65,19 @@ def phase_alone(manager: SiteManager, ctx, data: Path) -> float:
     return n / seconds
 
 
-def phase_with_catalog(manager: SiteManager, ctx, data: Path, expected: int) -> dict:
+def fresh_watcher(manager: SiteManager, ctx) -> None:
+    """Empty Orthanc, and restart the watcher at the end of its change feed (the phase before
+    left changes that are not this phase's)."""
     empty_orthanc(ctx)
-    with session_scope(ctx.catalog_url) as session:  # the watcher starts at the feed's end
+    with session_scope(ctx.catalog_url) as session:
         state = session.get(WatcherState, CURSOR) or WatcherState(name=CURSOR)
         state.last_seq = ctx.orthanc_client().last_change()
         session.add(state)
     manager.restart(ctx.config.name, "watcher")
+
+
+def phase_with_catalog(manager: SiteManager, ctx, data: Path, expected: int) -> dict:
+    fresh_watcher(manager, ctx)
     began = time.perf_counter()
     n, seconds = send(ctx, data)
     while cataloged_instances(ctx) < expected:

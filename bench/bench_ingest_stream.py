@@ -37,18 +37,17 @@ from pathlib import Path
 
 import psutil
 import pydicom
-from bench_ingest import empty_orthanc
+from bench_ingest import empty_orthanc, fresh_watcher
 from pydicom.uid import generate_uid
 from sqlmodel import select
 
 from radflow.catalog.db import session_scope
-from radflow.catalog.models import Series, WatcherState
+from radflow.catalog.models import Series
 from radflow.data.push import PROPOSE, c_store
 from radflow.settings import RadflowSettings
 from radflow.site import SiteManager
 from radflow.site.components import component
 from radflow.synth import synthesize
-from radflow.watcher.core import CURSOR
 
 WATCHER = component("watcher")
 POLL = 0.2
@@ -213,12 +212,7 @@ def series_ids(ctx, series: list[list[Path]]) -> dict[str, int]:
 
 def phase_with_catalog(manager: SiteManager, ctx, series: list[list[Path]],
                        associations: int) -> dict:
-    empty_orthanc(ctx)
-    with session_scope(ctx.catalog_url) as session:  # the watcher starts at the feed's end
-        state = session.get(WatcherState, CURSOR) or WatcherState(name=CURSOR)
-        state.last_seq = ctx.orthanc_client().last_change()
-        session.add(state)
-    manager.restart(ctx.config.name, "watcher")
+    fresh_watcher(manager, ctx)
     expected = series_ids(ctx, series)
     observer = Observer(ctx, expected)
     observer.start()
