@@ -34,7 +34,7 @@ lint: setup
 
 # the suite runs in PYTEST_WORKERS processes (0: in this one), a module's tests in one of them:
 # its module fixtures (a hub and three sites) start once; each process has its own home
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 2
 
 test: setup lint
 	@$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
