@@ -67,6 +67,14 @@ class LockedOnce:
     def hits(self, method: str, pattern: str) -> list[int]:
         return [code for m, path, code in self.seen if m == method and re.search(pattern, path)]
 
+    def went_through(self, method: str, pattern: str, ok: tuple[int, ...]) -> bool:
+        """The proxy's 500 came first, and the first answer after it that is not a retry is in
+        ``ok``. Retries may meet Prefect's own 503, which its server gives while its SQLite is
+        busy on a loaded machine (CI saw [500, 503, 201])."""
+        hits = self.hits(method, pattern)
+        answers = [code for code in hits[1:] if code not in (500, 503)]
+        return bool(hits) and hits[0] == 500 and bool(answers) and answers[0] in ok
+
 
 @pytest.fixture()
 def proxy(site: SiteContext) -> Iterator[LockedOnce]:
@@ -88,7 +96,7 @@ def test_a_site_saves_its_blocks_through_a_locked_database(site, proxy, monkeypa
     register_site_blocks(probe)
 
     assert proxy.fault is None, "the fault was never reached"
-    assert proxy.hits("POST", r"^/api/block_documents/$")[:2] == [500, 201]
+    assert proxy.went_through("POST", r"^/api/block_documents/$", ok=(201,)), proxy.seen
     saved = requests.get(f"{site.prefect_api_url}/block_types/slug/radflow-site/block_documents/name/"
                          "locked-probe", auth=site.prefect_auth(), timeout=10)
     assert saved.status_code == 200, saved.text
@@ -108,7 +116,7 @@ def test_a_decision_resumes_its_run_through_a_locked_database(site, proxy):
 
         resumed = client.resume(run["id"])
 
-        assert proxy.hits("POST", r"/resume$") in ([500, 200], [500, 201])
+        assert proxy.went_through("POST", r"/resume$", ok=(200, 201)), proxy.seen
         assert resumed.state == "RUNNING"
     finally:
         requests.delete(f"{api}/flow_runs/{run['id']}", auth=auth, timeout=10)
@@ -122,7 +130,7 @@ def test_the_typed_client_creates_a_run_through_a_locked_database(site, proxy):
     run = client._request("POST", "flow_runs/", "a flow run", json={
         "flow_id": flow["id"], "state": {"type": "COMPLETED", "name": "Completed"}}).json()
 
-    assert proxy.hits("POST", r"^/api/flow_runs/$") == [500, 201]
+    assert proxy.went_through("POST", r"^/api/flow_runs/$", ok=(201,)), proxy.seen
     assert client.flow_run(run["id"]).state == "COMPLETED"
     client._request("DELETE", f"flow_runs/{run['id']}", "a clean-up", ok=(200, 204))
 
