@@ -13,11 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlmodel import col, select
 
+from radflow.catalog.db import session_scope
+from radflow.catalog.models import IngestRequest, Series
 from radflow.errors import SiteError
 from radflow.hub.home import HubHome
 from radflow.hub.services import HubServices
 from radflow.settings import RadflowSettings
+from radflow.site import SiteManager
 from radflow.site.process import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,6 +162,14 @@ def test_make_demo_in_a_fresh_home(tmp_path) -> None:
             "combined"]["matching"] == 10  # 5 patients at each site
         results = json.loads(radflow("results", "list", "--site", "demo", "--json").stdout)
         assert len(results) == 10  # a SEG and an SR for each of the 5 studies
+        # `data push` asked for its series at once; Orthanc's StableSeries, the default stable
+        # age (10 s) later, found each requested in the same state and added nothing
+        with session_scope(SiteManager(RadflowSettings(home=state)).context("demo")
+                           .catalog_url) as session:
+            pushed = session.exec(select(Series.orthanc_id).where(Series.modality == "CT")).all()
+            reasons = session.exec(select(IngestRequest.reason).where(
+                col(IngestRequest.series_orthanc_id).in_(pushed))).all()
+        assert len(pushed) == 5 and sorted(reasons) == ["pushed"] * 5, reasons
         # the state is under $HOME/.radflow, and nothing new is in the checkout
         assert {p.name for p in (state / "sites").iterdir()} == {"demo", "demo-b"}
         assert (state / "hub" / "secrets.json").is_file()

@@ -7,9 +7,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import wait_settled
+from sqlmodel import select
 
+from radflow.catalog.db import session_scope
+from radflow.catalog.models import IngestRequest, Series, SettlingSeries
+from radflow.catalog.sync import compare, request_now
 from radflow.data.push import push
 from radflow.errors import DicomInputError, OrthancError
+from radflow.orthanc.client import series_state
 
 pytestmark = pytest.mark.services
 
@@ -32,6 +38,40 @@ def test_cli_push_sends_every_slice_and_verifies(orthanc, site, synth_dir: Path,
                            "--json", check=True).stdout)
     assert again["sent"] == manifest["cases"][0]["slices"]
     assert orthanc.statistics()["CountInstances"] == expected  # no duplicates
+
+
+def test_a_push_is_cataloged_once_as_orthanc_holds_it(orthanc, site, synth_dir: Path, cli) -> None:
+    """`data push` asks for its series to be cataloged as Orthanc holds them, without waiting
+    for Orthanc to call them stable. Whoever asks first (the push, or the watcher on Orthanc's
+    StableSeries: 2 s at this site), the series in that state is requested and cataloged once.
+    (`make demo`, with the default stable age of 10 s, shows the push asking first:
+    test_newcomer.)"""
+    out = json.loads(cli("data", "push", str(synth_dir / "case_000"), "--site", "alpha",
+                         "--json", check=True).stdout)
+    (sid,) = out["orthanc_series"]
+    assert out["catalog_requested"] in (0, 1)
+    wait_settled(site)
+    state = series_state(orthanc.resource("series", sid))
+    with session_scope(site.catalog_url) as session:
+        asked = session.exec(select(IngestRequest.reason, IngestRequest.status).where(
+            IngestRequest.series_orthanc_id == sid, IngestRequest.orthanc_state == state)).all()
+        row = session.exec(select(Series).where(Series.orthanc_id == sid)).one()
+    assert len(asked) == 1 and asked[0][1] == "done", asked
+    assert asked[0][0] == ("pushed" if out["catalog_requested"] else "stable")
+    assert (row.orthanc_state, row.num_instances) == (state, out["sent"])
+    # asking again for the same state adds nothing; a series Orthanc no longer holds neither
+    assert request_now(orthanc, site.catalog_url, [sid, "0" * 8 + "-" + "0" * 8]) == 0
+
+    # a series not yet called stable, but cataloged as Orthanc holds it, is in step
+    with session_scope(site.catalog_url) as session:
+        session.merge(SettlingSeries(series_orthanc_id=sid))
+    try:
+        in_step, info = compare(orthanc, site.catalog_url)
+        assert in_step and info["settling"] == 0, info
+    finally:
+        with session_scope(site.catalog_url) as session:
+            if (settling := session.get(SettlingSeries, sid)) is not None:
+                session.delete(settling)
 
 
 def test_push_of_a_folder_without_dicom_is_refused(orthanc, site, tmp_path: Path) -> None:

@@ -14,6 +14,20 @@ from radflow.enums import RequestStatus
 MAX_ATTEMPTS = 3
 
 
+def add(session: Session, series_id: str, state: str, reason: str) -> bool:
+    """Request the series in ``state`` unless that is requested already (a series in one state
+    is cataloged once, whoever asks: Orthanc's StableSeries, a reconcile, a push). True if
+    added."""
+    exists = session.exec(select(IngestRequest.id).where(
+        IngestRequest.series_orthanc_id == series_id,
+        IngestRequest.orthanc_state == state)).first()
+    if exists is not None:
+        return False
+    session.add(IngestRequest(series_orthanc_id=series_id, orthanc_state=state, reason=reason))
+    session.flush()
+    return True
+
+
 def claim(session: Session, run_id: str, limit: int = 200) -> list[str]:
     """Claim up to ``limit`` pending requests for flow run ``run_id``; returns their series."""
     rows = session.exec(select(IngestRequest).where(IngestRequest.status == RequestStatus.PENDING)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
+from radflow.catalog import outbox
 from radflow.catalog.db import session_scope
 from radflow.catalog.models import Finding, IngestRequest, Series, SettlingSeries, WatcherState
 from radflow.enums import RequestStatus, SeriesStatus, Severity
-from radflow.errors import SiteError
-from radflow.orthanc.client import OrthancClient
+from radflow.errors import OrthancError, SiteError
+from radflow.orthanc.client import OrthancClient, series_state
 from radflow.watcher.core import CURSOR
 
 OPEN = [RequestStatus.PENDING, RequestStatus.BATCHED]
@@ -23,12 +25,18 @@ def compare(orthanc: OrthancClient, catalog_url: str) -> tuple[bool, dict[str, A
     changes; and the numbers behind the answer, with the series in error. (A series deleted and
     received again holds the counts the catalog has before it is stable again: only the last
     two conditions tell that it is on its way.)"""
-    held = {k: v["Instances"] for k, v in orthanc.series_states().items()}
+    states = orthanc.series_states()
+    held = {k: v["Instances"] for k, v in states.items()}
     with session_scope(catalog_url) as session:
-        rows = dict(session.exec(select(Series.orthanc_id, Series.num_instances)).all())
+        cataloged = {oid: (n, state) for oid, n, state in session.exec(
+            select(Series.orthanc_id, Series.num_instances, Series.orthanc_state)).all()}
+        rows = {oid: n for oid, (n, _) in cataloged.items()}
         open_requests = session.exec(select(func.count()).select_from(IngestRequest).where(
             col(IngestRequest.status).in_(OPEN))).one()
-        settling = session.exec(select(func.count()).select_from(SettlingSeries)).one()
+        # a series Orthanc has not called stable yet, unless it is cataloged as Orthanc holds
+        # it now (a push asked for it: `request_now`)
+        settling = sum(1 for oid in session.exec(select(SettlingSeries.series_orthanc_id))
+                       if oid not in states or states[oid]["State"] != cataloged.get(oid, (0, None))[1])
         cursor = session.get(WatcherState, CURSOR)
         errors = [{"orthanc_id": oid, "series_uid": uid, "reason": f"{code}: {message}"}
                   for oid, uid, code, message in session.exec(
@@ -42,6 +50,31 @@ def compare(orthanc: OrthancClient, catalog_url: str) -> tuple[bool, dict[str, A
             "open_requests": open_requests, "settling": settling, "unread_changes": unread > 0,
             "differ": differ[:5], "errors": errors}
     return open_requests == 0 and not differ and settling == 0 and not unread, info
+
+
+def request_now(orthanc: OrthancClient, catalog_url: str, series_ids: list[str],
+                reason: str = "pushed") -> int:
+    """Ask for these series to be cataloged now, as Orthanc holds them, without waiting for
+    Orthanc to call them stable (its stable age: 10 s by default). For a sender that knows it
+    has sent everything (`radflow data push`). Should more instances arrive later, Orthanc's
+    StableSeries asks again, for the new state; the same state is never cataloged twice.
+    Returns how many requests were added."""
+    states = {}
+    for sid in series_ids:
+        try:
+            states[sid] = series_state(orthanc.resource("series", sid))
+        except OrthancError as exc:
+            if exc.status != 404:  # (deleted meanwhile: nothing to catalog)
+                raise
+    added = 0
+    with session_scope(catalog_url) as session:
+        for sid, state in states.items():
+            try:
+                with session.begin_nested():
+                    added += outbox.add(session, sid, state, reason)
+            except IntegrityError:  # the watcher asked for the same state at that moment
+                pass
+    return added
 
 
 def _failed_requests(catalog_url: str, series: list[str]) -> dict[str, str]:

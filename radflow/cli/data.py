@@ -56,22 +56,34 @@ def push(
     site: str | None = SITE,
     json_out: bool = JSON,
 ) -> None:
-    """Send DICOM files to a site's Orthanc over C-STORE (DCMTK storescu) and verify."""
+    """Send DICOM files to a site's Orthanc over C-STORE (DCMTK storescu) and verify. The
+    series sent are cataloged at once: the site does not wait for Orthanc to call them stable
+    (no new instance for its stable age), as it does for what other senders store."""
+    from radflow.catalog.sync import request_now
     from radflow.data.push import push as do_push
 
     ctx = site_context(site)
-    kwargs = dict(client=ctx.orthanc_client(), host="127.0.0.1", port=ctx.config.ports.orthanc_dicom,
+    client = ctx.orthanc_client()
+    kwargs = dict(client=client, host="127.0.0.1", port=ctx.config.ports.orthanc_dicom,
                   called_aet=ctx.config.aet, dcmtk_bin=ctx.settings.dcmtk_bin)
     if json_out:
         result = do_push(paths, **kwargs)
-        print_json({**result.__dict__, "studies": sorted(result.studies), "rate": result.rate})
     else:
         with console.status("sending over DICOM C-STORE..."):
             result = do_push(paths, **kwargs)
+    requested = request_now(client, ctx.catalog_url, result.orthanc_series) \
+        if result.verified else 0
+    if json_out:
+        print_json({**result.__dict__, "studies": sorted(result.studies), "rate": result.rate,
+                    "catalog_requested": requested})
+    else:
         console.print(f"sent {result.sent}/{result.files} instances of {len(result.studies)} "
                       f"studies to {ctx.config.aet} in {result.seconds:.1f} s "
                       f"({result.rate:.0f} instances/s); "
                       f"Orthanc holds them all: {'yes' if result.verified else 'NO'}")
+        if requested:
+            console.print(f"cataloging {requested} series now (`radflow catalog wait` waits "
+                          "for it)", highlight=False)
         if result.skipped:
             console.print(f"skipped {len(result.skipped)} non-DICOM file(s)")
         for line in result.failed[:10]:

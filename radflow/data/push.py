@@ -33,6 +33,7 @@ class PushResult:
     failed: list[str] = field(default_factory=list)  # "path: reason" for each file not stored
     skipped: list[str] = field(default_factory=list)  # not DICOM Part 10 files
     series: dict[str, int] = field(default_factory=dict)  # SeriesInstanceUID -> files sent
+    orthanc_series: list[str] = field(default_factory=list)  # Orthanc's ids of those series
     studies: set[str] = field(default_factory=set)
     seconds: float = 0.0
     verified: bool = False
@@ -256,7 +257,7 @@ def push(
     instances = {(headers[p][2], headers[p][3]) for p in stored}  # a repeated SOP UID is one
     result.series = dict(Counter(series for series, _ in instances))
     result.studies = {headers[p][1] for p in stored}
-    result.verified = verify(client, result.series)
+    result.verified, result.orthanc_series = verify(client, result.series)
     return result
 
 
@@ -266,13 +267,15 @@ def _rest_upload(client: OrthancClient, files: list[Path]) -> tuple[set[Path], d
             {r.path: f"REST upload refused: {r.error}" for r in results if not r.ok})
 
 
-def verify(client: OrthancClient, series: dict[str, int]) -> bool:
-    """True when Orthanc holds at least the sent number of instances for every series."""
+def verify(client: OrthancClient, series: dict[str, int]) -> tuple[bool, list[str]]:
+    """Whether Orthanc holds at least the sent number of instances for every series, and
+    Orthanc's identifiers of the series it holds."""
+    held_all, ids = True, []
     for uid, count in series.items():
         if not uid:
             continue
         found = client.find_series(SeriesInstanceUID=uid)
-        held = sum(s.instance_count for s in found)
-        if held < count:
-            return False
-    return True
+        ids += [s.orthanc_id for s in found]
+        if sum(s.instance_count for s in found) < count:
+            held_all = False
+    return held_all, sorted(ids)

@@ -167,14 +167,7 @@ class Watcher(ServiceLoop):
                 if exc.status == 404:
                     return False  # deleted since: its Deleted change follows
                 raise
-        exists = session.exec(select(IngestRequest.id).where(
-            IngestRequest.series_orthanc_id == series_id,
-            IngestRequest.orthanc_state == state)).first()
-        if exists is not None:
-            return False
-        session.add(IngestRequest(series_orthanc_id=series_id, orthanc_state=state, reason=reason))
-        session.flush()
-        return True
+        return outbox.add(session, series_id, state, reason)
 
     def _counts_differ(self) -> bool:
         """Orthanc and the catalog disagree on counts while nothing is on its way: something was

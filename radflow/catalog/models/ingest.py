@@ -46,7 +46,7 @@ class IngestRequest(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     series_orthanc_id: str = Field(index=True)
     orthanc_state: str
-    reason: str = "stable"  # stable, reconcile, settled, manual
+    reason: str = "stable"  # stable, reconcile, settled, pushed, manual
     status: RequestStatus = Field(default=RequestStatus.PENDING,
                                   sa_column=enum_column(RequestStatus, default="pending",
                                                         index=True))
