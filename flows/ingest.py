@@ -70,22 +70,23 @@ def _work_through_queue(site: str | None, idle_seconds: float,
     run_id = flow_run.get_id()
     rows: list[dict[str, Any]] = []
     reported = 0
-    in_flight: dict[Any, str] = {}  # the task's concurrent future -> its series
-    futures: dict[str, Any] = {}
+    in_flight: dict[Any, tuple[str, Any]] = {}  # the task's concurrent future -> series, task
     started = idle_since = time.monotonic()
-    while in_flight or (time.monotonic() - idle_since < idle_seconds
-                        and time.monotonic() - started < max_minutes * 60):
-        if len(in_flight) < WORKERS and time.monotonic() - started < max_minutes * 60:
+    while True:
+        claiming = time.monotonic() - started < max_minutes * 60
+        if not in_flight and (not claiming or time.monotonic() - idle_since >= idle_seconds):
+            break
+        if claiming and len(in_flight) < WORKERS:
             for sid in claim_requests(run_id, site, limit=WORKERS - len(in_flight)):
-                futures[sid] = catalog_series.submit(sid, site)
-                in_flight[futures[sid].wrapped_future] = sid
+                future = catalog_series.submit(sid, site)
+                in_flight[future.wrapped_future] = (sid, future)
         if in_flight:
             done, _ = concurrent.futures.wait(list(in_flight), timeout=POLL_SECONDS,
                                               return_when=concurrent.futures.FIRST_COMPLETED)
             outcomes = {}
             for wrapped in done:
-                sid = in_flight.pop(wrapped)
-                row, outcomes[sid] = _outcome(sid, futures.pop(sid), site)
+                sid, future = in_flight.pop(wrapped)
+                row, outcomes[sid] = _outcome(sid, future, site)
                 rows.append(row)
             if outcomes:
                 close_requests(run_id, outcomes, site)
