@@ -158,7 +158,7 @@ def test_a_server_that_cannot_fork_lets_the_run_start_cold(tmp_path, monkeypatch
 
     def no_fork():
         raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
-    monkeypatch.setattr(forkserver.os, "fork", no_fork)
+    monkeypatch.setattr(forkserver.serve.os, "fork", no_fork)
     serving = threading.Thread(target=server.serve, daemon=True)
     serving.start()
     try:

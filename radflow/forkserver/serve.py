@@ -1,42 +1,12 @@
-"""A warm start for flow runs: a process that imports Prefect and the flows once, then forks a
-ready process for each flow run its worker starts.
-
-A flow run's process used to spend about 4 s of CPU importing Prefect and radflow before it
-did anything (measured in stop 34: ``python -m prefect.engine`` under cProfile). On a site with
-a few cores that was most of a short run, and four runs starting at once took a study round.
-
-Run as the worker component's command::
-
-    python -m radflow.forkserver --socket RUN/forkserver.sock -- python -m prefect worker start ...
-
-it listens on the socket, starts the worker (its child, in its process group), imports
-Prefect's engine and every installed plugin's flow modules, then serves until the worker ends,
-and ends with its code. The deployments' ``command`` job variable is
-``python -S -I forkclient.py SOCKET`` (:func:`warm_command`); :mod:`radflow.forkclient` passes
-its stdio, environment and working directory over the socket, and the server forks. The child
-takes them on, reloads Prefect's settings and logging from that environment, and runs
-``prefect.engine`` as ``python -m prefect.engine`` would.
-
-It is one thread, on purpose: a process that forks must not have other threads (a lock held by
-one would stay held in the child forever). Nothing here opens a connection or starts a loop
-before it forks; every run opens its own.
-
-Example:
-    ```python
-    from radflow.forkserver import warm_command
-    print(warm_command("/srv/radflow/run/forkserver.sock"))
-    ```
-"""
+"""The fork server's loop (one thread: it forks), and what a forked flow run does before it
+runs Prefect's engine."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import importlib
 import json
 import os
 import selectors
-import shlex
 import signal
 import socket
 import struct
@@ -45,34 +15,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
-
-SOCKET_NAME = "forkserver.sock"
-
-
-def warm_command(socket_path: str | Path) -> str:
-    """The job variable ``command`` that starts a flow run through the server at
-    ``socket_path`` (or cold, where none answers)."""
-    client = Path(__file__).with_name("forkclient.py")
-    return shlex.join([sys.executable, "-S", "-I", str(client), str(socket_path)])
-
-
-def preload_modules() -> list[str]:
-    """What every flow run imports: Prefect's engine and the installed plugins' flow modules,
-    and what most of them import on their way: Alembic (each run checks its database's
-    schema, 0.4 s to import) and matplotlib's pyplot for the reports' charts (0.6 to 0.9 s;
-    with the Agg backend, as the charts set it)."""
-    modules = ["prefect", "prefect.engine", "prefect.flow_engine", "prefect.task_engine",
-               "prefect.flows", "prefect.deployments", "prefect.runner.storage",
-               "alembic.command", "radflow.catalog.migrate", "matplotlib.pyplot"]
-    try:
-        from radflow.plugins import site_deployments
-
-        modules += sorted({spec.flow.rpartition(".")[0] for spec in site_deployments()})
-    except Exception as exc:  # noqa: BLE001 (a broken plugin: its runs import it and fail there)
-        log(f"plugins not preloaded: {exc}")
-    return modules
 
 
 def log(message: str) -> None:
@@ -345,59 +288,3 @@ def shutdown() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-
-
-def worker_dies_with_server() -> None:
-    """In the worker, before its exec: die with the server, else the site's supervisor would
-    start a second worker beside it. SIGKILL, as if the component had been killed whole: a
-    clean stop would remove the runs' working folders under them (they go on, orphaned, and
-    the supervisor reruns what crashed)."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m radflow.forkserver", description=__doc__)
-    parser.add_argument("--socket", required=True, type=Path, help="where to listen")
-    parser.add_argument("--preload", action="append", default=[], metavar="MODULE",
-                        help="a module to import besides Prefect's and the plugins' flows")
-    parser.add_argument("worker", nargs=argparse.REMAINDER,
-                        help="-- and the worker's command, started as this process's child")
-    args = parser.parse_args(argv)
-    worker_argv = args.worker[1:] if args.worker[:1] == ["--"] else args.worker
-    if not worker_argv:
-        parser.error("no worker command after --")
-    sock = listen(args.socket)
-    worker = subprocess.Popen(worker_argv, preexec_fn=worker_dies_with_server)
-    signals = Signals(worker)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signals.received)
-    started = time.monotonic()
-    for name in preload_modules() + args.preload:
-        try:
-            if name == "matplotlib.pyplot":  # the backend the charts use, chosen before pyplot
-                importlib.import_module("matplotlib").use("Agg")
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 (its runs import it themselves, and say why)
-            log(f"{name} not preloaded: {exc}")
-    signals.check()
-    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-    if threads:  # forking now could copy a held lock: serve nothing, runs start cold
-        log(f"importing started threads ({', '.join(threads)}); flow runs will start cold")
-        sock.close()
-        args.socket.unlink(missing_ok=True)
-        while worker.poll() is None:
-            signals.check()
-            time.sleep(0.2)
-        return worker.returncode
-    log(f"warm in {time.monotonic() - started:.1f} s; serving {args.socket}")
-    try:
-        return Server(sock, worker, signals).serve()
-    finally:
-        args.socket.unlink(missing_ok=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
