@@ -71,6 +71,10 @@ for p in plugins/*/; do
     [ -f "$p/pyproject.toml" ] && editables+=(-e "$p")
 done
 "${pip[@]}" install -q -c constraints.txt --no-build-isolation "${editables[@]}" 2>&1 | quiet
+# unittest2 (required by batchgenerators, for nnU-Net) pulls in PyPI's argparse 1.4, a copy of
+# the standard library's from 2015. Wherever site-packages comes first on the path (PYTHONPATH),
+# it shadows Python's own and breaks pydantic-settings, and with it Prefect: remove it.
+"${pip[@]}" uninstall -q -y argparse 2>&1 | quiet || true
 "$venv/bin/python" -c "import radflow, prefect, highdicom, SimpleITK" >/dev/null
 echo "$want" > "$venv/.radflow-stamp"
 say "done: $("$venv/bin/radflow" --version)"

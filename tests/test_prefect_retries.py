@@ -105,11 +105,11 @@ def test_a_site_saves_its_blocks_through_a_locked_database(site, proxy, monkeypa
 
 
 def test_a_decision_resumes_its_run_through_a_locked_database(site, proxy):
-    api = site.prefect_api_url
     auth = site.prefect_auth()
-    flow = requests.post(f"{api}/flows/", json={"name": "locked-probe"}, auth=auth, timeout=10)
-    run = requests.post(f"{api}/flow_runs/", auth=auth, timeout=10, json={
-        "flow_id": flow.json()["id"], "state": {"type": "PAUSED", "name": "Paused"}}).json()
+    direct = PrefectApi(site.prefect_api_url, auth=auth)  # (it retries Prefect's own 503s)
+    flow = direct._request("POST", "flows/", "a flow", json={"name": "locked-probe"}).json()
+    run = direct._request("POST", "flow_runs/", "a paused run", json={
+        "flow_id": flow["id"], "state": {"type": "PAUSED", "name": "Paused"}}).json()
     try:
         proxy.fault = ("POST", re.compile(rf"^/api/flow_runs/{run['id']}/resume$"))
         client = PrefectApi(f"http://127.0.0.1:{proxy.port}/api", auth=auth)
@@ -119,7 +119,7 @@ def test_a_decision_resumes_its_run_through_a_locked_database(site, proxy):
         assert proxy.went_through("POST", r"/resume$", ok=(200, 201)), proxy.seen
         assert resumed.state == "RUNNING"
     finally:
-        requests.delete(f"{api}/flow_runs/{run['id']}", auth=auth, timeout=10)
+        direct._request("DELETE", f"flow_runs/{run['id']}", "a clean-up", ok=(200, 204))
 
 
 def test_the_typed_client_creates_a_run_through_a_locked_database(site, proxy):
