@@ -71,11 +71,19 @@ def push(
     else:
         with console.status("sending over DICOM C-STORE..."):
             result = do_push(paths, **kwargs)
-    requested = request_now(client, ctx.catalog_url, result.orthanc_series) \
-        if result.verified else 0
+    requested, not_requested = 0, None
+    if result.verified:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from radflow.errors import RadflowError
+
+        try:
+            requested = request_now(client, ctx.catalog_url, result.orthanc_series)
+        except (RadflowError, SQLAlchemyError) as exc:  # the push stands; the watcher catalogs
+            not_requested = str(exc).splitlines()[0]
     if json_out:
         print_json({**result.__dict__, "studies": sorted(result.studies), "rate": result.rate,
-                    "catalog_requested": requested})
+                    "catalog_requested": requested, "catalog_not_requested": not_requested})
     else:
         console.print(f"sent {result.sent}/{result.files} instances of {len(result.studies)} "
                       f"studies to {ctx.config.aet} in {result.seconds:.1f} s "
@@ -84,6 +92,10 @@ def push(
         if requested:
             console.print(f"cataloging {requested} series now (`radflow catalog wait` waits "
                           "for it)", highlight=False)
+        if not_requested:
+            console.print(f"[yellow]could not ask for the series to be cataloged now "
+                          f"({not_requested}); the watcher catalogs them once Orthanc calls them "
+                          "stable[/yellow]", highlight=False)
         if result.skipped:
             console.print(f"skipped {len(result.skipped)} non-DICOM file(s)")
         for line in result.failed[:10]:
