@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import sqlite3
 import time
 
 import psutil
@@ -54,6 +56,16 @@ def test_second_site_runs_beside_the_first_and_stops_without_orphans(site, manag
     assert ports_of(alpha).isdisjoint(ports_of(beta)) and len(ports_of(beta)) == 5
     everything = json.loads(cli("site", "status", "--json", check=True).stdout)
     assert {s["name"] for s in everything} >= {"alpha", "beta"}
+
+    # both Prefect databases began as copies of one template (radflow.prefect_db); each
+    # server made its own key for its block documents (the sites' secrets)
+    keys = {}
+    for name in ("alpha", "beta"):
+        db = manager.context(name).paths.prefect_home / "prefect.db"
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
+            keys[name] = connection.execute(
+                "SELECT value FROM configuration WHERE key = 'ENCRYPTION_KEY'").fetchall()
+    assert len(keys["alpha"]) == len(keys["beta"]) == 1 and keys["alpha"] != keys["beta"]
 
     again = json.loads(cli("site", "up", "--site", "beta", "--json", check=True).stdout)
     assert [c["pid"] for c in again["components"]] == [c["pid"] for c in beta["components"]]

