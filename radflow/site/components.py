@@ -236,20 +236,12 @@ class PrefectServerComponent(Component):
         """The work pool, the blocks and the deployments, before the worker and the watcher."""
         from radflow.deployments import apply_site_deployments
         from radflow.site.registration import register_site_blocks
+        from radflow.site.workpools import ensure_site_pool
 
         ensure_site_pool(ctx)
         register_site_blocks(ctx)
         say("blocks: registered")
         say(f"deployments: {', '.join(apply_site_deployments(ctx))}")
-
-
-def ensure_site_pool(ctx: SiteContext) -> None:
-    """The site's work pool, of its type (a container pool gets radflow's base job template)."""
-    from radflow.site.workpools import base_job_template
-
-    pool_type = ctx.config.work_pool_type
-    ctx.prefect().ensure_work_pool(ctx.config.work_pool, pool_type,
-                                   None if pool_type == "process" else base_job_template(pool_type))
 
 
 class WorkerComponent(Component):
@@ -263,6 +255,8 @@ class WorkerComponent(Component):
         return f"{ctx.config.name}-worker"
 
     def prepare(self, ctx: SiteContext) -> None:
+        from radflow.site.workpools import ensure_site_pool
+
         ensure_site_pool(ctx)
 
     def command(self, ctx: SiteContext) -> tuple[list[str], dict[str, str]]:

@@ -59,6 +59,14 @@ def _worker(pool_type: str) -> Any:
     return ProcessWorker
 
 
+def ensure_site_pool(ctx: Any) -> None:
+    """The site's work pool (``ctx``: its SiteContext), of its type (a container pool gets
+    radflow's base job template)."""
+    pool_type = ctx.config.work_pool_type
+    ctx.prefect().ensure_work_pool(ctx.config.work_pool, pool_type,
+                                   None if pool_type == "process" else base_job_template(pool_type))
+
+
 def base_job_template(pool_type: str) -> dict[str, Any]:
     """The base job template radflow gives a new pool of this type."""
     template = copy.deepcopy(_worker(pool_type).get_default_base_job_template())
